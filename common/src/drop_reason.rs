@@ -1,0 +1,55 @@
+//! The one list of reasons a program drops a frame.
+//!
+//! The programs count drops per endpoint per reason, indexed by the
+//! discriminant; `stats` prints them by `name()`. Add new reasons at the
+//! end and never renumber: counters in pinned maps outlive the binary.
+
+macro_rules! drop_reasons {
+    ($($variant:ident = $value:literal, $name:literal, $help:literal;)*) => {
+        #[repr(u32)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum DropReason {
+            $(#[doc = $help] $variant = $value,)*
+        }
+
+        impl DropReason {
+            /// Every reason, in counter-slot order.
+            pub const ALL: &'static [DropReason] = &[$(DropReason::$variant,)*];
+
+            /// Stable, kebab-case name shown by `stats`.
+            pub const fn name(self) -> &'static str {
+                match self { $(DropReason::$variant => $name,)* }
+            }
+
+            /// One-line explanation for operators.
+            pub const fn help(self) -> &'static str {
+                match self { $(DropReason::$variant => $help,)* }
+            }
+
+            pub const fn from_u32(value: u32) -> Option<DropReason> {
+                match value { $($value => Some(DropReason::$variant),)* _ => None }
+            }
+        }
+    };
+}
+
+drop_reasons! {
+    Runt = 1, "runt",
+        "frame shorter than an Ethernet header, or a VLAN tag cut short";
+    GuestTagged = 2, "guest-tagged",
+        "the guest sent a frame that already carries a VLAN tag (VLAN hopping)";
+    SpoofedSource = 3, "spoofed-source",
+        "the guest sent from a source MAC that is not the endpoint's";
+    WrongVlan = 4, "wrong-vlan",
+        "tagged with a VLAN the endpoint is not on";
+    Untagged = 5, "untagged",
+        "untagged frame towards an access endpoint";
+    TaggedOnUntaggedPort = 6, "tagged-on-untagged-port",
+        "tagged frame towards an endpoint without a VLAN";
+    ForeignTpid = 7, "foreign-tpid",
+        "outer tag is not 802.1Q (e.g. an 802.1ad service tag)";
+    StackedTag = 8, "stacked-tag",
+        "a second VLAN tag under the endpoint's own";
+    HelperFailed = 9, "helper-failed",
+        "the kernel refused to push or pop the tag";
+}

@@ -1,0 +1,394 @@
+//! The kernel side: loading, pinning and attaching the TC programs, and
+//! reading and writing their maps.
+//!
+//! Layout under the bpffs directory:
+//! - `progs/from_guest`, `progs/to_guest`: the programs, loaded once;
+//! - `maps/POLICIES`, `maps/COUNTERS`, `maps/AYA_LOGS`: shared by all endpoints;
+//! - `links/NAME/egress`, `links/NAME/ingress`: the TCX links of endpoint
+//!   NAME (escaped: bpffs refuses '.' in names, interface names allow it).
+//!
+//! Everything is pinned, so forwarding goes on after the process exits and
+//! the next invocation adopts what is there.
+
+use std::{
+    fs, io,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    EbpfLoader,
+    maps::{HashMap, Map, MapData, PerCpuHashMap},
+    programs::{
+        LinkOrder, SchedClassifier, TcAttachType,
+        links::{FdLink, PinnedLink},
+        tc::{self, NlOptions, TcAttachOptions},
+    },
+    util::KernelVersion,
+};
+use macvswitch_common::{EndpointCounters, EndpointPolicy, names};
+
+use crate::{
+    EBPF_OBJECT,
+    error::{Error, Result},
+};
+
+/// aya-log level compiled into the programs at load: info, so that the
+/// per-drop debug logs cost a compare and nothing more.
+const EBPF_LOG_LEVEL: u8 = 3;
+const MAP_AYA_LOGS: &str = "AYA_LOGS";
+
+/// Where the pins live.
+#[derive(Clone, Debug)]
+pub struct PinLayout {
+    root: PathBuf,
+}
+
+impl PinLayout {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn prog(&self, name: &str) -> PathBuf {
+        self.root.join("progs").join(name)
+    }
+
+    fn map(&self, name: &str) -> PathBuf {
+        self.root.join("maps").join(name)
+    }
+
+    fn links_of(&self, endpoint: &str) -> PathBuf {
+        self.root.join("links").join(escape_pin_name(endpoint))
+    }
+
+    fn link(&self, endpoint: &str, hook: Hook) -> PathBuf {
+        self.links_of(endpoint).join(hook.suffix())
+    }
+
+    fn is_loaded(&self) -> bool {
+        self.prog(names::PROG_FROM_GUEST).exists() && self.prog(names::PROG_TO_GUEST).exists()
+    }
+}
+
+/// The two hooks of an endpoint.
+#[derive(Clone, Copy, Debug)]
+enum Hook {
+    /// The macvtap's egress: frames the guest wrote.
+    FromGuest,
+    /// The macvtap's ingress: frames for the guest.
+    ToGuest,
+}
+
+impl Hook {
+    const ALL: [Hook; 2] = [Hook::FromGuest, Hook::ToGuest];
+
+    fn suffix(self) -> &'static str {
+        match self {
+            Hook::FromGuest => "egress",
+            Hook::ToGuest => "ingress",
+        }
+    }
+
+    fn attach_type(self) -> TcAttachType {
+        match self {
+            Hook::FromGuest => TcAttachType::Egress,
+            Hook::ToGuest => TcAttachType::Ingress,
+        }
+    }
+
+    fn program(self) -> &'static str {
+        match self {
+            Hook::FromGuest => names::PROG_FROM_GUEST,
+            Hook::ToGuest => names::PROG_TO_GUEST,
+        }
+    }
+}
+
+fn map_err(context: String) -> impl FnOnce(aya::maps::MapError) -> Error {
+    move |e| Error::bpf(context, e)
+}
+
+/// The maps, opened from their pins.
+pub struct Maps {
+    policies: HashMap<MapData, u32, EndpointPolicy>,
+    counters: PerCpuHashMap<MapData, u32, EndpointCounters>,
+}
+
+impl Maps {
+    fn from_maps(policies: Map, counters: Map) -> Result<Self> {
+        Ok(Self {
+            policies: HashMap::try_from(policies)
+                .map_err(map_err(format!("opening {}", names::MAP_POLICIES)))?,
+            counters: PerCpuHashMap::try_from(counters)
+                .map_err(map_err(format!("opening {}", names::MAP_COUNTERS)))?,
+        })
+    }
+
+    /// Opens the pinned maps, if the data path was ever loaded here.
+    pub fn open(pins: &PinLayout) -> Result<Option<Self>> {
+        let open = |name: &str| -> Result<Option<Map>> {
+            match MapData::from_pin(pins.map(name)) {
+                Ok(data) => Map::from_map_data(data)
+                    .map(Some)
+                    .map_err(map_err(format!("opening pinned map {name}"))),
+                Err(aya::maps::MapError::SyscallError(e))
+                    if e.io_error.kind() == io::ErrorKind::NotFound =>
+                {
+                    Ok(None)
+                }
+                Err(e) => Err(Error::bpf(format!("opening pinned map {name}"), e)),
+            }
+        };
+        match (open(names::MAP_POLICIES)?, open(names::MAP_COUNTERS)?) {
+            (Some(policies), Some(counters)) => Self::from_maps(policies, counters).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    pub fn set_policy(&mut self, ifindex: u32, policy: &EndpointPolicy) -> Result<()> {
+        self.policies
+            .insert(ifindex, policy, 0)
+            .map_err(map_err(format!("writing the policy of ifindex {ifindex}")))
+    }
+
+    /// Starts counting for `ifindex` from zero.
+    pub fn reset_counters(&mut self, ifindex: u32) -> Result<()> {
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| Error::io("counting CPUs", e))?;
+        let zeros = aya::maps::PerCpuValues::try_from(vec![EndpointCounters::ZERO; cpus])
+            .map_err(|e| Error::io("building per-CPU counters", e))?;
+        self.counters
+            .insert(ifindex, zeros, 0)
+            .map_err(map_err(format!("resetting the counters of ifindex {ifindex}")))
+    }
+
+    /// Forgets `ifindex`; frames still in flight then fail closed.
+    pub fn remove(&mut self, ifindex: u32) -> Result<()> {
+        for result in [self.policies.remove(&ifindex), self.counters.remove(&ifindex)] {
+            match result {
+                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(aya::maps::MapError::SyscallError(e))
+                    if e.io_error.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::bpf(format!("forgetting ifindex {ifindex}"), e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// The counters of `ifindex`, summed over CPUs.
+    pub fn counters(&self, ifindex: u32) -> Result<Option<EndpointCounters>> {
+        match self.counters.get(&ifindex, 0) {
+            Ok(per_cpu) => {
+                let mut total = EndpointCounters::ZERO;
+                for counters in per_cpu.iter() {
+                    total.accumulate(counters);
+                }
+                Ok(Some(total))
+            }
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(Error::bpf(format!("reading the counters of ifindex {ifindex}"), e)),
+        }
+    }
+}
+
+/// Programs and maps, ready to attach endpoints.
+pub struct Datapath {
+    pins: PinLayout,
+    from_guest: SchedClassifier,
+    to_guest: SchedClassifier,
+    pub maps: Maps,
+    /// Loaded by this process rather than adopted from pins: endpoints
+    /// attached earlier still run the old programs and must be re-attached.
+    pub fresh: bool,
+}
+
+impl Datapath {
+    /// Adopts the pinned programs and maps, or loads and pins them the
+    /// first time.
+    pub fn open_or_load(pins: PinLayout) -> Result<Self> {
+        if pins.is_loaded()
+            && let Some(maps) = Maps::open(&pins)?
+        {
+            let from_pin = |name: &str| {
+                SchedClassifier::from_pin(pins.prog(name))
+                    .map_err(|e| Error::bpf(format!("opening pinned program {name}"), e))
+            };
+            return Ok(Self {
+                from_guest: from_pin(names::PROG_FROM_GUEST)?,
+                to_guest: from_pin(names::PROG_TO_GUEST)?,
+                maps,
+                pins,
+                fresh: false,
+            });
+        }
+        Self::load(pins)
+    }
+
+    fn load(pins: PinLayout) -> Result<Self> {
+        // Whatever a crash left half-pinned goes; endpoints are re-attached
+        // from the state by the caller.
+        for dir in ["progs", "maps"] {
+            remove_dir_if_exists(&pins.root.join(dir))?;
+            create_dir(&pins.root.join(dir))?;
+        }
+        let mut ebpf = EbpfLoader::new()
+            .override_global("AYA_LOG_LEVEL", &EBPF_LOG_LEVEL, false)
+            .load(EBPF_OBJECT)
+            .map_err(|e| Error::bpf("loading the eBPF object", e))?;
+        for name in [names::MAP_POLICIES, names::MAP_COUNTERS, MAP_AYA_LOGS] {
+            if let Some(map) = ebpf.map(name) {
+                map.pin(pins.map(name))
+                    .map_err(|e| Error::bpf(format!("pinning map {name}"), e))?;
+            }
+        }
+        let mut take_program = |name: &str| -> Result<SchedClassifier> {
+            let program = ebpf
+                .program_mut(name)
+                .ok_or_else(|| Error::Refused(format!("the eBPF object lacks program {name}")))?;
+            let classifier: &mut SchedClassifier = program
+                .try_into()
+                .map_err(|e| Error::bpf(format!("program {name}"), e))?;
+            classifier
+                .load()
+                .map_err(|e| Error::bpf(format!("loading program {name}"), e))?;
+            classifier
+                .pin(pins.prog(name))
+                .map_err(|e| Error::bpf(format!("pinning program {name}"), e))?;
+            SchedClassifier::from_pin(pins.prog(name))
+                .map_err(|e| Error::bpf(format!("reopening program {name}"), e))
+        };
+        let from_guest = take_program(names::PROG_FROM_GUEST)?;
+        let to_guest = take_program(names::PROG_TO_GUEST)?;
+        let take = |ebpf: &mut aya::Ebpf, name: &str| {
+            ebpf.take_map(name)
+                .ok_or_else(|| Error::Refused(format!("the eBPF object lacks map {name}")))
+        };
+        let maps = Maps::from_maps(
+            take(&mut ebpf, names::MAP_POLICIES)?,
+            take(&mut ebpf, names::MAP_COUNTERS)?,
+        )?;
+        log::info!("loaded and pinned the data path under {}", pins.root.display());
+        Ok(Self {
+            pins,
+            from_guest,
+            to_guest,
+            maps,
+            fresh: true,
+        })
+    }
+
+    /// Attaches both programs to the endpoint `name` and pins the links.
+    pub fn attach(&mut self, name: &str) -> Result<()> {
+        create_dir(&self.pins.links_of(name))?;
+        for hook in Hook::ALL {
+            let program = match hook {
+                Hook::FromGuest => &mut self.from_guest,
+                Hook::ToGuest => &mut self.to_guest,
+            };
+            attach_one(program, name, hook, &self.pins.link(name, hook))?;
+        }
+        Ok(())
+    }
+
+    /// Removes the link pins of `name`; the links detach once unpinned (or
+    /// when the macvtap goes).
+    pub fn detach(pins: &PinLayout, name: &str) -> Result<()> {
+        for hook in Hook::ALL {
+            let path = pins.link(name, hook);
+            match PinnedLink::from_pin(&path) {
+                Ok(link) => {
+                    link.unpin()
+                        .map_err(|e| Error::io(format!("unpinning {}", path.display()), e))?;
+                }
+                Err(_) if !path.exists() => {}
+                Err(e) => return Err(Error::bpf(format!("opening {}", path.display()), e)),
+            }
+        }
+        remove_dir_if_exists(&pins.links_of(name))
+    }
+
+    /// Removes every pin (for `reset`).
+    pub fn remove_all_pins(pins: &PinLayout) -> Result<()> {
+        for dir in ["links", "progs", "maps"] {
+            remove_dir_if_exists(&pins.root.join(dir))?;
+        }
+        Ok(())
+    }
+}
+
+/// TCX with a pinned link where the kernel has it (>= 6.6); clsact and a
+/// netlink filter, which outlives the process by itself, elsewhere.
+fn attach_one(program: &mut SchedClassifier, ifname: &str, hook: Hook, pin: &Path) -> Result<()> {
+    let context = || format!("attaching {} to {ifname}", hook.program());
+    let tcx = KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0));
+    if tcx {
+        let id = program
+            .attach_with_options(
+                ifname,
+                hook.attach_type(),
+                TcAttachOptions::TcxOrder(LinkOrder::default()),
+            )
+            .map_err(|e| Error::bpf(context(), e))?;
+        let link = program.take_link(id).map_err(|e| Error::bpf(context(), e))?;
+        let link: FdLink = link.try_into().map_err(|e| Error::bpf(context(), e))?;
+        if pin.exists() {
+            fs::remove_file(pin).map_err(|e| Error::io(format!("replacing {}", pin.display()), e))?;
+        }
+        link.pin(pin)
+            .map_err(|e| Error::bpf(format!("pinning {}", pin.display()), e))?;
+    } else {
+        // An existing clsact qdisc is fine.
+        let _ = tc::qdisc_add_clsact(ifname);
+        let id = program
+            .attach_with_options(
+                ifname,
+                hook.attach_type(),
+                TcAttachOptions::Netlink(NlOptions::default()),
+            )
+            .map_err(|e| Error::bpf(context(), e))?;
+        let link = program.take_link(id).map_err(|e| Error::bpf(context(), e))?;
+        // Dropping the link would detach the filter; it lives with the device.
+        std::mem::forget(link);
+    }
+    Ok(())
+}
+
+/// Escapes a name for bpffs, which refuses '.' in file names: bytes other
+/// than ASCII letters, digits, '-' and '_' become `%XX`.
+fn escape_pin_name(name: &str) -> String {
+    let mut escaped = String::with_capacity(name.len());
+    for byte in name.bytes() {
+        if byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_' {
+            escaped.push(byte as char);
+        } else {
+            escaped += &format!("%{byte:02X}");
+        }
+    }
+    escaped
+}
+
+fn create_dir(path: &Path) -> Result<()> {
+    fs::create_dir_all(path).map_err(|e| Error::io(format!("creating {}", path.display()), e))
+}
+
+fn remove_dir_if_exists(path: &Path) -> Result<()> {
+    match fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(format!("removing {}", path.display()), e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pin_names_have_no_dots() {
+        assert_eq!(escape_pin_name("eth0.10"), "eth0%2E10");
+        assert_eq!(escape_pin_name("a%b"), "a%25b");
+        assert_eq!(escape_pin_name("vm-1_x"), "vm-1_x");
+    }
+}

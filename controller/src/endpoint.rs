@@ -1,0 +1,261 @@
+//! Endpoint lifecycle: validate, create the macvtap, attach, record; and
+//! the reverse. Every change runs under the state lock.
+
+use std::path::PathBuf;
+
+use macvswitch_common::{EndpointPolicy, POLICY_ALLOW_MAC_SPOOFING};
+
+use crate::{
+    bpffs,
+    datapath::{Datapath, Maps, PinLayout},
+    error::{Error, Result},
+    netlink::{Link, Netlink},
+    state::{EndpointRecord, State, StateDir},
+    tapdev,
+    types::{IfName, Mac, Mode, Mtu, Vid},
+};
+
+/// Where one macvswitch instance keeps its state and pins.
+#[derive(Clone, Debug)]
+pub struct Instance {
+    pub state_dir: StateDir,
+    pub pins: PinLayout,
+}
+
+/// `endpoint add`, as typed by the user.
+#[derive(Clone, Debug)]
+pub struct AddRequest {
+    pub name: IfName,
+    pub lower: IfName,
+    pub mode: Mode,
+    pub mac: Option<Mac>,
+    pub vlan: Option<Vid>,
+    pub mtu: Option<Mtu>,
+    pub allow_mac_spoofing: bool,
+}
+
+impl EndpointRecord {
+    pub fn policy(&self) -> EndpointPolicy {
+        EndpointPolicy {
+            mac: self.mac.octets(),
+            vlan: self.vlan.map_or(0, Vid::get),
+            flags: if self.allow_mac_spoofing {
+                POLICY_ALLOW_MAC_SPOOFING
+            } else {
+                0
+            },
+        }
+    }
+}
+
+impl Instance {
+    pub fn tap_path(&self, name: &IfName) -> PathBuf {
+        self.state_dir.dev_dir().join(name.as_str())
+    }
+
+    pub fn list(&self) -> Result<Vec<EndpointRecord>> {
+        Ok(self.state_dir.load()?.endpoints.into_values().collect())
+    }
+
+    pub fn get(&self, name: &IfName) -> Result<EndpointRecord> {
+        self.state_dir
+            .load()?
+            .endpoints
+            .remove(name)
+            .ok_or_else(|| unknown_endpoint(name))
+    }
+
+    /// The counter maps, if the data path was ever loaded here.
+    pub fn maps(&self) -> Result<Option<Maps>> {
+        if !bpffs::is_bpffs(self.pins.root()) {
+            return Ok(None);
+        }
+        Maps::open(&self.pins)
+    }
+
+    pub async fn add(&self, request: AddRequest) -> Result<EndpointRecord> {
+        let lock = self.state_dir.lock()?;
+        let mut state = self.state_dir.load()?;
+        let netlink = Netlink::connect()?;
+        let links = netlink.links().await?;
+        let (lower, mac, mtu) = validate_add(&request, &state, &links)?;
+
+        bpffs::prepare(self.pins.root())?;
+        let mut datapath = Datapath::open_or_load(self.pins.clone())?;
+        if datapath.fresh {
+            self.reattach(&mut datapath, &state)?;
+        }
+
+        let link = netlink
+            .create_macvtap(request.name.as_str(), lower.index, request.mode, mac, mtu)
+            .await?;
+        let record = EndpointRecord {
+            name: request.name.clone(),
+            lower: request.lower.clone(),
+            mode: request.mode,
+            mac,
+            vlan: request.vlan,
+            mtu,
+            allow_mac_spoofing: request.allow_mac_spoofing,
+            ifindex: link.index,
+        };
+        // The policy is in place and the programs attached before the link
+        // comes up, so no frame ever passes unfiltered.
+        let wired = async {
+            datapath.maps.set_policy(link.index, &record.policy())?;
+            datapath.maps.reset_counters(link.index)?;
+            datapath.attach(record.name.as_str())?;
+            tapdev::create_node(&self.state_dir.dev_dir(), record.name.as_str(), link.index)?;
+            netlink.set_up(link.index).await
+        }
+        .await;
+        if let Err(error) = wired {
+            self.unwire(&netlink, Some(&mut datapath.maps), &record).await;
+            return Err(error);
+        }
+        state.endpoints.insert(record.name.clone(), record.clone());
+        self.state_dir.save(&lock, &state)?;
+        Ok(record)
+    }
+
+    /// Re-attaches recorded endpoints to freshly loaded programs and maps.
+    fn reattach(&self, datapath: &mut Datapath, state: &State) -> Result<()> {
+        for record in state.endpoints.values() {
+            if !PathBuf::from("/sys/class/net").join(record.name.as_str()).exists() {
+                continue;
+            }
+            datapath.maps.set_policy(record.ifindex, &record.policy())?;
+            datapath.maps.reset_counters(record.ifindex)?;
+            datapath.attach(record.name.as_str())?;
+            log::warn!("re-attached {} to the reloaded data path", record.name);
+        }
+        Ok(())
+    }
+
+    pub async fn del(&self, name: &IfName) -> Result<()> {
+        let lock = self.state_dir.lock()?;
+        let mut state = self.state_dir.load()?;
+        let record = state
+            .endpoints
+            .remove(name)
+            .ok_or_else(|| unknown_endpoint(name))?;
+        let netlink = Netlink::connect()?;
+        let mut maps = self.maps()?;
+        self.unwire(&netlink, maps.as_mut(), &record).await;
+        self.state_dir.save(&lock, &state)
+    }
+
+    /// Removes everything this instance created.
+    pub async fn reset(&self) -> Result<()> {
+        let lock = self.state_dir.lock()?;
+        let state = self.state_dir.load()?;
+        let netlink = Netlink::connect()?;
+        let mut maps = self.maps()?;
+        for record in state.endpoints.values() {
+            self.unwire(&netlink, maps.as_mut(), record).await;
+        }
+        drop(maps);
+        if bpffs::is_bpffs(self.pins.root()) {
+            Datapath::remove_all_pins(&self.pins)?;
+        }
+        self.state_dir.clear(&lock)
+    }
+
+    /// Undoes whatever part of an endpoint exists. Best effort: each step
+    /// runs even if an earlier one failed, and failures are logged.
+    async fn unwire(&self, netlink: &Netlink, maps: Option<&mut Maps>, record: &EndpointRecord) {
+        let name = record.name.as_str();
+        if let Err(e) = Datapath::detach(&self.pins, name) {
+            log::warn!("{name}: {e}");
+        }
+        // The ifindex may have been reused by now: delete only our link.
+        match netlink.link_by_name(name).await {
+            Ok(Some(link)) if link.index == record.ifindex => {
+                if let Err(e) = netlink.delete(link.index).await {
+                    log::warn!("{name}: {e}");
+                }
+            }
+            Ok(_) => log::warn!("{name}: the macvtap was already gone"),
+            Err(e) => log::warn!("{name}: {e}"),
+        }
+        if let Some(maps) = maps
+            && let Err(e) = maps.remove(record.ifindex)
+        {
+            log::warn!("{name}: {e}");
+        }
+        if let Err(e) = tapdev::remove_node(&self.tap_path(&record.name)) {
+            log::warn!("{name}: {e}");
+        }
+    }
+}
+
+fn unknown_endpoint(name: &IfName) -> Error {
+    Error::invalid(
+        "NAME",
+        name,
+        "no such endpoint (see `macvswitch endpoint list`)",
+    )
+}
+
+/// Checks an `add` against the host before anything changes. Returns the
+/// lower link, the MAC and the MTU to use.
+fn validate_add(request: &AddRequest, state: &State, links: &[Link]) -> Result<(Link, Mac, u32)> {
+    let name = &request.name;
+    if state.endpoints.contains_key(name) {
+        return Err(Error::invalid("NAME", name, "an endpoint of that name exists"));
+    }
+    if links.iter().any(|link| link.name == name.as_str()) {
+        return Err(Error::invalid(
+            "NAME",
+            name,
+            "an interface of that name exists; pick a free name",
+        ));
+    }
+    let lower = links
+        .iter()
+        .find(|link| link.name == request.lower.as_str())
+        .ok_or_else(|| {
+            Error::invalid(
+                "--lower",
+                &request.lower,
+                "no such device in this network namespace",
+            )
+        })?;
+    if lower.is_macvlan_family() {
+        return Err(Error::invalid(
+            "--lower",
+            &request.lower,
+            "is itself a macvlan/macvtap; give the device it sits on",
+        ));
+    }
+    let lower_mtu = lower.mtu.unwrap_or(1500);
+    let mtu = request.mtu.map_or(lower_mtu, |mtu| mtu.0);
+    if !(Mtu::MIN..=lower_mtu).contains(&mtu) {
+        return Err(Error::invalid(
+            "--mtu",
+            mtu,
+            format!(
+                "must be in {}..={lower_mtu} (the MTU of {})",
+                Mtu::MIN,
+                request.lower
+            ),
+        ));
+    }
+    let mac = request.mac.unwrap_or_else(|| Mac::derived_from(name.as_str()));
+    let owner = links
+        .iter()
+        .filter(|link| link.index == lower.index || link.lower == Some(lower.index))
+        .find(|link| link.mac == Some(mac.octets()));
+    if let Some(owner) = owner {
+        let how = if request.mac.is_some() { "" } else { " (derived from NAME)" };
+        return Err(Error::invalid(
+            "--mac",
+            mac,
+            format!(
+                "already used{how} by {} on {}; the MAC must be unique on the lower device",
+                owner.name, request.lower
+            ),
+        ));
+    }
+    Ok((lower.clone(), mac, mtu))
+}

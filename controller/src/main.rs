@@ -1,0 +1,130 @@
+//! The `macvswitch` binary: parses the command line and prints results.
+//! Errors are one line on stderr; exit status 2 for bad input, 1 otherwise.
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use macvswitch::{
+    Error,
+    cli::{Cli, Command, EndpointCommand},
+    datapath::PinLayout,
+    endpoint::{AddRequest, Instance},
+    report,
+    state::StateDir,
+};
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) if error.use_stderr() => {
+            // clap's first line names the option, the value and the rule.
+            let rendered = error.render().to_string();
+            eprintln!("{}", rendered.lines().next().unwrap_or("invalid arguments"));
+            return ExitCode::from(2);
+        }
+        Err(error) => {
+            let _ = error.print();
+            return ExitCode::SUCCESS;
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {}", one_line(&error));
+            ExitCode::from(error.exit_code())
+        }
+    }
+}
+
+/// The error and its sources, joined on one line.
+fn one_line(error: &Error) -> String {
+    let mut line = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        line += &format!(": {cause}");
+        source = cause.source();
+    }
+    line.replace('\n', " ")
+}
+
+fn print_json(value: &serde_json::Value) {
+    println!("{}", serde_json::to_string_pretty(value).expect("JSON"));
+}
+
+async fn run(cli: Cli) -> Result<(), Error> {
+    let instance = Instance {
+        state_dir: StateDir::new(cli.state_dir),
+        pins: PinLayout::new(cli.bpffs),
+    };
+    match cli.command {
+        Command::Endpoint(EndpointCommand::Add(args)) => {
+            let record = instance
+                .add(AddRequest {
+                    name: args.name,
+                    lower: args.lower,
+                    mode: args.mode,
+                    mac: args.mac,
+                    vlan: args.vlan,
+                    mtu: args.mtu,
+                    allow_mac_spoofing: args.allow_mac_spoofing,
+                })
+                .await?;
+            print!("{}", report::endpoint_details(&instance, &record));
+        }
+        Command::Endpoint(EndpointCommand::Del { name }) => instance.del(&name).await?,
+        Command::Endpoint(EndpointCommand::List { json }) => {
+            let records = instance.list()?;
+            if json {
+                let all = records
+                    .iter()
+                    .map(|r| report::endpoint_json(&instance, r))
+                    .collect();
+                print_json(&serde_json::Value::Array(all));
+            } else {
+                print!("{}", report::endpoint_table(&records));
+            }
+        }
+        Command::Endpoint(EndpointCommand::Show { name, json }) => {
+            let record = instance.get(&name)?;
+            if json {
+                print_json(&report::endpoint_json(&instance, &record));
+            } else {
+                print!("{}", report::endpoint_details(&instance, &record));
+            }
+        }
+        Command::Stats { name, json } => {
+            let records = match name {
+                Some(name) => vec![instance.get(&name)?],
+                None => instance.list()?,
+            };
+            let maps = instance.maps()?;
+            let mut rows = Vec::new();
+            for record in &records {
+                let counters = match &maps {
+                    Some(maps) => maps.counters(record.ifindex)?,
+                    None => None,
+                }
+                .unwrap_or(macvswitch_common::EndpointCounters::ZERO);
+                rows.push((record.name.to_string(), counters));
+            }
+            if json {
+                let all = rows
+                    .iter()
+                    .map(|(name, c)| report::stats_json(name, c))
+                    .collect();
+                print_json(&serde_json::Value::Array(all));
+            } else {
+                for (name, counters) in &rows {
+                    print!("{}", report::stats_text(name, counters));
+                }
+            }
+        }
+        Command::Reset => instance.reset().await?,
+    }
+    Ok(())
+}

@@ -1,0 +1,148 @@
+//! The few rtnetlink operations macvswitch needs: find links, create and
+//! delete macvtaps, bring them up.
+
+use futures::TryStreamExt as _;
+use rtnetlink::{
+    Handle, LinkMacVtap, LinkUnspec,
+    packet_core::ErrorMessage,
+    packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage, MacVtapMode},
+};
+
+use crate::{
+    error::{Error, Result},
+    types::{Mac, Mode},
+};
+
+/// What we need to know about a link.
+#[derive(Clone, Debug)]
+pub struct Link {
+    pub index: u32,
+    pub name: String,
+    pub kind: Option<InfoKind>,
+    /// Ifindex of the lower device, for stacked links.
+    pub lower: Option<u32>,
+    pub mac: Option<[u8; 6]>,
+    pub mtu: Option<u32>,
+}
+
+impl Link {
+    fn from_message(message: LinkMessage) -> Self {
+        let mut link = Link {
+            index: message.header.index,
+            name: String::new(),
+            kind: None,
+            lower: None,
+            mac: None,
+            mtu: None,
+        };
+        for attribute in message.attributes {
+            match attribute {
+                LinkAttribute::IfName(name) => link.name = name,
+                LinkAttribute::Link(index) => link.lower = Some(index),
+                LinkAttribute::Mtu(mtu) => link.mtu = Some(mtu),
+                LinkAttribute::Address(bytes) => link.mac = bytes.try_into().ok(),
+                LinkAttribute::LinkInfo(infos) => {
+                    for info in infos {
+                        if let LinkInfo::Kind(kind) = info {
+                            link.kind = Some(kind);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        link
+    }
+
+    pub fn is_macvlan_family(&self) -> bool {
+        matches!(self.kind, Some(InfoKind::MacVlan | InfoKind::MacVtap))
+    }
+}
+
+pub struct Netlink {
+    handle: Handle,
+}
+
+fn is_no_such_device(error: &rtnetlink::Error) -> bool {
+    matches!(error, rtnetlink::Error::NetlinkError(ErrorMessage { code: Some(code), .. })
+        if code.get() == -libc::ENODEV)
+}
+
+impl Netlink {
+    /// Opens a route-netlink socket in the current network namespace.
+    pub fn connect() -> Result<Self> {
+        let (connection, handle, _) = rtnetlink::new_connection()
+            .map_err(|e| Error::io("opening a route netlink socket", e))?;
+        tokio::spawn(connection);
+        Ok(Self { handle })
+    }
+
+    pub async fn links(&self) -> Result<Vec<Link>> {
+        self.handle
+            .link()
+            .get()
+            .execute()
+            .map_ok(Link::from_message)
+            .try_collect()
+            .await
+            .map_err(|e| Error::netlink("listing links", e))
+    }
+
+    pub async fn link_by_name(&self, name: &str) -> Result<Option<Link>> {
+        let mut stream = self.handle.link().get().match_name(name.to_string()).execute();
+        match stream.try_next().await {
+            Ok(found) => Ok(found.map(Link::from_message)),
+            Err(e) if is_no_such_device(&e) => Ok(None),
+            Err(e) => Err(Error::netlink(format!("looking up {name}"), e)),
+        }
+    }
+
+    /// Creates a macvtap on `lower`, down, so that programs are attached
+    /// before the first frame flows.
+    pub async fn create_macvtap(
+        &self,
+        name: &str,
+        lower: u32,
+        mode: Mode,
+        mac: Mac,
+        mtu: u32,
+    ) -> Result<Link> {
+        let mode = match mode {
+            Mode::Bridge => MacVtapMode::Bridge,
+            Mode::Vepa => MacVtapMode::Vepa,
+            Mode::Private => MacVtapMode::Private,
+            Mode::Passthru => MacVtapMode::Passthrough,
+        };
+        let message = LinkMacVtap::new(name, lower, mode)
+            .address(mac.octets().to_vec())
+            .mtu(mtu)
+            .build();
+        self.handle
+            .link()
+            .add(message)
+            .execute()
+            .await
+            .map_err(|e| Error::netlink(format!("creating macvtap {name}"), e))?;
+        self.link_by_name(name).await?.ok_or_else(|| {
+            Error::Refused(format!("macvtap {name} vanished right after it was created"))
+        })
+    }
+
+    pub async fn set_up(&self, index: u32) -> Result<()> {
+        self.handle
+            .link()
+            .set(LinkUnspec::new_with_index(index).up().build())
+            .execute()
+            .await
+            .map_err(|e| Error::netlink(format!("bringing up link {index}"), e))
+    }
+
+    /// Deletes a link; one that is already gone is not an error.
+    pub async fn delete(&self, index: u32) -> Result<()> {
+        match self.handle.link().del(index).execute().await {
+            Ok(()) => Ok(()),
+            Err(e) if is_no_such_device(&e) => Ok(()),
+            Err(e) => Err(Error::netlink(format!("deleting link {index}"), e)),
+        }
+    }
+}

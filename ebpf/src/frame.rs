@@ -1,0 +1,44 @@
+//! Reading the first bytes of a frame, and its offloaded tag, into a
+//! `FrameView`.
+
+use aya_ebpf::programs::TcContext;
+use macvswitch_common::{ETH_HLEN, ETH_VLAN_HLEN, FrameView};
+
+/// Fills a view of the frame. Fields beyond the frame's length stay zero;
+/// the decision functions look at `len` before trusting them.
+#[inline(always)]
+pub fn view(ctx: &TcContext) -> FrameView {
+    let skb = ctx.skb.skb;
+    // SAFETY: the context pointer is valid for the program's whole run.
+    let (vlan_present, vlan_tci, vlan_proto) =
+        unsafe { ((*skb).vlan_present, (*skb).vlan_tci, (*skb).vlan_proto) };
+    let mut frame = FrameView {
+        len: ctx.len(),
+        src: [0; 6],
+        ethertype: 0,
+        inline_tci: 0,
+        inline_inner: 0,
+        meta_tpid: 0,
+        meta_tci: 0,
+    };
+    if vlan_present != 0 {
+        // The kernel hands the TPID over in network byte order.
+        frame.meta_tpid = u16::from_be(vlan_proto as u16);
+        frame.meta_tci = vlan_tci as u16;
+    }
+    if frame.len >= ETH_HLEN
+        && let Ok(header) = ctx.load::<[u8; 14]>(0)
+    {
+        frame.src = [
+            header[6], header[7], header[8], header[9], header[10], header[11],
+        ];
+        frame.ethertype = u16::from_be_bytes([header[12], header[13]]);
+    }
+    if frame.len >= ETH_VLAN_HLEN
+        && let Ok(tag) = ctx.load::<[u8; 4]>(ETH_HLEN as usize)
+    {
+        frame.inline_tci = u16::from_be_bytes([tag[0], tag[1]]);
+        frame.inline_inner = u16::from_be_bytes([tag[2], tag[3]]);
+    }
+    frame
+}

@@ -1,0 +1,26 @@
+//! TC programs of macvswitch. One file per hook; the decisions themselves
+//! live in `macvswitch_common::decide` so that host tests run the same code.
+#![cfg_attr(target_arch = "bpf", no_std)]
+#![cfg_attr(target_arch = "bpf", no_main)]
+
+#[cfg(target_arch = "bpf")]
+mod counters;
+#[cfg(target_arch = "bpf")]
+mod frame;
+#[cfg(target_arch = "bpf")]
+mod from_guest;
+#[cfg(target_arch = "bpf")]
+mod maps;
+#[cfg(target_arch = "bpf")]
+mod to_guest;
+
+#[cfg(target_arch = "bpf")]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+/// `cargo build --workspace` also builds this crate for the host; there it
+/// is an empty program.
+#[cfg(not(target_arch = "bpf"))]
+fn main() {}
