@@ -57,7 +57,9 @@ pub enum Action {
     /// Let it through unchanged.
     Pass,
     /// Push an 802.1Q tag with this TCI.
-    PushTag { tci: u16 },
+    PushTag {
+        tci: u16,
+    },
     /// Remove the outer tag (metadata or inline), then let it through.
     PopTag,
     Drop(DropReason),

@@ -118,7 +118,10 @@ mod tests {
     #[test]
     fn map_values_have_no_padding() {
         assert_eq!(core::mem::size_of::<EndpointPolicy>(), 6 + 2 + 4);
-        assert_eq!(core::mem::size_of::<EndpointCounters>(), 8 * (4 + DROP_SLOTS));
+        assert_eq!(
+            core::mem::size_of::<EndpointCounters>(),
+            8 * (4 + DROP_SLOTS)
+        );
     }
 
     #[test]

@@ -16,11 +16,21 @@ use crate::types::{IfName, Mac, Mode, Mtu, Vid};
 )]
 pub struct Cli {
     /// Where the state file and private tap nodes live.
-    #[arg(long, global = true, env = "MACVSWITCH_STATE_DIR", default_value = "/var/lib/macvswitch")]
+    #[arg(
+        long,
+        global = true,
+        env = "MACVSWITCH_STATE_DIR",
+        default_value = "/var/lib/macvswitch"
+    )]
     pub state_dir: PathBuf,
 
     /// A directory on a bpffs for the pins (mounted if it is not on one).
-    #[arg(long, global = true, env = "MACVSWITCH_BPFFS", default_value = "/sys/fs/bpf/macvswitch")]
+    #[arg(
+        long,
+        global = true,
+        env = "MACVSWITCH_BPFFS",
+        default_value = "/sys/fs/bpf/macvswitch"
+    )]
     pub bpffs: PathBuf,
 
     #[command(subcommand)]

@@ -161,12 +161,17 @@ impl Maps {
             .map_err(|e| Error::io("building per-CPU counters", e))?;
         self.counters
             .insert(ifindex, zeros, 0)
-            .map_err(map_err(format!("resetting the counters of ifindex {ifindex}")))
+            .map_err(map_err(format!(
+                "resetting the counters of ifindex {ifindex}"
+            )))
     }
 
     /// Forgets `ifindex`; frames still in flight then fail closed.
     pub fn remove(&mut self, ifindex: u32) -> Result<()> {
-        for result in [self.policies.remove(&ifindex), self.counters.remove(&ifindex)] {
+        for result in [
+            self.policies.remove(&ifindex),
+            self.counters.remove(&ifindex),
+        ] {
             match result {
                 Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
                 Err(aya::maps::MapError::SyscallError(e))
@@ -188,7 +193,10 @@ impl Maps {
                 Ok(Some(total))
             }
             Err(aya::maps::MapError::KeyNotFound) => Ok(None),
-            Err(e) => Err(Error::bpf(format!("reading the counters of ifindex {ifindex}"), e)),
+            Err(e) => Err(Error::bpf(
+                format!("reading the counters of ifindex {ifindex}"),
+                e,
+            )),
         }
     }
 }
@@ -269,7 +277,10 @@ impl Datapath {
             take(&mut ebpf, names::MAP_POLICIES)?,
             take(&mut ebpf, names::MAP_COUNTERS)?,
         )?;
-        log::info!("loaded and pinned the data path under {}", pins.root.display());
+        log::info!(
+            "loaded and pinned the data path under {}",
+            pins.root.display()
+        );
         Ok(Self {
             pins,
             from_guest,
@@ -331,10 +342,13 @@ fn attach_one(program: &mut SchedClassifier, ifname: &str, hook: Hook, pin: &Pat
                 TcAttachOptions::TcxOrder(LinkOrder::default()),
             )
             .map_err(|e| Error::bpf(context(), e))?;
-        let link = program.take_link(id).map_err(|e| Error::bpf(context(), e))?;
+        let link = program
+            .take_link(id)
+            .map_err(|e| Error::bpf(context(), e))?;
         let link: FdLink = link.try_into().map_err(|e| Error::bpf(context(), e))?;
         if pin.exists() {
-            fs::remove_file(pin).map_err(|e| Error::io(format!("replacing {}", pin.display()), e))?;
+            fs::remove_file(pin)
+                .map_err(|e| Error::io(format!("replacing {}", pin.display()), e))?;
         }
         link.pin(pin)
             .map_err(|e| Error::bpf(format!("pinning {}", pin.display()), e))?;
@@ -348,7 +362,9 @@ fn attach_one(program: &mut SchedClassifier, ifname: &str, hook: Hook, pin: &Pat
                 TcAttachOptions::Netlink(NlOptions::default()),
             )
             .map_err(|e| Error::bpf(context(), e))?;
-        let link = program.take_link(id).map_err(|e| Error::bpf(context(), e))?;
+        let link = program
+            .take_link(id)
+            .map_err(|e| Error::bpf(context(), e))?;
         // Dropping the link would detach the filter; it lives with the device.
         std::mem::forget(link);
     }

@@ -110,7 +110,8 @@ impl Instance {
         }
         .await;
         if let Err(error) = wired {
-            self.unwire(&netlink, Some(&mut datapath.maps), &record).await;
+            self.unwire(&netlink, Some(&mut datapath.maps), &record)
+                .await;
             return Err(error);
         }
         state.endpoints.insert(record.name.clone(), record.clone());
@@ -121,7 +122,10 @@ impl Instance {
     /// Re-attaches recorded endpoints to freshly loaded programs and maps.
     fn reattach(&self, datapath: &mut Datapath, state: &State) -> Result<()> {
         for record in state.endpoints.values() {
-            if !PathBuf::from("/sys/class/net").join(record.name.as_str()).exists() {
+            if !PathBuf::from("/sys/class/net")
+                .join(record.name.as_str())
+                .exists()
+            {
                 continue;
             }
             datapath.maps.set_policy(record.ifindex, &record.policy())?;
@@ -202,7 +206,11 @@ fn unknown_endpoint(name: &IfName) -> Error {
 fn validate_add(request: &AddRequest, state: &State, links: &[Link]) -> Result<(Link, Mac, u32)> {
     let name = &request.name;
     if state.endpoints.contains_key(name) {
-        return Err(Error::invalid("NAME", name, "an endpoint of that name exists"));
+        return Err(Error::invalid(
+            "NAME",
+            name,
+            "an endpoint of that name exists",
+        ));
     }
     if links.iter().any(|link| link.name == name.as_str()) {
         return Err(Error::invalid(
@@ -241,13 +249,19 @@ fn validate_add(request: &AddRequest, state: &State, links: &[Link]) -> Result<(
             ),
         ));
     }
-    let mac = request.mac.unwrap_or_else(|| Mac::derived_from(name.as_str()));
+    let mac = request
+        .mac
+        .unwrap_or_else(|| Mac::derived_from(name.as_str()));
     let owner = links
         .iter()
         .filter(|link| link.index == lower.index || link.lower == Some(lower.index))
         .find(|link| link.mac == Some(mac.octets()));
     if let Some(owner) = owner {
-        let how = if request.mac.is_some() { "" } else { " (derived from NAME)" };
+        let how = if request.mac.is_some() {
+            ""
+        } else {
+            " (derived from NAME)"
+        };
         return Err(Error::invalid(
             "--mac",
             mac,

@@ -89,7 +89,12 @@ impl Netlink {
     }
 
     pub async fn link_by_name(&self, name: &str) -> Result<Option<Link>> {
-        let mut stream = self.handle.link().get().match_name(name.to_string()).execute();
+        let mut stream = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute();
         match stream.try_next().await {
             Ok(found) => Ok(found.map(Link::from_message)),
             Err(e) if is_no_such_device(&e) => Ok(None),
@@ -124,7 +129,9 @@ impl Netlink {
             .await
             .map_err(|e| Error::netlink(format!("creating macvtap {name}"), e))?;
         self.link_by_name(name).await?.ok_or_else(|| {
-            Error::Refused(format!("macvtap {name} vanished right after it was created"))
+            Error::Refused(format!(
+                "macvtap {name} vanished right after it was created"
+            ))
         })
     }
 

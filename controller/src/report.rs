@@ -47,7 +47,11 @@ pub fn endpoint_details(instance: &Instance, r: &EndpointRecord) -> String {
         r.mac,
         r.ifindex,
         r.mtu,
-        if r.allow_mac_spoofing { "allowed" } else { "dropped" },
+        if r.allow_mac_spoofing {
+            "allowed"
+        } else {
+            "dropped"
+        },
         instance.tap_path(&r.name).display(),
     )
 }

@@ -87,7 +87,9 @@ impl StateDir {
     pub fn load(&self) -> Result<State> {
         let path = self.state_file();
         match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| Error::State { path, source }),
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes).map_err(|source| Error::State { path, source })
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
             Err(e) => Err(Error::io(format!("reading {}", path.display()), e)),
         }
@@ -121,7 +123,10 @@ impl StateDir {
         match fs::remove_dir_all(self.dev_dir()) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::io(format!("removing {}", self.dev_dir().display()), e)),
+            Err(e) => Err(Error::io(
+                format!("removing {}", self.dev_dir().display()),
+                e,
+            )),
         }
     }
 }

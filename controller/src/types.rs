@@ -110,9 +110,7 @@ impl FromStr for Mac {
 impl fmt::Display for Mac {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let [a, b, c, d, e, g] = self.0;
-        f.pad(&format!(
-            "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}"
-        ))
+        f.pad(&format!("{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}"))
     }
 }
 
@@ -137,8 +135,7 @@ impl<'de> Deserialize<'de> for Mac {
 pub struct IfName(String);
 
 impl IfName {
-    pub const ALLOWED: &str =
-        "interface name must be 1..=15 bytes without '/', ':' or whitespace";
+    pub const ALLOWED: &str = "interface name must be 1..=15 bytes without '/', ':' or whitespace";
 
     pub fn as_str(&self) -> &str {
         &self.0
@@ -153,7 +150,9 @@ impl TryFrom<String> for IfName {
             && name.len() <= 15
             && name != "."
             && name != ".."
-            && !name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace());
+            && !name
+                .chars()
+                .any(|c| c == '/' || c == ':' || c.is_whitespace());
         if valid {
             Ok(Self(name))
         } else {

@@ -26,7 +26,11 @@ pub fn from_guest(ctx: TcContext) -> i32 {
         Action::PushTag { tci } => {
             // SAFETY: plain helper call on our own context.
             let ret = unsafe { bpf_skb_vlan_push(ctx.skb.skb, TPID_8021Q.to_be(), tci) };
-            if ret == 0 { Ok(()) } else { Err(DropReason::HelperFailed) }
+            if ret == 0 {
+                Ok(())
+            } else {
+                Err(DropReason::HelperFailed)
+            }
         }
         Action::PopTag => Err(DropReason::HelperFailed),
         Action::Drop(reason) => Err(reason),

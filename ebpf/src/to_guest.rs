@@ -27,7 +27,11 @@ pub fn to_guest(ctx: TcContext) -> i32 {
             // Pops the offloaded tag, or the inline one when there is none.
             // SAFETY: plain helper call on our own context.
             let ret = unsafe { bpf_skb_vlan_pop(ctx.skb.skb) };
-            if ret == 0 { Ok(()) } else { Err(DropReason::HelperFailed) }
+            if ret == 0 {
+                Ok(())
+            } else {
+                Err(DropReason::HelperFailed)
+            }
         }
         Action::PushTag { .. } => Err(DropReason::HelperFailed),
         Action::Drop(reason) => Err(reason),
