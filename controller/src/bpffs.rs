@@ -55,14 +55,17 @@ pub fn prepare(dir: &Path) -> Result<()> {
         dir.into()
     };
     if !in_initial_mount_namespace() {
-        return Err(Error::Refused(format!(
-            "--bpffs {}: not on a bpffs, and this process runs in a private mount namespace \
-             (as under `ip netns exec`), where a bpffs mounted now would vanish with the pinned \
-             data path when the command exits; mount one from the host first \
-             (`mount -t bpf bpf {}`) and pass it with --bpffs",
+        return Err(Error::invalid(
+            "--bpffs",
             dir.display(),
-            mount_point.display()
-        )));
+            format!(
+                "not on a bpffs, and this process runs in a private mount namespace (as under \
+                 `ip netns exec`), where a bpffs mounted now would vanish with the pinned data \
+                 path when the command exits; mount one from the host first \
+                 (`mount -t bpf bpf {}`) and pass it with --bpffs",
+                mount_point.display()
+            ),
+        ));
     }
     fs::create_dir_all(&mount_point)
         .map_err(|e| Error::io(format!("creating {}", mount_point.display()), e))?;

@@ -3,7 +3,10 @@
 
 use std::process::ExitCode;
 
-use clap::Parser as _;
+use clap::{
+    Parser as _,
+    error::{ContextKind, ContextValue},
+};
 use macvswitch::{
     Error,
     cli::{Cli, Command, EndpointCommand},
@@ -18,9 +21,23 @@ fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) if error.use_stderr() => {
-            // clap's first line names the option, the value and the rule.
+            // clap's first line names the option, the value and the rule;
+            // the allowed values, if any, go on the same line.
             let rendered = error.render().to_string();
-            eprintln!("{}", rendered.lines().next().unwrap_or("invalid arguments"));
+            let mut line = rendered
+                .lines()
+                .next()
+                .unwrap_or("invalid arguments")
+                .to_string();
+            if let Some(ContextValue::Strings(values)) = error.get(ContextKind::ValidValue) {
+                line += &format!(" (allowed: {})", values.join(", "));
+            }
+            if error.kind() == clap::error::ErrorKind::MissingRequiredArgument
+                && let Some(ContextValue::Strings(missing)) = error.get(ContextKind::InvalidArg)
+            {
+                line += &format!(" {}", missing.join(", "));
+            }
+            eprintln!("{line}");
             return ExitCode::from(2);
         }
         Err(error) => {
