@@ -1,0 +1,123 @@
+//! One test's complete fixture: topology, private bpffs, private state dir
+//! and a controller bound to them, plus helpers for endpoint JSON/stats.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::frame::{Mac, parse_mac};
+use crate::{BpffsGuard, Controller, TempStateDir, Topology};
+
+/// How long to wait for a frame that should arrive.
+pub const ARRIVE: Duration = Duration::from_secs(2);
+/// How long to watch for a frame that must not arrive.
+pub const ABSENT: Duration = Duration::from_millis(300);
+
+/// Fields of `endpoint show --json` that tests use.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub name: String,
+    pub mac: Mac,
+    pub ifindex: u64,
+    pub vlan: Option<u16>,
+    pub tap: PathBuf,
+    pub raw: Value,
+}
+
+impl Endpoint {
+    pub fn from_json(v: &Value) -> Endpoint {
+        let s = |k: &str| {
+            v[k].as_str()
+                .unwrap_or_else(|| panic!("endpoint JSON lacks string {k:?}: {v}"))
+                .to_string()
+        };
+        let mac_s = s("mac");
+        Endpoint {
+            name: s("name"),
+            mac: parse_mac(&mac_s).unwrap_or_else(|| panic!("bad mac {mac_s:?} in {v}")),
+            ifindex: v["ifindex"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("endpoint JSON lacks ifindex: {v}")),
+            vlan: v["vlan"].as_u64().map(|x| x as u16),
+            tap: PathBuf::from(s("tap")),
+            raw: v.clone(),
+        }
+    }
+}
+
+/// Fields drop in order: topology (namespaces, links), then the bpffs
+/// mount, then the state dir.
+pub struct Harness {
+    pub ctl: Controller,
+    pub topo: Topology,
+    pub bpffs: BpffsGuard,
+    pub state: TempStateDir,
+}
+
+impl Harness {
+    pub fn new() -> Harness {
+        let topo = Topology::new();
+        let bpffs = BpffsGuard::new();
+        let state = TempStateDir::new();
+        let ctl = Controller::new(topo.host.name(), state.path(), bpffs.path());
+        Harness {
+            ctl,
+            topo,
+            bpffs,
+            state,
+        }
+    }
+
+    /// `endpoint add NAME --lower lower0 EXTRA...`, then `show`.
+    pub fn add(&self, name: &str, extra: &[&str]) -> Endpoint {
+        let mut args = vec!["endpoint", "add", name, "--lower", crate::topology::LOWER];
+        args.extend_from_slice(extra);
+        self.ctl.ok(&args);
+        self.show(name)
+    }
+
+    pub fn show(&self, name: &str) -> Endpoint {
+        Endpoint::from_json(&self.ctl.json(&["endpoint", "show", name, "--json"]))
+    }
+
+    pub fn list(&self) -> Value {
+        self.ctl.json(&["endpoint", "list", "--json"])
+    }
+
+    /// Opens the endpoint's tap node as the guest.
+    pub fn tap(&self, ep: &Endpoint) -> crate::tap::Tap {
+        crate::tap::Tap::open(&ep.tap)
+    }
+
+    /// The stats object of one endpoint.
+    pub fn stats(&self, name: &str) -> Value {
+        let v = self.ctl.json(&["stats", name, "--json"]);
+        let arr = v
+            .as_array()
+            .unwrap_or_else(|| panic!("stats --json is not an array: {v}"));
+        arr.iter()
+            .find(|s| s["name"] == name)
+            .unwrap_or_else(|| panic!("stats for {name} missing: {v}"))
+            .clone()
+    }
+
+    /// `drops.<reason>` for `name` (0 when absent).
+    pub fn drops(&self, name: &str, reason: &str) -> u64 {
+        self.stats(name)["drops"][reason].as_u64().unwrap_or(0)
+    }
+
+    /// `<dir>.packets` where dir is "to_guest" or "from_guest".
+    pub fn packets(&self, name: &str, dir: &str) -> u64 {
+        let s = self.stats(name);
+        s[dir]["packets"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("stats {name}: no {dir}.packets: {s}"))
+    }
+}
+
+impl Default for Harness {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,62 @@
+//! Test-support library for macvswitch's root-only integration tests.
+//!
+//! Everything here builds isolated, throw-away fixtures so tests can run in
+//! parallel and never touch the root network namespace:
+//! - [`netns`]: named network namespaces that delete themselves on drop;
+//! - [`topology`]: the standard "host" (lower device) / "switch" (wire) pair;
+//! - [`bpffs`]: a private bpffs instance and a private state directory;
+//! - [`controller`]: runs the real `macvswitch` binary inside the host netns;
+//! - [`wire`]: AF_PACKET socket that reports the VLAN tag from skb metadata;
+//! - [`tap`]: plain-frame access to a macvtap character device;
+//! - [`frame`]: Ethernet frame builders / parsers with per-test markers;
+//! - [`harness`]: all of the above bundled for one test.
+
+pub mod bpffs;
+pub mod controller;
+pub mod frame;
+pub mod harness;
+pub mod netns;
+pub mod tap;
+pub mod topology;
+pub mod wire;
+
+pub use bpffs::{BpffsGuard, TempStateDir};
+pub use controller::Controller;
+pub use harness::Harness;
+pub use netns::NetNs;
+pub use topology::Topology;
+
+/// Message printed when a root-only test is skipped.
+pub const NEEDS_ROOT: &str = "needs root (creates network namespaces and loads eBPF)";
+
+/// True when running as root (euid 0).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Returns true if the current test may run; otherwise prints the skip
+/// message. The libtest harness names each test's thread after the test,
+/// which gives us the test name without having to pass it in.
+pub fn root_or_skip() -> bool {
+    if is_root() {
+        return true;
+    }
+    let current = std::thread::current();
+    let name = current.name().unwrap_or("test");
+    eprintln!("skipping {name}: {NEEDS_ROOT}");
+    false
+}
+
+/// Early-returns from the calling test unless running as root.
+#[macro_export]
+macro_rules! require_root {
+    () => {
+        if !$crate::root_or_skip() {
+            return;
+        }
+    };
+}
+
+#[cfg(test)]
+mod selftest;

@@ -1,0 +1,186 @@
+//! CLI contract: `show`/`list` JSON, derived MACs, and rejection of bad
+//! input without side effects.
+
+use std::os::unix::fs::FileTypeExt;
+
+use macvswitch_tests::frame::{fmt_mac, parse_mac};
+use macvswitch_tests::topology::{LOWER, LOWER_MAC};
+use macvswitch_tests::{Harness, require_root};
+
+#[test]
+fn show_and_list_report_the_endpoint() {
+    require_root!();
+    let h = Harness::new();
+    let ep = h.add(
+        "ep0",
+        &[
+            "--mode",
+            "vepa",
+            "--vlan",
+            "10",
+            "--mtu",
+            "1400",
+            "--mac",
+            "02:AA:BB:CC:DD:01",
+        ],
+    );
+    let v = &ep.raw;
+    assert_eq!(v["name"], "ep0", "{v}");
+    assert_eq!(v["lower"], LOWER, "{v}");
+    assert_eq!(v["mode"], "vepa", "{v}");
+    assert_eq!(v["mac"], "02:aa:bb:cc:dd:01", "mac must be lowercase: {v}");
+    assert_eq!(v["vlan"], 10, "{v}");
+    assert_eq!(v["mtu"], 1400, "{v}");
+    assert_eq!(v["allow_mac_spoofing"], false, "{v}");
+
+    // ifindex, MAC and MTU agree with the kernel.
+    let link = h.topo.host.ip_ok(&["-o", "link", "show", "ep0"]);
+    let idx: u64 = link.split(':').next().unwrap().trim().parse().unwrap();
+    assert_eq!(ep.ifindex, idx, "ifindex vs `{link}`");
+    assert!(link.contains("mtu 1400"), "{link}");
+    assert!(link.contains("02:aa:bb:cc:dd:01"), "{link}");
+    assert!(
+        link.contains("macvtap") || link.contains("@lower0"),
+        "{link}"
+    );
+
+    // The tap path is a char device usable from here.
+    let meta = std::fs::metadata(&ep.tap).expect("tap node");
+    assert!(
+        meta.file_type().is_char_device(),
+        "{} is not a char device",
+        ep.tap.display()
+    );
+
+    let ep1 = h.add("ep1", &[]);
+    assert!(ep1.raw["vlan"].is_null(), "{}", ep1.raw);
+    assert_eq!(ep1.raw["lower"], LOWER);
+    let list = h.list();
+    let arr = list.as_array().expect("list is an array");
+    assert_eq!(arr.len(), 2, "{list}");
+    for name in ["ep0", "ep1"] {
+        let e = arr.iter().find(|e| e["name"] == name).expect(name);
+        assert_eq!(e, &h.show(name).raw, "list and show disagree for {name}");
+    }
+}
+
+#[test]
+fn derived_mac_is_stable_local_unicast_and_per_name() {
+    require_root!();
+    let h = Harness::new();
+    let a = h.add("ep0", &[]);
+    let b = h.add("ep1", &[]);
+    let s = a.raw["mac"].as_str().unwrap();
+    assert_eq!(s, s.to_lowercase());
+    assert_eq!(
+        a.mac[0] & 0x03,
+        0x02,
+        "not locally administered unicast: {s}"
+    );
+    assert_ne!(a.mac, b.mac, "two names, one MAC");
+    h.ctl.ok(&["endpoint", "del", "ep0"]);
+    let again = h.add("ep0", &[]);
+    assert_eq!(again.mac, a.mac, "derived MAC changed across re-creation");
+}
+
+#[test]
+fn bad_input_fails_cleanly_without_side_effects() {
+    require_root!();
+    let h = Harness::new();
+    let ep = h.add("ep0", &["--vlan", "10"]);
+    let list_before = h.list();
+    let links_before = h.topo.host.link_names();
+    let pins_before = h.bpffs.pinned_files();
+    let lower_mac = fmt_mac(&LOWER_MAC);
+    let ep_mac = fmt_mac(&ep.mac);
+    assert!(parse_mac(&ep_mac).is_some());
+
+    // (args after `endpoint add`, text stderr must mention)
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["bad0", "--lower", LOWER, "--vlan", "0"], "--vlan"),
+        (vec!["bad0", "--lower", LOWER, "--vlan", "4095"], "--vlan"),
+        (vec!["bad0", "--lower", LOWER, "--vlan", "abc"], "--vlan"),
+        (
+            vec!["bad0", "--lower", LOWER, "--mac", "01:00:5e:00:00:01"],
+            "--mac",
+        ),
+        (
+            vec!["bad0", "--lower", LOWER, "--mac", "02:00:00:00:00"],
+            "--mac",
+        ),
+        (vec!["bad0", "--lower", LOWER, "--mac", &lower_mac], "--mac"),
+        (vec!["bad0", "--lower", LOWER, "--mac", &ep_mac], "--mac"),
+        (vec!["bad0", "--lower", LOWER, "--mode", "hub"], "--mode"),
+        (vec!["bad0", "--lower", LOWER, "--mtu", "0"], "--mtu"),
+        (vec!["bad0", "--lower", LOWER, "--mtu", "9000"], "--mtu"),
+        (vec!["bad0", "--lower", "nosuchdev0"], "--lower"),
+        (
+            vec!["name-of-16-bytes", "--lower", LOWER],
+            "name-of-16-bytes",
+        ),
+        (vec!["ep0", "--lower", LOWER, "--vlan", "20"], "ep0"),
+    ];
+    let mut failures = Vec::new();
+    for (rest, needle) in &cases {
+        let mut args = vec!["endpoint", "add"];
+        args.extend_from_slice(rest);
+        let out = h.ctl.run(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let lines: Vec<&str> = stderr.trim_end().lines().collect();
+        let cmd = args.join(" ");
+        if out.status.success() {
+            failures.push(format!("`{cmd}` succeeded"));
+            // Undo so later cases start from the same state.
+            if let Some(name) = rest.first().filter(|n| **n != "ep0") {
+                h.ctl.run(&["endpoint", "del", name]);
+            }
+            continue;
+        }
+        if lines.len() != 1 {
+            failures.push(format!(
+                "`{cmd}`: stderr is {} lines: {stderr:?}",
+                lines.len()
+            ));
+        }
+        if !stderr.contains(needle) {
+            failures.push(format!(
+                "`{cmd}`: stderr does not mention {needle}: {stderr:?}"
+            ));
+        }
+        if h.list() != list_before {
+            failures.push(format!("`{cmd}`: endpoint list changed: {}", h.list()));
+        }
+        if h.topo.host.link_names() != links_before {
+            failures.push(format!(
+                "`{cmd}`: links changed: {:?}",
+                h.topo.host.link_names()
+            ));
+        }
+        if h.bpffs.pinned_files() != pins_before {
+            failures.push(format!(
+                "`{cmd}`: pins changed: {:?}",
+                h.bpffs.pinned_files()
+            ));
+        }
+    }
+    // Other subcommands with a bad name.
+    for args in [
+        vec!["endpoint", "show", "nosuch0", "--json"],
+        vec!["endpoint", "del", "nosuch0"],
+        vec!["stats", "nosuch0", "--json"],
+    ] {
+        let out = h.ctl.run(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() {
+            failures.push(format!("`{}` succeeded", args.join(" ")));
+        } else if stderr.trim_end().lines().count() != 1 || !stderr.contains("nosuch0") {
+            failures.push(format!("`{}`: stderr {stderr:?}", args.join(" ")));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "bad-input problems:\n{}",
+        failures.join("\n")
+    );
+    assert_eq!(h.list(), list_before);
+}
