@@ -100,6 +100,8 @@ impl EndpointCounters {
 pub mod names {
     pub const PROG_FROM_GUEST: &str = "from_guest";
     pub const PROG_TO_GUEST: &str = "to_guest";
+    /// An empty program, for benchmarks only; never attached.
+    pub const PROG_BASELINE: &str = "baseline";
     pub const MAP_POLICIES: &str = "POLICIES";
     pub const MAP_COUNTERS: &str = "COUNTERS";
 }

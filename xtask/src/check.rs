@@ -1,0 +1,61 @@
+//! `cargo xtask test` and `cargo xtask lint`.
+
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+
+use crate::run::{self, Workspace};
+
+/// Returns the exit code of `cargo test`, for xtask to exit with.
+pub fn test(ws: &Workspace, cargo_args: &[String], test_args: &[String]) -> Result<i32> {
+    let start = Instant::now();
+    let bin = ws.build_controller()?;
+    let mut cmd = ws.cargo();
+    cmd.env("MACVSWITCH_BIN", &bin).arg("test");
+    // `--workspace` would override a `-p` given to narrow the run.
+    let picks_package = cargo_args
+        .iter()
+        .any(|a| a.starts_with("-p") || a.starts_with("--package"));
+    if !picks_package {
+        cmd.arg("--workspace");
+    }
+    cmd.args(cargo_args);
+    if !test_args.is_empty() {
+        cmd.arg("--").args(test_args);
+    }
+    let status = run::status(&mut cmd)?;
+    let secs = start.elapsed().as_secs_f64();
+    let code = status.code().unwrap_or(1);
+    if status.success() {
+        println!("xtask test: passed in {secs:.1} s");
+    } else {
+        println!("xtask test: FAILED ({status}) after {secs:.1} s");
+    }
+    Ok(code)
+}
+
+pub fn lint(ws: &Workspace) -> Result<()> {
+    let mut failed = Vec::new();
+    let mut fmt = ws.cargo();
+    fmt.args(["fmt", "--all", "--check"]);
+    if !run::status(&mut fmt)?.success() {
+        failed.push("cargo fmt (run `cargo fmt --all` to fix)");
+    }
+    let mut clippy = ws.cargo();
+    clippy.args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]);
+    if !run::status(&mut clippy)?.success() {
+        failed.push("cargo clippy");
+    }
+    if !failed.is_empty() {
+        bail!("lint failed: {}", failed.join(", "));
+    }
+    println!("xtask lint: clean");
+    Ok(())
+}

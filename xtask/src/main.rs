@@ -1,0 +1,84 @@
+//! `cargo xtask <task>`: the project's developer and CI tasks.
+//!
+//! The alias lives in `.cargo/config.toml`; every task finds the workspace
+//! from this crate's manifest directory and runs the same `cargo` that ran it.
+
+mod check;
+mod demo;
+mod run;
+mod setup;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "macvswitch developer tasks", version)]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what a fresh machine lacks (apt packages, rust-src, bpf-linker),
+    /// build `macvswitch` and run the demo. Quick when everything is there.
+    Setup,
+    /// Run the tool in throw-away network namespaces and clean up after.
+    ///
+    /// Builds `macvswitch` first (a no-op when it is up to date).
+    Demo {
+        /// Use target/debug/macvswitch as it is, without `cargo build`.
+        #[arg(long)]
+        no_build: bool,
+    },
+    /// Build `macvswitch`, then `cargo test --workspace` with MACVSWITCH_BIN set.
+    ///
+    /// Arguments before `--` go to `cargo test`, those after it to the test
+    /// binaries: `cargo xtask test -p macvswitch-tests -- --test-threads=2`.
+    Test {
+        /// Extra arguments for `cargo test` (e.g. `-p NAME`, `--release`).
+        #[arg(allow_hyphen_values = true)]
+        cargo_args: Vec<String>,
+        /// Arguments for the test binaries, after `--`.
+        #[arg(last = true)]
+        test_args: Vec<String>,
+    },
+    /// `cargo fmt --all --check` and `cargo clippy --workspace --all-targets -- -D warnings`.
+    Lint,
+}
+
+fn main() -> ExitCode {
+    match run_task(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            // `{:#}` prints the whole cause chain on one line, without the
+            // backtrace anyhow adds when RUST_BACKTRACE is set.
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_task(cli: Cli) -> Result<ExitCode> {
+    let ws = run::Workspace::discover()?;
+    match cli.task {
+        Task::Setup => setup::setup(&ws)?,
+        Task::Demo { no_build } => {
+            if !no_build {
+                ws.build_controller()?;
+            }
+            demo::demo(&ws)?
+        }
+        Task::Test {
+            cargo_args,
+            test_args,
+        } => {
+            let code = check::test(&ws, &cargo_args, &test_args)?;
+            return Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)));
+        }
+        Task::Lint => check::lint(&ws)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
