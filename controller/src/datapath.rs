@@ -241,6 +241,11 @@ impl Datapath {
             remove_dir_if_exists(&pins.root.join(dir))?;
             create_dir(&pins.root.join(dir))?;
         }
+        if EBPF_OBJECT.is_empty() {
+            return Err(Error::Refused(
+                "this binary was built with AYA_BUILD_SKIP=1 and carries no eBPF object".into(),
+            ));
+        }
         let mut ebpf = EbpfLoader::new()
             .override_global("AYA_LOG_LEVEL", &EBPF_LOG_LEVEL, false)
             .load(EBPF_OBJECT)
