@@ -2,13 +2,24 @@
 //! of a frame.
 //!
 //! The eBPF programs gather a [`FrameView`], call [`from_guest`] or
-//! [`to_guest`] and carry out the [`Action`]; tests run the same functions
-//! on the host. On a real receive path the kernel has already moved the
-//! outer 802.1Q/802.1ad tag into skb metadata (`meta_tag`); under
-//! BPF_PROG_TEST_RUN, or when a guest writes a tagged frame, the tag is
-//! still inline in the bytes. Both forms are handled.
+//! [`to_guest`] and carry out the [`Action`]; host tests run the same
+//! functions. On a real receive path the kernel has already moved the outer
+//! 802.1Q/802.1ad tag into skb metadata (`meta_*`); under
+//! BPF_PROG_TEST_RUN, or when a guest writes a tagged frame, tags are
+//! still inline in the bytes. Both forms are handled: only the first two
+//! tags of a stack matter to any port.
+//!
+//! A priority tag (802.1Q with VID 0 and nothing under it) counts as
+//! untagged, carrying a priority.
 
-use crate::{DropReason, ETH_HLEN, ETH_VLAN_HLEN, EndpointPolicy, TPID_8021Q, is_tpid, tci_vid};
+use crate::{
+    DropReason, ETH_HLEN, ETH_VLAN_HLEN, EndpointPolicy, POLICY_CVLANS_LIMITED,
+    POLICY_NATIVE_TAGGED, POLICY_PRIORITY_SET, PORT_ACCESS, PORT_TRUNK, PORT_TUNNEL, TPID_8021AD,
+    TPID_8021Q, is_tpid, tci_vid,
+};
+
+/// PCP and DEI bits of a TCI.
+const TCI_PRIORITY_BITS: u16 = 0xf000;
 
 /// A VLAN tag: protocol identifier and tag control information.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -17,12 +28,19 @@ pub struct Tag {
     pub tci: u16,
 }
 
+impl Tag {
+    #[inline(always)]
+    pub const fn vid(&self) -> u16 {
+        tci_vid(self.tci)
+    }
+}
+
 /// What a program knows about a frame before deciding.
 ///
 /// Plain integers without padding: the verifier rejects copies of
 /// uninitialised padding bytes, which an `Option` field would bring.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FrameView {
     /// Length of the frame bytes (an offloaded tag is not counted).
     pub len: u32,
@@ -30,25 +48,18 @@ pub struct FrameView {
     pub src: [u8; 6],
     /// Bytes 12..14.
     pub ethertype: u16,
-    /// Bytes 14..16: the TCI when `ethertype` is a TPID. Meaningful when
-    /// `len >= ETH_VLAN_HLEN`.
+    /// Bytes 14..16 and 16..18: TCI and next ethertype of a first inline
+    /// tag. Meaningful when `len >= 18`.
     pub inline_tci: u16,
-    /// Bytes 16..18: the ethertype under an inline tag.
     pub inline_inner: u16,
+    /// Bytes 18..20 and 20..22: the same for a second inline tag.
+    /// Meaningful when `len >= 22`.
+    pub inline2_tci: u16,
+    pub inline2_inner: u16,
     /// TPID of the tag held in skb metadata, outside the bytes; 0 if none.
     pub meta_tpid: u16,
     /// TCI of the tag held in skb metadata.
     pub meta_tci: u16,
-}
-
-impl FrameView {
-    /// The tag held in skb metadata, if any.
-    pub fn meta_tag(&self) -> Option<Tag> {
-        (self.meta_tpid != 0).then_some(Tag {
-            tpid: self.meta_tpid,
-            tci: self.meta_tci,
-        })
-    }
 }
 
 /// What the program does with the frame.
@@ -56,268 +67,284 @@ impl FrameView {
 pub enum Action {
     /// Let it through unchanged.
     Pass,
-    /// Push an 802.1Q tag with this TCI.
-    PushTag {
-        tci: u16,
-    },
-    /// Remove the outer tag (metadata or inline), then let it through.
-    PopTag,
+    /// Push a tag (into skb metadata).
+    Push(Tag),
+    /// Remove the outer tag (metadata or inline).
+    Pop,
+    /// Remove a priority tag, then push the port's tag.
+    PopPush(Tag),
     Drop(DropReason),
 }
 
-/// The outer tag of a frame and the ethertype under it.
-#[derive(Clone, Copy)]
-struct Outer {
-    tag: Tag,
-    inner_ethertype: u16,
+/// An action and the VLAN it is counted under on trunk and tunnel ports:
+/// the VLAN on a trunk, the customer VLAN (0: untagged) in a tunnel.
+/// `None` when the frame is not of a VLAN the port carries, so a guest
+/// cannot make the controller count arbitrary VLANs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub action: Action,
+    pub vlan: Option<u16>,
 }
 
-/// Finds the outer tag, wherever the kernel left it.
-fn outer_tag(frame: &FrameView) -> Result<Option<Outer>, DropReason> {
-    if let Some(tag) = frame.meta_tag() {
-        return Ok(Some(Outer {
-            tag,
-            inner_ethertype: frame.ethertype,
-        }));
+impl Decision {
+    const fn new(action: Action, vlan: Option<u16>) -> Self {
+        Self { action, vlan }
     }
-    if !is_tpid(frame.ethertype) {
-        return Ok(None);
+
+    const fn drop(reason: DropReason) -> Self {
+        Self::new(Action::Drop(reason), None)
     }
-    if frame.len < ETH_VLAN_HLEN {
-        return Err(DropReason::Runt);
+
+    const fn drop_in(reason: DropReason, vlan: u16) -> Self {
+        Self::new(Action::Drop(reason), Some(vlan))
     }
-    Ok(Some(Outer {
-        tag: Tag {
+}
+
+/// The tags at the front of a frame, outermost first.
+#[derive(Clone, Copy)]
+struct TagStack {
+    outer: Option<Tag>,
+    second: Option<Tag>,
+}
+
+impl TagStack {
+    /// Untagged or priority-tagged: the frame belongs to no VLAN yet.
+    /// Returns the priority bits (PCP and DEI) it carried.
+    fn untagged_priority(&self) -> Option<u16> {
+        match self.outer {
+            None => Some(0),
+            Some(tag) if tag.tpid == TPID_8021Q && tag.vid() == 0 && self.second.is_none() => {
+                Some(tag.tci & TCI_PRIORITY_BITS)
+            }
+            Some(_) => None,
+        }
+    }
+
+    fn is_priority_tagged(&self) -> bool {
+        self.outer.is_some() && self.untagged_priority().is_some()
+    }
+}
+
+/// Reads the tag stack, wherever the kernel left the tags. A tag cut short
+/// by the end of the frame is a runt.
+fn tag_stack(frame: &FrameView) -> Result<TagStack, DropReason> {
+    let mut stack = TagStack {
+        outer: None,
+        second: None,
+    };
+    // The next tag in the bytes: (TPID, offset of its TCI).
+    let (next_tpid, next_at) = if frame.meta_tpid != 0 {
+        stack.outer = Some(Tag {
+            tpid: frame.meta_tpid,
+            tci: frame.meta_tci,
+        });
+        (frame.ethertype, ETH_HLEN)
+    } else if is_tpid(frame.ethertype) {
+        if frame.len < ETH_VLAN_HLEN {
+            return Err(DropReason::Runt);
+        }
+        stack.outer = Some(Tag {
             tpid: frame.ethertype,
             tci: frame.inline_tci,
-        },
-        inner_ethertype: frame.inline_inner,
-    }))
+        });
+        (frame.inline_inner, ETH_VLAN_HLEN)
+    } else {
+        return Ok(stack);
+    };
+    if is_tpid(next_tpid) {
+        if frame.len < next_at + 4 {
+            return Err(DropReason::Runt);
+        }
+        let tci = if next_at == ETH_HLEN {
+            frame.inline_tci
+        } else {
+            frame.inline2_tci
+        };
+        stack.second = Some(Tag {
+            tpid: next_tpid,
+            tci,
+        });
+    }
+    Ok(stack)
+}
+
+/// The TCI of a tag macvswitch pushes: the configured priority, or else
+/// the priority bits the guest put in its own tag.
+fn pushed_tci(policy: &EndpointPolicy, vlan: u16, guest_priority: u16) -> u16 {
+    let priority = if policy.has(POLICY_PRIORITY_SET) {
+        u16::from(policy.priority & 7) << 13
+    } else {
+        guest_priority & TCI_PRIORITY_BITS
+    };
+    priority | (vlan & 0x0fff)
+}
+
+/// Push the port's tag onto a frame that had none, or replace its
+/// priority tag.
+fn tag_untagged(stack: &TagStack, tag: Tag) -> Action {
+    if stack.is_priority_tagged() {
+        Action::PopPush(tag)
+    } else {
+        Action::Push(tag)
+    }
 }
 
 /// A frame the guest wrote to its tap fd, on its way out of the endpoint.
-pub fn from_guest(policy: &EndpointPolicy, frame: &FrameView) -> Action {
+pub fn from_guest(policy: &EndpointPolicy, frame: &FrameView) -> Decision {
     if frame.len < ETH_HLEN {
-        return Action::Drop(DropReason::Runt);
-    }
-    // Any tag from the guest is an attempt to pick its own VLAN.
-    if frame.meta_tag().is_some() || is_tpid(frame.ethertype) {
-        return Action::Drop(DropReason::GuestTagged);
+        return Decision::drop(DropReason::Runt);
     }
     if !policy.allows_mac_spoofing() && frame.src != policy.mac {
-        return Action::Drop(DropReason::SpoofedSource);
+        return Decision::drop(DropReason::SpoofedSource);
     }
-    match policy.vlan {
-        0 => Action::Pass,
-        vlan => Action::PushTag { tci: vlan },
+    let stack = match tag_stack(frame) {
+        Ok(stack) => stack,
+        Err(reason) => return Decision::drop(reason),
+    };
+    let untagged = stack.untagged_priority();
+    match policy.kind {
+        PORT_ACCESS => match untagged {
+            Some(priority) => {
+                let tag = Tag {
+                    tpid: TPID_8021Q,
+                    tci: pushed_tci(policy, policy.vlan, priority),
+                };
+                Decision::new(tag_untagged(&stack, tag), None)
+            }
+            // Any real tag is an attempt to pick another VLAN.
+            None => Decision::drop(DropReason::GuestTagged),
+        },
+        PORT_TRUNK => trunk_from_guest(policy, &stack),
+        PORT_TUNNEL => tunnel_from_guest(policy, &stack),
+        // An untagged port, and any kind this build does not know: fail
+        // closed towards untagged.
+        _ => match untagged {
+            Some(_) if stack.is_priority_tagged() => Decision::new(Action::Pop, None),
+            Some(_) => Decision::new(Action::Pass, None),
+            None => Decision::drop(DropReason::GuestTagged),
+        },
     }
+}
+
+fn trunk_from_guest(policy: &EndpointPolicy, stack: &TagStack) -> Decision {
+    let native = policy.vlan;
+    if let Some(priority) = stack.untagged_priority() {
+        if native == 0 {
+            return Decision::drop(DropReason::Untagged);
+        }
+        let tag = Tag {
+            tpid: TPID_8021Q,
+            tci: pushed_tci(policy, native, priority),
+        };
+        return Decision::new(tag_untagged(stack, tag), Some(native));
+    }
+    let Some(outer) = stack.outer else {
+        return Decision::drop(DropReason::Untagged);
+    };
+    if outer.tpid != TPID_8021Q {
+        return Decision::drop(DropReason::ForeignTpid);
+    }
+    let vid = outer.vid();
+    if vid == 0 || !(policy.vids.contains(vid) || vid == native) {
+        return Decision::drop(DropReason::WrongVlan);
+    }
+    if stack.second.is_some() {
+        return Decision::drop_in(DropReason::StackedTag, vid);
+    }
+    // The guest's own tag, priority bits included, goes out unchanged.
+    Decision::new(Action::Pass, Some(vid))
+}
+
+fn tunnel_from_guest(policy: &EndpointPolicy, stack: &TagStack) -> Decision {
+    let (cvid, guest_priority) = match stack.outer {
+        None => (0, 0),
+        Some(tag) if tag.tpid == TPID_8021Q => (tag.vid(), tag.tci),
+        // Service tags are the provider's, never the customer's.
+        Some(_) => return Decision::drop(DropReason::ForeignTpid),
+    };
+    if policy.has(POLICY_CVLANS_LIMITED) && !policy.vids.contains(cvid) {
+        return Decision::drop(if cvid == 0 {
+            DropReason::Untagged
+        } else {
+            DropReason::CvlanNotAllowed
+        });
+    }
+    let tag = Tag {
+        tpid: TPID_8021AD,
+        tci: pushed_tci(policy, policy.vlan, guest_priority),
+    };
+    Decision::new(Action::Push(tag), Some(cvid))
 }
 
 /// A frame on its way into the endpoint, towards the guest: from the wire
 /// or from another endpoint on the same lower device.
-pub fn to_guest(policy: &EndpointPolicy, frame: &FrameView) -> Action {
+pub fn to_guest(policy: &EndpointPolicy, frame: &FrameView) -> Decision {
     if frame.len < ETH_HLEN {
-        return Action::Drop(DropReason::Runt);
+        return Decision::drop(DropReason::Runt);
     }
-    let outer = match outer_tag(frame) {
-        Ok(outer) => outer,
-        Err(reason) => return Action::Drop(reason),
+    let stack = match tag_stack(frame) {
+        Ok(stack) => stack,
+        Err(reason) => return Decision::drop(reason),
     };
-    match (policy.vlan, outer) {
-        (0, None) => Action::Pass,
-        (0, Some(_)) => Action::Drop(DropReason::TaggedOnUntaggedPort),
-        (_, None) => Action::Drop(DropReason::Untagged),
-        (vlan, Some(outer)) => {
-            if outer.tag.tpid != TPID_8021Q {
-                Action::Drop(DropReason::ForeignTpid)
-            } else if tci_vid(outer.tag.tci) != vlan {
-                Action::Drop(DropReason::WrongVlan)
-            } else if is_tpid(outer.inner_ethertype) {
-                Action::Drop(DropReason::StackedTag)
+    let Some(outer) = stack.outer.filter(|_| !stack.is_priority_tagged()) else {
+        // Untagged, or priority-tagged: deliverable only to untagged ports.
+        return match policy.kind {
+            PORT_ACCESS | PORT_TRUNK | PORT_TUNNEL => Decision::drop(DropReason::Untagged),
+            _ if stack.is_priority_tagged() => Decision::new(Action::Pop, None),
+            _ => Decision::new(Action::Pass, None),
+        };
+    };
+    let vid = outer.vid();
+    match policy.kind {
+        PORT_ACCESS => {
+            if outer.tpid != TPID_8021Q {
+                Decision::drop(DropReason::ForeignTpid)
+            } else if vid != policy.vlan {
+                Decision::drop(DropReason::WrongVlan)
+            } else if stack.second.is_some() {
+                Decision::drop(DropReason::StackedTag)
             } else {
-                Action::PopTag
+                Decision::new(Action::Pop, None)
             }
         }
+        PORT_TRUNK => {
+            let native = policy.vlan;
+            if outer.tpid != TPID_8021Q {
+                Decision::drop(DropReason::ForeignTpid)
+            } else if vid == 0 || !(policy.vids.contains(vid) || vid == native) {
+                Decision::drop(DropReason::WrongVlan)
+            } else if stack.second.is_some() {
+                Decision::drop_in(DropReason::StackedTag, vid)
+            } else if vid == native && !policy.has(POLICY_NATIVE_TAGGED) {
+                Decision::new(Action::Pop, Some(vid))
+            } else {
+                Decision::new(Action::Pass, Some(vid))
+            }
+        }
+        PORT_TUNNEL => {
+            if outer.tpid != TPID_8021AD {
+                return Decision::drop(DropReason::ForeignTpid);
+            }
+            if vid != policy.vlan {
+                return Decision::drop(DropReason::WrongVlan);
+            }
+            let cvid = match stack.second {
+                None => 0,
+                Some(tag) if tag.tpid == TPID_8021Q => tag.vid(),
+                Some(_) => return Decision::drop(DropReason::StackedTag),
+            };
+            if policy.has(POLICY_CVLANS_LIMITED) && !policy.vids.contains(cvid) {
+                return Decision::drop(if cvid == 0 {
+                    DropReason::Untagged
+                } else {
+                    DropReason::CvlanNotAllowed
+                });
+            }
+            Decision::new(Action::Pop, Some(cvid))
+        }
+        _ => Decision::drop(DropReason::TaggedOnUntaggedPort),
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::{TPID_8021AD, TPID_QINQ_LEGACY};
-
-    const MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 1];
-    const IPV4: u16 = 0x0800;
-
-    fn access(vlan: u16) -> EndpointPolicy {
-        EndpointPolicy {
-            mac: MAC,
-            vlan,
-            flags: 0,
-        }
-    }
-
-    fn untagged_frame() -> FrameView {
-        FrameView {
-            len: 60,
-            src: MAC,
-            ethertype: IPV4,
-            inline_tci: 0,
-            inline_inner: 0,
-            meta_tpid: 0,
-            meta_tci: 0,
-        }
-    }
-
-    fn inline_tagged(tpid: u16, tci: u16, inner: u16) -> FrameView {
-        FrameView {
-            ethertype: tpid,
-            inline_tci: tci,
-            inline_inner: inner,
-            ..untagged_frame()
-        }
-    }
-
-    fn meta_tagged(tpid: u16, tci: u16) -> FrameView {
-        FrameView {
-            meta_tpid: tpid,
-            meta_tci: tci,
-            ..untagged_frame()
-        }
-    }
-
-    #[test]
-    fn access_port_tags_guest_frames() {
-        assert_eq!(
-            from_guest(&access(10), &untagged_frame()),
-            Action::PushTag { tci: 10 }
-        );
-        assert_eq!(from_guest(&access(0), &untagged_frame()), Action::Pass);
-    }
-
-    #[test]
-    fn guest_may_not_tag() {
-        for tpid in [TPID_8021Q, TPID_8021AD, TPID_QINQ_LEGACY] {
-            let frame = inline_tagged(tpid, 20, IPV4);
-            for vlan in [0, 10] {
-                assert_eq!(
-                    from_guest(&access(vlan), &frame),
-                    Action::Drop(DropReason::GuestTagged)
-                );
-            }
-        }
-        assert_eq!(
-            from_guest(&access(10), &meta_tagged(TPID_8021Q, 10)),
-            Action::Drop(DropReason::GuestTagged)
-        );
-    }
-
-    #[test]
-    fn spoofing_is_dropped_unless_allowed() {
-        let spoofed = FrameView {
-            src: [0x02, 0, 0, 0, 0, 2],
-            ..untagged_frame()
-        };
-        assert_eq!(
-            from_guest(&access(10), &spoofed),
-            Action::Drop(DropReason::SpoofedSource)
-        );
-        let lax = EndpointPolicy {
-            flags: crate::POLICY_ALLOW_MAC_SPOOFING,
-            ..access(10)
-        };
-        assert_eq!(from_guest(&lax, &spoofed), Action::PushTag { tci: 10 });
-    }
-
-    #[test]
-    fn runts_are_dropped_both_ways() {
-        let runt = FrameView {
-            len: 13,
-            ..untagged_frame()
-        };
-        for vlan in [0, 10] {
-            assert_eq!(
-                from_guest(&access(vlan), &runt),
-                Action::Drop(DropReason::Runt)
-            );
-            assert_eq!(
-                to_guest(&access(vlan), &runt),
-                Action::Drop(DropReason::Runt)
-            );
-        }
-        let cut_tag = FrameView {
-            len: 16,
-            ..inline_tagged(TPID_8021Q, 10, IPV4)
-        };
-        assert_eq!(
-            to_guest(&access(10), &cut_tag),
-            Action::Drop(DropReason::Runt)
-        );
-    }
-
-    #[test]
-    fn access_port_delivers_only_its_vlan() {
-        let port = access(10);
-        for frame in [
-            meta_tagged(TPID_8021Q, 10),
-            inline_tagged(TPID_8021Q, 10, IPV4),
-        ] {
-            assert_eq!(to_guest(&port, &frame), Action::PopTag);
-        }
-        // Priority bits do not change the VLAN.
-        assert_eq!(
-            to_guest(&port, &meta_tagged(TPID_8021Q, 0xe000 | 10)),
-            Action::PopTag
-        );
-        assert_eq!(
-            to_guest(&port, &meta_tagged(TPID_8021Q, 11)),
-            Action::Drop(DropReason::WrongVlan)
-        );
-        assert_eq!(
-            to_guest(&port, &meta_tagged(TPID_8021Q, 0)),
-            Action::Drop(DropReason::WrongVlan)
-        );
-        assert_eq!(
-            to_guest(&port, &untagged_frame()),
-            Action::Drop(DropReason::Untagged)
-        );
-        assert_eq!(
-            to_guest(&port, &meta_tagged(TPID_8021AD, 10)),
-            Action::Drop(DropReason::ForeignTpid)
-        );
-        assert_eq!(
-            to_guest(&port, &inline_tagged(TPID_8021Q, 10, TPID_8021Q)),
-            Action::Drop(DropReason::StackedTag)
-        );
-        let meta_then_inline = FrameView {
-            ethertype: TPID_8021Q,
-            ..meta_tagged(TPID_8021AD, 10)
-        };
-        assert_eq!(
-            to_guest(&port, &meta_then_inline),
-            Action::Drop(DropReason::ForeignTpid)
-        );
-        let q_then_q = FrameView {
-            ethertype: TPID_8021Q,
-            ..meta_tagged(TPID_8021Q, 10)
-        };
-        assert_eq!(
-            to_guest(&port, &q_then_q),
-            Action::Drop(DropReason::StackedTag)
-        );
-    }
-
-    #[test]
-    fn untagged_port_passes_only_untagged() {
-        let port = access(0);
-        assert_eq!(to_guest(&port, &untagged_frame()), Action::Pass);
-        assert_eq!(
-            to_guest(&port, &meta_tagged(TPID_8021Q, 10)),
-            Action::Drop(DropReason::TaggedOnUntaggedPort)
-        );
-        assert_eq!(
-            to_guest(&port, &inline_tagged(TPID_8021AD, 10, IPV4)),
-            Action::Drop(DropReason::TaggedOnUntaggedPort)
-        );
-    }
-}
+mod tests;

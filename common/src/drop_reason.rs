@@ -41,15 +41,17 @@ drop_reasons! {
     SpoofedSource = 3, "spoofed-source",
         "the guest sent from a source MAC that is not the endpoint's";
     WrongVlan = 4, "wrong-vlan",
-        "tagged with a VLAN the endpoint is not on";
+        "tagged with a VLAN the endpoint is not on (or not allowed on its trunk)";
     Untagged = 5, "untagged",
-        "untagged frame towards an access endpoint";
+        "untagged (or priority-tagged) frame where the port needs a VLAN tag";
     TaggedOnUntaggedPort = 6, "tagged-on-untagged-port",
         "tagged frame towards an endpoint without a VLAN";
     ForeignTpid = 7, "foreign-tpid",
-        "outer tag is not 802.1Q (e.g. an 802.1ad service tag)";
+        "outer tag of the wrong kind: 802.1ad on a customer port, 802.1Q on a tunnel";
     StackedTag = 8, "stacked-tag",
         "a second VLAN tag under the endpoint's own";
     HelperFailed = 9, "helper-failed",
         "the kernel refused to push or pop the tag";
+    CvlanNotAllowed = 10, "cvlan-not-allowed",
+        "a customer VLAN outside the tunnel's --tunnel-cvlans";
 }

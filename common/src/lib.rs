@@ -9,7 +9,7 @@
 pub mod decide;
 pub mod drop_reason;
 
-pub use decide::{Action, FrameView, Tag, from_guest, to_guest};
+pub use decide::{Action, Decision, FrameView, Tag, from_guest, to_guest};
 pub use drop_reason::DropReason;
 
 /// Length of an Ethernet header (dst, src, ethertype).
@@ -36,26 +36,112 @@ pub const fn tci_vid(tci: u16) -> u16 {
 
 /// Entries in the policy and counter maps; one per endpoint.
 pub const MAX_ENDPOINTS: u32 = 4096;
+/// Entries in the per-VLAN counter map (allocated on first use).
+pub const MAX_VLAN_COUNTERS: u32 = 65536;
+
+/// `EndpointPolicy::kind`: passes only untagged frames.
+pub const PORT_UNTAGGED: u8 = 0;
+/// One VLAN, `vlan`; the guest sees untagged frames.
+pub const PORT_ACCESS: u8 = 1;
+/// The VLANs in `vids` arrive tagged; `vlan` is the native VLAN (0: none).
+pub const PORT_TRUNK: u8 = 2;
+/// dot1q-tunnel: everything from the guest goes into service VLAN `vlan`
+/// under an 802.1ad tag; `vids` limits the customer VLANs if
+/// `POLICY_CVLANS_LIMITED` is set.
+pub const PORT_TUNNEL: u8 = 3;
 
 /// `EndpointPolicy::flags`: accept any source MAC from the guest.
 pub const POLICY_ALLOW_MAC_SPOOFING: u32 = 1 << 0;
+/// Trunk: frames of the native VLAN reach the guest tagged.
+pub const POLICY_NATIVE_TAGGED: u32 = 1 << 1;
+/// Tunnel: only customer VLANs in `vids` are carried.
+pub const POLICY_CVLANS_LIMITED: u32 = 1 << 2;
+/// `priority` holds the PCP for tags macvswitch pushes.
+pub const POLICY_PRIORITY_SET: u32 = 1 << 3;
+
+/// A set of VLAN ids as a 4096-bit bitmap: one lookup, constant time.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VidSet {
+    pub words: [u64; 64],
+}
+
+impl VidSet {
+    pub const EMPTY: Self = Self { words: [0; 64] };
+
+    #[inline(always)]
+    pub const fn contains(&self, vid: u16) -> bool {
+        let vid = vid & 0x0fff;
+        self.words[(vid >> 6) as usize] >> (vid & 63) & 1 != 0
+    }
+
+    pub fn insert(&mut self, vid: u16) {
+        let vid = vid & 0x0fff;
+        self.words[(vid >> 6) as usize] |= 1 << (vid & 63);
+    }
+
+    pub fn remove(&mut self, vid: u16) {
+        let vid = vid & 0x0fff;
+        self.words[(vid >> 6) as usize] &= !(1 << (vid & 63));
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = u16> + '_ {
+        (0u16..4096).filter(|vid| self.contains(*vid))
+    }
+}
 
 /// Per-endpoint policy, keyed by the macvtap's ifindex in `POLICIES`.
+/// Updated in place by `endpoint set`: one map update, atomic per entry.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EndpointPolicy {
     /// The only source MAC the guest may send from.
     pub mac: [u8; 6],
-    /// Access VLAN; 0 makes an untagged port.
+    /// `PORT_*`.
+    pub kind: u8,
+    /// PCP (0..=7) for pushed tags when `POLICY_PRIORITY_SET`.
+    pub priority: u8,
+    /// Access VLAN, native VLAN of a trunk (0: none) or service VLAN of a
+    /// tunnel.
     pub vlan: u16,
+    pub _pad: u16,
     /// `POLICY_*` bits.
     pub flags: u32,
+    /// Trunk: allowed VLANs. Tunnel: allowed customer VLANs.
+    pub vids: VidSet,
 }
 
 impl EndpointPolicy {
+    /// An untagged port (no VLAN) for `mac`.
+    pub const fn untagged(mac: [u8; 6]) -> Self {
+        Self {
+            mac,
+            kind: PORT_UNTAGGED,
+            priority: 0,
+            vlan: 0,
+            _pad: 0,
+            flags: 0,
+            vids: VidSet::EMPTY,
+        }
+    }
+
+    /// An access port on `vlan` for `mac`.
+    pub const fn access(mac: [u8; 6], vlan: u16) -> Self {
+        Self {
+            kind: PORT_ACCESS,
+            vlan,
+            ..Self::untagged(mac)
+        }
+    }
+
+    #[inline(always)]
+    pub const fn has(&self, flag: u32) -> bool {
+        self.flags & flag != 0
+    }
+
     #[inline(always)]
     pub const fn allows_mac_spoofing(&self) -> bool {
-        self.flags & POLICY_ALLOW_MAC_SPOOFING != 0
+        self.has(POLICY_ALLOW_MAC_SPOOFING)
     }
 }
 
@@ -96,6 +182,16 @@ impl EndpointCounters {
     }
 }
 
+/// Key of the per-VLAN counters of trunk and tunnel endpoints.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct VlanKey {
+    pub ifindex: u32,
+    /// Trunk: the VLAN. Tunnel: the customer VLAN (0: untagged).
+    pub vid: u16,
+    pub _pad: u16,
+}
+
 /// Names shared by the eBPF object and the controller.
 pub mod names {
     pub const PROG_FROM_GUEST: &str = "from_guest";
@@ -104,6 +200,7 @@ pub mod names {
     pub const PROG_BASELINE: &str = "baseline";
     pub const MAP_POLICIES: &str = "POLICIES";
     pub const MAP_COUNTERS: &str = "COUNTERS";
+    pub const MAP_VLAN_COUNTERS: &str = "VLAN_COUNTERS";
 }
 
 #[cfg(feature = "user")]
@@ -111,6 +208,7 @@ mod user {
     // SAFETY: both are repr(C), made of integers only, with no padding.
     unsafe impl aya::Pod for super::EndpointPolicy {}
     unsafe impl aya::Pod for super::EndpointCounters {}
+    unsafe impl aya::Pod for super::VlanKey {}
 }
 
 #[cfg(test)]
@@ -119,11 +217,25 @@ mod tests {
 
     #[test]
     fn map_values_have_no_padding() {
-        assert_eq!(core::mem::size_of::<EndpointPolicy>(), 6 + 2 + 4);
+        assert_eq!(core::mem::size_of::<EndpointPolicy>(), 16 + 512);
+        assert_eq!(core::mem::size_of::<VlanKey>(), 8);
         assert_eq!(
             core::mem::size_of::<EndpointCounters>(),
             8 * (4 + DROP_SLOTS)
         );
+    }
+
+    #[test]
+    fn vid_set_bits() {
+        let mut set = VidSet::EMPTY;
+        for vid in [1, 63, 64, 4094] {
+            set.insert(vid);
+        }
+        assert!(set.contains(63) && set.contains(64) && set.contains(4094));
+        assert!(!set.contains(0) && !set.contains(2) && !set.contains(4095));
+        set.remove(64);
+        assert!(!set.contains(64));
+        assert_eq!(set.iter().count(), 3);
     }
 
     #[test]

@@ -4,7 +4,10 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::types::{IfName, Mac, Mode, Mtu, Vid};
+use crate::{
+    policy::{Pcp, PortOptions, VidList},
+    types::{IfName, Mac, Mode, Mtu, Vid},
+};
 
 /// Put virtual machines on VLANs over macvtap, with TC eBPF doing the
 /// tagging in the kernel.
@@ -58,6 +61,12 @@ pub enum EndpointCommand {
     /// Create a macvtap endpoint on a lower device and attach the programs.
     #[command(after_help = "Example:\n  macvswitch endpoint add vm1 --lower eth0 --vlan 10")]
     Add(AddArgs),
+    /// Change the VLAN policy of an endpoint in place (no relink; the tap fd
+    /// stays open).
+    #[command(
+        after_help = "Examples:\n  macvswitch endpoint set vm1 --trunk 10,20,100-199 --native 10\n  macvswitch endpoint set vm1 --native-tagged\n  macvswitch endpoint set vm1 --vlan 30 --priority 5"
+    )]
+    Set(SetArgs),
     /// Remove an endpoint: its macvtap, links, pins and tap node.
     Del { name: IfName },
     /// List endpoints.
@@ -86,13 +95,81 @@ pub struct AddArgs {
     /// Guest MAC (unicast); default: derived from NAME, stable.
     #[arg(long)]
     pub mac: Option<Mac>,
-    /// Access VLAN (1..=4094); without it the port is untagged.
-    #[arg(long)]
-    pub vlan: Option<Vid>,
+    #[command(flatten)]
+    pub port: PortArgs,
     /// MTU of the endpoint; default: the lower device's.
     #[arg(long)]
     pub mtu: Option<Mtu>,
     /// Let the guest send from any source MAC.
     #[arg(long)]
     pub allow_mac_spoofing: bool,
+}
+
+/// The VLAN policy of a port. Without any, the port is untagged.
+#[derive(Debug, Args)]
+#[group(id = "kind", multiple = false)]
+pub struct PortKindArgs {
+    /// Access port on this VLAN (1..=4094); the guest sees it untagged.
+    #[arg(long, group = "kind")]
+    pub vlan: Option<Vid>,
+    /// Trunk port carrying these VLANs tagged, e.g. 10,20,100-199.
+    #[arg(long, value_name = "VIDLIST", group = "kind")]
+    pub trunk: Option<VidList>,
+    /// dot1q-tunnel (QinQ): every guest frame goes into this service VLAN
+    /// under an 802.1ad tag.
+    #[arg(long, value_name = "SVID", group = "kind")]
+    pub tunnel: Option<Vid>,
+}
+
+#[derive(Debug, Args)]
+pub struct PortArgs {
+    #[command(flatten)]
+    pub kind: PortKindArgs,
+    /// Trunk: untagged guest frames go to this VLAN, and it reaches the
+    /// guest untagged.
+    #[arg(long, value_name = "VID")]
+    pub native: Option<Vid>,
+    /// Trunk: the native VLAN reaches the guest tagged.
+    #[arg(long, conflicts_with = "native_untagged")]
+    pub native_tagged: bool,
+    /// Trunk: the native VLAN reaches the guest untagged (the default).
+    #[arg(long)]
+    pub native_untagged: bool,
+    /// Tunnel: carry only these customer VLANs.
+    #[arg(long, value_name = "VIDLIST")]
+    pub tunnel_cvlans: Option<VidList>,
+    /// PCP (0..=7) of the tags macvswitch pushes (access, native, tunnel);
+    /// default: the priority of the guest's own priority tag, else 0.
+    #[arg(long, value_name = "PCP")]
+    pub priority: Option<Pcp>,
+}
+
+impl PortArgs {
+    pub fn options(&self, untagged: bool) -> PortOptions {
+        PortOptions {
+            vlan: self.kind.vlan,
+            trunk: self.kind.trunk.clone(),
+            native: self.native,
+            native_tagged: if self.native_tagged {
+                Some(true)
+            } else if self.native_untagged {
+                Some(false)
+            } else {
+                None
+            },
+            tunnel: self.kind.tunnel,
+            tunnel_cvlans: self.tunnel_cvlans.clone(),
+            untagged,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct SetArgs {
+    pub name: IfName,
+    #[command(flatten)]
+    pub port: PortArgs,
+    /// Make the port untagged.
+    #[arg(long, conflicts_with_all = ["vlan", "trunk", "tunnel"])]
+    pub untagged: bool,
 }

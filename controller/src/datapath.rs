@@ -25,7 +25,7 @@ use aya::{
     },
     util::KernelVersion,
 };
-use macvswitch_common::{EndpointCounters, EndpointPolicy, names};
+use macvswitch_common::{EndpointCounters, EndpointPolicy, VlanKey, names};
 
 use crate::{
     EBPF_OBJECT,
@@ -115,15 +115,25 @@ fn map_err(context: String) -> impl FnOnce(aya::maps::MapError) -> Error {
 pub struct Maps {
     policies: HashMap<MapData, u32, EndpointPolicy>,
     counters: PerCpuHashMap<MapData, u32, EndpointCounters>,
+    vlan_counters: PerCpuHashMap<MapData, VlanKey, EndpointCounters>,
 }
 
+/// The data path's maps, by name, in the order `Maps::from_maps` takes them.
+const MAP_NAMES: [&str; 3] = [
+    names::MAP_POLICIES,
+    names::MAP_COUNTERS,
+    names::MAP_VLAN_COUNTERS,
+];
+
 impl Maps {
-    fn from_maps(policies: Map, counters: Map) -> Result<Self> {
+    fn from_maps([policies, counters, vlan_counters]: [Map; 3]) -> Result<Self> {
         Ok(Self {
             policies: HashMap::try_from(policies)
                 .map_err(map_err(format!("opening {}", names::MAP_POLICIES)))?,
             counters: PerCpuHashMap::try_from(counters)
                 .map_err(map_err(format!("opening {}", names::MAP_COUNTERS)))?,
+            vlan_counters: PerCpuHashMap::try_from(vlan_counters)
+                .map_err(map_err(format!("opening {}", names::MAP_VLAN_COUNTERS)))?,
         })
     }
 
@@ -142,10 +152,16 @@ impl Maps {
                 Err(e) => Err(Error::bpf(format!("opening pinned map {name}"), e)),
             }
         };
-        match (open(names::MAP_POLICIES)?, open(names::MAP_COUNTERS)?) {
-            (Some(policies), Some(counters)) => Self::from_maps(policies, counters).map(Some),
-            _ => Ok(None),
+        let mut maps = Vec::with_capacity(MAP_NAMES.len());
+        for name in MAP_NAMES {
+            match open(name)? {
+                Some(map) => maps.push(map),
+                // Missing (never loaded, or pinned by an older build).
+                None => return Ok(None),
+            }
         }
+        let maps: [Map; 3] = maps.try_into().map_err(|_| ()).expect("three maps");
+        Self::from_maps(maps).map(Some)
     }
 
     pub fn set_policy(&mut self, ifindex: u32, policy: &EndpointPolicy) -> Result<()> {
@@ -172,14 +188,43 @@ impl Maps {
             self.policies.remove(&ifindex),
             self.counters.remove(&ifindex),
         ] {
-            match result {
-                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
-                Err(aya::maps::MapError::SyscallError(e))
-                    if e.io_error.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::bpf(format!("forgetting ifindex {ifindex}"), e)),
-            }
+            ignore_missing(result)
+                .map_err(|e| Error::bpf(format!("forgetting ifindex {ifindex}"), e))?;
+        }
+        self.forget_vlans(ifindex, |_| false)
+    }
+
+    /// Removes the per-VLAN counters of `ifindex` whose VID fails `keep`.
+    pub fn forget_vlans(&mut self, ifindex: u32, keep: impl Fn(u16) -> bool) -> Result<()> {
+        let stale: Vec<VlanKey> = self
+            .vlan_counters
+            .keys()
+            .filter_map(|key| key.ok())
+            .filter(|key| key.ifindex == ifindex && !keep(key.vid))
+            .collect();
+        for key in stale {
+            ignore_missing(self.vlan_counters.remove(&key))
+                .map_err(|e| Error::bpf(format!("forgetting VLAN {} counters", key.vid), e))?;
         }
         Ok(())
+    }
+
+    /// Per-VLAN counters of `ifindex`, summed over CPUs, by VID.
+    pub fn vlan_counters(&self, ifindex: u32) -> Result<Vec<(u16, EndpointCounters)>> {
+        let mut rows = Vec::new();
+        for entry in self.vlan_counters.iter() {
+            let (key, per_cpu) = entry.map_err(|e| Error::bpf("reading per-VLAN counters", e))?;
+            if key.ifindex != ifindex {
+                continue;
+            }
+            let mut total = EndpointCounters::ZERO;
+            for counters in per_cpu.iter() {
+                total.accumulate(counters);
+            }
+            rows.push((key.vid, total));
+        }
+        rows.sort_by_key(|(vid, _)| *vid);
+        Ok(rows)
     }
 
     /// The counters of `ifindex`, summed over CPUs.
@@ -250,7 +295,7 @@ impl Datapath {
             .override_global("AYA_LOG_LEVEL", &EBPF_LOG_LEVEL, false)
             .load(EBPF_OBJECT)
             .map_err(|e| Error::bpf("loading the eBPF object", e))?;
-        for name in [names::MAP_POLICIES, names::MAP_COUNTERS, MAP_AYA_LOGS] {
+        for name in MAP_NAMES.into_iter().chain([MAP_AYA_LOGS]) {
             if let Some(map) = ebpf.map(name) {
                 map.pin(pins.map(name))
                     .map_err(|e| Error::bpf(format!("pinning map {name}"), e))?;
@@ -278,10 +323,11 @@ impl Datapath {
             ebpf.take_map(name)
                 .ok_or_else(|| Error::Refused(format!("the eBPF object lacks map {name}")))
         };
-        let maps = Maps::from_maps(
+        let maps = Maps::from_maps([
             take(&mut ebpf, names::MAP_POLICIES)?,
             take(&mut ebpf, names::MAP_COUNTERS)?,
-        )?;
+            take(&mut ebpf, names::MAP_VLAN_COUNTERS)?,
+        ])?;
         log::info!(
             "loaded and pinned the data path under {}",
             pins.root.display()
@@ -388,6 +434,19 @@ fn escape_pin_name(name: &str) -> String {
         }
     }
     escaped
+}
+
+/// A removal of a key that is already gone succeeded.
+fn ignore_missing(result: Result<(), aya::maps::MapError>) -> Result<(), aya::maps::MapError> {
+    match result {
+        Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+        Err(aya::maps::MapError::SyscallError(e))
+            if e.io_error.kind() == io::ErrorKind::NotFound =>
+        {
+            Ok(())
+        }
+        other => other,
+    }
 }
 
 fn create_dir(path: &Path) -> Result<()> {

@@ -3,16 +3,17 @@
 
 use std::path::PathBuf;
 
-use macvswitch_common::{EndpointPolicy, POLICY_ALLOW_MAC_SPOOFING};
+use macvswitch_common::EndpointPolicy;
 
 use crate::{
     bpffs,
     datapath::{Datapath, Maps, PinLayout},
     error::{Error, Result},
     netlink::{Link, Netlink},
+    policy::{Pcp, PortOptions, PortVlans, check_priority},
     state::{EndpointRecord, State, StateDir},
     tapdev,
-    types::{IfName, Mac, Mode, Mtu, Vid},
+    types::{IfName, Mac, Mode, Mtu},
 };
 
 /// Where one macvswitch instance keeps its state and pins.
@@ -29,22 +30,24 @@ pub struct AddRequest {
     pub lower: IfName,
     pub mode: Mode,
     pub mac: Option<Mac>,
-    pub vlan: Option<Vid>,
+    pub port: PortOptions,
+    pub priority: Option<Pcp>,
     pub mtu: Option<Mtu>,
     pub allow_mac_spoofing: bool,
 }
 
+/// `endpoint set`: policy changes applied in place.
+#[derive(Clone, Debug)]
+pub struct SetRequest {
+    pub name: IfName,
+    pub port: PortOptions,
+    pub priority: Option<Pcp>,
+}
+
 impl EndpointRecord {
     pub fn policy(&self) -> EndpointPolicy {
-        EndpointPolicy {
-            mac: self.mac.octets(),
-            vlan: self.vlan.map_or(0, Vid::get),
-            flags: if self.allow_mac_spoofing {
-                POLICY_ALLOW_MAC_SPOOFING
-            } else {
-                0
-            },
-        }
+        self.vlans
+            .to_policy(self.mac, self.priority, self.allow_mac_spoofing)
     }
 }
 
@@ -78,6 +81,8 @@ impl Instance {
         let mut state = self.state_dir.load()?;
         let netlink = Netlink::connect()?;
         let links = netlink.links().await?;
+        let vlans = request.port.resolve(&PortVlans::Untagged)?;
+        check_priority(&vlans, request.priority)?;
         let (lower, mac, mtu) = validate_add(&request, &state, &links)?;
 
         bpffs::prepare(self.pins.root())?;
@@ -94,7 +99,8 @@ impl Instance {
             lower: request.lower.clone(),
             mode: request.mode,
             mac,
-            vlan: request.vlan,
+            vlans,
+            priority: request.priority,
             mtu,
             allow_mac_spoofing: request.allow_mac_spoofing,
             ifindex: link.index,
@@ -106,7 +112,7 @@ impl Instance {
             datapath.maps.reset_counters(link.index)?;
             datapath.attach(record.name.as_str())?;
             tapdev::create_node(&self.state_dir.dev_dir(), record.name.as_str(), link.index)?;
-            netlink.set_up(link.index).await
+            netlink.bring_up(link.index).await
         }
         .await;
         if let Err(error) = wired {
@@ -134,6 +140,48 @@ impl Instance {
             log::warn!("re-attached {} to the reloaded data path", record.name);
         }
         Ok(())
+    }
+
+    /// Changes the VLAN policy of a live endpoint: one atomic map update,
+    /// no relink, the tap fd stays open and other VLANs keep flowing.
+    pub async fn set(&self, request: SetRequest) -> Result<EndpointRecord> {
+        let lock = self.state_dir.lock()?;
+        let mut state = self.state_dir.load()?;
+        let record = state
+            .endpoints
+            .get_mut(&request.name)
+            .ok_or_else(|| unknown_endpoint(&request.name))?;
+        let vlans = request.port.resolve(&record.vlans)?;
+        let priority = request.priority.or(record.priority);
+        check_priority(&vlans, priority).or_else(|error| {
+            // A port that stops pushing tags drops a stale --priority.
+            if request.priority.is_none() {
+                Ok(())
+            } else {
+                Err(error)
+            }
+        })?;
+        let same_kind = record.vlans.kind() == vlans.kind();
+        let mut updated = record.clone();
+        updated.priority = priority.filter(|_| vlans.pushes_tags());
+        updated.vlans = vlans;
+        let mut maps = self.maps()?.ok_or_else(|| {
+            Error::Refused(format!(
+                "no data path pinned under {}; was it reset?",
+                self.pins.root().display()
+            ))
+        })?;
+        maps.set_policy(updated.ifindex, &updated.policy())?;
+        // Per-VLAN counters of VLANs the port no longer carries go; a
+        // tunnel counts customer VLANs, which stay meaningful.
+        maps.forget_vlans(updated.ifindex, |vid| {
+            same_kind
+                && (matches!(updated.vlans, PortVlans::Tunnel { .. })
+                    || crate::types::Vid::new(vid).is_some_and(|vid| updated.vlans.carries(vid)))
+        })?;
+        *record = updated.clone();
+        self.state_dir.save(&lock, &state)?;
+        Ok(updated)
     }
 
     pub async fn del(&self, name: &IfName) -> Result<()> {

@@ -7,6 +7,7 @@ pub mod datapath;
 pub mod endpoint;
 pub mod error;
 pub mod netlink;
+pub mod policy;
 pub mod report;
 pub mod state;
 pub mod tapdev;

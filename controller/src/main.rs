@@ -11,8 +11,9 @@ use macvswitch::{
     Error,
     cli::{Cli, Command, EndpointCommand},
     datapath::PinLayout,
-    endpoint::{AddRequest, Instance},
-    report,
+    endpoint::{AddRequest, Instance, SetRequest},
+    policy::PortVlans,
+    report::{self, StatsRow},
     state::StateDir,
 };
 
@@ -86,9 +87,20 @@ async fn run(cli: Cli) -> Result<(), Error> {
                     lower: args.lower,
                     mode: args.mode,
                     mac: args.mac,
-                    vlan: args.vlan,
+                    port: args.port.options(false),
+                    priority: args.port.priority,
                     mtu: args.mtu,
                     allow_mac_spoofing: args.allow_mac_spoofing,
+                })
+                .await?;
+            print!("{}", report::endpoint_details(&instance, &record));
+        }
+        Command::Endpoint(EndpointCommand::Set(args)) => {
+            let record = instance
+                .set(SetRequest {
+                    name: args.name,
+                    port: args.port.options(args.untagged),
+                    priority: args.port.priority,
                 })
                 .await?;
             print!("{}", report::endpoint_details(&instance, &record));
@@ -122,22 +134,30 @@ async fn run(cli: Cli) -> Result<(), Error> {
             let maps = instance.maps()?;
             let mut rows = Vec::new();
             for record in &records {
-                let counters = match &maps {
-                    Some(maps) => maps.counters(record.ifindex)?,
-                    None => None,
-                }
-                .unwrap_or(macvswitch_common::EndpointCounters::ZERO);
-                rows.push((record.name.to_string(), counters));
+                let (counters, vlans) = match &maps {
+                    Some(maps) => (
+                        maps.counters(record.ifindex)?,
+                        maps.vlan_counters(record.ifindex)?,
+                    ),
+                    None => (None, Vec::new()),
+                };
+                let per_vlan = matches!(
+                    record.vlans,
+                    PortVlans::Trunk { .. } | PortVlans::Tunnel { .. }
+                );
+                rows.push(StatsRow {
+                    name: record.name.to_string(),
+                    counters: counters.unwrap_or(macvswitch_common::EndpointCounters::ZERO),
+                    vlans: per_vlan.then_some(vlans),
+                });
             }
             if json {
-                let all = rows
-                    .iter()
-                    .map(|(name, c)| report::stats_json(name, c))
-                    .collect();
-                print_json(&serde_json::Value::Array(all));
+                print_json(&serde_json::Value::Array(
+                    rows.iter().map(report::stats_json).collect(),
+                ));
             } else {
-                for (name, counters) in &rows {
-                    print!("{}", report::stats_text(name, counters));
+                for row in &rows {
+                    print!("{}", report::stats_text(row));
                 }
             }
         }

@@ -135,10 +135,19 @@ impl Netlink {
         })
     }
 
-    pub async fn set_up(&self, index: u32) -> Result<()> {
+    /// Brings a link up, receiving all multicast: a macvtap otherwise gets
+    /// only the groups in its filter list, which the guest cannot extend
+    /// (IPv6 neighbour discovery needs its solicited-node groups). The
+    /// programs still confine multicast to the port's VLANs.
+    pub async fn bring_up(&self, index: u32) -> Result<()> {
         self.handle
             .link()
-            .set(LinkUnspec::new_with_index(index).up().build())
+            .set(
+                LinkUnspec::new_with_index(index)
+                    .allmulticast(true)
+                    .up()
+                    .build(),
+            )
             .execute()
             .await
             .map_err(|e| Error::netlink(format!("bringing up link {index}"), e))

@@ -3,49 +3,97 @@
 use macvswitch_common::{DropReason, EndpointCounters};
 use serde_json::{Value, json};
 
-use crate::{endpoint::Instance, state::EndpointRecord};
+use crate::{endpoint::Instance, policy::PortVlans, state::EndpointRecord};
 
 pub fn endpoint_json(instance: &Instance, record: &EndpointRecord) -> Value {
-    json!({
+    let mut value = json!({
         "name": record.name,
         "lower": record.lower,
         "mode": record.mode,
         "mac": record.mac,
         "ifindex": record.ifindex,
-        "vlan": record.vlan,
-        "policy": if record.vlan.is_some() { "access" } else { "untagged" },
+        "policy": record.vlans.kind(),
+        "vlan": null,
+        "priority": record.priority,
         "mtu": record.mtu,
         "allow_mac_spoofing": record.allow_mac_spoofing,
         "tap": instance.tap_path(&record.name),
-    })
+    });
+    match &record.vlans {
+        PortVlans::Untagged => {}
+        PortVlans::Access { vlan } => value["vlan"] = json!(vlan),
+        PortVlans::Trunk {
+            vlans,
+            native,
+            native_tagged,
+        } => {
+            value["trunk"] = json!(vlans);
+            value["native"] = json!(native);
+            value["native_tagged"] = json!(native_tagged);
+        }
+        PortVlans::Tunnel { svlan, cvlans } => {
+            value["tunnel"] = json!(svlan);
+            value["tunnel_cvlans"] = json!(cvlans);
+        }
+    }
+    value
+}
+
+/// The VLAN policy in a few words, for tables.
+pub fn vlans_text(vlans: &PortVlans) -> String {
+    match vlans {
+        PortVlans::Untagged => "untagged".to_string(),
+        PortVlans::Access { vlan } => format!("access {vlan}"),
+        PortVlans::Trunk {
+            vlans,
+            native,
+            native_tagged,
+        } => {
+            let native = match native {
+                Some(vid) if *native_tagged => format!(" native {vid} tagged"),
+                Some(vid) => format!(" native {vid}"),
+                None => String::new(),
+            };
+            format!("trunk {vlans}{native}")
+        }
+        PortVlans::Tunnel { svlan, cvlans } => match cvlans {
+            Some(list) => format!("tunnel {svlan} cvlans {list}"),
+            None => format!("tunnel {svlan}"),
+        },
+    }
 }
 
 pub fn endpoint_table(records: &[EndpointRecord]) -> String {
     let mut out = format!(
-        "{:<15} {:<15} {:<8} {:<17} {:<6} {:>7}\n",
-        "NAME", "LOWER", "MODE", "MAC", "VLAN", "IFINDEX"
+        "{:<15} {:<15} {:<8} {:<17} {:>7}  {}\n",
+        "NAME", "LOWER", "MODE", "MAC", "IFINDEX", "VLANS"
     );
     for r in records {
-        let vlan = r.vlan.map_or("-".to_string(), |v| v.to_string());
         out += &format!(
-            "{:<15} {:<15} {:<8} {:<17} {:<6} {:>7}\n",
-            r.name, r.lower, r.mode, r.mac, vlan, r.ifindex
+            "{:<15} {:<15} {:<8} {:<17} {:>7}  {}\n",
+            r.name,
+            r.lower,
+            r.mode,
+            r.mac,
+            r.ifindex,
+            vlans_text(&r.vlans)
         );
     }
     out
 }
 
 pub fn endpoint_details(instance: &Instance, r: &EndpointRecord) -> String {
-    let vlan = r
-        .vlan
-        .map_or("untagged port".to_string(), |v| format!("access {v}"));
+    let priority = r
+        .priority
+        .map_or("kept from the guest".to_string(), |p| p.get().to_string());
     format!(
-        "{}: lower {} mode {} mac {} ifindex {}\n  vlan: {vlan}\n  mtu: {}\n  mac spoofing: {}\n  tap: {}\n",
+        "{}: lower {} mode {} mac {} ifindex {}\n  vlans: {}\n  priority: {priority}\n  mtu: {}\n  mac spoofing: {}\n  tap: {}\n",
         r.name,
         r.lower,
         r.mode,
         r.mac,
         r.ifindex,
+        vlans_text(&r.vlans),
         r.mtu,
         if r.allow_mac_spoofing {
             "allowed"
@@ -70,29 +118,59 @@ fn drops_json(counters: &EndpointCounters) -> Value {
     Value::Object(map)
 }
 
-pub fn stats_json(name: &str, counters: &EndpointCounters) -> Value {
+/// Counters of one endpoint; per VLAN on trunk and tunnel ports (the
+/// customer VLAN in a tunnel, 0 for untagged customer frames).
+pub struct StatsRow {
+    pub name: String,
+    pub counters: EndpointCounters,
+    pub vlans: Option<Vec<(u16, EndpointCounters)>>,
+}
+
+fn counters_json(counters: &EndpointCounters) -> Value {
     json!({
-        "name": name,
         "to_guest": { "packets": counters.to_guest_packets, "bytes": counters.to_guest_bytes },
         "from_guest": { "packets": counters.from_guest_packets, "bytes": counters.from_guest_bytes },
         "drops": drops_json(counters),
     })
 }
 
-pub fn stats_text(name: &str, c: &EndpointCounters) -> String {
-    let mut out = format!(
-        "{name}\n  to guest:   {} packets {} bytes\n  from guest: {} packets {} bytes\n",
-        c.to_guest_packets, c.to_guest_bytes, c.from_guest_packets, c.from_guest_bytes
-    );
+pub fn stats_json(row: &StatsRow) -> Value {
+    let mut value = counters_json(&row.counters);
+    value["name"] = json!(row.name);
+    if let Some(vlans) = &row.vlans {
+        value["vlans"] = vlans
+            .iter()
+            .map(|(vid, counters)| {
+                let mut entry = counters_json(counters);
+                entry["vid"] = json!(vid);
+                entry
+            })
+            .collect();
+    }
+    value
+}
+
+fn counters_text(c: &EndpointCounters, indent: &str) -> String {
     let drops: Vec<String> = DropReason::ALL
         .iter()
         .filter(|reason| c.drops[**reason as usize] != 0)
         .map(|reason| format!("{} {}", reason.name(), c.drops[*reason as usize]))
         .collect();
-    if drops.is_empty() {
-        out += "  drops:      none\n";
+    let drops = if drops.is_empty() {
+        "none".to_string()
     } else {
-        out += &format!("  drops:      {}\n", drops.join(", "));
+        drops.join(", ")
+    };
+    format!(
+        "{indent}to guest:   {} packets {} bytes\n{indent}from guest: {} packets {} bytes\n{indent}drops:      {drops}\n",
+        c.to_guest_packets, c.to_guest_bytes, c.from_guest_packets, c.from_guest_bytes
+    )
+}
+
+pub fn stats_text(row: &StatsRow) -> String {
+    let mut out = format!("{}\n{}", row.name, counters_text(&row.counters, "  "));
+    for (vid, counters) in row.vlans.iter().flatten() {
+        out += &format!("  vlan {vid}\n{}", counters_text(counters, "    "));
     }
     out
 }

@@ -15,7 +15,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     error::{Error, Result},
-    types::{IfName, Mac, Mode, Vid},
+    policy::{Pcp, PortVlans},
+    types::{IfName, Mac, Mode},
 };
 
 /// One endpoint as recorded by `endpoint add`.
@@ -25,8 +26,10 @@ pub struct EndpointRecord {
     pub lower: IfName,
     pub mode: Mode,
     pub mac: Mac,
-    /// Access VLAN; `None` is an untagged port.
-    pub vlan: Option<Vid>,
+    /// Which VLANs the port carries.
+    pub vlans: PortVlans,
+    /// PCP of the tags macvswitch pushes; `None` keeps the guest's.
+    pub priority: Option<Pcp>,
     pub mtu: u32,
     pub allow_mac_spoofing: bool,
     /// Ifindex of the macvtap in its network namespace: the maps' key.
@@ -150,7 +153,10 @@ mod tests {
                 lower: "eth0".parse().unwrap(),
                 mode: Mode::Vepa,
                 mac: "02:00:00:00:00:01".parse().unwrap(),
-                vlan: Vid::new(10),
+                vlans: PortVlans::Access {
+                    vlan: crate::types::Vid::new(10).unwrap(),
+                },
+                priority: None,
                 mtu: 1500,
                 allow_mac_spoofing: false,
                 ifindex: 7,

@@ -49,9 +49,12 @@ impl Programs {
     fn with_policy(vlan: u16, flags: u32) -> Self {
         let mut programs = Self::without_policy();
         let policy = EndpointPolicy {
-            mac: GUEST_MAC,
-            vlan,
             flags,
+            ..if vlan == 0 {
+                EndpointPolicy::untagged(GUEST_MAC)
+            } else {
+                EndpointPolicy::access(GUEST_MAC, vlan)
+            }
         };
         let mut policies: HashMap<_, u32, EndpointPolicy> = programs
             .ebpf
@@ -241,7 +244,8 @@ fn to_guest_access_port_drops_everything_else() {
     let mut programs = Programs::with_policy(10, 0);
     let cases: [(&[(u16, u16)], DropReason); 6] = [
         (&[(TPID_8021Q, 11)], DropReason::WrongVlan),
-        (&[(TPID_8021Q, 0)], DropReason::WrongVlan),
+        // Priority-tagged: counts as untagged.
+        (&[(TPID_8021Q, 0)], DropReason::Untagged),
         (&[], DropReason::Untagged),
         (&[(TPID_8021AD, 10)], DropReason::ForeignTpid),
         (

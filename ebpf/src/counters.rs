@@ -1,37 +1,85 @@
-//! Counting, per endpoint and per CPU.
+//! Counting, per endpoint (and per VLAN on trunk and tunnel ports), per CPU.
 
-use macvswitch_common::{DROP_SLOTS, DropReason, EndpointCounters};
+use aya_ebpf::bindings::BPF_NOEXIST;
+use macvswitch_common::{DROP_SLOTS, DropReason, EndpointCounters, VlanKey};
 
-use crate::maps::COUNTERS;
+use crate::maps::{COUNTERS, VLAN_COUNTERS};
+
+/// Which way a frame goes, for the packet and byte counters.
+#[derive(Clone, Copy)]
+pub enum Direction {
+    ToGuest,
+    FromGuest,
+}
 
 #[inline(always)]
-fn with_counters(ifindex: u32, f: impl FnOnce(&mut EndpointCounters)) {
-    if let Some(counters) = COUNTERS.get_ptr_mut(ifindex) {
-        // SAFETY: the per-CPU slot is only touched by this CPU.
-        f(unsafe { &mut *counters });
+fn bump(counters: &mut EndpointCounters, direction: Direction, bytes: u32) {
+    let (packets, total) = match direction {
+        Direction::ToGuest => (&mut counters.to_guest_packets, &mut counters.to_guest_bytes),
+        Direction::FromGuest => (
+            &mut counters.from_guest_packets,
+            &mut counters.from_guest_bytes,
+        ),
+    };
+    *packets += 1;
+    *total += u64::from(bytes);
+}
+
+#[inline(always)]
+fn bump_drop(counters: &mut EndpointCounters, reason: DropReason) {
+    // The compiler knows every reason is in range and drops any bounds
+    // check; the verifier, which loses track of the value through the
+    // stack, needs one. A volatile read hides the range so the mask stays.
+    const _: () = assert!(DROP_SLOTS.is_power_of_two());
+    let reason = reason as u32;
+    // SAFETY: reading a local.
+    let slot = unsafe { core::ptr::read_volatile(&reason) } as usize & (DROP_SLOTS - 1);
+    counters.drops[slot] += 1;
+}
+
+/// The endpoint's counters on this CPU.
+#[inline(always)]
+fn endpoint(ifindex: u32) -> Option<&'static mut EndpointCounters> {
+    // SAFETY: the per-CPU slot is only touched by this CPU.
+    COUNTERS
+        .get_ptr_mut(ifindex)
+        .map(|ptr| unsafe { &mut *ptr })
+}
+
+/// The VLAN's counters on this CPU, created on first use.
+#[inline(always)]
+fn vlan(ifindex: u32, vid: u16) -> Option<&'static mut EndpointCounters> {
+    let key = VlanKey {
+        ifindex,
+        vid,
+        _pad: 0,
+    };
+    if VLAN_COUNTERS.get_ptr_mut(key).is_none() {
+        // Another CPU may win the race; either way the entry then exists.
+        let _ = VLAN_COUNTERS.insert(key, EndpointCounters::ZERO, u64::from(BPF_NOEXIST));
+    }
+    // SAFETY: as above.
+    VLAN_COUNTERS
+        .get_ptr_mut(key)
+        .map(|ptr| unsafe { &mut *ptr })
+}
+
+#[inline(always)]
+pub fn count_pass(ifindex: u32, vid: Option<u16>, direction: Direction, bytes: u32) {
+    if let Some(counters) = endpoint(ifindex) {
+        bump(counters, direction, bytes);
+    }
+    if let Some(counters) = vid.and_then(|vid| vlan(ifindex, vid)) {
+        bump(counters, direction, bytes);
     }
 }
 
 #[inline(always)]
-pub fn count_to_guest(ifindex: u32, bytes: u32) {
-    with_counters(ifindex, |c| {
-        c.to_guest_packets += 1;
-        c.to_guest_bytes += u64::from(bytes);
-    });
-}
-
-#[inline(always)]
-pub fn count_from_guest(ifindex: u32, bytes: u32) {
-    with_counters(ifindex, |c| {
-        c.from_guest_packets += 1;
-        c.from_guest_bytes += u64::from(bytes);
-    });
-}
-
-#[inline(always)]
-pub fn count_drop(ifindex: u32, reason: DropReason) {
-    let slot = reason as usize;
-    if slot < DROP_SLOTS {
-        with_counters(ifindex, |c| c.drops[slot] += 1);
+pub fn count_drop(ifindex: u32, vid: Option<u16>, reason: DropReason) {
+    if let Some(counters) = endpoint(ifindex) {
+        bump_drop(counters, reason);
+    }
+    if let Some(counters) = vid.and_then(|vid| vlan(ifindex, vid)) {
+        bump_drop(counters, reason);
     }
 }

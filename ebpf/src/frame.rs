@@ -18,6 +18,8 @@ pub fn view(ctx: &TcContext) -> FrameView {
         ethertype: 0,
         inline_tci: 0,
         inline_inner: 0,
+        inline2_tci: 0,
+        inline2_inner: 0,
         meta_tpid: 0,
         meta_tci: 0,
     };
@@ -39,6 +41,12 @@ pub fn view(ctx: &TcContext) -> FrameView {
     {
         frame.inline_tci = u16::from_be_bytes([tag[0], tag[1]]);
         frame.inline_inner = u16::from_be_bytes([tag[2], tag[3]]);
+    }
+    if frame.len >= ETH_VLAN_HLEN + 4
+        && let Ok(tag) = ctx.load::<[u8; 4]>(ETH_VLAN_HLEN as usize)
+    {
+        frame.inline2_tci = u16::from_be_bytes([tag[0], tag[1]]);
+        frame.inline2_inner = u16::from_be_bytes([tag[2], tag[3]]);
     }
     frame
 }

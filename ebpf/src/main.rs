@@ -14,6 +14,8 @@ mod from_guest;
 #[cfg(target_arch = "bpf")]
 mod maps;
 #[cfg(target_arch = "bpf")]
+mod port;
+#[cfg(target_arch = "bpf")]
 mod to_guest;
 
 #[cfg(target_arch = "bpf")]

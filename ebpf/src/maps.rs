@@ -1,10 +1,13 @@
 //! Maps shared by all endpoints, keyed by the macvtap's ifindex.
 
 use aya_ebpf::{
+    bindings::BPF_F_NO_PREALLOC,
     macros::map,
     maps::{HashMap, PerCpuHashMap},
 };
-use macvswitch_common::{EndpointCounters, EndpointPolicy, MAX_ENDPOINTS};
+use macvswitch_common::{
+    EndpointCounters, EndpointPolicy, MAX_ENDPOINTS, MAX_VLAN_COUNTERS, VlanKey,
+};
 
 #[map]
 pub static POLICIES: HashMap<u32, EndpointPolicy> = HashMap::with_max_entries(MAX_ENDPOINTS, 0);
@@ -13,3 +16,9 @@ pub static POLICIES: HashMap<u32, EndpointPolicy> = HashMap::with_max_entries(MA
 #[map]
 pub static COUNTERS: PerCpuHashMap<u32, EndpointCounters> =
     PerCpuHashMap::with_max_entries(MAX_ENDPOINTS, 0);
+
+/// Per VLAN of trunk and tunnel endpoints; entries appear on first use, so
+/// the map is not preallocated.
+#[map]
+pub static VLAN_COUNTERS: PerCpuHashMap<VlanKey, EndpointCounters> =
+    PerCpuHashMap::with_max_entries(MAX_VLAN_COUNTERS, BPF_F_NO_PREALLOC);

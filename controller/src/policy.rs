@@ -1,0 +1,451 @@
+//! The VLAN policy of a port, as the operator states it, and its
+//! translation into the map value the programs read.
+
+use std::{collections::BTreeSet, fmt, str::FromStr};
+
+use macvswitch_common::{
+    EndpointPolicy, POLICY_ALLOW_MAC_SPOOFING, POLICY_CVLANS_LIMITED, POLICY_NATIVE_TAGGED,
+    POLICY_PRIORITY_SET, PORT_ACCESS, PORT_TRUNK, PORT_TUNNEL, PORT_UNTAGGED, VidSet,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    error::{Error, Result},
+    types::{Mac, Vid},
+};
+
+/// A non-empty set of VLAN ids, written `10,20,100-199`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct VidList(BTreeSet<Vid>);
+
+impl VidList {
+    pub const ALLOWED: &str =
+        "VLAN list must be comma-separated VLAN ids or ranges A-B, each in 1..=4094";
+
+    pub fn contains(&self, vid: Vid) -> bool {
+        self.0.contains(&vid)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = Vid> + '_ {
+        self.0.iter().copied()
+    }
+
+    fn to_vid_set(&self) -> VidSet {
+        let mut set = VidSet::EMPTY;
+        for vid in &self.0 {
+            set.insert(vid.get());
+        }
+        set
+    }
+}
+
+impl FromStr for VidList {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || Self::ALLOWED.to_string();
+        let vid = |text: &str| text.trim().parse::<Vid>().map_err(|_| bad());
+        let mut set = BTreeSet::new();
+        for item in s.split(',') {
+            match item.split_once('-') {
+                Some((first, last)) => {
+                    let (first, last) = (vid(first)?, vid(last)?);
+                    if first > last {
+                        return Err(bad());
+                    }
+                    for raw in first.get()..=last.get() {
+                        set.insert(Vid::new(raw).expect("within a valid range"));
+                    }
+                }
+                None => {
+                    set.insert(vid(item)?);
+                }
+            }
+        }
+        Ok(Self(set))
+    }
+}
+
+impl TryFrom<String> for VidList {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<VidList> for String {
+    fn from(list: VidList) -> String {
+        list.to_string()
+    }
+}
+
+/// Ranges collapsed: `10,20,100-199`.
+impl fmt::Display for VidList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = Vec::new();
+        let mut vids = self.0.iter().map(|v| v.get()).peekable();
+        while let Some(first) = vids.next() {
+            let mut last = first;
+            while vids.peek() == Some(&(last + 1)) {
+                last = vids.next().expect("peeked");
+            }
+            parts.push(if first == last {
+                first.to_string()
+            } else {
+                format!("{first}-{last}")
+            });
+        }
+        f.pad(&parts.join(","))
+    }
+}
+
+/// An 802.1p priority code point, 0..=7.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "u8", into = "u8")]
+pub struct Pcp(u8);
+
+impl Pcp {
+    pub const ALLOWED: &str = "priority must be a number in 0..=7";
+
+    pub fn get(self) -> u8 {
+        self.0
+    }
+}
+
+impl TryFrom<u8> for Pcp {
+    type Error = String;
+
+    fn try_from(pcp: u8) -> Result<Self, String> {
+        (pcp <= 7)
+            .then_some(Self(pcp))
+            .ok_or_else(|| Self::ALLOWED.to_string())
+    }
+}
+
+impl From<Pcp> for u8 {
+    fn from(pcp: Pcp) -> u8 {
+        pcp.0
+    }
+}
+
+impl FromStr for Pcp {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        s.parse::<u8>()
+            .map_err(|_| Self::ALLOWED.to_string())
+            .and_then(Self::try_from)
+    }
+}
+
+/// Which VLANs a port carries, in Open vSwitch's terms.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum PortVlans {
+    /// Untagged frames only.
+    #[default]
+    Untagged,
+    /// One VLAN; the guest sees it untagged.
+    Access { vlan: Vid },
+    /// The listed VLANs, tagged; optionally a native VLAN.
+    Trunk {
+        vlans: VidList,
+        native: Option<Vid>,
+        /// The native VLAN reaches the guest tagged.
+        native_tagged: bool,
+    },
+    /// dot1q-tunnel: all guest frames go into service VLAN `svlan`, under
+    /// an 802.1ad tag; `cvlans` limits the customer VLANs carried.
+    Tunnel { svlan: Vid, cvlans: Option<VidList> },
+}
+
+impl PortVlans {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PortVlans::Untagged => "untagged",
+            PortVlans::Access { .. } => "access",
+            PortVlans::Trunk { .. } => "trunk",
+            PortVlans::Tunnel { .. } => "tunnel",
+        }
+    }
+
+    /// Whether macvswitch pushes tags on this port, so `--priority` means
+    /// something.
+    pub fn pushes_tags(&self) -> bool {
+        match self {
+            PortVlans::Untagged => false,
+            PortVlans::Access { .. } | PortVlans::Tunnel { .. } => true,
+            PortVlans::Trunk { native, .. } => native.is_some(),
+        }
+    }
+
+    /// Whether frames of `vid` (on the wire) reach this port at all.
+    pub fn carries(&self, vid: Vid) -> bool {
+        match self {
+            PortVlans::Untagged => false,
+            PortVlans::Access { vlan } => *vlan == vid,
+            PortVlans::Trunk { vlans, native, .. } => vlans.contains(vid) || *native == Some(vid),
+            PortVlans::Tunnel { svlan, .. } => *svlan == vid,
+        }
+    }
+
+    /// The map value for a guest with `mac`.
+    pub fn to_policy(
+        &self,
+        mac: Mac,
+        priority: Option<Pcp>,
+        allow_mac_spoofing: bool,
+    ) -> EndpointPolicy {
+        let mut policy = EndpointPolicy::untagged(mac.octets());
+        match self {
+            PortVlans::Untagged => policy.kind = PORT_UNTAGGED,
+            PortVlans::Access { vlan } => {
+                policy.kind = PORT_ACCESS;
+                policy.vlan = vlan.get();
+            }
+            PortVlans::Trunk {
+                vlans,
+                native,
+                native_tagged,
+            } => {
+                policy.kind = PORT_TRUNK;
+                policy.vlan = native.map_or(0, Vid::get);
+                policy.vids = vlans.to_vid_set();
+                if *native_tagged {
+                    policy.flags |= POLICY_NATIVE_TAGGED;
+                }
+            }
+            PortVlans::Tunnel { svlan, cvlans } => {
+                policy.kind = PORT_TUNNEL;
+                policy.vlan = svlan.get();
+                if let Some(cvlans) = cvlans {
+                    policy.vids = cvlans.to_vid_set();
+                    policy.flags |= POLICY_CVLANS_LIMITED;
+                }
+            }
+        }
+        if let Some(pcp) = priority {
+            policy.priority = pcp.get();
+            policy.flags |= POLICY_PRIORITY_SET;
+        }
+        if allow_mac_spoofing {
+            policy.flags |= POLICY_ALLOW_MAC_SPOOFING;
+        }
+        policy
+    }
+}
+
+/// The VLAN options of `endpoint add` and `endpoint set`, before they
+/// are checked against each other and the current policy.
+#[derive(Clone, Debug, Default)]
+pub struct PortOptions {
+    pub vlan: Option<Vid>,
+    pub trunk: Option<VidList>,
+    pub native: Option<Vid>,
+    /// `Some(true)` for --native-tagged, `Some(false)` for --native-untagged.
+    pub native_tagged: Option<bool>,
+    pub tunnel: Option<Vid>,
+    pub tunnel_cvlans: Option<VidList>,
+    /// `set` only: make the port untagged.
+    pub untagged: bool,
+}
+
+impl PortOptions {
+    /// The port's new VLANs: from scratch when a port kind is given (or on
+    /// `add`, where `current` is untagged), else modifying `current`.
+    pub fn resolve(&self, current: &PortVlans) -> Result<PortVlans> {
+        let mut port = if let Some(vlan) = self.vlan {
+            PortVlans::Access { vlan }
+        } else if let Some(vlans) = &self.trunk {
+            PortVlans::Trunk {
+                vlans: vlans.clone(),
+                native: None,
+                native_tagged: false,
+            }
+        } else if let Some(svlan) = self.tunnel {
+            PortVlans::Tunnel {
+                svlan,
+                cvlans: None,
+            }
+        } else if self.untagged {
+            PortVlans::Untagged
+        } else {
+            current.clone()
+        };
+        match &mut port {
+            PortVlans::Trunk {
+                native,
+                native_tagged,
+                ..
+            } => {
+                if let Some(vid) = self.native {
+                    *native = Some(vid);
+                }
+                if let Some(tagged) = self.native_tagged {
+                    if native.is_none() {
+                        return Err(Error::invalid(
+                            if tagged {
+                                "--native-tagged"
+                            } else {
+                                "--native-untagged"
+                            },
+                            "",
+                            "needs a native VLAN (--native VID)",
+                        ));
+                    }
+                    *native_tagged = tagged;
+                }
+            }
+            _ => {
+                if let Some(vid) = self.native {
+                    return Err(Error::invalid(
+                        "--native",
+                        vid,
+                        "needs a trunk port (--trunk VIDLIST)",
+                    ));
+                }
+                if let Some(tagged) = self.native_tagged {
+                    return Err(Error::invalid(
+                        if tagged {
+                            "--native-tagged"
+                        } else {
+                            "--native-untagged"
+                        },
+                        "",
+                        "needs a trunk port with a native VLAN",
+                    ));
+                }
+            }
+        }
+        match &mut port {
+            PortVlans::Tunnel { cvlans, .. } => {
+                if let Some(list) = &self.tunnel_cvlans {
+                    *cvlans = Some(list.clone());
+                }
+            }
+            _ => {
+                if let Some(list) = &self.tunnel_cvlans {
+                    return Err(Error::invalid(
+                        "--tunnel-cvlans",
+                        list,
+                        "needs a tunnel port (--tunnel SVID)",
+                    ));
+                }
+            }
+        }
+        Ok(port)
+    }
+}
+
+/// `--priority` only means something where macvswitch pushes tags.
+pub fn check_priority(port: &PortVlans, priority: Option<Pcp>) -> Result<()> {
+    match priority {
+        Some(pcp) if !port.pushes_tags() => Err(Error::invalid(
+            "--priority",
+            pcp.get(),
+            "this port pushes no tags; it needs --vlan, --native or --tunnel",
+        )),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vid_lists_parse_and_print_as_ranges() {
+        let list: VidList = "10,20,100-199,21".parse().unwrap();
+        assert_eq!(list.to_string(), "10,20-21,100-199");
+        assert_eq!(list.iter().count(), 103);
+        for bad in [
+            "", "0", "4095", "10,", "10-", "20-10", "a", "1-4095", "10;20",
+        ] {
+            assert!(bad.parse::<VidList>().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn trunk_policy_sets_bits() {
+        let trunk = PortVlans::Trunk {
+            vlans: "10,4094".parse().unwrap(),
+            native: Vid::new(30),
+            native_tagged: true,
+        };
+        let mac = Mac::derived_from("t");
+        let policy = trunk.to_policy(mac, Some(Pcp(5)), false);
+        assert_eq!(policy.kind, PORT_TRUNK);
+        assert_eq!(policy.vlan, 30);
+        assert!(policy.vids.contains(10) && policy.vids.contains(4094));
+        assert!(!policy.vids.contains(30));
+        assert_eq!(policy.priority, 5);
+        assert!(policy.has(POLICY_NATIVE_TAGGED) && policy.has(POLICY_PRIORITY_SET));
+        assert!(trunk.carries(Vid::new(30).unwrap()));
+    }
+
+    #[test]
+    fn options_resolve_and_conflict() {
+        let trunk_opts = PortOptions {
+            trunk: Some("10,20".parse().unwrap()),
+            native: Vid::new(30),
+            ..PortOptions::default()
+        };
+        let trunk = trunk_opts.resolve(&PortVlans::Untagged).unwrap();
+        assert_eq!(trunk.kind(), "trunk");
+        // `set --native-tagged` modifies the current trunk.
+        let tagged = PortOptions {
+            native_tagged: Some(true),
+            ..PortOptions::default()
+        }
+        .resolve(&trunk)
+        .unwrap();
+        assert!(matches!(
+            tagged,
+            PortVlans::Trunk {
+                native_tagged: true,
+                ..
+            }
+        ));
+        // A new kind starts from scratch.
+        let access = PortOptions {
+            vlan: Vid::new(5),
+            ..PortOptions::default()
+        }
+        .resolve(&tagged)
+        .unwrap();
+        assert_eq!(
+            access,
+            PortVlans::Access {
+                vlan: Vid::new(5).unwrap()
+            }
+        );
+        for bad in [
+            PortOptions {
+                native: Vid::new(3),
+                ..PortOptions::default()
+            },
+            PortOptions {
+                native_tagged: Some(true),
+                trunk: Some("1".parse().unwrap()),
+                ..PortOptions::default()
+            },
+            PortOptions {
+                tunnel_cvlans: Some("1".parse().unwrap()),
+                vlan: Vid::new(3),
+                ..PortOptions::default()
+            },
+        ] {
+            assert!(
+                matches!(
+                    bad.resolve(&PortVlans::Untagged),
+                    Err(Error::Invalid { .. })
+                ),
+                "{bad:?}"
+            );
+        }
+        assert!(check_priority(&PortVlans::Untagged, Some(Pcp(3))).is_err());
+        assert!(check_priority(&access, Some(Pcp(3))).is_ok());
+    }
+}
