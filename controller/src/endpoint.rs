@@ -152,18 +152,14 @@ impl Instance {
             .get_mut(&request.name)
             .ok_or_else(|| unknown_endpoint(&request.name))?;
         let vlans = request.port.resolve(&record.vlans)?;
-        let priority = request.priority.or(record.priority);
-        check_priority(&vlans, priority).or_else(|error| {
-            // A port that stops pushing tags drops a stale --priority.
-            if request.priority.is_none() {
-                Ok(())
-            } else {
-                Err(error)
-            }
-        })?;
+        check_priority(&vlans, request.priority)?;
         let same_kind = record.vlans.kind() == vlans.kind();
         let mut updated = record.clone();
-        updated.priority = priority.filter(|_| vlans.pushes_tags());
+        // A port that stops pushing tags drops a stale --priority.
+        updated.priority = request
+            .priority
+            .or(record.priority)
+            .filter(|_| vlans.pushes_tags());
         updated.vlans = vlans;
         let mut maps = self.maps()?.ok_or_else(|| {
             Error::Refused(format!(

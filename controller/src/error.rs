@@ -6,7 +6,7 @@ use std::{io, path::PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Bad input: names the option, the value and what is allowed.
-    #[error("{option} {value}: {allowed}")]
+    #[error("{option}{}: {allowed}", if value.is_empty() { String::new() } else { format!(" {value}") })]
     Invalid {
         option: &'static str,
         value: String,
