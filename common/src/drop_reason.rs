@@ -54,4 +54,8 @@ drop_reasons! {
         "the kernel refused to push or pop the tag";
     CvlanNotAllowed = 10, "cvlan-not-allowed",
         "a customer VLAN outside the tunnel's --tunnel-cvlans";
+    Isolation = 11, "isolation",
+        "from a local endpoint the private-VLAN policy keeps apart (--isolated, --community)";
+    OwnFrame = 12, "own-frame",
+        "the endpoint's own frame, come back (from a hairpin switch)";
 }

@@ -8,9 +8,11 @@
 
 pub mod decide;
 pub mod drop_reason;
+pub mod isolation;
 
 pub use decide::{Action, Decision, FrameView, Tag, from_guest, to_guest};
 pub use drop_reason::DropReason;
+pub use isolation::{SourceInfo, SourceKey, UplinkConfig, UplinkCounters};
 
 /// Length of an Ethernet header (dst, src, ethertype).
 pub const ETH_HLEN: u32 = 14;
@@ -36,6 +38,8 @@ pub const fn tci_vid(tci: u16) -> u16 {
 
 /// Entries in the policy and counter maps; one per endpoint.
 pub const MAX_ENDPOINTS: u32 = 4096;
+/// Entries in the per-lower-device maps.
+pub const MAX_UPLINKS: u32 = 256;
 /// Entries in the per-VLAN counter map (allocated on first use).
 pub const MAX_VLAN_COUNTERS: u32 = 65536;
 
@@ -58,6 +62,11 @@ pub const POLICY_NATIVE_TAGGED: u32 = 1 << 1;
 pub const POLICY_CVLANS_LIMITED: u32 = 1 << 2;
 /// `priority` holds the PCP for tags macvswitch pushes.
 pub const POLICY_PRIORITY_SET: u32 = 1 << 3;
+/// Private VLAN: exchanges frames with the wire only.
+pub const POLICY_ISOLATED: u32 = 1 << 4;
+/// Private VLAN: reaches and is reached by every local endpoint (the
+/// host port).
+pub const POLICY_PROMISCUOUS: u32 = 1 << 5;
 
 /// A set of VLAN ids as a 4096-bit bitmap: one lookup, constant time.
 #[repr(C)]
@@ -107,6 +116,10 @@ pub struct EndpointPolicy {
     pub _pad: u16,
     /// `POLICY_*` bits.
     pub flags: u32,
+    /// Ifindex of the lower device: the scope of local senders.
+    pub lower: u32,
+    /// Community id (private VLAN); 0 for endpoints in no community.
+    pub community: u32,
     /// Trunk: allowed VLANs. Tunnel: allowed customer VLANs.
     pub vids: VidSet,
 }
@@ -121,6 +134,8 @@ impl EndpointPolicy {
             vlan: 0,
             _pad: 0,
             flags: 0,
+            lower: 0,
+            community: 0,
             vids: VidSet::EMPTY,
         }
     }
@@ -201,6 +216,11 @@ pub mod names {
     pub const MAP_POLICIES: &str = "POLICIES";
     pub const MAP_COUNTERS: &str = "COUNTERS";
     pub const MAP_VLAN_COUNTERS: &str = "VLAN_COUNTERS";
+    pub const MAP_SOURCES: &str = "SOURCES";
+    pub const MAP_UPLINKS: &str = "UPLINKS";
+    pub const MAP_UPLINK_COUNTERS: &str = "UPLINK_COUNTERS";
+    /// On the lower device's egress: reflective-relay emulation.
+    pub const PROG_UPLINK_EGRESS: &str = "uplink_egress";
 }
 
 #[cfg(feature = "user")]
@@ -209,6 +229,10 @@ mod user {
     unsafe impl aya::Pod for super::EndpointPolicy {}
     unsafe impl aya::Pod for super::EndpointCounters {}
     unsafe impl aya::Pod for super::VlanKey {}
+    unsafe impl aya::Pod for super::SourceKey {}
+    unsafe impl aya::Pod for super::SourceInfo {}
+    unsafe impl aya::Pod for super::UplinkConfig {}
+    unsafe impl aya::Pod for super::UplinkCounters {}
 }
 
 #[cfg(test)]
@@ -217,7 +241,9 @@ mod tests {
 
     #[test]
     fn map_values_have_no_padding() {
-        assert_eq!(core::mem::size_of::<EndpointPolicy>(), 16 + 512);
+        assert_eq!(core::mem::size_of::<EndpointPolicy>(), 24 + 512);
+        assert_eq!(core::mem::size_of::<SourceKey>(), 12);
+        assert_eq!(core::mem::size_of::<SourceInfo>(), 16);
         assert_eq!(core::mem::size_of::<VlanKey>(), 8);
         assert_eq!(
             core::mem::size_of::<EndpointCounters>(),

@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::{
+    isolation::Isolation,
     policy::{Pcp, PortOptions, VidList},
-    types::{IfName, Mac, Mode, Mtu, Vid},
+    types::{Cidr, IfName, Mac, Mode, Mtu, Vid},
 };
 
 /// Put virtual machines on VLANs over macvtap, with TC eBPF doing the
@@ -45,6 +46,9 @@ pub enum Command {
     /// Create, remove and inspect endpoints.
     #[command(subcommand)]
     Endpoint(EndpointCommand),
+    /// Settings of lower devices: reflective-relay emulation, host port.
+    #[command(subcommand)]
+    Uplink(UplinkCommand),
     /// Packet, byte and drop counters per endpoint.
     Stats {
         /// Only this endpoint.
@@ -100,9 +104,85 @@ pub struct AddArgs {
     /// MTU of the endpoint; default: the lower device's.
     #[arg(long)]
     pub mtu: Option<Mtu>,
-    /// Let the guest send from any source MAC.
+    /// Let the guest send from any source MAC (this also lets it evade
+    /// --isolated and --community by posing as the wire).
     #[arg(long)]
     pub allow_mac_spoofing: bool,
+    #[command(flatten)]
+    pub isolation: IsolationArgs,
+}
+
+/// Private-VLAN membership (RFC 5517); the wire is always reachable.
+#[derive(Debug, Args)]
+pub struct IsolationArgs {
+    /// Exchange frames only with the wire, never with another local
+    /// endpoint.
+    #[arg(long, conflicts_with = "community")]
+    pub isolated: bool,
+    /// Reach only the local endpoints of this community (and the wire).
+    #[arg(long, value_name = "NAME")]
+    pub community: Option<String>,
+}
+
+impl IsolationArgs {
+    /// `None` when neither option was given.
+    pub fn isolation(&self) -> Option<Isolation> {
+        if self.isolated {
+            Some(Isolation::Isolated)
+        } else {
+            self.community.clone().map(Isolation::Community)
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UplinkCommand {
+    /// Turn reflective-relay emulation on or off, add or remove the host
+    /// port.
+    #[command(
+        after_help = "Examples:\n  macvswitch uplink set eth0 --reflective-relay on\n  macvswitch uplink set eth0 --host-port host0 --vlan 10 --address 192.0.2.1/24\n  macvswitch uplink set eth0 --no-host-port"
+    )]
+    Set(UplinkSetArgs),
+    /// List lower devices with settings.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one lower device's settings and relay counters.
+    Show {
+        dev: IfName,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
+}
+
+#[derive(Debug, Args)]
+pub struct UplinkSetArgs {
+    /// The lower device.
+    pub dev: IfName,
+    /// Send frames for local endpoints back in instead of onto the wire,
+    /// as a switch with reflective relay (hairpin) would.
+    #[arg(long, value_enum)]
+    pub reflective_relay: Option<OnOff>,
+    /// Create a host-side interface on DEV, under the same VLAN and
+    /// isolation programs, so the host reaches its guests.
+    #[arg(long, value_name = "NAME", conflicts_with = "no_host_port")]
+    pub host_port: Option<IfName>,
+    /// Access VLAN of the host port; without it, untagged.
+    #[arg(long, requires = "host_port")]
+    pub vlan: Option<Vid>,
+    /// Address for the host port (repeatable).
+    #[arg(long = "address", value_name = "CIDR", requires = "host_port")]
+    pub addresses: Vec<Cidr>,
+    /// Remove the host port.
+    #[arg(long)]
+    pub no_host_port: bool,
 }
 
 /// The VLAN policy of a port. Without any, the port is untagged.
@@ -172,4 +252,9 @@ pub struct SetArgs {
     /// Make the port untagged.
     #[arg(long, conflicts_with_all = ["vlan", "trunk", "tunnel"])]
     pub untagged: bool,
+    #[command(flatten)]
+    pub isolation: IsolationArgs,
+    /// Leave any community and stop being isolated.
+    #[arg(long, conflicts_with_all = ["isolated", "community"])]
+    pub open: bool,
 }

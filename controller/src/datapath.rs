@@ -25,7 +25,10 @@ use aya::{
     },
     util::KernelVersion,
 };
-use macvswitch_common::{EndpointCounters, EndpointPolicy, VlanKey, names};
+use macvswitch_common::{
+    EndpointCounters, EndpointPolicy, SourceInfo, SourceKey, UplinkConfig, UplinkCounters, VlanKey,
+    names,
+};
 
 use crate::{
     EBPF_OBJECT,
@@ -68,10 +71,24 @@ impl PinLayout {
         self.links_of(endpoint).join(hook.suffix())
     }
 
+    fn uplink_link(&self, lower: &str) -> PathBuf {
+        self.root
+            .join("uplinks")
+            .join(escape_pin_name(lower))
+            .join("egress")
+    }
+
     fn is_loaded(&self) -> bool {
-        self.prog(names::PROG_FROM_GUEST).exists() && self.prog(names::PROG_TO_GUEST).exists()
+        PROGRAMS.iter().all(|name| self.prog(name).exists())
     }
 }
+
+/// Every program of the object that the controller loads.
+const PROGRAMS: [&str; 3] = [
+    names::PROG_FROM_GUEST,
+    names::PROG_TO_GUEST,
+    names::PROG_UPLINK_EGRESS,
+];
 
 /// The two hooks of an endpoint.
 #[derive(Clone, Copy, Debug)]
@@ -98,13 +115,6 @@ impl Hook {
             Hook::ToGuest => TcAttachType::Ingress,
         }
     }
-
-    fn program(self) -> &'static str {
-        match self {
-            Hook::FromGuest => names::PROG_FROM_GUEST,
-            Hook::ToGuest => names::PROG_TO_GUEST,
-        }
-    }
 }
 
 fn map_err(context: String) -> impl FnOnce(aya::maps::MapError) -> Error {
@@ -116,18 +126,39 @@ pub struct Maps {
     policies: HashMap<MapData, u32, EndpointPolicy>,
     counters: PerCpuHashMap<MapData, u32, EndpointCounters>,
     vlan_counters: PerCpuHashMap<MapData, VlanKey, EndpointCounters>,
+    sources: HashMap<MapData, SourceKey, SourceInfo>,
+    uplinks: HashMap<MapData, u32, UplinkConfig>,
+    uplink_counters: PerCpuHashMap<MapData, u32, UplinkCounters>,
 }
 
 /// The data path's maps, by name, in the order `Maps::from_maps` takes them.
-const MAP_NAMES: [&str; 3] = [
+const MAP_NAMES: [&str; 6] = [
     names::MAP_POLICIES,
     names::MAP_COUNTERS,
     names::MAP_VLAN_COUNTERS,
+    names::MAP_SOURCES,
+    names::MAP_UPLINKS,
+    names::MAP_UPLINK_COUNTERS,
 ];
 
 impl Maps {
-    fn from_maps([policies, counters, vlan_counters]: [Map; 3]) -> Result<Self> {
+    fn from_maps(
+        [
+            policies,
+            counters,
+            vlan_counters,
+            sources,
+            uplinks,
+            uplink_counters,
+        ]: [Map; 6],
+    ) -> Result<Self> {
         Ok(Self {
+            sources: HashMap::try_from(sources)
+                .map_err(map_err(format!("opening {}", names::MAP_SOURCES)))?,
+            uplinks: HashMap::try_from(uplinks)
+                .map_err(map_err(format!("opening {}", names::MAP_UPLINKS)))?,
+            uplink_counters: PerCpuHashMap::try_from(uplink_counters)
+                .map_err(map_err(format!("opening {}", names::MAP_UPLINK_COUNTERS)))?,
             policies: HashMap::try_from(policies)
                 .map_err(map_err(format!("opening {}", names::MAP_POLICIES)))?,
             counters: PerCpuHashMap::try_from(counters)
@@ -160,7 +191,7 @@ impl Maps {
                 None => return Ok(None),
             }
         }
-        let maps: [Map; 3] = maps.try_into().map_err(|_| ()).expect("three maps");
+        let maps: [Map; 6] = maps.try_into().map_err(|_| ()).expect("one map per name");
         Self::from_maps(maps).map(Some)
     }
 
@@ -180,6 +211,57 @@ impl Maps {
             .map_err(map_err(format!(
                 "resetting the counters of ifindex {ifindex}"
             )))
+    }
+
+    /// Records a local endpoint as a sender on its lower device.
+    pub fn set_source(
+        &mut self,
+        lower: u32,
+        mac: crate::types::Mac,
+        info: &SourceInfo,
+    ) -> Result<()> {
+        self.sources
+            .insert(SourceKey::new(lower, mac.octets()), info, 0)
+            .map_err(map_err(format!("recording sender {mac}")))
+    }
+
+    pub fn remove_source(&mut self, lower: u32, mac: crate::types::Mac) -> Result<()> {
+        ignore_missing(self.sources.remove(&SourceKey::new(lower, mac.octets())))
+            .map_err(|e| Error::bpf(format!("forgetting sender {mac}"), e))
+    }
+
+    /// Sets (or with `None` removes) the relay settings of a lower device.
+    pub fn set_uplink(&mut self, lower: u32, config: Option<UplinkConfig>) -> Result<()> {
+        match config {
+            Some(config) => {
+                let cpus = aya::util::nr_cpus().map_err(|(_, e)| Error::io("counting CPUs", e))?;
+                if self.uplink_counters.get(&lower, 0).is_err() {
+                    let zeros =
+                        aya::maps::PerCpuValues::try_from(vec![UplinkCounters::default(); cpus])
+                            .map_err(|e| Error::io("building per-CPU counters", e))?;
+                    self.uplink_counters
+                        .insert(lower, zeros, 0)
+                        .map_err(map_err(format!("counters of uplink {lower}")))?;
+                }
+                self.uplinks
+                    .insert(lower, config, 0)
+                    .map_err(map_err(format!("configuring uplink {lower}")))
+            }
+            None => ignore_missing(self.uplinks.remove(&lower))
+                .and_then(|()| ignore_missing(self.uplink_counters.remove(&lower)))
+                .map_err(|e| Error::bpf(format!("forgetting uplink {lower}"), e)),
+        }
+    }
+
+    /// Relay counters of a lower device, summed over CPUs.
+    pub fn uplink_counters(&self, lower: u32) -> Result<UplinkCounters> {
+        let mut total = UplinkCounters::default();
+        match self.uplink_counters.get(&lower, 0) {
+            Ok(per_cpu) => per_cpu.iter().for_each(|c| total.accumulate(c)),
+            Err(aya::maps::MapError::KeyNotFound) => {}
+            Err(e) => return Err(Error::bpf(format!("reading counters of uplink {lower}"), e)),
+        }
+        Ok(total)
     }
 
     /// Forgets `ifindex`; frames still in flight then fail closed.
@@ -251,6 +333,7 @@ pub struct Datapath {
     pins: PinLayout,
     from_guest: SchedClassifier,
     to_guest: SchedClassifier,
+    uplink_egress: SchedClassifier,
     pub maps: Maps,
     /// Loaded by this process rather than adopted from pins: endpoints
     /// attached earlier still run the old programs and must be re-attached.
@@ -271,6 +354,7 @@ impl Datapath {
             return Ok(Self {
                 from_guest: from_pin(names::PROG_FROM_GUEST)?,
                 to_guest: from_pin(names::PROG_TO_GUEST)?,
+                uplink_egress: from_pin(names::PROG_UPLINK_EGRESS)?,
                 maps,
                 pins,
                 fresh: false,
@@ -319,6 +403,7 @@ impl Datapath {
         };
         let from_guest = take_program(names::PROG_FROM_GUEST)?;
         let to_guest = take_program(names::PROG_TO_GUEST)?;
+        let uplink_egress = take_program(names::PROG_UPLINK_EGRESS)?;
         let take = |ebpf: &mut aya::Ebpf, name: &str| {
             ebpf.take_map(name)
                 .ok_or_else(|| Error::Refused(format!("the eBPF object lacks map {name}")))
@@ -327,6 +412,9 @@ impl Datapath {
             take(&mut ebpf, names::MAP_POLICIES)?,
             take(&mut ebpf, names::MAP_COUNTERS)?,
             take(&mut ebpf, names::MAP_VLAN_COUNTERS)?,
+            take(&mut ebpf, names::MAP_SOURCES)?,
+            take(&mut ebpf, names::MAP_UPLINKS)?,
+            take(&mut ebpf, names::MAP_UPLINK_COUNTERS)?,
         ])?;
         log::info!(
             "loaded and pinned the data path under {}",
@@ -336,6 +424,7 @@ impl Datapath {
             pins,
             from_guest,
             to_guest,
+            uplink_egress,
             maps,
             fresh: true,
         })
@@ -349,7 +438,12 @@ impl Datapath {
                 Hook::FromGuest => &mut self.from_guest,
                 Hook::ToGuest => &mut self.to_guest,
             };
-            attach_one(program, name, hook, &self.pins.link(name, hook))?;
+            attach_one(
+                program,
+                name,
+                hook.attach_type(),
+                &self.pins.link(name, hook),
+            )?;
         }
         Ok(())
     }
@@ -358,22 +452,33 @@ impl Datapath {
     /// when the macvtap goes).
     pub fn detach(pins: &PinLayout, name: &str) -> Result<()> {
         for hook in Hook::ALL {
-            let path = pins.link(name, hook);
-            match PinnedLink::from_pin(&path) {
-                Ok(link) => {
-                    link.unpin()
-                        .map_err(|e| Error::io(format!("unpinning {}", path.display()), e))?;
-                }
-                Err(_) if !path.exists() => {}
-                Err(e) => return Err(Error::bpf(format!("opening {}", path.display()), e)),
-            }
+            unpin_link(&pins.link(name, hook))?;
         }
         remove_dir_if_exists(&pins.links_of(name))
     }
 
+    /// Attaches the relay program to the lower device's egress.
+    pub fn attach_uplink(&mut self, lower: &str) -> Result<()> {
+        let pin = self.pins.uplink_link(lower);
+        if let Some(dir) = pin.parent() {
+            create_dir(dir)?;
+        }
+        attach_one(&mut self.uplink_egress, lower, TcAttachType::Egress, &pin)
+    }
+
+    /// Detaches the relay program from the lower device.
+    pub fn detach_uplink(pins: &PinLayout, lower: &str) -> Result<()> {
+        let pin = pins.uplink_link(lower);
+        unpin_link(&pin)?;
+        if let Some(dir) = pin.parent() {
+            remove_dir_if_exists(dir)?;
+        }
+        Ok(())
+    }
+
     /// Removes every pin (for `reset`).
     pub fn remove_all_pins(pins: &PinLayout) -> Result<()> {
-        for dir in ["links", "progs", "maps"] {
+        for dir in ["links", "uplinks", "progs", "maps"] {
             remove_dir_if_exists(&pins.root.join(dir))?;
         }
         Ok(())
@@ -382,14 +487,19 @@ impl Datapath {
 
 /// TCX with a pinned link where the kernel has it (>= 6.6); clsact and a
 /// netlink filter, which outlives the process by itself, elsewhere.
-fn attach_one(program: &mut SchedClassifier, ifname: &str, hook: Hook, pin: &Path) -> Result<()> {
-    let context = || format!("attaching {} to {ifname}", hook.program());
+fn attach_one(
+    program: &mut SchedClassifier,
+    ifname: &str,
+    attach_type: TcAttachType,
+    pin: &Path,
+) -> Result<()> {
+    let context = || format!("attaching a program to {ifname} {attach_type:?}");
     let tcx = KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0));
     if tcx {
         let id = program
             .attach_with_options(
                 ifname,
-                hook.attach_type(),
+                attach_type,
                 TcAttachOptions::TcxOrder(LinkOrder::default()),
             )
             .map_err(|e| Error::bpf(context(), e))?;
@@ -409,7 +519,7 @@ fn attach_one(program: &mut SchedClassifier, ifname: &str, hook: Hook, pin: &Pat
         let id = program
             .attach_with_options(
                 ifname,
-                hook.attach_type(),
+                attach_type,
                 TcAttachOptions::Netlink(NlOptions::default()),
             )
             .map_err(|e| Error::bpf(context(), e))?;
@@ -434,6 +544,18 @@ fn escape_pin_name(name: &str) -> String {
         }
     }
     escaped
+}
+
+/// Removes a link's pin, which detaches it; a missing pin is fine.
+fn unpin_link(path: &Path) -> Result<()> {
+    match PinnedLink::from_pin(path) {
+        Ok(link) => link
+            .unpin()
+            .map(drop)
+            .map_err(|e| Error::io(format!("unpinning {}", path.display()), e)),
+        Err(_) if !path.exists() => Ok(()),
+        Err(e) => Err(Error::bpf(format!("opening {}", path.display()), e)),
+    }
 }
 
 /// A removal of a key that is already gone succeeded.

@@ -9,7 +9,8 @@ use crate::{
     bpffs,
     datapath::{Datapath, Maps, PinLayout},
     error::{Error, Result},
-    netlink::{Link, Netlink},
+    isolation::{Isolation, source_info},
+    netlink::{Link, Netlink, Stacked},
     policy::{Pcp, PortOptions, PortVlans, check_priority},
     state::{EndpointRecord, State, StateDir},
     tapdev,
@@ -34,6 +35,7 @@ pub struct AddRequest {
     pub priority: Option<Pcp>,
     pub mtu: Option<Mtu>,
     pub allow_mac_spoofing: bool,
+    pub isolation: Isolation,
 }
 
 /// `endpoint set`: policy changes applied in place.
@@ -42,12 +44,24 @@ pub struct SetRequest {
     pub name: IfName,
     pub port: PortOptions,
     pub priority: Option<Pcp>,
+    pub isolation: Option<Isolation>,
 }
 
 impl EndpointRecord {
     pub fn policy(&self) -> EndpointPolicy {
-        self.vlans
-            .to_policy(self.mac, self.priority, self.allow_mac_spoofing)
+        let mut policy = self
+            .vlans
+            .to_policy(self.mac, self.priority, self.allow_mac_spoofing);
+        policy.lower = self.lower_ifindex;
+        policy.community = self.isolation.community_id();
+        policy.flags |= self.isolation.flags();
+        policy
+    }
+
+    /// The endpoint as a sender, for the isolation checks of others.
+    pub fn source(&self) -> macvswitch_common::SourceInfo {
+        let policy = self.policy();
+        source_info(self.ifindex, self.mode, policy.community, policy.flags)
     }
 }
 
@@ -84,15 +98,23 @@ impl Instance {
         let vlans = request.port.resolve(&PortVlans::Untagged)?;
         check_priority(&vlans, request.priority)?;
         let (lower, mac, mtu) = validate_add(&request, &state, &links)?;
+        check_community(&state, &request.name, &request.isolation)?;
 
         bpffs::prepare(self.pins.root())?;
         let mut datapath = Datapath::open_or_load(self.pins.clone())?;
         if datapath.fresh {
-            self.reattach(&mut datapath, &state)?;
+            self.reattach(&mut datapath, &state).await?;
         }
 
         let link = netlink
-            .create_macvtap(request.name.as_str(), lower.index, request.mode, mac, mtu)
+            .create_stacked(
+                Stacked::Macvtap,
+                request.name.as_str(),
+                lower.index,
+                request.mode,
+                mac,
+                mtu,
+            )
             .await?;
         let record = EndpointRecord {
             name: request.name.clone(),
@@ -104,12 +126,17 @@ impl Instance {
             mtu,
             allow_mac_spoofing: request.allow_mac_spoofing,
             ifindex: link.index,
+            lower_ifindex: lower.index,
+            isolation: request.isolation.clone(),
         };
         // The policy is in place and the programs attached before the link
         // comes up, so no frame ever passes unfiltered.
         let wired = async {
             datapath.maps.set_policy(link.index, &record.policy())?;
             datapath.maps.reset_counters(link.index)?;
+            datapath
+                .maps
+                .set_source(record.lower_ifindex, record.mac, &record.source())?;
             datapath.attach(record.name.as_str())?;
             tapdev::create_node(&self.state_dir.dev_dir(), record.name.as_str(), link.index)?;
             netlink.bring_up(link.index).await
@@ -126,7 +153,7 @@ impl Instance {
     }
 
     /// Re-attaches recorded endpoints to freshly loaded programs and maps.
-    fn reattach(&self, datapath: &mut Datapath, state: &State) -> Result<()> {
+    pub(crate) fn reattach_endpoints(&self, datapath: &mut Datapath, state: &State) -> Result<()> {
         for record in state.endpoints.values() {
             if !PathBuf::from("/sys/class/net")
                 .join(record.name.as_str())
@@ -136,6 +163,9 @@ impl Instance {
             }
             datapath.maps.set_policy(record.ifindex, &record.policy())?;
             datapath.maps.reset_counters(record.ifindex)?;
+            datapath
+                .maps
+                .set_source(record.lower_ifindex, record.mac, &record.source())?;
             datapath.attach(record.name.as_str())?;
             log::warn!("re-attached {} to the reloaded data path", record.name);
         }
@@ -147,14 +177,21 @@ impl Instance {
     pub async fn set(&self, request: SetRequest) -> Result<EndpointRecord> {
         let lock = self.state_dir.lock()?;
         let mut state = self.state_dir.load()?;
+        let state_for_checks = state.clone();
         let record = state
             .endpoints
             .get_mut(&request.name)
             .ok_or_else(|| unknown_endpoint(&request.name))?;
         let vlans = request.port.resolve(&record.vlans)?;
         check_priority(&vlans, request.priority)?;
+        if let Some(isolation) = &request.isolation {
+            check_community(&state_for_checks, &request.name, isolation)?;
+        }
         let same_kind = record.vlans.kind() == vlans.kind();
         let mut updated = record.clone();
+        if let Some(isolation) = &request.isolation {
+            updated.isolation = isolation.clone();
+        }
         // A port that stops pushing tags drops a stale --priority.
         updated.priority = request
             .priority
@@ -168,6 +205,7 @@ impl Instance {
             ))
         })?;
         maps.set_policy(updated.ifindex, &updated.policy())?;
+        maps.set_source(updated.lower_ifindex, updated.mac, &updated.source())?;
         // Per-VLAN counters of VLANs the port no longer carries go; a
         // tunnel counts customer VLANs, which stay meaningful.
         maps.forget_vlans(updated.ifindex, |vid| {
@@ -202,6 +240,9 @@ impl Instance {
         for record in state.endpoints.values() {
             self.unwire(&netlink, maps.as_mut(), record).await;
         }
+        for uplink in state.uplinks.values() {
+            self.unwire_uplink(&netlink, maps.as_mut(), uplink).await;
+        }
         drop(maps);
         if bpffs::is_bpffs(self.pins.root()) {
             Datapath::remove_all_pins(&self.pins)?;
@@ -227,13 +268,44 @@ impl Instance {
             Err(e) => log::warn!("{name}: {e}"),
         }
         if let Some(maps) = maps
-            && let Err(e) = maps.remove(record.ifindex)
+            && let Err(e) = maps
+                .remove(record.ifindex)
+                .and_then(|()| maps.remove_source(record.lower_ifindex, record.mac))
         {
             log::warn!("{name}: {e}");
         }
         if let Err(e) = tapdev::remove_node(&self.tap_path(&record.name)) {
             log::warn!("{name}: {e}");
         }
+    }
+}
+
+/// Two community names must not share an id: they would merge.
+fn check_community(state: &State, name: &IfName, isolation: &Isolation) -> Result<()> {
+    let Isolation::Community(community) = isolation else {
+        return Ok(());
+    };
+    let id = isolation.community_id();
+    let clash = state
+        .endpoints
+        .values()
+        .find_map(|other| match &other.isolation {
+            Isolation::Community(theirs)
+                if other.name != *name
+                    && theirs != community
+                    && other.isolation.community_id() == id =>
+            {
+                Some(theirs.clone())
+            }
+            _ => None,
+        });
+    match clash {
+        Some(theirs) => Err(Error::invalid(
+            "--community",
+            community,
+            format!("hashes like community {theirs}; pick another name"),
+        )),
+        None => Ok(()),
     }
 }
 

@@ -6,12 +6,14 @@ pub mod cli;
 pub mod datapath;
 pub mod endpoint;
 pub mod error;
+pub mod isolation;
 pub mod netlink;
 pub mod policy;
 pub mod report;
 pub mod state;
 pub mod tapdev;
 pub mod types;
+pub mod uplink;
 
 pub use error::Error;
 

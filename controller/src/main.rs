@@ -9,12 +9,14 @@ use clap::{
 };
 use macvswitch::{
     Error,
-    cli::{Cli, Command, EndpointCommand},
+    cli::{Cli, Command, EndpointCommand, OnOff, UplinkCommand},
     datapath::PinLayout,
     endpoint::{AddRequest, Instance, SetRequest},
+    isolation::Isolation,
     policy::PortVlans,
     report::{self, StatsRow},
     state::StateDir,
+    uplink::{HostPortRequest, UplinkSetRequest},
 };
 
 fn main() -> ExitCode {
@@ -91,6 +93,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
                     priority: args.port.priority,
                     mtu: args.mtu,
                     allow_mac_spoofing: args.allow_mac_spoofing,
+                    isolation: args.isolation.isolation().unwrap_or_default(),
                 })
                 .await?;
             print!("{}", report::endpoint_details(&instance, &record));
@@ -101,9 +104,64 @@ async fn run(cli: Cli) -> Result<(), Error> {
                     name: args.name,
                     port: args.port.options(args.untagged),
                     priority: args.port.priority,
+                    isolation: if args.open {
+                        Some(Isolation::Open)
+                    } else {
+                        args.isolation.isolation()
+                    },
                 })
                 .await?;
             print!("{}", report::endpoint_details(&instance, &record));
+        }
+        Command::Uplink(UplinkCommand::Set(args)) => {
+            let record = instance
+                .uplink_set(UplinkSetRequest {
+                    lower: args.dev,
+                    reflective_relay: args.reflective_relay.map(|v| matches!(v, OnOff::On)),
+                    host_port: args.host_port.map(|name| HostPortRequest {
+                        name,
+                        vlan: args.vlan,
+                        addresses: args.addresses,
+                    }),
+                    remove_host_port: args.no_host_port,
+                })
+                .await?;
+            print!("{}", report::uplink_text(&record, None));
+        }
+        Command::Uplink(UplinkCommand::List { json }) => {
+            let maps = instance.maps()?;
+            let records = instance.uplinks()?;
+            let mut rows = Vec::new();
+            for record in &records {
+                let counters = match &maps {
+                    Some(maps) => Some(maps.uplink_counters(record.ifindex)?),
+                    None => None,
+                };
+                rows.push((record, counters));
+            }
+            if json {
+                print_json(&serde_json::Value::Array(
+                    rows.iter()
+                        .map(|(r, c)| report::uplink_json(r, c.as_ref()))
+                        .collect(),
+                ));
+            } else {
+                for (record, counters) in &rows {
+                    print!("{}", report::uplink_text(record, counters.as_ref()));
+                }
+            }
+        }
+        Command::Uplink(UplinkCommand::Show { dev, json }) => {
+            let record = instance.uplink(&dev)?;
+            let counters = match instance.maps()? {
+                Some(maps) => Some(maps.uplink_counters(record.ifindex)?),
+                None => None,
+            };
+            if json {
+                print_json(&report::uplink_json(&record, counters.as_ref()));
+            } else {
+                print!("{}", report::uplink_text(&record, counters.as_ref()));
+            }
         }
         Command::Endpoint(EndpointCommand::Del { name }) => instance.del(&name).await?,
         Command::Endpoint(EndpointCommand::List { json }) => {

@@ -3,15 +3,24 @@
 
 use futures::TryStreamExt as _;
 use rtnetlink::{
-    Handle, LinkMacVtap, LinkUnspec,
+    Handle, LinkMacVlan, LinkMacVtap, LinkUnspec,
     packet_core::ErrorMessage,
-    packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage, MacVtapMode},
+    packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage, MacVlanMode},
 };
 
 use crate::{
     error::{Error, Result},
-    types::{Mac, Mode},
+    types::{Cidr, Mac, Mode},
 };
+
+/// The stacked devices macvswitch creates on a lower device.
+#[derive(Clone, Copy, Debug)]
+pub enum Stacked {
+    /// A guest endpoint, with a tap character device.
+    Macvtap,
+    /// The host port: a plain interface for the host's own stack.
+    Macvlan,
+}
 
 /// What we need to know about a link.
 #[derive(Clone, Debug)]
@@ -102,10 +111,12 @@ impl Netlink {
         }
     }
 
-    /// Creates a macvtap on `lower`, down, so that programs are attached
-    /// before the first frame flows.
-    pub async fn create_macvtap(
+    /// Creates a macvtap or macvlan on `lower`, down, so that programs are
+    /// attached before the first frame flows.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn create_stacked(
         &self,
+        kind: Stacked,
         name: &str,
         lower: u32,
         mode: Mode,
@@ -113,21 +124,27 @@ impl Netlink {
         mtu: u32,
     ) -> Result<Link> {
         let mode = match mode {
-            Mode::Bridge => MacVtapMode::Bridge,
-            Mode::Vepa => MacVtapMode::Vepa,
-            Mode::Private => MacVtapMode::Private,
-            Mode::Passthru => MacVtapMode::Passthrough,
+            Mode::Bridge => MacVlanMode::Bridge,
+            Mode::Vepa => MacVlanMode::Vepa,
+            Mode::Private => MacVlanMode::Private,
+            Mode::Passthru => MacVlanMode::Passthrough,
         };
-        let message = LinkMacVtap::new(name, lower, mode)
-            .address(mac.octets().to_vec())
-            .mtu(mtu)
-            .build();
+        let message = match kind {
+            Stacked::Macvtap => LinkMacVtap::new(name, lower, mode)
+                .address(mac.octets().to_vec())
+                .mtu(mtu)
+                .build(),
+            Stacked::Macvlan => LinkMacVlan::new(name, lower, mode)
+                .address(mac.octets().to_vec())
+                .mtu(mtu)
+                .build(),
+        };
         self.handle
             .link()
             .add(message)
             .execute()
             .await
-            .map_err(|e| Error::netlink(format!("creating macvtap {name}"), e))?;
+            .map_err(|e| Error::netlink(format!("creating {kind:?} {name}"), e))?;
         self.link_by_name(name).await?.ok_or_else(|| {
             Error::Refused(format!(
                 "macvtap {name} vanished right after it was created"
@@ -151,6 +168,15 @@ impl Netlink {
             .execute()
             .await
             .map_err(|e| Error::netlink(format!("bringing up link {index}"), e))
+    }
+
+    pub async fn add_address(&self, index: u32, cidr: Cidr) -> Result<()> {
+        self.handle
+            .address()
+            .add(index, cidr.addr, cidr.prefix)
+            .execute()
+            .await
+            .map_err(|e| Error::netlink(format!("adding {cidr} to link {index}"), e))
     }
 
     /// Deletes a link; one that is already gone is not an error.

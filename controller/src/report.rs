@@ -3,7 +3,12 @@
 use macvswitch_common::{DropReason, EndpointCounters};
 use serde_json::{Value, json};
 
-use crate::{endpoint::Instance, policy::PortVlans, state::EndpointRecord};
+use crate::{
+    endpoint::Instance,
+    policy::PortVlans,
+    state::{EndpointRecord, UplinkRecord},
+};
+use macvswitch_common::UplinkCounters;
 
 pub fn endpoint_json(instance: &Instance, record: &EndpointRecord) -> Value {
     let mut value = json!({
@@ -17,6 +22,12 @@ pub fn endpoint_json(instance: &Instance, record: &EndpointRecord) -> Value {
         "priority": record.priority,
         "mtu": record.mtu,
         "allow_mac_spoofing": record.allow_mac_spoofing,
+        "isolation": record.isolation.to_string(),
+        "isolated": matches!(record.isolation, crate::isolation::Isolation::Isolated),
+        "community": match &record.isolation {
+            crate::isolation::Isolation::Community(name) => Some(name),
+            _ => None,
+        },
         "tap": instance.tap_path(&record.name),
     });
     match &record.vlans {
@@ -87,13 +98,14 @@ pub fn endpoint_details(instance: &Instance, r: &EndpointRecord) -> String {
         .priority
         .map_or("kept from the guest".to_string(), |p| p.get().to_string());
     format!(
-        "{}: lower {} mode {} mac {} ifindex {}\n  vlans: {}\n  priority: {priority}\n  mtu: {}\n  mac spoofing: {}\n  tap: {}\n",
+        "{}: lower {} mode {} mac {} ifindex {}\n  vlans: {}\n  isolation: {}\n  priority: {priority}\n  mtu: {}\n  mac spoofing: {}\n  tap: {}\n",
         r.name,
         r.lower,
         r.mode,
         r.mac,
         r.ifindex,
         vlans_text(&r.vlans),
+        r.isolation,
         r.mtu,
         if r.allow_mac_spoofing {
             "allowed"
@@ -171,6 +183,61 @@ pub fn stats_text(row: &StatsRow) -> String {
     let mut out = format!("{}\n{}", row.name, counters_text(&row.counters, "  "));
     for (vid, counters) in row.vlans.iter().flatten() {
         out += &format!("  vlan {vid}\n{}", counters_text(counters, "    "));
+    }
+    out
+}
+
+pub fn uplink_json(record: &UplinkRecord, counters: Option<&UplinkCounters>) -> Value {
+    let host_port = record.host_port.as_ref().map(|port| {
+        json!({
+            "name": port.name,
+            "mac": port.mac,
+            "ifindex": port.ifindex,
+            "vlan": match port.vlans {
+                PortVlans::Access { vlan } => Some(vlan),
+                _ => None,
+            },
+            "addresses": port.addresses,
+        })
+    });
+    let counters = counters.copied().unwrap_or_default();
+    json!({
+        "name": record.name,
+        "ifindex": record.ifindex,
+        "reflective_relay": record.reflective_relay,
+        "relayed": {
+            "unicast": counters.relayed_unicast,
+            "multicast": counters.relayed_multicast,
+        },
+        "host_port": host_port,
+    })
+}
+
+pub fn uplink_text(record: &UplinkRecord, counters: Option<&UplinkCounters>) -> String {
+    let mut out = format!(
+        "{}: ifindex {}\n  reflective relay: {}\n",
+        record.name,
+        record.ifindex,
+        if record.reflective_relay { "on" } else { "off" }
+    );
+    if let Some(c) = counters {
+        out += &format!(
+            "  relayed: {} unicast, {} multicast\n",
+            c.relayed_unicast, c.relayed_multicast
+        );
+    }
+    match &record.host_port {
+        Some(port) => {
+            let addresses: Vec<String> = port.addresses.iter().map(|a| a.to_string()).collect();
+            out += &format!(
+                "  host port: {} mac {} {} {}\n",
+                port.name,
+                port.mac,
+                vlans_text(&port.vlans),
+                addresses.join(" ")
+            );
+        }
+        None => out += "  host port: none\n",
     }
     out
 }

@@ -15,8 +15,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     error::{Error, Result},
+    isolation::Isolation,
     policy::{Pcp, PortVlans},
-    types::{IfName, Mac, Mode},
+    types::{Cidr, IfName, Mac, Mode},
 };
 
 /// One endpoint as recorded by `endpoint add`.
@@ -34,11 +35,39 @@ pub struct EndpointRecord {
     pub allow_mac_spoofing: bool,
     /// Ifindex of the macvtap in its network namespace: the maps' key.
     pub ifindex: u32,
+    /// Ifindex of the lower device when the endpoint was wired.
+    #[serde(default)]
+    pub lower_ifindex: u32,
+    /// Private-VLAN membership.
+    #[serde(default)]
+    pub isolation: Isolation,
+}
+
+/// The host port of a lower device: a macvlan for the host's own stack,
+/// under the same programs as a guest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostPortRecord {
+    pub name: IfName,
+    pub mac: Mac,
+    pub vlans: PortVlans,
+    pub addresses: Vec<Cidr>,
+    pub ifindex: u32,
+}
+
+/// Settings of a lower device.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UplinkRecord {
+    pub name: IfName,
+    pub ifindex: u32,
+    pub reflective_relay: bool,
+    pub host_port: Option<HostPortRecord>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
     pub endpoints: BTreeMap<IfName, EndpointRecord>,
+    #[serde(default)]
+    pub uplinks: BTreeMap<IfName, UplinkRecord>,
 }
 
 /// The state directory: lock, state file and private tap nodes.
@@ -160,6 +189,8 @@ mod tests {
                 mtu: 1500,
                 allow_mac_spoofing: false,
                 ifindex: 7,
+                lower_ifindex: 2,
+                isolation: Isolation::Community("blue".into()),
             },
         );
         state_dir.save(&lock, &state).unwrap();

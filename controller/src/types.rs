@@ -231,6 +231,55 @@ impl FromStr for Mtu {
     }
 }
 
+/// An interface address with its prefix length: `192.0.2.1/24`,
+/// `2001:db8::1/64`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Cidr {
+    pub addr: std::net::IpAddr,
+    pub prefix: u8,
+}
+
+impl Cidr {
+    pub const ALLOWED: &str = "address must be ADDRESS/PREFIX, e.g. 192.0.2.1/24 or 2001:db8::1/64";
+}
+
+impl FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || Self::ALLOWED.to_string();
+        let (addr, prefix) = s.split_once('/').ok_or_else(bad)?;
+        let addr: std::net::IpAddr = addr.parse().map_err(|_| bad())?;
+        let prefix: u8 = prefix.parse().map_err(|_| bad())?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        if prefix > max || addr.is_unspecified() || addr.is_multicast() {
+            return Err(bad());
+        }
+        Ok(Self { addr, prefix })
+    }
+}
+
+impl TryFrom<String> for Cidr {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<Cidr> for String {
+    fn from(cidr: Cidr) -> String {
+        cidr.to_string()
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(&format!("{}/{}", self.addr, self.prefix))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,6 +311,21 @@ mod tests {
         assert_eq!(a, Mac::derived_from("vm1"));
         assert_ne!(a, Mac::derived_from("vm2"));
         assert_eq!(a.octets()[0] & 0x03, 0x02);
+    }
+
+    #[test]
+    fn cidr_rules() {
+        assert_eq!("192.0.2.1/24".parse::<Cidr>().unwrap().prefix, 24);
+        assert!("2001:db8::1/64".parse::<Cidr>().is_ok());
+        for bad in [
+            "192.0.2.1",
+            "192.0.2.1/33",
+            "0.0.0.0/0",
+            "224.0.0.1/4",
+            "x/1",
+        ] {
+            assert!(bad.parse::<Cidr>().is_err(), "{bad}");
+        }
     }
 
     #[test]

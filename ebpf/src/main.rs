@@ -17,6 +17,8 @@ mod maps;
 mod port;
 #[cfg(target_arch = "bpf")]
 mod to_guest;
+#[cfg(target_arch = "bpf")]
+mod uplink;
 
 #[cfg(target_arch = "bpf")]
 #[panic_handler]

@@ -6,7 +6,8 @@ use aya_ebpf::{
     maps::{HashMap, PerCpuHashMap},
 };
 use macvswitch_common::{
-    EndpointCounters, EndpointPolicy, MAX_ENDPOINTS, MAX_VLAN_COUNTERS, VlanKey,
+    EndpointCounters, EndpointPolicy, MAX_ENDPOINTS, MAX_UPLINKS, MAX_VLAN_COUNTERS, SourceInfo,
+    SourceKey, UplinkConfig, UplinkCounters, VlanKey,
 };
 
 #[map]
@@ -22,3 +23,15 @@ pub static COUNTERS: PerCpuHashMap<u32, EndpointCounters> =
 #[map]
 pub static VLAN_COUNTERS: PerCpuHashMap<VlanKey, EndpointCounters> =
     PerCpuHashMap::with_max_entries(MAX_VLAN_COUNTERS, BPF_F_NO_PREALLOC);
+
+/// Local endpoints as senders, by MAC on their lower device.
+#[map]
+pub static SOURCES: HashMap<SourceKey, SourceInfo> = HashMap::with_max_entries(MAX_ENDPOINTS, 0);
+
+/// Lower devices with relay settings, by ifindex.
+#[map]
+pub static UPLINKS: HashMap<u32, UplinkConfig> = HashMap::with_max_entries(MAX_UPLINKS, 0);
+
+#[map]
+pub static UPLINK_COUNTERS: PerCpuHashMap<u32, UplinkCounters> =
+    PerCpuHashMap::with_max_entries(MAX_UPLINKS, 0);

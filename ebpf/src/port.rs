@@ -7,12 +7,14 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use aya_log_ebpf::debug;
-use macvswitch_common::{Action, Decision, DropReason, EndpointPolicy, FrameView, Tag};
+use macvswitch_common::{
+    Action, Decision, DropReason, EndpointPolicy, FrameView, SourceKey, Tag, isolation::isolation,
+};
 
 use crate::{
     counters::{self, Direction},
     frame,
-    maps::POLICIES,
+    maps::{POLICIES, SOURCES},
 };
 
 /// Index of `__sk_buff.cb` where a pushed tag is recorded as
@@ -54,7 +56,18 @@ pub fn handle(
         // Not ours (yet, or any more): fail closed.
         return TC_ACT_SHOT;
     };
-    let decision = decide(policy, &frame::view(&ctx));
+    let frame = frame::view(&ctx);
+    let mut decision = decide(policy, &frame);
+    // Towards the guest, a frame from another local endpoint must also
+    // pass the private-VLAN policy, whichever path it took.
+    if matches!(direction, Direction::ToGuest)
+        && !matches!(decision.action, Action::Drop(_))
+        // SAFETY: the value is plain old data.
+        && let Some(source) = unsafe { SOURCES.get(SourceKey::new(policy.lower, frame.src)) }
+        && let Some(reason) = isolation(policy, ifindex, source)
+    {
+        decision.action = Action::Drop(reason);
+    }
     let done = match decision.action {
         Action::Pass => Ok(()),
         Action::Push(tag) => push(&mut ctx, tag),
