@@ -10,9 +10,10 @@ use crate::{
     datapath::{Datapath, Maps, PinLayout},
     error::{Error, Result},
     isolation::{Isolation, source_info},
-    netlink::{Link, Netlink, Stacked},
+    netlink::{Link, Stacked},
     policy::{Pcp, PortOptions, PortVlans, check_priority},
-    state::{EndpointRecord, State, StateDir},
+    session::Session,
+    state::{EndpointRecord, RecordStatus, State, StateDir},
     tapdev,
     types::{IfName, Mac, Mode, Mtu},
 };
@@ -91,32 +92,33 @@ impl Instance {
     }
 
     pub async fn add(&self, request: AddRequest) -> Result<EndpointRecord> {
-        let lock = self.state_dir.lock()?;
-        let mut state = self.state_dir.load()?;
-        let netlink = Netlink::connect()?;
-        let links = netlink.links().await?;
+        self.session().await?.add(request).await
+    }
+
+    pub async fn set(&self, request: SetRequest) -> Result<EndpointRecord> {
+        self.session().await?.set(request).await
+    }
+
+    pub async fn del(&self, name: &IfName) -> Result<()> {
+        self.session().await?.del(name).await
+    }
+
+    /// Removes everything this instance created.
+    pub async fn reset(&self) -> Result<()> {
+        self.session().await?.reset().await
+    }
+}
+
+impl Session<'_> {
+    pub async fn add(&mut self, request: AddRequest) -> Result<EndpointRecord> {
+        let links = self.netlink.links().await?;
         let vlans = request.port.resolve(&PortVlans::Untagged)?;
         check_priority(&vlans, request.priority)?;
-        let (lower, mac, mtu) = validate_add(&request, &state, &links)?;
-        check_community(&state, &request.name, &request.isolation)?;
+        let (lower, mac, mtu) = validate_add(&request, &self.state, &links)?;
+        check_community(&self.state, &request.name, &request.isolation)?;
+        self.datapath().await?;
 
-        bpffs::prepare(self.pins.root())?;
-        let mut datapath = Datapath::open_or_load(self.pins.clone())?;
-        if datapath.fresh {
-            self.reattach(&mut datapath, &state).await?;
-        }
-
-        let link = netlink
-            .create_stacked(
-                Stacked::Macvtap,
-                request.name.as_str(),
-                lower.index,
-                request.mode,
-                mac,
-                mtu,
-            )
-            .await?;
-        let record = EndpointRecord {
+        let mut record = EndpointRecord {
             name: request.name.clone(),
             lower: request.lower.clone(),
             mode: request.mode,
@@ -125,67 +127,82 @@ impl Instance {
             priority: request.priority,
             mtu,
             allow_mac_spoofing: request.allow_mac_spoofing,
-            ifindex: link.index,
+            ifindex: 0,
             lower_ifindex: lower.index,
             isolation: request.isolation.clone(),
+            status: RecordStatus::Pending,
         };
-        // The policy is in place and the programs attached before the link
-        // comes up, so no frame ever passes unfiltered.
-        let wired = async {
-            datapath.maps.set_policy(link.index, &record.policy())?;
-            datapath.maps.reset_counters(link.index)?;
-            datapath
-                .maps
-                .set_source(record.lower_ifindex, record.mac, &record.source())?;
-            datapath.attach(record.name.as_str())?;
-            tapdev::create_node(&self.state_dir.dev_dir(), record.name.as_str(), link.index)?;
-            netlink.bring_up(link.index).await
-        }
-        .await;
+        // Intent first: if we are killed from here on, the next session
+        // finds the pending record and rolls the add back.
+        self.state
+            .endpoints
+            .insert(record.name.clone(), record.clone());
+        self.save()?;
+        let wired = self.wire(&mut record).await;
         if let Err(error) = wired {
-            self.unwire(&netlink, Some(&mut datapath.maps), &record)
-                .await;
+            self.unwire(&record).await;
+            self.state.endpoints.remove(&record.name);
+            self.save()?;
             return Err(error);
         }
-        state.endpoints.insert(record.name.clone(), record.clone());
-        self.state_dir.save(&lock, &state)?;
+        record.status = RecordStatus::Ready;
+        self.state
+            .endpoints
+            .insert(record.name.clone(), record.clone());
+        self.save()?;
         Ok(record)
     }
 
-    /// Re-attaches recorded endpoints to freshly loaded programs and maps.
-    pub(crate) fn reattach_endpoints(&self, datapath: &mut Datapath, state: &State) -> Result<()> {
-        for record in state.endpoints.values() {
-            if !PathBuf::from("/sys/class/net")
-                .join(record.name.as_str())
-                .exists()
-            {
-                continue;
-            }
-            datapath.maps.set_policy(record.ifindex, &record.policy())?;
-            datapath.maps.reset_counters(record.ifindex)?;
-            datapath
-                .maps
-                .set_source(record.lower_ifindex, record.mac, &record.source())?;
-            datapath.attach(record.name.as_str())?;
-            log::warn!("re-attached {} to the reloaded data path", record.name);
-        }
-        Ok(())
+    /// Creates the macvtap and attaches everything, in an order where no
+    /// frame ever passes unfiltered: policy and programs before the link
+    /// comes up.
+    async fn wire(&mut self, record: &mut EndpointRecord) -> Result<()> {
+        let link = self
+            .netlink
+            .create_stacked(
+                Stacked::Macvtap,
+                record.name.as_str(),
+                record.lower_ifindex,
+                record.mode,
+                record.mac,
+                record.mtu,
+            )
+            .await?;
+        record.ifindex = link.index;
+        // Recorded now, so a rollback finds the link by its ifindex.
+        self.state
+            .endpoints
+            .insert(record.name.clone(), record.clone());
+        let datapath = self.datapath().await?;
+        datapath.maps.set_policy(link.index, &record.policy())?;
+        datapath.maps.reset_counters(link.index)?;
+        datapath
+            .maps
+            .set_source(record.lower_ifindex, record.mac, &record.source())?;
+        datapath.attach(record.name.as_str())?;
+        tapdev::create_node(
+            &self.instance.state_dir.dev_dir(),
+            record.name.as_str(),
+            link.index,
+        )?;
+        self.netlink.bring_up(link.index).await
     }
 
-    /// Changes the VLAN policy of a live endpoint: one atomic map update,
-    /// no relink, the tap fd stays open and other VLANs keep flowing.
-    pub async fn set(&self, request: SetRequest) -> Result<EndpointRecord> {
-        let lock = self.state_dir.lock()?;
-        let mut state = self.state_dir.load()?;
-        let state_for_checks = state.clone();
-        let record = state
+    /// Changes the VLAN policy or isolation of a live endpoint: one atomic
+    /// map update, no relink, the tap fd stays open and other VLANs keep
+    /// flowing.
+    pub async fn set(&mut self, request: SetRequest) -> Result<EndpointRecord> {
+        let record = self
+            .state
             .endpoints
-            .get_mut(&request.name)
+            .get(&request.name)
+            .filter(|record| record.status.is_ready())
+            .cloned()
             .ok_or_else(|| unknown_endpoint(&request.name))?;
         let vlans = request.port.resolve(&record.vlans)?;
         check_priority(&vlans, request.priority)?;
         if let Some(isolation) = &request.isolation {
-            check_community(&state_for_checks, &request.name, isolation)?;
+            check_community(&self.state, &request.name, isolation)?;
         }
         let same_kind = record.vlans.kind() == vlans.kind();
         let mut updated = record.clone();
@@ -198,10 +215,11 @@ impl Instance {
             .or(record.priority)
             .filter(|_| vlans.pushes_tags());
         updated.vlans = vlans;
-        let mut maps = self.maps()?.ok_or_else(|| {
+        let pins = self.instance.pins.root().to_path_buf();
+        let maps = self.maps()?.ok_or_else(|| {
             Error::Refused(format!(
                 "no data path pinned under {}; was it reset?",
-                self.pins.root().display()
+                pins.display()
             ))
         })?;
         maps.set_policy(updated.ifindex, &updated.policy())?;
@@ -213,68 +231,86 @@ impl Instance {
                 && (matches!(updated.vlans, PortVlans::Tunnel { .. })
                     || crate::types::Vid::new(vid).is_some_and(|vid| updated.vlans.carries(vid)))
         })?;
-        *record = updated.clone();
-        self.state_dir.save(&lock, &state)?;
+        self.state
+            .endpoints
+            .insert(updated.name.clone(), updated.clone());
+        self.save()?;
         Ok(updated)
     }
 
-    pub async fn del(&self, name: &IfName) -> Result<()> {
-        let lock = self.state_dir.lock()?;
-        let mut state = self.state_dir.load()?;
-        let record = state
+    pub async fn del(&mut self, name: &IfName) -> Result<()> {
+        let mut record = self
+            .state
             .endpoints
-            .remove(name)
+            .get(name)
+            .cloned()
             .ok_or_else(|| unknown_endpoint(name))?;
-        let netlink = Netlink::connect()?;
-        let mut maps = self.maps()?;
-        self.unwire(&netlink, maps.as_mut(), &record).await;
-        self.state_dir.save(&lock, &state)
+        record.status = RecordStatus::Deleting;
+        self.state.endpoints.insert(name.clone(), record.clone());
+        self.save()?;
+        self.unwire(&record).await;
+        self.state.endpoints.remove(name);
+        self.save()
     }
 
     /// Removes everything this instance created.
-    pub async fn reset(&self) -> Result<()> {
-        let lock = self.state_dir.lock()?;
-        let state = self.state_dir.load()?;
-        let netlink = Netlink::connect()?;
-        let mut maps = self.maps()?;
-        for record in state.endpoints.values() {
-            self.unwire(&netlink, maps.as_mut(), record).await;
+    pub async fn reset(&mut self) -> Result<()> {
+        let endpoints: Vec<_> = self.state.endpoints.values().cloned().collect();
+        for record in &endpoints {
+            self.unwire(record).await;
         }
-        for uplink in state.uplinks.values() {
-            self.unwire_uplink(&netlink, maps.as_mut(), uplink).await;
+        let uplinks: Vec<_> = self.state.uplinks.values().cloned().collect();
+        for uplink in &uplinks {
+            self.unwire_uplink(uplink).await;
         }
-        drop(maps);
-        if bpffs::is_bpffs(self.pins.root()) {
-            Datapath::remove_all_pins(&self.pins)?;
+        if bpffs::is_bpffs(self.instance.pins.root()) {
+            Datapath::remove_all_pins(&self.instance.pins)?;
         }
-        self.state_dir.clear(&lock)
+        self.state = State::default();
+        self.clear()
     }
 
     /// Undoes whatever part of an endpoint exists. Best effort: each step
     /// runs even if an earlier one failed, and failures are logged.
-    async fn unwire(&self, netlink: &Netlink, maps: Option<&mut Maps>, record: &EndpointRecord) {
+    pub(crate) async fn unwire(&mut self, record: &EndpointRecord) {
         let name = record.name.as_str();
-        if let Err(e) = Datapath::detach(&self.pins, name) {
+        if let Err(e) = Datapath::detach(&self.instance.pins, name) {
             log::warn!("{name}: {e}");
         }
         // The ifindex may have been reused by now: delete only our link.
-        match netlink.link_by_name(name).await {
-            Ok(Some(link)) if link.index == record.ifindex => {
-                if let Err(e) = netlink.delete(link.index).await {
+        match self.netlink.link_by_name(name).await {
+            // A pending add killed before it recorded the ifindex: the link
+            // is ours if it has our MAC on our lower device.
+            Ok(Some(link))
+                if link.index == record.ifindex
+                    || (record.ifindex == 0
+                        && link.mac == Some(record.mac.octets())
+                        && link.lower == Some(record.lower_ifindex)) =>
+            {
+                if let Err(e) = self.netlink.delete(link.index).await {
                     log::warn!("{name}: {e}");
                 }
             }
-            Ok(_) => log::warn!("{name}: the macvtap was already gone"),
+            Ok(_) => log::info!("{name}: the macvtap was already gone"),
             Err(e) => log::warn!("{name}: {e}"),
         }
-        if let Some(maps) = maps
-            && let Err(e) = maps
-                .remove(record.ifindex)
-                .and_then(|()| maps.remove_source(record.lower_ifindex, record.mac))
-        {
-            log::warn!("{name}: {e}");
+        match self.maps() {
+            Ok(Some(maps)) => {
+                let removed = if record.ifindex == 0 {
+                    Ok(())
+                } else {
+                    maps.remove(record.ifindex)
+                };
+                if let Err(e) =
+                    removed.and_then(|()| maps.remove_source(record.lower_ifindex, record.mac))
+                {
+                    log::warn!("{name}: {e}");
+                }
+            }
+            Ok(None) => {}
+            Err(e) => log::warn!("{name}: {e}"),
         }
-        if let Err(e) = tapdev::remove_node(&self.tap_path(&record.name)) {
+        if let Err(e) = tapdev::remove_node(&self.instance.tap_path(&record.name)) {
             log::warn!("{name}: {e}");
         }
     }

@@ -10,6 +10,7 @@ pub mod isolation;
 pub mod netlink;
 pub mod policy;
 pub mod report;
+pub mod session;
 pub mod state;
 pub mod tapdev;
 pub mod types;

@@ -20,6 +20,23 @@ use crate::{
     types::{Cidr, IfName, Mac, Mode},
 };
 
+/// Where a record is in its life: a command killed half-way leaves
+/// `Pending` (being added) or `Deleting`, and the next session finishes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordStatus {
+    #[default]
+    Ready,
+    Pending,
+    Deleting,
+}
+
+impl RecordStatus {
+    pub fn is_ready(&self) -> bool {
+        *self == RecordStatus::Ready
+    }
+}
+
 /// One endpoint as recorded by `endpoint add`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EndpointRecord {
@@ -41,6 +58,8 @@ pub struct EndpointRecord {
     /// Private-VLAN membership.
     #[serde(default)]
     pub isolation: Isolation,
+    #[serde(default, skip_serializing_if = "RecordStatus::is_ready")]
+    pub status: RecordStatus,
 }
 
 /// The host port of a lower device: a macvlan for the host's own stack,
@@ -52,6 +71,8 @@ pub struct HostPortRecord {
     pub vlans: PortVlans,
     pub addresses: Vec<Cidr>,
     pub ifindex: u32,
+    #[serde(default, skip_serializing_if = "RecordStatus::is_ready")]
+    pub status: RecordStatus,
 }
 
 /// Settings of a lower device.
@@ -191,6 +212,7 @@ mod tests {
                 ifindex: 7,
                 lower_ifindex: 2,
                 isolation: Isolation::Community("blue".into()),
+                status: RecordStatus::Pending,
             },
         );
         state_dir.save(&lock, &state).unwrap();

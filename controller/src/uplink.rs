@@ -5,14 +5,14 @@ use macvswitch_common::{
 };
 
 use crate::{
-    bpffs,
-    datapath::{Datapath, Maps},
+    datapath::Datapath,
     endpoint::Instance,
     error::{Error, Result},
     isolation::source_info,
-    netlink::{Netlink, Stacked},
+    netlink::Stacked,
     policy::PortVlans,
-    state::{HostPortRecord, State, UplinkRecord},
+    session::Session,
+    state::{HostPortRecord, RecordStatus, UplinkRecord},
     types::{Cidr, IfName, Mac, Mode, Vid},
 };
 
@@ -59,13 +59,21 @@ impl Instance {
     }
 
     pub async fn uplink_set(&self, request: UplinkSetRequest) -> Result<UplinkRecord> {
-        let lock = self.state_dir.lock()?;
-        let mut state = self.state_dir.load()?;
-        let netlink = Netlink::connect()?;
-        let links = netlink.links().await?;
+        self.session().await?.uplink_set(request).await
+    }
+}
+
+const RELAY_ON: UplinkConfig = UplinkConfig {
+    flags: UPLINK_REFLECTIVE_RELAY,
+};
+
+impl Session<'_> {
+    pub async fn uplink_set(&mut self, request: UplinkSetRequest) -> Result<UplinkRecord> {
+        let links = self.netlink.links().await?;
         let lower = links
             .iter()
             .find(|link| link.name == request.lower.as_str())
+            .cloned()
             .ok_or_else(|| {
                 Error::invalid(
                     "DEV",
@@ -84,7 +92,7 @@ impl Instance {
             let taken = links
                 .iter()
                 .any(|link| link.name == host_port.name.as_str())
-                || state.endpoints.contains_key(&host_port.name);
+                || self.state.endpoints.contains_key(&host_port.name);
             if taken {
                 return Err(Error::invalid(
                     "--host-port",
@@ -93,7 +101,8 @@ impl Instance {
                 ));
             }
         }
-        let mut record = state
+        let mut record = self
+            .state
             .uplinks
             .get(&request.lower)
             .cloned()
@@ -105,143 +114,146 @@ impl Instance {
             });
         record.ifindex = lower.index;
 
-        bpffs::prepare(self.pins.root())?;
-        let mut datapath = Datapath::open_or_load(self.pins.clone())?;
-        if datapath.fresh {
-            self.reattach(&mut datapath, &state).await?;
-        }
         if let Some(relay) = request.reflective_relay {
+            let pins = self.instance.pins.clone();
+            let datapath = self.datapath().await?;
             if relay {
-                let config = UplinkConfig {
-                    flags: UPLINK_REFLECTIVE_RELAY,
-                };
-                datapath.maps.set_uplink(record.ifindex, Some(config))?;
+                datapath.maps.set_uplink(record.ifindex, Some(RELAY_ON))?;
                 datapath.attach_uplink(record.name.as_str())?;
             } else {
-                Datapath::detach_uplink(&self.pins, record.name.as_str())?;
+                Datapath::detach_uplink(&pins, record.name.as_str())?;
                 datapath.maps.set_uplink(record.ifindex, None)?;
             }
             record.reflective_relay = relay;
+            self.state
+                .uplinks
+                .insert(record.name.clone(), record.clone());
+            self.save()?;
         }
-        if request.remove_host_port || request.host_port.is_some() {
-            if let Some(old) = record.host_port.take() {
-                self.unwire_host_port(&netlink, Some(&mut datapath.maps), &record, &old)
-                    .await;
-            }
+        if (request.remove_host_port || request.host_port.is_some())
+            && let Some(old) = record.host_port.clone()
+        {
+            self.unwire_host_port(&record, &old).await;
+            record.host_port = None;
+            self.state
+                .uplinks
+                .insert(record.name.clone(), record.clone());
+            self.save()?;
         }
-        if let Some(host_port) = request.host_port {
-            let mtu = lower.mtu.unwrap_or(1500);
-            let link = netlink
-                .create_stacked(
-                    Stacked::Macvlan,
-                    host_port.name.as_str(),
-                    record.ifindex,
-                    Mode::Bridge,
-                    Mac::derived_from(host_port.name.as_str()),
-                    mtu,
-                )
-                .await?;
-            let port = HostPortRecord {
-                mac: Mac::derived_from(host_port.name.as_str()),
-                name: host_port.name,
-                vlans: match host_port.vlan {
+        if let Some(request) = request.host_port {
+            let mut port = HostPortRecord {
+                mac: Mac::derived_from(request.name.as_str()),
+                name: request.name,
+                vlans: match request.vlan {
                     Some(vlan) => PortVlans::Access { vlan },
                     None => PortVlans::Untagged,
                 },
-                addresses: host_port.addresses,
-                ifindex: link.index,
+                addresses: request.addresses,
+                ifindex: 0,
+                status: RecordStatus::Pending,
             };
-            let wired = async {
-                wire_host_port(&mut datapath, record.ifindex, &port)?;
-                netlink.bring_up(port.ifindex).await?;
-                for cidr in &port.addresses {
-                    netlink.add_address(port.ifindex, *cidr).await?;
-                }
-                Ok::<(), Error>(())
-            }
-            .await;
-            if let Err(error) = wired {
-                self.unwire_host_port(&netlink, Some(&mut datapath.maps), &record, &port)
-                    .await;
+            // Intent first, as for endpoints.
+            record.host_port = Some(port.clone());
+            self.state
+                .uplinks
+                .insert(record.name.clone(), record.clone());
+            self.save()?;
+            let mtu = lower.mtu.unwrap_or(1500);
+            if let Err(error) = self.wire_new_host_port(&record, &mut port, mtu).await {
+                self.unwire_host_port(&record, &port).await;
+                record.host_port = None;
+                self.state
+                    .uplinks
+                    .insert(record.name.clone(), record.clone());
+                self.save()?;
                 return Err(error);
             }
+            port.status = RecordStatus::Ready;
             record.host_port = Some(port);
         }
-        state.uplinks.insert(record.name.clone(), record.clone());
-        self.state_dir.save(&lock, &state)?;
+        self.state
+            .uplinks
+            .insert(record.name.clone(), record.clone());
+        self.save()?;
         Ok(record)
     }
 
-    /// Re-wires every recorded endpoint, relay and host port to freshly
-    /// loaded programs and maps.
-    pub(crate) async fn reattach(&self, datapath: &mut Datapath, state: &State) -> Result<()> {
-        self.reattach_endpoints(datapath, state)?;
-        for uplink in state.uplinks.values() {
-            if uplink.reflective_relay {
-                let config = UplinkConfig {
-                    flags: UPLINK_REFLECTIVE_RELAY,
-                };
-                datapath.maps.set_uplink(uplink.ifindex, Some(config))?;
-                datapath.attach_uplink(uplink.name.as_str())?;
-            }
-            if let Some(port) = &uplink.host_port {
-                wire_host_port(datapath, uplink.ifindex, port)?;
-            }
+    async fn wire_new_host_port(
+        &mut self,
+        uplink: &UplinkRecord,
+        port: &mut HostPortRecord,
+        mtu: u32,
+    ) -> Result<()> {
+        let link = self
+            .netlink
+            .create_stacked(
+                Stacked::Macvlan,
+                port.name.as_str(),
+                uplink.ifindex,
+                Mode::Bridge,
+                port.mac,
+                mtu,
+            )
+            .await?;
+        port.ifindex = link.index;
+        wire_host_port(self.datapath().await?, uplink.ifindex, port)?;
+        self.netlink.bring_up(port.ifindex).await?;
+        for cidr in &port.addresses {
+            self.netlink.add_address(port.ifindex, *cidr).await?;
         }
         Ok(())
     }
 
     /// Undoes the relay and host port of an uplink (for `reset`).
-    pub(crate) async fn unwire_uplink(
-        &self,
-        netlink: &Netlink,
-        mut maps: Option<&mut Maps>,
-        uplink: &UplinkRecord,
-    ) {
-        if let Err(e) = Datapath::detach_uplink(&self.pins, uplink.name.as_str()) {
+    pub(crate) async fn unwire_uplink(&mut self, uplink: &UplinkRecord) {
+        if let Err(e) = Datapath::detach_uplink(&self.instance.pins, uplink.name.as_str()) {
             log::warn!("{}: {e}", uplink.name);
         }
-        if let Some(maps) = maps.as_deref_mut()
+        if let Ok(Some(maps)) = self.maps()
             && let Err(e) = maps.set_uplink(uplink.ifindex, None)
         {
             log::warn!("{}: {e}", uplink.name);
         }
         if let Some(port) = &uplink.host_port {
-            self.unwire_host_port(netlink, maps, uplink, port).await;
+            self.unwire_host_port(uplink, port).await;
         }
     }
 
-    async fn unwire_host_port(
-        &self,
-        netlink: &Netlink,
-        maps: Option<&mut Maps>,
-        uplink: &UplinkRecord,
-        port: &HostPortRecord,
-    ) {
+    pub(crate) async fn unwire_host_port(&mut self, uplink: &UplinkRecord, port: &HostPortRecord) {
         let name = port.name.as_str();
-        if let Err(e) = Datapath::detach(&self.pins, name) {
+        if let Err(e) = Datapath::detach(&self.instance.pins, name) {
             log::warn!("{name}: {e}");
         }
-        match netlink.link_by_name(name).await {
-            Ok(Some(link)) if link.index == port.ifindex => {
-                if let Err(e) = netlink.delete(link.index).await {
+        match self.netlink.link_by_name(name).await {
+            Ok(Some(link))
+                if link.index == port.ifindex
+                    || (port.ifindex == 0 && link.mac == Some(port.mac.octets())) =>
+            {
+                if let Err(e) = self.netlink.delete(link.index).await {
                     log::warn!("{name}: {e}");
                 }
             }
             Ok(_) => {}
             Err(e) => log::warn!("{name}: {e}"),
         }
-        if let Some(maps) = maps
-            && let Err(e) = maps
-                .remove(port.ifindex)
-                .and_then(|()| maps.remove_source(uplink.ifindex, port.mac))
-        {
-            log::warn!("{name}: {e}");
+        if let Ok(Some(maps)) = self.maps() {
+            let removed = if port.ifindex == 0 {
+                Ok(())
+            } else {
+                maps.remove(port.ifindex)
+            };
+            if let Err(e) = removed.and_then(|()| maps.remove_source(uplink.ifindex, port.mac)) {
+                log::warn!("{name}: {e}");
+            }
         }
     }
 }
 
-fn wire_host_port(datapath: &mut Datapath, lower: u32, port: &HostPortRecord) -> Result<()> {
+pub(crate) fn wire_host_port(
+    datapath: &mut Datapath,
+    lower: u32,
+    port: &HostPortRecord,
+) -> Result<()> {
     let policy = port.policy(lower);
     datapath.maps.set_policy(port.ifindex, &policy)?;
     datapath.maps.reset_counters(port.ifindex)?;

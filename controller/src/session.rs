@@ -1,0 +1,194 @@
+//! A session: the state lock held, the state loaded, a netlink socket and
+//! (on demand) the data path. Every change to what macvswitch manages runs
+//! in one, so concurrent invocations serialize; a multi-step command such
+//! as `apply` runs all its steps in a single session.
+//!
+//! Opening a session first repairs what an interrupted command left: a
+//! `kill -9` at any point leaves either a finished step, or a record marked
+//! `Pending` (an `add` in flight, rolled back) or `Deleting` (a `del` in
+//! flight, finished), and every live endpoint gets its recorded policy
+//! written again (a `set` whose state write was lost).
+
+use macvswitch_common::{UplinkConfig, isolation::UPLINK_REFLECTIVE_RELAY};
+
+use crate::{
+    bpffs,
+    datapath::{Datapath, Maps},
+    endpoint::Instance,
+    error::Result,
+    netlink::Netlink,
+    state::{RecordStatus, State, StateLock},
+};
+
+pub struct Session<'a> {
+    pub(crate) instance: &'a Instance,
+    lock: StateLock,
+    pub state: State,
+    pub(crate) netlink: Netlink,
+    datapath: Option<Datapath>,
+    /// The pinned maps, when they were needed without the programs.
+    opened_maps: Option<Maps>,
+}
+
+impl Instance {
+    /// Takes the lock, loads the state and repairs interrupted commands.
+    pub async fn session(&self) -> Result<Session<'_>> {
+        let lock = self.state_dir.lock()?;
+        let state = self.state_dir.load()?;
+        let mut session = Session {
+            instance: self,
+            lock,
+            state,
+            netlink: Netlink::connect()?,
+            datapath: None,
+            opened_maps: None,
+        };
+        session.repair().await?;
+        Ok(session)
+    }
+}
+
+impl Session<'_> {
+    /// Writes the state atomically.
+    pub fn save(&self) -> Result<()> {
+        self.instance.state_dir.save(&self.lock, &self.state)
+    }
+
+    /// Removes the state file and tap nodes (for `reset`).
+    pub fn clear(&self) -> Result<()> {
+        self.instance.state_dir.clear(&self.lock)
+    }
+
+    /// The data path, loaded (and everything recorded re-attached) if this
+    /// is the first use since a reset or a reboot.
+    pub async fn datapath(&mut self) -> Result<&mut Datapath> {
+        if self.datapath.is_none() {
+            bpffs::prepare(self.instance.pins.root())?;
+            let mut datapath = Datapath::open_or_load(self.instance.pins.clone())?;
+            if datapath.fresh {
+                reattach(&self.state, &mut datapath)?;
+            }
+            self.opened_maps = None;
+            self.datapath = Some(datapath);
+        }
+        Ok(self.datapath.as_mut().expect("just set"))
+    }
+
+    /// The maps, if a data path is pinned; never loads one.
+    pub fn maps(&mut self) -> Result<Option<&mut Maps>> {
+        if self.datapath.is_none() && self.opened_maps.is_none() {
+            self.opened_maps = self.instance.maps()?;
+        }
+        Ok(match &mut self.datapath {
+            Some(datapath) => Some(&mut datapath.maps),
+            None => self.opened_maps.as_mut(),
+        })
+    }
+}
+
+impl Session<'_> {
+    /// Finishes or rolls back what interrupted commands left, and writes
+    /// every live endpoint's recorded policy again.
+    async fn repair(&mut self) -> Result<()> {
+        let interrupted: Vec<_> = self
+            .state
+            .endpoints
+            .values()
+            .filter(|record| record.status != RecordStatus::Ready)
+            .cloned()
+            .collect();
+        for record in &interrupted {
+            log::warn!(
+                "{}: finishing an interrupted {}",
+                record.name,
+                match record.status {
+                    RecordStatus::Pending => "add (rolling it back)",
+                    _ => "del",
+                }
+            );
+            self.unwire(record).await;
+            self.state.endpoints.remove(&record.name);
+        }
+        let interrupted_ports: Vec<_> = self
+            .state
+            .uplinks
+            .values()
+            .filter_map(|uplink| {
+                let port = uplink.host_port.as_ref()?;
+                (port.status != RecordStatus::Ready).then(|| (uplink.clone(), port.clone()))
+            })
+            .collect();
+        for (uplink, port) in &interrupted_ports {
+            log::warn!("{}: finishing an interrupted host port change", port.name);
+            self.unwire_host_port(uplink, port).await;
+            if let Some(uplink) = self.state.uplinks.get_mut(&uplink.name) {
+                uplink.host_port = None;
+            }
+        }
+        if !interrupted.is_empty() || !interrupted_ports.is_empty() {
+            self.save()?;
+        }
+        self.rewrite_policies().await
+    }
+
+    /// Writes the recorded policy of every endpoint whose macvtap is still
+    /// the one recorded: a `set` killed between the map update and the
+    /// state write is undone, so the state file stays the truth.
+    async fn rewrite_policies(&mut self) -> Result<()> {
+        if self.state.endpoints.is_empty() {
+            return Ok(());
+        }
+        let links = self.netlink.links().await?;
+        let live: Vec<_> = self
+            .state
+            .endpoints
+            .values()
+            .filter(|record| {
+                links
+                    .iter()
+                    .any(|link| link.index == record.ifindex && link.name == record.name.as_str())
+            })
+            .cloned()
+            .collect();
+        if let Some(maps) = self.maps()? {
+            for record in live {
+                maps.set_policy(record.ifindex, &record.policy())?;
+                maps.set_source(record.lower_ifindex, record.mac, &record.source())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Re-wires everything recorded to freshly loaded programs and maps.
+fn reattach(state: &State, datapath: &mut Datapath) -> Result<()> {
+    for record in state.endpoints.values() {
+        if record.status != RecordStatus::Ready
+            || !std::path::Path::new("/sys/class/net")
+                .join(record.name.as_str())
+                .exists()
+        {
+            continue;
+        }
+        datapath.maps.set_policy(record.ifindex, &record.policy())?;
+        datapath.maps.reset_counters(record.ifindex)?;
+        datapath
+            .maps
+            .set_source(record.lower_ifindex, record.mac, &record.source())?;
+        datapath.attach(record.name.as_str())?;
+        log::warn!("re-attached {} to the reloaded data path", record.name);
+    }
+    for uplink in state.uplinks.values() {
+        if uplink.reflective_relay {
+            let config = UplinkConfig {
+                flags: UPLINK_REFLECTIVE_RELAY,
+            };
+            datapath.maps.set_uplink(uplink.ifindex, Some(config))?;
+            datapath.attach_uplink(uplink.name.as_str())?;
+        }
+        if let Some(port) = &uplink.host_port {
+            crate::uplink::wire_host_port(datapath, uplink.ifindex, port)?;
+        }
+    }
+    Ok(())
+}
