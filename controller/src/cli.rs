@@ -58,6 +58,10 @@ pub enum Command {
     },
     /// Remove every endpoint, program, link and pin macvswitch created.
     Reset,
+    /// Converge the kernel to the state file: recreate after a reboot or
+    /// a lower device's return, take over endpoints recreated by hand,
+    /// forget endpoints deleted by hand.
+    Restore,
 }
 
 #[derive(Debug, Subcommand)]

@@ -457,6 +457,16 @@ impl Datapath {
         remove_dir_if_exists(&pins.links_of(name))
     }
 
+    /// Whether both links of endpoint `name` are pinned.
+    pub fn is_attached(pins: &PinLayout, name: &str) -> bool {
+        Hook::ALL.iter().all(|hook| pins.link(name, *hook).exists())
+    }
+
+    /// Whether the relay program's link on `lower` is pinned.
+    pub fn is_uplink_attached(pins: &PinLayout, lower: &str) -> bool {
+        pins.uplink_link(lower).exists()
+    }
+
     /// Attaches the relay program to the lower device's egress.
     pub fn attach_uplink(&mut self, lower: &str) -> Result<()> {
         let pin = self.pins.uplink_link(lower);

@@ -156,7 +156,7 @@ impl Session<'_> {
     /// Creates the macvtap and attaches everything, in an order where no
     /// frame ever passes unfiltered: policy and programs before the link
     /// comes up.
-    async fn wire(&mut self, record: &mut EndpointRecord) -> Result<()> {
+    pub(crate) async fn wire(&mut self, record: &mut EndpointRecord) -> Result<()> {
         let link = self
             .netlink
             .create_stacked(
@@ -173,9 +173,16 @@ impl Session<'_> {
         self.state
             .endpoints
             .insert(record.name.clone(), record.clone());
+        self.attach_endpoint(record).await
+    }
+
+    /// Wires an existing macvtap (`record.ifindex`) into the data path:
+    /// policy and programs first, then the link comes up.
+    pub(crate) async fn attach_endpoint(&mut self, record: &EndpointRecord) -> Result<()> {
+        let link_index = record.ifindex;
         let datapath = self.datapath().await?;
-        datapath.maps.set_policy(link.index, &record.policy())?;
-        datapath.maps.reset_counters(link.index)?;
+        datapath.maps.set_policy(link_index, &record.policy())?;
+        datapath.maps.reset_counters(link_index)?;
         datapath
             .maps
             .set_source(record.lower_ifindex, record.mac, &record.source())?;
@@ -183,9 +190,9 @@ impl Session<'_> {
         tapdev::create_node(
             &self.instance.state_dir.dev_dir(),
             record.name.as_str(),
-            link.index,
+            link_index,
         )?;
-        self.netlink.bring_up(link.index).await
+        self.netlink.bring_up(link_index).await
     }
 
     /// Changes the VLAN policy or isolation of a live endpoint: one atomic

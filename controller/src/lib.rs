@@ -9,6 +9,7 @@ pub mod error;
 pub mod isolation;
 pub mod netlink;
 pub mod policy;
+pub mod reconcile;
 pub mod report;
 pub mod session;
 pub mod state;

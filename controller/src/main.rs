@@ -220,6 +220,12 @@ async fn run(cli: Cli) -> Result<(), Error> {
             }
         }
         Command::Reset => instance.reset().await?,
+        Command::Restore => {
+            let report = instance.session().await?.restore().await?;
+            for line in report.lines() {
+                println!("{line}");
+            }
+        }
     }
     Ok(())
 }

@@ -94,7 +94,12 @@ impl Session<'_> {
             .state
             .endpoints
             .values()
-            .filter(|record| record.status != RecordStatus::Ready)
+            .filter(|record| {
+                matches!(
+                    record.status,
+                    RecordStatus::Pending | RecordStatus::Deleting
+                )
+            })
             .cloned()
             .collect();
         for record in &interrupted {
@@ -115,7 +120,8 @@ impl Session<'_> {
             .values()
             .filter_map(|uplink| {
                 let port = uplink.host_port.as_ref()?;
-                (port.status != RecordStatus::Ready).then(|| (uplink.clone(), port.clone()))
+                matches!(port.status, RecordStatus::Pending | RecordStatus::Deleting)
+                    .then(|| (uplink.clone(), port.clone()))
             })
             .collect();
         for (uplink, port) in &interrupted_ports {
@@ -144,9 +150,10 @@ impl Session<'_> {
             .endpoints
             .values()
             .filter(|record| {
-                links
-                    .iter()
-                    .any(|link| link.index == record.ifindex && link.name == record.name.as_str())
+                record.status.is_ready()
+                    && links.iter().any(|link| {
+                        link.index == record.ifindex && link.name == record.name.as_str()
+                    })
             })
             .cloned()
             .collect();
@@ -186,7 +193,7 @@ fn reattach(state: &State, datapath: &mut Datapath) -> Result<()> {
             datapath.maps.set_uplink(uplink.ifindex, Some(config))?;
             datapath.attach_uplink(uplink.name.as_str())?;
         }
-        if let Some(port) = &uplink.host_port {
+        if let Some(port) = uplink.host_port.as_ref().filter(|p| p.status.is_ready()) {
             crate::uplink::wire_host_port(datapath, uplink.ifindex, port)?;
         }
     }

@@ -29,6 +29,8 @@ pub enum RecordStatus {
     Ready,
     Pending,
     Deleting,
+    /// The lower device is gone; recreated when it is back.
+    Waiting,
 }
 
 impl RecordStatus {
@@ -89,6 +91,17 @@ pub struct State {
     pub endpoints: BTreeMap<IfName, EndpointRecord>,
     #[serde(default)]
     pub uplinks: BTreeMap<IfName, UplinkRecord>,
+    /// The kernel boot the state was last written in: after a reboot the
+    /// links are gone and get recreated rather than forgotten.
+    #[serde(default)]
+    pub boot_id: Option<String>,
+}
+
+/// This boot of the kernel.
+pub fn current_boot_id() -> Option<String> {
+    fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .map(|id| id.trim().to_string())
 }
 
 /// The state directory: lock, state file and private tap nodes.
@@ -152,7 +165,9 @@ impl StateDir {
     pub fn save(&self, _lock: &StateLock, state: &State) -> Result<()> {
         let path = self.state_file();
         let tmp = self.root.join("state.json.tmp");
-        let bytes = serde_json::to_vec_pretty(state).expect("state serializes");
+        let mut state = state.clone();
+        state.boot_id = current_boot_id();
+        let bytes = serde_json::to_vec_pretty(&state).expect("state serializes");
         let write = || -> std::io::Result<()> {
             let mut file = File::create(&tmp)?;
             file.write_all(&bytes)?;
@@ -216,6 +231,7 @@ mod tests {
             },
         );
         state_dir.save(&lock, &state).unwrap();
+        state.boot_id = current_boot_id();
         assert_eq!(state_dir.load().unwrap(), state);
         assert!(!dir.join("state.json.tmp").exists());
         state_dir.clear(&lock).unwrap();

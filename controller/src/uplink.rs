@@ -178,7 +178,7 @@ impl Session<'_> {
         Ok(record)
     }
 
-    async fn wire_new_host_port(
+    pub(crate) async fn wire_new_host_port(
         &mut self,
         uplink: &UplinkRecord,
         port: &mut HostPortRecord,

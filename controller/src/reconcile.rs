@@ -1,0 +1,281 @@
+//! Converging the kernel to the state file after what hosts do: reboots,
+//! `ip link del` by hand, lower devices that go and come back.
+
+use macvswitch_common::UplinkConfig;
+
+use crate::{
+    datapath::Datapath,
+    error::Result,
+    netlink::Link,
+    session::Session,
+    state::{EndpointRecord, RecordStatus, UplinkRecord, current_boot_id},
+};
+
+/// What `restore` did, by endpoint or host-port name.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RestoreReport {
+    /// Recreated with their recorded name, MAC and policy.
+    pub recreated: Vec<String>,
+    /// Recreated by hand under a recorded name: taken over.
+    pub adopted: Vec<String>,
+    /// Deleted out of band while their lower device exists: forgotten.
+    pub removed: Vec<String>,
+    /// Their lower device is gone: kept until it is back.
+    pub waiting: Vec<String>,
+}
+
+impl RestoreReport {
+    pub fn is_empty(&self) -> bool {
+        self.recreated.is_empty()
+            && self.adopted.is_empty()
+            && self.removed.is_empty()
+            && self.waiting.is_empty()
+    }
+
+    /// One line per change, for logs.
+    pub fn lines(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        let mut add = |names: &[String], what: &str| {
+            lines.extend(names.iter().map(|name| format!("{name}: {what}")));
+        };
+        add(&self.recreated, "recreated");
+        add(&self.adopted, "re-adopted (recreated by hand)");
+        add(&self.removed, "deleted out of band: cleaned up");
+        add(&self.waiting, "lower device gone: waiting for it");
+        lines
+    }
+}
+
+/// The link of a recorded device right now.
+enum Presence<'a> {
+    /// The recorded link, on the recorded lower device.
+    Same,
+    /// A link of our kind under the recorded name, but another one.
+    Replaced(&'a Link),
+    /// Nothing under the recorded name.
+    Missing,
+    /// Something else holds the name.
+    Foreign,
+}
+
+fn presence<'a>(
+    links: &'a [Link],
+    name: &str,
+    ifindex: u32,
+    lower: u32,
+    kind: &rtnetlink::packet_route::link::InfoKind,
+) -> Presence<'a> {
+    match links.iter().find(|link| link.name == name) {
+        None => Presence::Missing,
+        Some(link) if link.kind.as_ref() != Some(kind) || link.lower != Some(lower) => {
+            Presence::Foreign
+        }
+        Some(link) if link.index == ifindex => Presence::Same,
+        Some(link) => Presence::Replaced(link),
+    }
+}
+
+impl Session<'_> {
+    /// Makes the kernel match the state file, and the state file match
+    /// what was deliberately removed. Idempotent; cheap when all is well.
+    pub async fn restore(&mut self) -> Result<RestoreReport> {
+        let mut report = RestoreReport::default();
+        let rebooted = self
+            .state
+            .boot_id
+            .as_ref()
+            .is_some_and(|recorded| Some(recorded) != current_boot_id().as_ref());
+        let links = self.netlink.links().await?;
+        let endpoints: Vec<EndpointRecord> = self
+            .state
+            .endpoints
+            .values()
+            .filter(|r| matches!(r.status, RecordStatus::Ready | RecordStatus::Waiting))
+            .cloned()
+            .collect();
+        for record in endpoints {
+            self.restore_endpoint(record, &links, rebooted, &mut report)
+                .await?;
+        }
+        let uplinks: Vec<UplinkRecord> = self.state.uplinks.values().cloned().collect();
+        for uplink in uplinks {
+            self.restore_uplink(uplink, &links, rebooted, &mut report)
+                .await?;
+        }
+        if !report.is_empty() || rebooted {
+            self.save()?;
+        }
+        Ok(report)
+    }
+
+    async fn restore_endpoint(
+        &mut self,
+        mut record: EndpointRecord,
+        links: &[Link],
+        rebooted: bool,
+        report: &mut RestoreReport,
+    ) -> Result<()> {
+        let name = record.name.to_string();
+        let Some(lower) = find_lower(links, record.lower.as_str()) else {
+            if record.status != RecordStatus::Waiting {
+                // Its macvtap went with the lower device; clear the rest.
+                self.unwire(&record).await;
+                record.status = RecordStatus::Waiting;
+                self.state.endpoints.insert(record.name.clone(), record);
+                report.waiting.push(name);
+            }
+            return Ok(());
+        };
+        let kind = rtnetlink::packet_route::link::InfoKind::MacVtap;
+        let presence = presence(links, &name, record.ifindex, lower.index, &kind);
+        match presence {
+            Presence::Same if record.status == RecordStatus::Ready => {
+                if !Datapath::is_attached(&self.instance.pins, &name) {
+                    self.attach_endpoint(&record).await?;
+                }
+            }
+            Presence::Same | Presence::Replaced(_) => {
+                let link = match presence {
+                    Presence::Replaced(link) => link,
+                    _ => links.iter().find(|l| l.name == name).expect("present"),
+                };
+                self.unwire_maps(&record);
+                record.ifindex = link.index;
+                record.lower_ifindex = lower.index;
+                if let Some(mac) = link.mac.and_then(crate::types::Mac::new) {
+                    record.mac = mac;
+                }
+                record.status = RecordStatus::Ready;
+                self.attach_endpoint(&record).await?;
+                self.state.endpoints.insert(record.name.clone(), record);
+                report.adopted.push(name);
+            }
+            Presence::Missing if rebooted || record.status == RecordStatus::Waiting => {
+                self.unwire(&record).await;
+                record.lower_ifindex = lower.index;
+                record.ifindex = 0;
+                if let Err(error) = self.wire(&mut record).await {
+                    self.unwire(&record).await;
+                    log::warn!("{name}: could not recreate: {error}");
+                    return Ok(());
+                }
+                record.status = RecordStatus::Ready;
+                self.state.endpoints.insert(record.name.clone(), record);
+                report.recreated.push(name);
+            }
+            Presence::Missing => {
+                self.unwire(&record).await;
+                self.state.endpoints.remove(&record.name);
+                report.removed.push(name);
+            }
+            Presence::Foreign => {
+                log::warn!(
+                    "{name}: the name is held by a device macvswitch did not make; leaving it"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    async fn restore_uplink(
+        &mut self,
+        mut uplink: UplinkRecord,
+        links: &[Link],
+        rebooted: bool,
+        report: &mut RestoreReport,
+    ) -> Result<()> {
+        let Some(lower) = find_lower(links, uplink.name.as_str()).cloned() else {
+            if let Some(port) = uplink.host_port.as_mut()
+                && port.status != RecordStatus::Waiting
+            {
+                let stale = port.clone();
+                self.unwire_host_port(&uplink, &stale).await;
+                let port = uplink.host_port.as_mut().expect("checked");
+                port.status = RecordStatus::Waiting;
+                report.waiting.push(port.name.to_string());
+                self.state.uplinks.insert(uplink.name.clone(), uplink);
+            }
+            return Ok(());
+        };
+        let moved = lower.index != uplink.ifindex;
+        if uplink.reflective_relay
+            && (moved || !Datapath::is_uplink_attached(&self.instance.pins, uplink.name.as_str()))
+        {
+            let old = uplink.ifindex;
+            let datapath = self.datapath().await?;
+            datapath.maps.set_uplink(old, None)?;
+            datapath.maps.set_uplink(
+                lower.index,
+                Some(UplinkConfig {
+                    flags: macvswitch_common::isolation::UPLINK_REFLECTIVE_RELAY,
+                }),
+            )?;
+            datapath.attach_uplink(uplink.name.as_str())?;
+        }
+        if moved {
+            uplink.ifindex = lower.index;
+            self.state
+                .uplinks
+                .insert(uplink.name.clone(), uplink.clone());
+        }
+        let Some(port) = uplink.host_port.clone() else {
+            return Ok(());
+        };
+        let kind = rtnetlink::packet_route::link::InfoKind::MacVlan;
+        let name = port.name.to_string();
+        match presence(links, &name, port.ifindex, lower.index, &kind) {
+            Presence::Same if port.status == RecordStatus::Ready => {
+                if !Datapath::is_attached(&self.instance.pins, &name) {
+                    crate::uplink::wire_host_port(self.datapath().await?, lower.index, &port)?;
+                }
+            }
+            Presence::Missing if !(rebooted || moved || port.status == RecordStatus::Waiting) => {
+                self.unwire_host_port(&uplink, &port).await;
+                uplink.host_port = None;
+                self.state.uplinks.insert(uplink.name.clone(), uplink);
+                report.removed.push(name);
+            }
+            Presence::Foreign => {
+                log::warn!(
+                    "{name}: the name is held by a device macvswitch did not make; leaving it"
+                );
+            }
+            // Recreated by hand, or to be recreated: either way, make it anew.
+            _ => {
+                self.unwire_host_port(&uplink, &port).await;
+                let mut fresh = port.clone();
+                fresh.ifindex = 0;
+                let mtu = lower.mtu.unwrap_or(1500);
+                if let Err(error) = self.wire_new_host_port(&uplink, &mut fresh, mtu).await {
+                    self.unwire_host_port(&uplink, &fresh).await;
+                    log::warn!("{name}: could not recreate: {error}");
+                    return Ok(());
+                }
+                fresh.status = RecordStatus::Ready;
+                uplink.host_port = Some(fresh);
+                self.state.uplinks.insert(uplink.name.clone(), uplink);
+                report.recreated.push(name);
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets an endpoint's map entries (for a re-adoption under a new
+    /// ifindex).
+    fn unwire_maps(&mut self, record: &EndpointRecord) {
+        if let Ok(Some(maps)) = self.maps()
+            && let Err(e) = maps
+                .remove(record.ifindex)
+                .and_then(|()| maps.remove_source(record.lower_ifindex, record.mac))
+        {
+            log::warn!("{}: {e}", record.name);
+        }
+    }
+}
+
+/// A usable lower device named `name`.
+fn find_lower<'a>(links: &'a [Link], name: &str) -> Option<&'a Link> {
+    links
+        .iter()
+        .find(|link| link.name == name && !link.is_macvlan_family())
+}
