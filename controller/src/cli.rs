@@ -58,10 +58,31 @@ pub enum Command {
     },
     /// Remove every endpoint, program, link and pin macvswitch created.
     Reset,
+    /// Converge the host to a configuration file, with the fewest changes;
+    /// prints the plan.
+    #[command(
+        after_help = "Example:\n  macvswitch apply /etc/macvswitch.toml --dry-run\n  macvswitch apply /etc/macvswitch.toml"
+    )]
+    Apply {
+        file: PathBuf,
+        /// Print the plan and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Print the current state as a configuration file `apply` accepts.
+    Export,
     /// Converge the kernel to the state file: recreate after a reboot or
     /// a lower device's return, take over endpoints recreated by hand,
     /// forget endpoints deleted by hand.
     Restore,
+    /// Keep the kernel in line with the state: clean up endpoints deleted
+    /// out of band, bring endpoints back with their lower device, re-adopt
+    /// macvtaps recreated by hand; stream the programs' logs. SIGTERM or
+    /// SIGINT stops it; the data path keeps forwarding.
+    #[command(
+        after_help = "The log level comes from RUST_LOG (default: info). The programs log drops at debug level, which they are loaded without, so their stream is normally quiet."
+    )]
+    Daemon,
 }
 
 #[derive(Debug, Subcommand)]

@@ -211,7 +211,6 @@ impl Session<'_> {
         if let Some(isolation) = &request.isolation {
             check_community(&self.state, &request.name, isolation)?;
         }
-        let same_kind = record.vlans.kind() == vlans.kind();
         let mut updated = record.clone();
         if let Some(isolation) = &request.isolation {
             updated.isolation = isolation.clone();
@@ -222,6 +221,17 @@ impl Session<'_> {
             .or(record.priority)
             .filter(|_| vlans.pushes_tags());
         updated.vlans = vlans;
+        self.update_in_place(&record, updated).await
+    }
+
+    /// Writes a live endpoint's changed policy (VLANs, priority,
+    /// isolation, spoofing) into the maps, then records it.
+    pub(crate) async fn update_in_place(
+        &mut self,
+        record: &EndpointRecord,
+        updated: EndpointRecord,
+    ) -> Result<EndpointRecord> {
+        let same_kind = record.vlans.kind() == updated.vlans.kind();
         let pins = self.instance.pins.root().to_path_buf();
         let maps = self.maps()?.ok_or_else(|| {
             Error::Refused(format!(

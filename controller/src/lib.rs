@@ -1,8 +1,11 @@
 //! The macvswitch controller: creates macvtap endpoints, loads and pins the
 //! TC programs, fills their maps and reports their counters.
 
+pub mod apply;
 pub mod bpffs;
 pub mod cli;
+pub mod config;
+pub mod daemon;
 pub mod datapath;
 pub mod endpoint;
 pub mod error;

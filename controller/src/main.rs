@@ -10,6 +10,7 @@ use clap::{
 use macvswitch::{
     Error,
     cli::{Cli, Command, EndpointCommand, OnOff, UplinkCommand},
+    config::Config,
     datapath::PinLayout,
     endpoint::{AddRequest, Instance, SetRequest},
     isolation::Isolation,
@@ -20,7 +21,6 @@ use macvswitch::{
 };
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) if error.use_stderr() => {
@@ -48,6 +48,12 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
     };
+    // The daemon reports what it does at info; commands only warn.
+    let level = match cli.command {
+        Command::Daemon => "info",
+        _ => "warn",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -220,12 +226,23 @@ async fn run(cli: Cli) -> Result<(), Error> {
             }
         }
         Command::Reset => instance.reset().await?,
+        Command::Apply { file, dry_run } => {
+            let config = Config::load(&file)?;
+            instance
+                .apply(&config, dry_run, |line| println!("{line}"))
+                .await?;
+        }
+        Command::Export => {
+            let state = instance.state_dir.load()?;
+            print!("{}", Config::from_state(&state).to_toml());
+        }
         Command::Restore => {
             let report = instance.session().await?.restore().await?;
             for line in report.lines() {
                 println!("{line}");
             }
         }
+        Command::Daemon => macvswitch::daemon::run(&instance).await?,
     }
     Ok(())
 }

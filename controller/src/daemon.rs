@@ -1,0 +1,435 @@
+//! `macvswitch daemon`: keeps the kernel converged to the state file while
+//! the host does what hosts do, and streams the programs' logs.
+//!
+//! - At start, and after every burst of link events (RTNLGRP_LINK) that
+//!   concerns a recorded endpoint, host port or lower device, it opens a
+//!   fresh session and runs [`Session::restore`](crate::session::Session):
+//!   endpoints deleted out of band are cleaned up, endpoints whose lower
+//!   device went wait for it and come back with it, a macvtap recreated by
+//!   hand under a recorded name is re-adopted. The state lock is held only
+//!   inside that session, so CLI commands run alongside the daemon; a
+//!   periodic resync covers events the kernel dropped.
+//! - The programs' aya-log records (one ring buffer, `maps/AYA_LOGS`, shared
+//!   by all programs of the object) go to this process's log. Their level
+//!   is fixed at load (`AYA_LOG_LEVEL` lives in the object's `.rodata`, which
+//!   the loader freezes and the verifier folds as a constant), so it cannot
+//!   be changed here.
+//! - SIGTERM and SIGINT end it with status 0. Everything it manages is
+//!   pinned, so the data path goes on forwarding without it.
+
+use std::{
+    collections::BTreeSet,
+    panic::AssertUnwindSafe,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use aya::programs::SchedClassifier;
+use aya_log::EbpfLogger;
+use futures::StreamExt as _;
+use macvswitch_common::names;
+use rtnetlink::{
+    MulticastGroup,
+    packet_core::{NetlinkMessage, NetlinkPayload},
+    packet_route::{
+        RouteNetlinkMessage,
+        link::{LinkAttribute, LinkMessage},
+    },
+    sys::{AsyncSocket as _, SocketAddr},
+};
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    signal::unix::{SignalKind, signal},
+    task::JoinHandle,
+};
+
+use crate::{
+    endpoint::Instance,
+    error::{Error, Result},
+    reconcile::RestoreReport,
+    state::State,
+};
+
+/// Quiet time after the last relevant link event before reacting: a lower
+/// device's removal and its macvtaps' removals arrive as one burst.
+const DEBOUNCE: Duration = Duration::from_millis(200);
+/// A burst that never goes quiet is acted on after this long anyway.
+const DEBOUNCE_MAX: Duration = Duration::from_secs(2);
+/// A restore even without events: the kernel drops multicast events when
+/// the socket's buffer overflows, and a failed restore is retried.
+const RESYNC: Duration = Duration::from_secs(60);
+/// Receive buffer of the event socket.
+const EVENT_BUFFER: usize = 4 << 20;
+
+/// Runs until SIGTERM or SIGINT.
+pub async fn run(instance: &Instance) -> Result<()> {
+    let signal_stream = |kind: SignalKind, name: &str| {
+        signal(kind).map_err(|e| Error::io(format!("handling {name}"), e))
+    };
+    let mut sigterm = signal_stream(SignalKind::terminate(), "SIGTERM")?;
+    let mut sigint = signal_stream(SignalKind::interrupt(), "SIGINT")?;
+    // Subscribe before the first restore, so nothing that happens in
+    // between goes unnoticed.
+    let mut events = LinkEvents::subscribe()?;
+    let mut daemon = Daemon {
+        instance,
+        logs: None,
+        waiting: BTreeSet::new(),
+    };
+    daemon.restore("start").await?;
+    log::info!(
+        "daemon: watching link events (state {}, pins {}); the data path is pinned and keeps forwarding without the daemon",
+        instance.state_dir.root().display(),
+        instance.pins.root().display()
+    );
+
+    let mut resync = tokio::time::interval_at((Instant::now() + RESYNC).into(), RESYNC);
+    // When a burst of relevant events began, and when to react to it.
+    let mut burst: Option<(Instant, Instant)> = None;
+    loop {
+        let react_at = burst.map(|(first, last)| (last + DEBOUNCE).min(first + DEBOUNCE_MAX));
+        tokio::select! {
+            _ = sigterm.recv() => {
+                log::info!("daemon: SIGTERM: exiting; the data path stays");
+                break;
+            }
+            _ = sigint.recv() => {
+                log::info!("daemon: SIGINT: exiting; the data path stays");
+                break;
+            }
+            () = daemon.logs_ready() => {}
+            event = events.next() => match event {
+                Some(event) => {
+                    if let Some(why) = daemon.relevance(&event) {
+                        log::debug!("daemon: link event: {why}");
+                        let now = Instant::now();
+                        burst = Some(burst.map_or((now, now), |(first, _)| (first, now)));
+                    }
+                }
+                None => {
+                    log::warn!("daemon: the link event socket closed; subscribing again");
+                    events = LinkEvents::subscribe()?;
+                    daemon.restore_logged("resubscribed").await;
+                }
+            },
+            () = sleep_until(react_at) => {
+                burst = None;
+                daemon.restore_logged("link events").await;
+            }
+            _ = resync.tick() => daemon.restore_logged("periodic resync").await,
+        }
+    }
+    Ok(())
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A link event, reduced to what decides whether it concerns us.
+#[derive(Debug)]
+enum LinkEvent {
+    New {
+        index: u32,
+        name: Option<String>,
+    },
+    Del {
+        index: u32,
+        name: Option<String>,
+    },
+    /// The kernel dropped events: anything may have happened.
+    Overrun,
+}
+
+/// The RTNLGRP_LINK multicast subscription.
+struct LinkEvents {
+    messages: futures::channel::mpsc::UnboundedReceiver<(
+        NetlinkMessage<RouteNetlinkMessage>,
+        SocketAddr,
+    )>,
+    connection: JoinHandle<()>,
+}
+
+impl LinkEvents {
+    fn subscribe() -> Result<Self> {
+        let context = "subscribing to link events";
+        let (mut connection, _handle, messages) =
+            rtnetlink::new_multicast_connection(&[MulticastGroup::Link])
+                .map_err(|e| Error::io(context, e))?;
+        // A lower device with many macvtaps going away is a burst; events
+        // lost to a full buffer are caught by an overrun-triggered restore.
+        if let Err(e) = connection
+            .socket_mut()
+            .socket_mut()
+            .set_rx_buf_sz(EVENT_BUFFER)
+        {
+            log::debug!("daemon: enlarging the event socket buffer: {e}");
+        }
+        Ok(Self {
+            messages,
+            connection: tokio::spawn(connection),
+        })
+    }
+
+    /// The next link event; `None` when the socket is gone.
+    async fn next(&mut self) -> Option<LinkEvent> {
+        loop {
+            let (message, _) = self.messages.next().await?;
+            let event = match message.payload {
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) => {
+                    let (index, name) = identify(link);
+                    LinkEvent::New { index, name }
+                }
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(link)) => {
+                    let (index, name) = identify(link);
+                    LinkEvent::Del { index, name }
+                }
+                NetlinkPayload::Overrun(_) => LinkEvent::Overrun,
+                _ => continue,
+            };
+            return Some(event);
+        }
+    }
+}
+
+impl Drop for LinkEvents {
+    fn drop(&mut self) {
+        self.connection.abort();
+    }
+}
+
+fn identify(link: LinkMessage) -> (u32, Option<String>) {
+    let name = link
+        .attributes
+        .into_iter()
+        .find_map(|attribute| match attribute {
+            LinkAttribute::IfName(name) => Some(name),
+            _ => None,
+        });
+    (link.header.index, name)
+}
+
+/// The programs' log ring buffer, readable through the runtime.
+type ProgramLogs = AsyncFd<EbpfLogger<&'static dyn log::Log>>;
+
+struct Daemon<'a> {
+    instance: &'a Instance,
+    /// The log reader and the id of the program it was opened through: a
+    /// data path loaded anew (after a reset) has new programs and a new
+    /// ring buffer.
+    logs: Option<(u32, ProgramLogs)>,
+    /// What was waiting for its lower device after the last restore, so
+    /// that "waiting" is logged once, not on every restore.
+    waiting: BTreeSet<String>,
+}
+
+impl Daemon<'_> {
+    /// Whether a link event concerns a recorded endpoint, host port or
+    /// lower device (by name or recorded ifindex). The state file is read
+    /// afresh without the lock: it is replaced atomically, and CLI commands
+    /// may have changed it since the last restore.
+    fn relevance(&self, event: &LinkEvent) -> Option<String> {
+        let (what, index, name) = match event {
+            LinkEvent::Overrun => return Some("events were dropped (overrun)".into()),
+            LinkEvent::New { index, name } => ("new", *index, name.as_deref()),
+            LinkEvent::Del { index, name } => ("deleted", *index, name.as_deref()),
+        };
+        let state = match self.instance.state_dir.load() {
+            Ok(state) => state,
+            Err(e) => {
+                log::warn!("daemon: {e}");
+                return Some(format!("link {index} {what} (state unreadable)"));
+            }
+        };
+        let shown = name.unwrap_or("?");
+        let by_name = |recorded: &str| name == Some(recorded);
+        let concerns = state.endpoints.values().any(|record| {
+            by_name(record.name.as_str())
+                || by_name(record.lower.as_str())
+                || record.ifindex == index
+                || record.lower_ifindex == index
+        }) || state.uplinks.values().any(|uplink| {
+            by_name(uplink.name.as_str())
+                || uplink.ifindex == index
+                || uplink
+                    .host_port
+                    .as_ref()
+                    .is_some_and(|port| by_name(port.name.as_str()) || port.ifindex == index)
+        });
+        concerns.then(|| format!("{shown} (ifindex {index}) {what}"))
+    }
+
+    /// One restore in a fresh session; errors are logged and retried at
+    /// the next event or resync.
+    async fn restore_logged(&mut self, why: &str) {
+        if let Err(e) = self.restore(why).await {
+            log::error!("daemon: restore after {why} failed: {e}");
+        }
+    }
+
+    async fn restore(&mut self, why: &str) -> Result<()> {
+        let (before, after, report) = {
+            let mut session = self.instance.session().await?;
+            let before = session.state.clone();
+            let report = session.restore().await?;
+            (before, session.state.clone(), report)
+            // The session, and with it the state lock, ends here.
+        };
+        log::debug!("daemon: restore after {why}: {report:?}");
+        self.log_report(&before, &after, &report);
+        self.open_logs();
+        Ok(())
+    }
+
+    fn log_report(&mut self, before: &State, after: &State, report: &RestoreReport) {
+        for name in &report.removed {
+            let (kind, _) = describe(before, name);
+            log::info!("{kind} {name} deleted out of band: cleaned up");
+        }
+        for name in &report.recreated {
+            let (kind, lower) = describe(after, name);
+            log::info!("{kind} {name} recreated on {lower}");
+        }
+        for name in &report.adopted {
+            let (kind, lower) = describe(after, name);
+            log::info!("{kind} {name} recreated by hand on {lower}: re-adopted");
+        }
+        // What is waiting now: reported by this restore, or still waiting.
+        let mut waiting: BTreeSet<String> = report.waiting.iter().cloned().collect();
+        waiting.extend(
+            self.waiting
+                .iter()
+                .filter(|name| is_waiting(after, name))
+                .cloned(),
+        );
+        for name in waiting.difference(&self.waiting) {
+            let (kind, lower) = describe(after, name);
+            log::info!("{kind} {name}: lower device {lower} is gone; waiting for it to return");
+        }
+        self.waiting = waiting;
+    }
+
+    /// Starts reading the programs' log ring buffer, or switches to the
+    /// one of a newly loaded data path; nothing to do before the first
+    /// load.
+    fn open_logs(&mut self) {
+        let pin: PathBuf = self
+            .instance
+            .pins
+            .root()
+            .join("progs")
+            .join(names::PROG_FROM_GUEST);
+        if !pin.exists() {
+            if self.logs.take().is_some() {
+                log::info!("daemon: the data path was removed; program logs stop");
+            }
+            return;
+        }
+        let id = match SchedClassifier::from_pin(&pin).and_then(|program| program.info()) {
+            Ok(info) => info.id(),
+            Err(e) => {
+                log::warn!("daemon: opening {}: {e}", pin.display());
+                return;
+            }
+        };
+        if self
+            .logs
+            .as_ref()
+            .is_some_and(|(current, _)| *current == id)
+        {
+            return;
+        }
+        let logger = match EbpfLogger::init_from_id(id) {
+            Ok(logger) => logger,
+            Err(e) => {
+                log::warn!("daemon: reading the logs of program {id}: {e}");
+                return;
+            }
+        };
+        // SAFETY: the logger owns the ring buffer's fd and neither closes
+        // nor replaces it while the AsyncFd holds it.
+        match unsafe { AsyncFd::register_with_interest(logger, Interest::READABLE) }
+            .map_err(std::io::Error::from)
+        {
+            Ok(mut fd) => {
+                log::info!("daemon: streaming the programs' logs (program id {id})");
+                // Records written before we were listening.
+                flush(&mut fd);
+                self.logs = Some((id, fd));
+            }
+            Err(e) => log::warn!("daemon: polling the program log ring buffer: {e}"),
+        }
+    }
+
+    /// Waits for log records and writes them to our log; pending while
+    /// there is no ring buffer to read.
+    async fn logs_ready(&mut self) {
+        let Some((_, logs)) = self.logs.as_mut() else {
+            return std::future::pending().await;
+        };
+        match logs.readable_mut().await {
+            Ok(mut guard) => {
+                guard.clear_ready();
+                drop(guard);
+                if !flush(logs) {
+                    self.logs = None;
+                }
+            }
+            Err(e) => {
+                log::warn!("daemon: polling the program log ring buffer: {e}");
+                self.logs = None;
+            }
+        }
+    }
+}
+
+/// Drains the ring buffer into the log. aya-log panics on a record it
+/// cannot parse (say, from programs of another version): then we stop
+/// reading rather than die. False if reading stopped.
+fn flush(logs: &mut ProgramLogs) -> bool {
+    let logger = logs.get_mut();
+    match std::panic::catch_unwind(AssertUnwindSafe(|| logger.flush())) {
+        Ok(()) => true,
+        Err(_) => {
+            log::error!("daemon: an unreadable program log record; no longer streaming them");
+            false
+        }
+    }
+}
+
+/// "endpoint" or "host port", and its lower device, as the state records it.
+fn describe(state: &State, name: &str) -> (&'static str, String) {
+    if let Some(record) = state
+        .endpoints
+        .values()
+        .find(|record| record.name.as_str() == name)
+    {
+        return ("endpoint", record.lower.to_string());
+    }
+    if let Some(uplink) = state.uplinks.values().find(|uplink| {
+        uplink
+            .host_port
+            .as_ref()
+            .is_some_and(|port| port.name.as_str() == name)
+    }) {
+        return ("host port", uplink.name.to_string());
+    }
+    ("device", "its lower device".to_string())
+}
+
+fn is_waiting(state: &State, name: &str) -> bool {
+    use crate::state::RecordStatus::Waiting;
+    state
+        .endpoints
+        .values()
+        .any(|record| record.name.as_str() == name && record.status == Waiting)
+        || state.uplinks.values().any(|uplink| {
+            uplink
+                .host_port
+                .as_ref()
+                .is_some_and(|port| port.name.as_str() == name && port.status == Waiting)
+        })
+}
