@@ -29,7 +29,8 @@ impl PinLayout {
         self.root.join("progs").join(build_id())
     }
 
-    pub(super) fn prog(&self, name: &str) -> PathBuf {
+    /// Where this build pins program `name`.
+    pub fn prog(&self, name: &str) -> PathBuf {
         self.progs_dir().join(name)
     }
 

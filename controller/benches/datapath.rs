@@ -1,0 +1,144 @@
+//! Benchmarks of the data path (issue 6): per-program cost, throughput
+//! against bare macvtap, scale, in-situ cost.
+//!
+//! `cargo bench -p macvswitch --bench datapath` (or `cargo xtask bench`)
+//! runs everything and writes BENCHMARKS.md at the workspace root. Without
+//! `--bench`, as `cargo test --all-targets` runs it, a smoke mode of a few
+//! seconds goes through every code path with tiny counts, asserts that the
+//! plumbing works and writes nothing; `--smoke` forces it.
+//!
+//! Needs root (network namespaces, eBPF); all traffic stays in throw-away
+//! namespaces, cleaned up by guards even on panic.
+
+/// The parts, in `benches/datapath/`.
+mod datapath {
+    pub mod create;
+    pub mod entries;
+    pub mod loadgen;
+    pub mod machine;
+    pub mod mode;
+    pub mod object;
+    pub mod progs;
+    pub mod report;
+    pub mod rows;
+    pub mod setup;
+    pub mod stats;
+    pub mod throughput;
+}
+
+use datapath::{
+    create, entries, loadgen, machine, mode, object, progs, report, rows, setup, stats, throughput,
+};
+
+use std::{path::PathBuf, process::ExitCode, time::Instant};
+
+use mode::Mode;
+use report::Results;
+
+/// The command BENCHMARKS.md names; `cargo xtask bench` says it ran it.
+const DEFAULT_COMMAND: &str = "cargo bench -p macvswitch --bench datapath";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    let mode = Mode::from_args(&args);
+    if !macvswitch_tests::is_root() {
+        eprintln!("datapath bench: {}", macvswitch_tests::NEEDS_ROOT);
+        // Skipping is fine for a smoke run under `cargo test`, not for a
+        // benchmark that was asked for.
+        return if mode.full {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        };
+    }
+    if macvswitch::EBPF_OBJECT.is_empty() {
+        eprintln!("datapath bench: skipped, built with AYA_BUILD_SKIP=1 (no eBPF object)");
+        return ExitCode::SUCCESS;
+    }
+    if std::env::var_os("MACVSWITCH_BIN").is_none() {
+        // SAFETY: no other thread exists yet.
+        unsafe { std::env::set_var("MACVSWITCH_BIN", env!("CARGO_BIN_EXE_macvswitch")) };
+    }
+    let start = Instant::now();
+    eprintln!("datapath bench, {} mode", mode.name());
+    let results = run(&mode, start);
+    print!("{}", results.markdown());
+    if mode.full {
+        let path = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../BENCHMARKS.md"));
+        std::fs::write(&path, results.markdown())
+            .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+        eprintln!("wrote {}", path.display());
+    } else {
+        smoke_checks(&results);
+        eprintln!(
+            "datapath bench smoke: ok in {:.1} s (nothing written; `cargo xtask bench` measures)",
+            start.elapsed().as_secs_f64()
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+fn run(mode: &Mode, start: Instant) -> Results {
+    let machine = machine::Machine::probe();
+    eprintln!("per-program cost (BPF_PROG_TEST_RUN)…");
+    let progs = progs::run(mode);
+    eprintln!("per-frame cost with many endpoints, map memory…");
+    let scale = entries::run(mode);
+    eprintln!("throughput, bare macvtap vs macvswitch…");
+    let tput = throughput::run(mode);
+    eprintln!("creating endpoints through the CLI…");
+    let create = create::run(mode);
+    Results {
+        machine,
+        command: std::env::var("MACVSWITCH_BENCH_COMMAND")
+            .unwrap_or_else(|_| DEFAULT_COMMAND.into()),
+        progs,
+        scale,
+        tput,
+        create,
+        wall_s: start.elapsed().as_secs_f64(),
+        load_after: machine::load_average(),
+    }
+}
+
+/// The plumbing works: every part measured something, every figure is
+/// finite, every ratio defined. (The figures of a smoke run mean nothing.)
+fn smoke_checks(r: &Results) {
+    assert!(
+        r.progs.baseline_fresh.median > 0.0,
+        "baseline timed at 0 ns"
+    );
+    assert!(!r.progs.rows.is_empty());
+    for row in &r.progs.rows {
+        assert!(row.fresh_ns.median > 0.0, "{}: 0 ns", row.row.name);
+        assert!(row.fresh_diff.median.is_finite());
+    }
+    // Rows that change the skb cannot loop; rows that do not, must.
+    let valid = |name: &str| {
+        r.progs
+            .rows
+            .iter()
+            .find(|row| row.row.name == name)
+            .map(|row| row.loop_valid)
+    };
+    assert_eq!(valid(rows::UNTAGGED_FROM.name), Some(true));
+    assert_eq!(valid(rows::WRONG_VLAN.name), Some(true));
+    assert_eq!(r.scale.rows.len(), 3);
+    assert!(
+        r.scale
+            .rows
+            .iter()
+            .all(|row| row.diff.len() == entries::ENTRIES.len())
+    );
+    assert!(!r.scale.maps.is_empty() && r.scale.maps.iter().all(|m| m.empty.memlock > 0));
+    assert_eq!(r.tput.cases.len(), throughput::CASES.len());
+    for c in &r.tput.cases {
+        assert!(
+            c.ratio().is_finite() && c.ratio() > 0.0,
+            "{}",
+            c.scenario.name()
+        );
+        assert!(!c.insitu.is_empty() && c.insitu.iter().all(|p| p.ns_per_run.is_finite()));
+    }
+    assert_eq!(r.create.created, r.create.target);
+}

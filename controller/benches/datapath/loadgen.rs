@@ -1,0 +1,215 @@
+//! Load generators and counters with minimal per-frame work: writers on a
+//! tap fd (the guest sending), a reader on a tap fd (the guest receiving),
+//! an AF_PACKET `sendmmsg` sender on the switch port, and the switch
+//! port's own kernel counters.
+//!
+//! Tap fds stay in their default mode, IFF_VNET_HDR, as QEMU uses them: a
+//! 10-byte virtio-net header (all zero: no offloads) before every frame.
+
+use std::{
+    ffi::CString,
+    os::{
+        fd::{FromRawFd, OwnedFd, RawFd},
+        unix::ffi::OsStrExt,
+    },
+    path::Path,
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, Instant},
+};
+
+use macvswitch_tests::NetNs;
+
+/// `struct virtio_net_hdr` without offloads.
+pub const VNET_HDR_LEN: usize = 10;
+const TUNGETIFF: libc::c_ulong = 0x8004_54d2;
+const IFF_VNET_HDR: i16 = 0x4000;
+/// Frames per `sendmmsg` call.
+const BATCH: usize = 64;
+
+fn last_error() -> std::io::Error {
+    std::io::Error::last_os_error()
+}
+
+/// Opens one queue of a macvtap through its char node (non-blocking),
+/// checking that it carries the virtio-net header.
+pub fn open_queue(node: &Path) -> OwnedFd {
+    let c = CString::new(node.as_os_str().as_bytes()).expect("path without NUL");
+    // SAFETY: valid C string.
+    let raw = unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC,
+        )
+    };
+    assert!(raw >= 0, "open {}: {}", node.display(), last_error());
+    // SAFETY: a fresh fd we own.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let mut ifr = [0u8; 40];
+    // SAFETY: ifr is an ifreq-sized out-buffer.
+    let rc = unsafe { libc::ioctl(raw, TUNGETIFF as _, ifr.as_mut_ptr()) };
+    assert_eq!(rc, 0, "TUNGETIFF {}: {}", node.display(), last_error());
+    let flags = i16::from_ne_bytes([ifr[16], ifr[17]]);
+    assert_ne!(
+        flags & IFF_VNET_HDR,
+        0,
+        "{}: a fresh macvtap fd should have IFF_VNET_HDR",
+        node.display()
+    );
+    fd
+}
+
+/// `frame` behind a zero virtio-net header.
+pub fn with_vnet_hdr(frame: &[u8]) -> Vec<u8> {
+    let mut buf = vec![0u8; VNET_HDR_LEN];
+    buf.extend_from_slice(frame);
+    buf
+}
+
+fn poll(fd: RawFd, events: libc::c_short, timeout: Duration) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    let rc = unsafe { libc::poll(&mut p, 1, timeout.as_millis() as libc::c_int) };
+    rc > 0 && p.revents & events != 0
+}
+
+/// What one generator thread did.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Sent {
+    pub frames: u64,
+    /// Calls refused for lack of buffer space (EAGAIN / ENOBUFS).
+    pub refused: u64,
+    pub elapsed: Duration,
+}
+
+/// Writes `buf` (header + frame) to a tap fd until `run_time` has passed or
+/// `max` frames went out.
+pub fn write_tap(fd: RawFd, buf: &[u8], run_time: Duration, max: u64) -> Sent {
+    let start = Instant::now();
+    let mut sent = Sent::default();
+    while sent.frames < max {
+        // SAFETY: buf is valid for buf.len() bytes.
+        let n = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
+        if n == buf.len() as isize {
+            sent.frames += 1;
+        } else {
+            let e = last_error();
+            assert!(
+                matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::ENOBUFS)),
+                "write to tap: {e} ({n})"
+            );
+            sent.refused += 1;
+            poll(fd, libc::POLLOUT, Duration::from_millis(1));
+        }
+        if sent.frames % 64 == 0 && start.elapsed() >= run_time {
+            break;
+        }
+    }
+    sent.elapsed = start.elapsed();
+    sent
+}
+
+/// Counts frames read from a tap fd until `stop` is set and the queue has
+/// been empty for a moment (or `hard_limit` passed).
+pub fn read_tap(fd: RawFd, stop: &AtomicBool, hard_limit: Duration) -> u64 {
+    let start = Instant::now();
+    let mut buf = vec![0u8; 65536];
+    let mut frames = 0u64;
+    loop {
+        // SAFETY: buf is valid for buf.len() bytes.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if n > VNET_HDR_LEN as isize {
+            frames += 1;
+            continue;
+        }
+        if n < 0 {
+            let e = last_error();
+            assert_eq!(e.raw_os_error(), Some(libc::EAGAIN), "read from tap: {e}");
+        }
+        let idle = !poll(fd, libc::POLLIN, Duration::from_millis(20));
+        if (idle && stop.load(Ordering::Relaxed)) || start.elapsed() > hard_limit {
+            return frames;
+        }
+    }
+}
+
+/// An AF_PACKET socket for sending on `ifname` in `ns`; bound with protocol
+/// 0, so it receives nothing.
+pub fn packet_sender(ns: &NetNs, ifname: &str) -> OwnedFd {
+    let ifname = ifname.to_string();
+    ns.enter_and(move || {
+        let c = CString::new(ifname.as_str()).expect("name");
+        // SAFETY: valid C string.
+        let ifindex = unsafe { libc::if_nametoindex(c.as_ptr()) } as i32;
+        assert!(ifindex > 0, "no interface {ifname}");
+        // SAFETY: plain socket(2).
+        let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+        assert!(raw >= 0, "socket(AF_PACKET): {}", last_error());
+        // SAFETY: a fresh fd we own.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // SAFETY: zeroed sockaddr_ll is valid; fields set below.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_ifindex = ifindex;
+        // SAFETY: sll is a valid sockaddr_ll of the given length.
+        let rc = unsafe {
+            libc::bind(
+                raw,
+                (&sll as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0, "bind(AF_PACKET, {ifname}): {}", last_error());
+        fd
+    })
+}
+
+/// Sends `frame` in batches of 64 with `sendmmsg` until `run_time` has
+/// passed or `max` frames went out.
+pub fn send_packets(fd: RawFd, frame: &[u8], run_time: Duration, max: u64) -> Sent {
+    let mut iov = libc::iovec {
+        iov_base: frame.as_ptr() as *mut libc::c_void,
+        iov_len: frame.len(),
+    };
+    // SAFETY: zeroed mmsghdrs are valid; each points at the one iovec.
+    let mut msgs: Vec<libc::mmsghdr> = (0..BATCH)
+        .map(|_| {
+            let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            m.msg_hdr.msg_iov = &mut iov;
+            m.msg_hdr.msg_iovlen = 1;
+            m
+        })
+        .collect();
+    let start = Instant::now();
+    let mut sent = Sent::default();
+    while sent.frames < max && start.elapsed() < run_time {
+        let want = (max - sent.frames).min(BATCH as u64) as libc::c_uint;
+        // SAFETY: msgs holds `want` valid headers whose buffers outlive the call.
+        let n = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), want, 0) };
+        if n > 0 {
+            sent.frames += n as u64;
+        } else {
+            let e = last_error();
+            assert!(
+                matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::ENOBUFS)),
+                "sendmmsg: {e}"
+            );
+            sent.refused += 1;
+            std::thread::yield_now();
+        }
+    }
+    sent.elapsed = start.elapsed();
+    sent
+}
+
+/// The kernel's rx packet counter of `ifname` in `ns` (`ip -s -j`).
+pub fn rx_packets(ns: &NetNs, ifname: &str) -> u64 {
+    let out = ns.ip_ok(&["-s", "-j", "link", "show", "dev", ifname]);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("ip -j output");
+    v[0]["stats64"]["rx"]["packets"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no rx packets for {ifname}: {out}"))
+}

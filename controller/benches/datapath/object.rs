@@ -1,0 +1,168 @@
+//! A private, unpinned copy of the eBPF object, loaded like the controller
+//! loads it, with one endpoint under test on ifindex 1 (BPF_PROG_TEST_RUN
+//! runs TC programs on loopback unless told otherwise).
+
+use std::os::fd::{AsFd, AsRawFd};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap, MapInfo, PerCpuHashMap, PerCpuValues},
+    programs::{SchedClassifier, TestRun, TestRunOptions},
+};
+use macvswitch::EBPF_OBJECT;
+use macvswitch_common::{EndpointCounters, EndpointPolicy, names};
+
+/// The aya-log level the controller compiles into the programs at load
+/// (`EBPF_LOG_LEVEL` in controller/src/datapath.rs, private there): info,
+/// so the per-drop debug logs cost a compare. Loading with the default
+/// (everything on) would make every drop row measure logging.
+const LOG_LEVEL: u8 = 3;
+/// The device BPF_PROG_TEST_RUN gives the skb by default.
+pub const TEST_IFINDEX: u32 = 1;
+
+pub struct Object {
+    ebpf: Ebpf,
+}
+
+impl Object {
+    pub fn load() -> Object {
+        let mut ebpf = EbpfLoader::new()
+            .override_global("AYA_LOG_LEVEL", &LOG_LEVEL, false)
+            .load(EBPF_OBJECT)
+            .expect("loading the eBPF object");
+        for name in [
+            names::PROG_BASELINE,
+            names::PROG_FROM_GUEST,
+            names::PROG_TO_GUEST,
+        ] {
+            classifier(&mut ebpf, name)
+                .load()
+                .unwrap_or_else(|e| panic!("the verifier refuses {name}: {e}"));
+        }
+        Object { ebpf }
+    }
+
+    /// Gives `ifindex` a policy and zeroed counters.
+    pub fn set_endpoint(&mut self, ifindex: u32, policy: &EndpointPolicy) {
+        let mut policies: HashMap<_, u32, EndpointPolicy> = self
+            .ebpf
+            .map_mut(names::MAP_POLICIES)
+            .expect("POLICIES")
+            .try_into()
+            .expect("POLICIES is a hash map");
+        policies
+            .insert(ifindex, policy, 0)
+            .expect("writing a policy");
+        let mut counters: PerCpuHashMap<_, u32, EndpointCounters> = self
+            .ebpf
+            .map_mut(names::MAP_COUNTERS)
+            .expect("COUNTERS")
+            .try_into()
+            .expect("COUNTERS is a per-CPU hash map");
+        let cpus = aya::util::nr_cpus().expect("counting CPUs");
+        let zeros = PerCpuValues::try_from(vec![EndpointCounters::ZERO; cpus]).expect("zeros");
+        counters
+            .insert(ifindex, zeros, 0)
+            .expect("zeroing counters");
+    }
+
+    /// The counters of `ifindex`, summed over CPUs (zero if absent).
+    pub fn counters(&self, ifindex: u32) -> EndpointCounters {
+        let counters: PerCpuHashMap<_, u32, EndpointCounters> = self
+            .ebpf
+            .map(names::MAP_COUNTERS)
+            .expect("COUNTERS")
+            .try_into()
+            .expect("COUNTERS is a per-CPU hash map");
+        let mut total = EndpointCounters::ZERO;
+        if let Ok(per_cpu) = counters.get(&ifindex, 0) {
+            for c in per_cpu.iter() {
+                total.accumulate(c);
+            }
+        }
+        total
+    }
+
+    /// One BPF_PROG_TEST_RUN: the verdict of the last repeat and the
+    /// kernel's average duration per repeat, in ns.
+    pub fn run(&mut self, program: &str, frame: &[u8], repeat: u32) -> (u32, u64) {
+        let mut out = vec![0u8; frame.len() + 64];
+        let result = classifier(&mut self.ebpf, program)
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                repeat,
+                ..TestRunOptions::default()
+            })
+            .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN of {program}: {e}"));
+        (result.return_value, result.duration.as_nanos() as u64)
+    }
+
+    /// The maps the data-path programs use, with their kernel-reported
+    /// memory.
+    pub fn maps(&self) -> Vec<MapMemory> {
+        let mut ids = Vec::new();
+        for name in [names::PROG_FROM_GUEST, names::PROG_TO_GUEST] {
+            let program: &SchedClassifier = self
+                .ebpf
+                .program(name)
+                .expect("program")
+                .try_into()
+                .expect("classifier");
+            let info = program.info().expect("program info");
+            for id in info.map_ids().expect("map ids").unwrap_or_default() {
+                if !ids.contains(&id) {
+                    ids.push(id);
+                }
+            }
+        }
+        ids.into_iter().map(MapMemory::of).collect()
+    }
+}
+
+fn classifier<'a>(ebpf: &'a mut Ebpf, name: &str) -> &'a mut SchedClassifier {
+    ebpf.program_mut(name)
+        .unwrap_or_else(|| panic!("the eBPF object lacks {name}"))
+        .try_into()
+        .unwrap_or_else(|e| panic!("{name} is not a classifier: {e}"))
+}
+
+/// One map's shape and the memory the kernel charges for it.
+#[derive(Clone, Debug)]
+pub struct MapMemory {
+    pub name: String,
+    pub kind: String,
+    pub key_size: u32,
+    pub value_size: u32,
+    pub max_entries: u32,
+    pub flags: u32,
+    /// `memlock:` of /proc/self/fdinfo (the kernel's map_mem_usage).
+    pub memlock: u64,
+}
+
+impl MapMemory {
+    fn of(id: u32) -> MapMemory {
+        let info = MapInfo::from_id(id).expect("map info");
+        let fd = info.fd().expect("map fd");
+        let fdinfo =
+            std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_fd().as_raw_fd()))
+                .expect("reading fdinfo");
+        let memlock = fdinfo
+            .lines()
+            .find_map(|l| l.strip_prefix("memlock:"))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("memlock in fdinfo");
+        MapMemory {
+            name: info.name_as_str().unwrap_or("?").to_string(),
+            kind: info
+                .map_type()
+                .map(|t| format!("{t:?}"))
+                .unwrap_or_else(|_| "?".into()),
+            key_size: info.key_size(),
+            value_size: info.value_size(),
+            max_entries: info.max_entries(),
+            flags: info.map_flags(),
+            memlock,
+        }
+    }
+}

@@ -1,0 +1,295 @@
+//! What the per-program benchmark runs: a table of (row, program, policy,
+//! frame, expected outcome). New port types get rows here; the relay, not
+//! implemented yet, is listed as such.
+
+use macvswitch_common::{
+    DropReason, EndpointCounters, EndpointPolicy, PORT_TRUNK, PORT_TUNNEL, VidSet, names,
+};
+use macvswitch_tests::frame::{
+    ETHERTYPE_TEST, Mac, TPID_8021AD, TPID_8021Q, double_tagged, eth, tagged, test_mac,
+};
+
+/// The endpoint's MAC in test runs.
+pub const GUEST_MAC: Mac = test_mac(0x0a);
+/// The other end of the conversation.
+pub const PEER_MAC: Mac = test_mac(0x0b);
+/// A source the guest does not own.
+pub const SPOOFED_MAC: Mac = test_mac(0x66);
+
+/// The port an endpoint is configured as.
+#[derive(Clone, Copy, Debug)]
+pub enum Port {
+    Untagged,
+    Access(u16),
+    /// Tagged VLANs `vids`, native VLAN `native` (0: none).
+    Trunk {
+        native: u16,
+        vids: &'static [u16],
+    },
+    /// dot1q-tunnel into service VLAN `svlan`, any customer VLAN.
+    Tunnel {
+        svlan: u16,
+    },
+}
+
+/// The one place that builds map values from a port: adapt it when
+/// `EndpointPolicy` changes.
+pub fn policy(mac: Mac, port: Port) -> EndpointPolicy {
+    match port {
+        Port::Untagged => EndpointPolicy::untagged(mac),
+        Port::Access(vlan) => EndpointPolicy::access(mac, vlan),
+        Port::Trunk { native, vids } => {
+            let mut set = VidSet::EMPTY;
+            for vid in vids {
+                set.insert(*vid);
+            }
+            EndpointPolicy {
+                kind: PORT_TRUNK,
+                vlan: native,
+                vids: set,
+                ..EndpointPolicy::untagged(mac)
+            }
+        }
+        Port::Tunnel { svlan } => EndpointPolicy {
+            kind: PORT_TUNNEL,
+            vlan: svlan,
+            ..EndpointPolicy::untagged(mac)
+        },
+    }
+}
+
+/// The frame handed to the program (always 60 bytes, 64 with FCS).
+#[derive(Clone, Copy, Debug)]
+pub enum Frame {
+    /// Untagged, from the guest's own MAC.
+    FromGuest,
+    /// From the guest, already carrying an 802.1Q tag.
+    FromGuestTagged(u16),
+    /// Untagged, from a MAC the guest does not own.
+    FromGuestSpoofed,
+    /// Towards the guest, with an inline 802.1Q tag.
+    ToGuestTagged(u16),
+    /// Towards the guest, untagged.
+    ToGuest,
+    /// Towards the guest: 802.1ad service tag over an 802.1Q customer tag.
+    ToGuestQinQ { svlan: u16, cvlan: u16 },
+}
+
+impl Frame {
+    pub fn bytes(self) -> Vec<u8> {
+        let payload = b"macvswitch bench";
+        match self {
+            Frame::FromGuest => eth(PEER_MAC, GUEST_MAC, ETHERTYPE_TEST, payload),
+            Frame::FromGuestTagged(vid) => tagged(
+                PEER_MAC,
+                GUEST_MAC,
+                TPID_8021Q,
+                vid,
+                ETHERTYPE_TEST,
+                payload,
+            ),
+            Frame::FromGuestSpoofed => eth(PEER_MAC, SPOOFED_MAC, ETHERTYPE_TEST, payload),
+            Frame::ToGuestTagged(vid) => tagged(
+                GUEST_MAC,
+                PEER_MAC,
+                TPID_8021Q,
+                vid,
+                ETHERTYPE_TEST,
+                payload,
+            ),
+            Frame::ToGuest => eth(GUEST_MAC, PEER_MAC, ETHERTYPE_TEST, payload),
+            Frame::ToGuestQinQ { svlan, cvlan } => double_tagged(
+                GUEST_MAC,
+                PEER_MAC,
+                (TPID_8021AD, svlan),
+                (TPID_8021Q, cvlan),
+                ETHERTYPE_TEST,
+                payload,
+            ),
+        }
+    }
+}
+
+/// What the program must do with the frame, checked through its counters.
+#[derive(Clone, Copy, Debug)]
+pub enum Outcome {
+    /// TC_ACT_OK, counted in `from_guest_packets`.
+    PassFromGuest,
+    /// TC_ACT_OK, counted in `to_guest_packets`.
+    PassToGuest,
+    /// TC_ACT_SHOT, counted under the reason.
+    Drop(DropReason),
+    /// TC_ACT_SHOT without a policy, so without a counter.
+    FailClosed,
+    /// The empty program: TC_ACT_OK, counts nothing.
+    Baseline,
+}
+
+pub const TC_ACT_OK: u32 = 0;
+pub const TC_ACT_SHOT: u32 = 2;
+
+impl Outcome {
+    pub fn verdict(self) -> u32 {
+        match self {
+            Outcome::PassFromGuest | Outcome::PassToGuest | Outcome::Baseline => TC_ACT_OK,
+            Outcome::Drop(_) | Outcome::FailClosed => TC_ACT_SHOT,
+        }
+    }
+
+    /// The counter this outcome moves, if any.
+    pub fn count(self, c: &EndpointCounters) -> Option<u64> {
+        match self {
+            Outcome::PassFromGuest => Some(c.from_guest_packets),
+            Outcome::PassToGuest => Some(c.to_guest_packets),
+            Outcome::Drop(reason) => Some(c.drops[reason as usize]),
+            Outcome::FailClosed | Outcome::Baseline => None,
+        }
+    }
+}
+
+/// One measured row.
+#[derive(Clone, Copy, Debug)]
+pub struct Row {
+    pub name: &'static str,
+    pub program: &'static str,
+    /// `None`: the device has no policy.
+    pub port: Option<Port>,
+    pub frame: Frame,
+    pub expect: Outcome,
+}
+
+/// A row of the table: measured, or a port type that does not exist yet.
+#[derive(Clone, Copy, Debug)]
+pub enum Spec {
+    Measured(Row),
+    NotYet {
+        name: &'static str,
+        why: &'static str,
+    },
+}
+
+/// The empty program, built and loaded like the others.
+pub const BASELINE: Row = Row {
+    name: "empty program (baseline)",
+    program: names::PROG_BASELINE,
+    port: Some(Port::Access(10)),
+    frame: Frame::FromGuest,
+    expect: Outcome::Baseline,
+};
+
+pub const ACCESS_PUSH: Row = Row {
+    name: "access push: from_guest, untagged frame, VLAN 10",
+    program: names::PROG_FROM_GUEST,
+    port: Some(Port::Access(10)),
+    frame: Frame::FromGuest,
+    expect: Outcome::PassFromGuest,
+};
+
+pub const ACCESS_POP: Row = Row {
+    name: "access pop+filter: to_guest, tagged VID 10, VLAN 10",
+    program: names::PROG_TO_GUEST,
+    port: Some(Port::Access(10)),
+    frame: Frame::ToGuestTagged(10),
+    expect: Outcome::PassToGuest,
+};
+
+pub const WRONG_VLAN: Row = Row {
+    name: "drop wrong-vlan: to_guest, tagged VID 20, VLAN 10",
+    program: names::PROG_TO_GUEST,
+    port: Some(Port::Access(10)),
+    frame: Frame::ToGuestTagged(20),
+    expect: Outcome::Drop(DropReason::WrongVlan),
+};
+
+pub const UNTAGGED_FROM: Row = Row {
+    name: "untagged port: from_guest, untagged frame",
+    program: names::PROG_FROM_GUEST,
+    port: Some(Port::Untagged),
+    frame: Frame::FromGuest,
+    expect: Outcome::PassFromGuest,
+};
+
+pub const UNTAGGED_TO: Row = Row {
+    name: "untagged port: to_guest, untagged frame",
+    program: names::PROG_TO_GUEST,
+    port: Some(Port::Untagged),
+    frame: Frame::ToGuest,
+    expect: Outcome::PassToGuest,
+};
+
+const TRUNK: Port = Port::Trunk {
+    native: 0,
+    vids: &[20, 30],
+};
+
+/// Every row of the per-program table, in report order.
+pub const TABLE: &[Spec] = &[
+    Spec::Measured(ACCESS_PUSH),
+    Spec::Measured(ACCESS_POP),
+    Spec::Measured(UNTAGGED_FROM),
+    Spec::Measured(UNTAGGED_TO),
+    Spec::Measured(Row {
+        name: "drop guest-tagged: from_guest, tagged VID 10",
+        program: names::PROG_FROM_GUEST,
+        port: Some(Port::Access(10)),
+        frame: Frame::FromGuestTagged(10),
+        expect: Outcome::Drop(DropReason::GuestTagged),
+    }),
+    Spec::Measured(Row {
+        name: "drop spoofed-source: from_guest, foreign source MAC",
+        program: names::PROG_FROM_GUEST,
+        port: Some(Port::Access(10)),
+        frame: Frame::FromGuestSpoofed,
+        expect: Outcome::Drop(DropReason::SpoofedSource),
+    }),
+    Spec::Measured(WRONG_VLAN),
+    Spec::Measured(Row {
+        name: "drop untagged: to_guest, untagged frame, VLAN 10",
+        program: names::PROG_TO_GUEST,
+        port: Some(Port::Access(10)),
+        frame: Frame::ToGuest,
+        expect: Outcome::Drop(DropReason::Untagged),
+    }),
+    Spec::Measured(Row {
+        name: "fail closed: from_guest on a device without policy",
+        program: names::PROG_FROM_GUEST,
+        port: None,
+        frame: Frame::FromGuest,
+        expect: Outcome::FailClosed,
+    }),
+    Spec::Measured(Row {
+        name: "trunk: from_guest, tagged VID 20 (allowed 20,30)",
+        program: names::PROG_FROM_GUEST,
+        port: Some(TRUNK),
+        frame: Frame::FromGuestTagged(20),
+        expect: Outcome::PassFromGuest,
+    }),
+    Spec::Measured(Row {
+        name: "trunk: to_guest, tagged VID 20 (allowed 20,30)",
+        program: names::PROG_TO_GUEST,
+        port: Some(TRUNK),
+        frame: Frame::ToGuestTagged(20),
+        expect: Outcome::PassToGuest,
+    }),
+    Spec::Measured(Row {
+        name: "tunnel push: from_guest, C-tag 100 into S-VLAN 200",
+        program: names::PROG_FROM_GUEST,
+        port: Some(Port::Tunnel { svlan: 200 }),
+        frame: Frame::FromGuestTagged(100),
+        expect: Outcome::PassFromGuest,
+    }),
+    Spec::Measured(Row {
+        name: "tunnel pop: to_guest, S-tag 200 over C-tag 100",
+        program: names::PROG_TO_GUEST,
+        port: Some(Port::Tunnel { svlan: 200 }),
+        frame: Frame::ToGuestQinQ {
+            svlan: 200,
+            cvlan: 100,
+        },
+        expect: Outcome::PassToGuest,
+    }),
+    Spec::NotYet {
+        name: "VEPA reflective relay (lower egress redirect)",
+        why: "relay emulation is not implemented",
+    },
+];
