@@ -71,6 +71,9 @@ pub enum Command {
     },
     /// Print the current state as a configuration file `apply` accepts.
     Export,
+    /// Load a fresh copy of this binary's programs and swap every endpoint's
+    /// links to it atomically (a new binary does this by itself).
+    Reload,
     /// Converge the kernel to the state file: recreate after a reboot or
     /// a lower device's return, take over endpoints recreated by hand,
     /// forget endpoints deleted by hand.

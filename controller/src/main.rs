@@ -236,6 +236,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
             let state = instance.state_dir.load()?;
             print!("{}", Config::from_state(&state).to_toml());
         }
+        Command::Reload => instance.session().await?.reload().await?,
         Command::Restore => {
             let report = instance.session().await?.restore().await?;
             for line in report.lines() {

@@ -74,6 +74,17 @@ impl Session<'_> {
         Ok(self.datapath.as_mut().expect("just set"))
     }
 
+    /// Loads a fresh copy of the programs and swaps every link to it
+    /// atomically (what a new binary does by itself).
+    pub async fn reload(&mut self) -> Result<()> {
+        bpffs::prepare(self.instance.pins.root())?;
+        let mut datapath = Datapath::load(self.instance.pins.clone())?;
+        reattach(&self.state, &mut datapath)?;
+        self.opened_maps = None;
+        self.datapath = Some(datapath);
+        Ok(())
+    }
+
     /// The maps, if a data path is pinned; never loads one.
     pub fn maps(&mut self) -> Result<Option<&mut Maps>> {
         if self.datapath.is_none() && self.opened_maps.is_none() {
@@ -178,12 +189,12 @@ fn reattach(state: &State, datapath: &mut Datapath) -> Result<()> {
             continue;
         }
         datapath.maps.set_policy(record.ifindex, &record.policy())?;
-        datapath.maps.reset_counters(record.ifindex)?;
+        datapath.maps.keep_or_reset_counters(record.ifindex)?;
         datapath
             .maps
             .set_source(record.lower_ifindex, record.mac, &record.source())?;
         datapath.attach(record.name.as_str())?;
-        log::warn!("re-attached {} to the reloaded data path", record.name);
+        log::info!("{}: attached to the loaded data path", record.name);
     }
     for uplink in state.uplinks.values() {
         if uplink.reflective_relay {

@@ -256,7 +256,7 @@ pub(crate) fn wire_host_port(
 ) -> Result<()> {
     let policy = port.policy(lower);
     datapath.maps.set_policy(port.ifindex, &policy)?;
-    datapath.maps.reset_counters(port.ifindex)?;
+    datapath.maps.keep_or_reset_counters(port.ifindex)?;
     let source = source_info(port.ifindex, Mode::Bridge, 0, policy.flags);
     datapath.maps.set_source(lower, port.mac, &source)?;
     datapath.attach(port.name.as_str())

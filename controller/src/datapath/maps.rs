@@ -159,6 +159,14 @@ impl Maps {
         Ok(total)
     }
 
+    /// Counters survive a reload when their map was kept.
+    pub fn keep_or_reset_counters(&mut self, ifindex: u32) -> Result<()> {
+        match self.counters.get(&ifindex, 0) {
+            Ok(_) => Ok(()),
+            Err(_) => self.reset_counters(ifindex),
+        }
+    }
+
     /// Forgets `ifindex`; frames still in flight then fail closed.
     pub fn remove(&mut self, ifindex: u32) -> Result<()> {
         for result in [

@@ -90,7 +90,11 @@ impl Datapath {
         Self::load(pins)
     }
 
-    fn load(pins: PinLayout) -> Result<Self> {
+    /// Loads this build's object even if its programs are pinned already:
+    /// a fresh copy of every program, the compatible maps kept. Attaching
+    /// endpoints afterwards swaps their links to the new programs, as an
+    /// upgrade does.
+    pub fn load(pins: PinLayout) -> Result<Self> {
         if EBPF_OBJECT.is_empty() {
             return Err(Error::Refused(
                 "this binary was built with AYA_BUILD_SKIP=1 and carries no eBPF object".into(),
