@@ -107,6 +107,25 @@ impl Harness {
         self.stats(name)["drops"][reason].as_u64().unwrap_or(0)
     }
 
+    /// The per-VLAN counters of `name` for `vid` (trunk and tunnel ports;
+    /// a tunnel counts customer VLANs, 0 for untagged customer frames), or
+    /// `None` when `stats` has no row for that VID.
+    pub fn vlan_stats(&self, name: &str, vid: u16) -> Option<Value> {
+        let s = self.stats(name);
+        s["vlans"]
+            .as_array()
+            .unwrap_or_else(|| panic!("stats {name}: no vlans array: {s}"))
+            .iter()
+            .find(|v| v["vid"].as_u64() == Some(u64::from(vid)))
+            .cloned()
+    }
+
+    /// `vlans[vid].<dir>.packets` for `name` (0 when the VID has no row).
+    pub fn vlan_packets(&self, name: &str, vid: u16, dir: &str) -> u64 {
+        self.vlan_stats(name, vid)
+            .map_or(0, |v| v[dir]["packets"].as_u64().unwrap_or(0))
+    }
+
     /// `<dir>.packets` where dir is "to_guest" or "from_guest".
     pub fn packets(&self, name: &str, dir: &str) -> u64 {
         let s = self.stats(name);

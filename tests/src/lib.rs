@@ -9,11 +9,13 @@
 //! - [`wire`]: AF_PACKET socket that reports the VLAN tag from skb metadata;
 //! - [`tap`]: plain-frame access to a macvtap character device;
 //! - [`frame`]: Ethernet frame builders / parsers with per-test markers;
+//! - [`hairpin`]: a switch port that sends every frame back (reflective relay);
 //! - [`harness`]: all of the above bundled for one test.
 
 pub mod bpffs;
 pub mod controller;
 pub mod frame;
+pub mod hairpin;
 pub mod harness;
 pub mod netns;
 pub mod tap;

@@ -11,13 +11,15 @@ use crate::demo;
 use crate::run::{self, Workspace};
 
 /// Debian packages the build, the tests and the demo use. All are on the
-/// stock image today; they are checked so a leaner image still works.
+/// stock image today but iputils-ping; they are checked so a leaner image
+/// still works.
 const APT_PACKAGES: &[(&str, &str)] = &[
     ("iproute2", "ip netns / ip link for the demo and the tests"),
     ("mount", "mount/umount of the demo's bpffs"),
     ("gcc", "the linker cargo uses"),
     ("libc6-dev", "C runtime for linking"),
     ("zlib1g-dev", "libz for linking bpf-linker against LLVM"),
+    ("iputils-ping", "ping in the host-port tests"),
 ];
 
 /// The bpf-linker release whose `llvm-NN` features are known to build here.
