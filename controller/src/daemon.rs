@@ -20,14 +20,13 @@
 use std::{
     collections::BTreeSet,
     panic::AssertUnwindSafe,
-    path::PathBuf,
+    path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
-use aya::programs::SchedClassifier;
+use aya::{maps::MapInfo, programs::ProgramInfo};
 use aya_log::EbpfLogger;
 use futures::StreamExt as _;
-use macvswitch_common::names;
 use rtnetlink::{
     MulticastGroup,
     packet_core::{NetlinkMessage, NetlinkPayload},
@@ -212,14 +211,16 @@ fn identify(link: LinkMessage) -> (u32, Option<String>) {
     (link.header.index, name)
 }
 
+/// The name (and pin) of aya-log's ring buffer.
+const AYA_LOGS: &str = "AYA_LOGS";
+
 /// The programs' log ring buffer, readable through the runtime.
 type ProgramLogs = AsyncFd<EbpfLogger<&'static dyn log::Log>>;
 
 struct Daemon<'a> {
     instance: &'a Instance,
-    /// The log reader and the id of the program it was opened through: a
-    /// data path loaded anew (after a reset) has new programs and a new
-    /// ring buffer.
+    /// The log reader and the id of its ring buffer map: a data path
+    /// loaded anew after a reset has a new one.
     logs: Option<(u32, ProgramLogs)>,
     /// What was waiting for its lower device after the last restore, so
     /// that "waiting" is logged once, not on every restore.
@@ -312,40 +313,52 @@ impl Daemon<'_> {
         self.waiting = waiting;
     }
 
-    /// Starts reading the programs' log ring buffer, or switches to the
-    /// one of a newly loaded data path; nothing to do before the first
-    /// load.
+    /// Starts reading the programs' log ring buffer (`maps/AYA_LOGS`,
+    /// which programs of every build share), or switches to a new one after
+    /// the data path was reset and loaded again; nothing to do before the
+    /// first load.
     fn open_logs(&mut self) {
-        let pin: PathBuf = self
-            .instance
-            .pins
-            .root()
-            .join("progs")
-            .join(names::PROG_FROM_GUEST);
-        if !pin.exists() {
-            if self.logs.take().is_some() {
-                log::info!("daemon: the data path was removed; program logs stop");
-            }
-            return;
-        }
-        let id = match SchedClassifier::from_pin(&pin).and_then(|program| program.info()) {
+        let root = self.instance.pins.root();
+        let map_pin = root.join("maps").join(AYA_LOGS);
+        let map_id = match MapInfo::from_pin(&map_pin) {
             Ok(info) => info.id(),
+            Err(_) if !map_pin.exists() => {
+                if self.logs.take().is_some() {
+                    log::info!("daemon: the data path was removed; program logs stop");
+                }
+                return;
+            }
             Err(e) => {
-                log::warn!("daemon: opening {}: {e}", pin.display());
+                log::warn!("daemon: opening {}: {e}", map_pin.display());
                 return;
             }
         };
         if self
             .logs
             .as_ref()
-            .is_some_and(|(current, _)| *current == id)
+            .is_some_and(|(current, _)| *current == map_id)
         {
             return;
         }
-        let logger = match EbpfLogger::init_from_id(id) {
+        // aya-log opens the ring buffer through a program that uses it.
+        let Some(program_id) = pinned_programs(&root.join("progs"))
+            .into_iter()
+            .filter_map(|pin| ProgramInfo::from_pin(pin).ok())
+            .find(|info| {
+                info.map_ids()
+                    .ok()
+                    .flatten()
+                    .is_some_and(|ids| ids.contains(&map_id))
+            })
+            .map(|info| info.id())
+        else {
+            log::debug!("daemon: no pinned program writes to {}", map_pin.display());
+            return;
+        };
+        let logger = match EbpfLogger::init_from_id(program_id) {
             Ok(logger) => logger,
             Err(e) => {
-                log::warn!("daemon: reading the logs of program {id}: {e}");
+                log::warn!("daemon: reading the logs of program {program_id}: {e}");
                 return;
             }
         };
@@ -355,10 +368,11 @@ impl Daemon<'_> {
             .map_err(std::io::Error::from)
         {
             Ok(mut fd) => {
-                log::info!("daemon: streaming the programs' logs (program id {id})");
+                log::info!("daemon: streaming the programs' logs (ring buffer map id {map_id})");
                 // Records written before we were listening.
-                flush(&mut fd);
-                self.logs = Some((id, fd));
+                if flush(&mut fd) {
+                    self.logs = Some((map_id, fd));
+                }
             }
             Err(e) => log::warn!("daemon: polling the program log ring buffer: {e}"),
         }
@@ -398,6 +412,18 @@ fn flush(logs: &mut ProgramLogs) -> bool {
             false
         }
     }
+}
+
+/// Program pins under `progs/BUILD/`.
+fn pinned_programs(progs: &Path) -> Vec<PathBuf> {
+    let Ok(builds) = std::fs::read_dir(progs) else {
+        return Vec::new();
+    };
+    builds
+        .flatten()
+        .filter_map(|build| std::fs::read_dir(build.path()).ok())
+        .flat_map(|programs| programs.flatten().map(|entry| entry.path()))
+        .collect()
 }
 
 /// "endpoint" or "host port", and its lower device, as the state records it.
