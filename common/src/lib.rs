@@ -67,6 +67,11 @@ pub const POLICY_ISOLATED: u32 = 1 << 4;
 /// Private VLAN: reaches and is reached by every local endpoint (the
 /// host port).
 pub const POLICY_PROMISCUOUS: u32 = 1 << 5;
+/// Look senders up in `SOURCES` for frames to the guest (private-VLAN rules,
+/// own frames come back). Off when every endpoint on the lower device is
+/// open and in bridge mode, where neither can happen: one hash lookup less
+/// per frame.
+pub const POLICY_CHECK_SENDERS: u32 = 1 << 6;
 
 /// A set of VLAN ids as a 4096-bit bitmap: one lookup, constant time.
 #[repr(C)]

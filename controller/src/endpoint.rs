@@ -138,11 +138,15 @@ impl Session<'_> {
             .endpoints
             .insert(record.name.clone(), record.clone());
         self.save()?;
+        // The others on the lower device check senders before this one
+        // sends, if it needs them to.
+        self.refresh_lower(&record.lower)?;
         let wired = self.wire(&mut record).await;
         if let Err(error) = wired {
             self.unwire(&record).await;
             self.state.endpoints.remove(&record.name);
             self.save()?;
+            self.refresh_lower(&record.lower)?;
             return Err(error);
         }
         record.status = RecordStatus::Ready;
@@ -180,8 +184,10 @@ impl Session<'_> {
     /// policy and programs first, then the link comes up.
     pub(crate) async fn attach_endpoint(&mut self, record: &EndpointRecord) -> Result<()> {
         let link_index = record.ifindex;
+        self.datapath().await?;
+        let policy = crate::session::policy_in(&self.state, record);
         let datapath = self.datapath().await?;
-        datapath.maps.set_policy(link_index, &record.policy())?;
+        datapath.maps.set_policy(link_index, &policy)?;
         datapath.maps.reset_counters(link_index)?;
         datapath
             .maps
@@ -233,14 +239,21 @@ impl Session<'_> {
     ) -> Result<EndpointRecord> {
         let same_kind = record.vlans.kind() == updated.vlans.kind();
         let pins = self.instance.pins.root().to_path_buf();
-        let maps = self.maps()?.ok_or_else(|| {
-            Error::Refused(format!(
+        if self.maps()?.is_none() {
+            return Err(Error::Refused(format!(
                 "no data path pinned under {}; was it reset?",
                 pins.display()
-            ))
-        })?;
-        maps.set_policy(updated.ifindex, &updated.policy())?;
+            )));
+        }
+        // In the state first: the lower device's sender checks, and this
+        // endpoint's own policy, are computed from it.
+        self.state
+            .endpoints
+            .insert(updated.name.clone(), updated.clone());
+        let maps = self.maps()?.expect("checked above");
         maps.set_source(updated.lower_ifindex, updated.mac, &updated.source())?;
+        self.refresh_lower(&updated.lower)?;
+        let maps = self.maps()?.expect("checked above");
         // Per-VLAN counters of VLANs the port no longer carries go; a
         // tunnel counts customer VLANs, which stay meaningful.
         maps.forget_vlans(updated.ifindex, |vid| {
@@ -248,9 +261,6 @@ impl Session<'_> {
                 && (matches!(updated.vlans, PortVlans::Tunnel { .. })
                     || crate::types::Vid::new(vid).is_some_and(|vid| updated.vlans.carries(vid)))
         })?;
-        self.state
-            .endpoints
-            .insert(updated.name.clone(), updated.clone());
         self.save()?;
         Ok(updated)
     }
@@ -267,7 +277,8 @@ impl Session<'_> {
         self.save()?;
         self.unwire(&record).await;
         self.state.endpoints.remove(name);
-        self.save()
+        self.save()?;
+        self.refresh_lower(&record.lower)
     }
 
     /// Removes everything this instance created.

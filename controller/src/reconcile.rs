@@ -104,6 +104,15 @@ impl Session<'_> {
         }
         if !report.is_empty() || rebooted {
             self.save()?;
+            let lowers: std::collections::BTreeSet<_> = self
+                .state
+                .endpoints
+                .values()
+                .map(|r| r.lower.clone())
+                .collect();
+            for lower in lowers {
+                self.refresh_lower(&lower)?;
+            }
         }
         Ok(report)
     }

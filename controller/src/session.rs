@@ -9,15 +9,19 @@
 //! flight, finished), and every live endpoint gets its recorded policy
 //! written again (a `set` whose state write was lost).
 
-use macvswitch_common::{UplinkConfig, isolation::UPLINK_REFLECTIVE_RELAY};
+use macvswitch_common::{
+    EndpointPolicy, POLICY_CHECK_SENDERS, UplinkConfig, isolation::UPLINK_REFLECTIVE_RELAY,
+};
 
 use crate::{
     bpffs,
     datapath::{Datapath, Maps},
     endpoint::Instance,
     error::Result,
+    isolation::Isolation,
     netlink::Netlink,
-    state::{RecordStatus, State, StateLock},
+    state::{EndpointRecord, RecordStatus, State, StateLock},
+    types::{IfName, Mode},
 };
 
 pub struct Session<'a> {
@@ -166,12 +170,47 @@ impl Session<'_> {
                         link.index == record.ifindex && link.name == record.name.as_str()
                     })
             })
-            .cloned()
+            .map(|record| (record.clone(), policy_in(&self.state, record)))
             .collect();
         if let Some(maps) = self.maps()? {
-            for record in live {
-                maps.set_policy(record.ifindex, &record.policy())?;
+            for (record, policy) in live {
+                maps.set_policy(record.ifindex, &policy)?;
                 maps.set_source(record.lower_ifindex, record.mac, &record.source())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An endpoint's map value in the context of its lower device: sender
+/// checks are only switched on where some endpoint could be kept apart or
+/// get its own frames back (any isolation, any mode but bridge).
+pub(crate) fn policy_in(state: &State, record: &EndpointRecord) -> EndpointPolicy {
+    let mut policy = record.policy();
+    let needs_checks = state.endpoints.values().any(|other| {
+        other.lower == record.lower
+            && (other.isolation != Isolation::Open || other.mode != Mode::Bridge)
+    });
+    if needs_checks {
+        policy.flags |= POLICY_CHECK_SENDERS;
+    }
+    policy
+}
+
+impl Session<'_> {
+    /// Rewrites the policies of the live endpoints on `lower`, after a
+    /// change that may switch its sender checks on or off.
+    pub(crate) fn refresh_lower(&mut self, lower: &IfName) -> Result<()> {
+        let policies: Vec<(u32, EndpointPolicy)> = self
+            .state
+            .endpoints
+            .values()
+            .filter(|record| record.lower == *lower && record.status.is_ready())
+            .map(|record| (record.ifindex, policy_in(&self.state, record)))
+            .collect();
+        if let Some(maps) = self.maps()? {
+            for (ifindex, policy) in policies {
+                maps.set_policy(ifindex, &policy)?;
             }
         }
         Ok(())
@@ -188,7 +227,9 @@ fn reattach(state: &State, datapath: &mut Datapath) -> Result<()> {
         {
             continue;
         }
-        datapath.maps.set_policy(record.ifindex, &record.policy())?;
+        datapath
+            .maps
+            .set_policy(record.ifindex, &policy_in(state, record))?;
         datapath.maps.keep_or_reset_counters(record.ifindex)?;
         datapath
             .maps

@@ -8,7 +8,8 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use macvswitch_common::{
-    Action, Decision, DropReason, EndpointPolicy, FrameView, SourceKey, Tag, isolation::isolation,
+    Action, Decision, DropReason, EndpointPolicy, FrameView, POLICY_CHECK_SENDERS, SourceKey, Tag,
+    isolation::isolation,
 };
 
 use crate::{
@@ -61,6 +62,7 @@ pub fn handle(
     // Towards the guest, a frame from another local endpoint must also
     // pass the private-VLAN policy, whichever path it took.
     if matches!(direction, Direction::ToGuest)
+        && policy.flags & POLICY_CHECK_SENDERS != 0
         && !matches!(decision.action, Action::Drop(_))
         // SAFETY: the value is plain old data.
         && let Some(source) = unsafe { SOURCES.get(SourceKey::new(policy.lower, frame.src)) }
