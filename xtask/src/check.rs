@@ -19,6 +19,28 @@ pub fn test(ws: &Workspace, cargo_args: &[String], test_args: &[String]) -> Resu
     if !picks_package {
         cmd.arg("--workspace");
     }
+    // All targets, so that the benchmark's smoke mode runs (it is a bench
+    // target, which plain `cargo test` skips), unless targets were picked.
+    let picks_targets = cargo_args.iter().any(|a| {
+        [
+            "--lib",
+            "--bins",
+            "--bin",
+            "--tests",
+            "--test",
+            "--benches",
+            "--bench",
+            "--examples",
+            "--example",
+            "--doc",
+            "--all-targets",
+        ]
+        .iter()
+        .any(|t| a == t || a.starts_with(&format!("{t}=")))
+    });
+    if !picks_targets {
+        cmd.arg("--all-targets");
+    }
     cmd.args(cargo_args);
     if !test_args.is_empty() {
         cmd.arg("--").args(test_args);

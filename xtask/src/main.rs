@@ -3,8 +3,10 @@
 //! The alias lives in `.cargo/config.toml`; every task finds the workspace
 //! from this crate's manifest directory and runs the same `cargo` that ran it.
 
+mod bench;
 mod check;
 mod demo;
+mod fuzz;
 mod run;
 mod setup;
 
@@ -33,7 +35,8 @@ enum Task {
         #[arg(long)]
         no_build: bool,
     },
-    /// Build `macvswitch`, then `cargo test --workspace` with MACVSWITCH_BIN set.
+    /// Build `macvswitch`, then `cargo test --workspace --all-targets` with
+    /// MACVSWITCH_BIN set (all targets: the benchmark's smoke mode runs too).
     ///
     /// Arguments before `--` go to `cargo test`, those after it to the test
     /// binaries: `cargo xtask test -p macvswitch-tests -- --test-threads=2`.
@@ -44,6 +47,27 @@ enum Task {
         /// Arguments for the test binaries, after `--`.
         #[arg(last = true)]
         test_args: Vec<String>,
+    },
+    /// Run the data-path benchmarks and write BENCHMARKS.md (root, ~10 min):
+    /// `cargo bench -p macvswitch --bench datapath`.
+    Bench {
+        /// Only the seconds-long smoke mode; writes nothing.
+        #[arg(long)]
+        smoke: bool,
+    },
+    /// The proof of isolation (root): a million random and hostile frames
+    /// through the real programs, compared with the reference model
+    /// (`cargo test --release -p macvswitch --test isolation_property`).
+    Fuzz {
+        /// How many frames (each goes through both programs).
+        #[arg(long, default_value_t = 1_000_000)]
+        frames: u64,
+        /// Seed of the run (default: from the clock; printed either way).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Frames per random port policy (default 250).
+        #[arg(long)]
+        per_policy: Option<u64>,
     },
     /// `cargo fmt --all --check` and `cargo clippy --workspace --all-targets -- -D warnings`.
     Lint,
@@ -78,6 +102,19 @@ fn run_task(cli: Cli) -> Result<ExitCode> {
             let code = check::test(&ws, &cargo_args, &test_args)?;
             return Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)));
         }
+        Task::Bench { smoke } => bench::bench(&ws, smoke)?,
+        Task::Fuzz {
+            frames,
+            seed,
+            per_policy,
+        } => fuzz::fuzz(
+            &ws,
+            &fuzz::Options {
+                frames,
+                seed,
+                per_policy,
+            },
+        )?,
         Task::Lint => check::lint(&ws)?,
     }
     Ok(ExitCode::SUCCESS)
