@@ -118,7 +118,8 @@ pub struct EndpointPolicy {
     /// Access VLAN, native VLAN of a trunk (0: none) or service VLAN of a
     /// tunnel.
     pub vlan: u16,
-    pub _pad: u16,
+    /// The endpoint's slot in the per-CPU counter array.
+    pub slot: u16,
     /// `POLICY_*` bits.
     pub flags: u32,
     /// Ifindex of the lower device: the scope of local senders.
@@ -137,7 +138,7 @@ impl EndpointPolicy {
             kind: PORT_UNTAGGED,
             priority: 0,
             vlan: 0,
-            _pad: 0,
+            slot: 0,
             flags: 0,
             lower: 0,
             community: 0,
@@ -169,7 +170,8 @@ impl EndpointPolicy {
 /// without changing the map's value size.
 pub const DROP_SLOTS: usize = 16;
 
-/// Per-endpoint counters, keyed by ifindex in the per-CPU map `COUNTERS`.
+/// Per-endpoint counters: the per-CPU array `COUNTERS`, indexed by the
+/// endpoint's `slot` (an array lookup the verifier inlines, no hashing).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EndpointCounters {

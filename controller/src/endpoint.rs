@@ -54,6 +54,7 @@ impl EndpointRecord {
             .vlans
             .to_policy(self.mac, self.priority, self.allow_mac_spoofing);
         policy.lower = self.lower_ifindex;
+        policy.slot = self.slot;
         policy.community = self.isolation.community_id();
         policy.flags |= self.isolation.flags();
         policy
@@ -129,6 +130,7 @@ impl Session<'_> {
             allow_mac_spoofing: request.allow_mac_spoofing,
             ifindex: 0,
             lower_ifindex: lower.index,
+            slot: self.state.free_slot()?,
             isolation: request.isolation.clone(),
             status: RecordStatus::Pending,
         };
@@ -188,7 +190,7 @@ impl Session<'_> {
         let policy = crate::session::policy_in(&self.state, record);
         let datapath = self.datapath().await?;
         datapath.maps.set_policy(link_index, &policy)?;
-        datapath.maps.reset_counters(link_index)?;
+        datapath.maps.reset_counters(record.slot)?;
         datapath
             .maps
             .set_source(record.lower_ifindex, record.mac, &record.source())?;

@@ -200,7 +200,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
             for record in &records {
                 let (counters, vlans) = match &maps {
                     Some(maps) => (
-                        maps.counters(record.ifindex)?,
+                        Some(maps.counters(record.slot)?),
                         maps.vlan_counters(record.ifindex)?,
                     ),
                     None => (None, Vec::new()),

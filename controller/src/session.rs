@@ -230,7 +230,6 @@ fn reattach(state: &State, datapath: &mut Datapath) -> Result<()> {
         datapath
             .maps
             .set_policy(record.ifindex, &policy_in(state, record))?;
-        datapath.maps.keep_or_reset_counters(record.ifindex)?;
         datapath
             .maps
             .set_source(record.lower_ifindex, record.mac, &record.source())?;

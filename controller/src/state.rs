@@ -57,6 +57,9 @@ pub struct EndpointRecord {
     /// Ifindex of the lower device when the endpoint was wired.
     #[serde(default)]
     pub lower_ifindex: u32,
+    /// Index of its counters in the per-CPU counter array.
+    #[serde(default)]
+    pub slot: u16,
     /// Private-VLAN membership.
     #[serde(default)]
     pub isolation: Isolation,
@@ -73,6 +76,8 @@ pub struct HostPortRecord {
     pub vlans: PortVlans,
     pub addresses: Vec<Cidr>,
     pub ifindex: u32,
+    #[serde(default)]
+    pub slot: u16,
     #[serde(default, skip_serializing_if = "RecordStatus::is_ready")]
     pub status: RecordStatus,
 }
@@ -95,6 +100,30 @@ pub struct State {
     /// links are gone and get recreated rather than forgotten.
     #[serde(default)]
     pub boot_id: Option<String>,
+}
+
+impl State {
+    /// The lowest counter slot no endpoint or host port holds.
+    pub fn free_slot(&self) -> Result<u16> {
+        let used: std::collections::BTreeSet<u16> = self
+            .endpoints
+            .values()
+            .map(|r| r.slot)
+            .chain(
+                self.uplinks
+                    .values()
+                    .filter_map(|u| u.host_port.as_ref().map(|p| p.slot)),
+            )
+            .collect();
+        (0..macvswitch_common::MAX_ENDPOINTS as u16)
+            .find(|slot| !used.contains(slot))
+            .ok_or_else(|| {
+                Error::Refused(format!(
+                    "all {} endpoint slots are in use",
+                    macvswitch_common::MAX_ENDPOINTS
+                ))
+            })
+    }
 }
 
 /// This boot of the kernel.
@@ -226,6 +255,7 @@ mod tests {
                 allow_mac_spoofing: false,
                 ifindex: 7,
                 lower_ifindex: 2,
+                slot: 0,
                 isolation: Isolation::Community("blue".into()),
                 status: RecordStatus::Pending,
             },

@@ -38,6 +38,7 @@ impl HostPortRecord {
     pub fn policy(&self, lower: u32) -> EndpointPolicy {
         let mut policy = self.vlans.to_policy(self.mac, None, false);
         policy.lower = lower;
+        policy.slot = self.slot;
         policy.flags |= POLICY_PROMISCUOUS;
         policy
     }
@@ -150,6 +151,7 @@ impl Session<'_> {
                 },
                 addresses: request.addresses,
                 ifindex: 0,
+                slot: self.state.free_slot()?,
                 status: RecordStatus::Pending,
             };
             // Intent first, as for endpoints.
@@ -196,7 +198,9 @@ impl Session<'_> {
             )
             .await?;
         port.ifindex = link.index;
-        wire_host_port(self.datapath().await?, uplink.ifindex, port)?;
+        let datapath = self.datapath().await?;
+        datapath.maps.reset_counters(port.slot)?;
+        wire_host_port(datapath, uplink.ifindex, port)?;
         self.netlink.bring_up(port.ifindex).await?;
         for cidr in &port.addresses {
             self.netlink.add_address(port.ifindex, *cidr).await?;
@@ -256,7 +260,6 @@ pub(crate) fn wire_host_port(
 ) -> Result<()> {
     let policy = port.policy(lower);
     datapath.maps.set_policy(port.ifindex, &policy)?;
-    datapath.maps.keep_or_reset_counters(port.ifindex)?;
     let source = source_info(port.ifindex, Mode::Bridge, 0, policy.flags);
     datapath.maps.set_source(lower, port.mac, &source)?;
     datapath.attach(port.name.as_str())

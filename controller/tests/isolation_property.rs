@@ -29,7 +29,7 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, PerCpuHashMap, PerCpuValues},
+    maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues},
     programs::{SchedClassifier, TestRun, TestRunOptions},
 };
 use macvswitch::EBPF_OBJECT;
@@ -376,7 +376,8 @@ fn isolation_violation(
 struct Kernel {
     ebpf: Ebpf,
     policies: HashMap<MapData, u32, EndpointPolicy>,
-    counters: PerCpuHashMap<MapData, u32, EndpointCounters>,
+    /// Indexed by the policy's slot; generated policies all use slot 0.
+    counters: PerCpuArray<MapData, EndpointCounters>,
     vlan_counters: PerCpuHashMap<MapData, VlanKey, EndpointCounters>,
     cpus: usize,
 }
@@ -437,9 +438,7 @@ impl Kernel {
             }
         }
         let zeros = PerCpuValues::try_from(vec![EndpointCounters::ZERO; self.cpus]).expect("zeros");
-        self.counters
-            .insert(TEST_IFINDEX, zeros, 0)
-            .expect("reset counters");
+        self.counters.set(0, zeros, 0).expect("reset counters");
         let keys: Vec<VlanKey> = self
             .vlan_counters
             .keys()
@@ -503,7 +502,7 @@ impl Kernel {
     }
 
     fn endpoint_counters(&self) -> EndpointCounters {
-        Self::sum(self.counters.get(&TEST_IFINDEX, 0).expect("counters"))
+        Self::sum(self.counters.get(&0, 0).expect("counters"))
     }
 
     fn vlan_counter_map(&self) -> StdHashMap<u16, EndpointCounters> {

@@ -9,7 +9,7 @@
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, PerCpuHashMap, PerCpuValues},
+    maps::{HashMap, PerCpuArray, PerCpuValues},
     programs::{SchedClassifier, TestRun, TestRunOptions},
 };
 use macvswitch::EBPF_OBJECT;
@@ -65,16 +65,16 @@ impl Programs {
         policies
             .insert(TEST_IFINDEX, policy, 0)
             .expect("set policy");
-        let mut counters: PerCpuHashMap<_, u32, EndpointCounters> = programs
+        let mut counters: PerCpuArray<_, EndpointCounters> = programs
             .ebpf
             .map_mut(names::MAP_COUNTERS)
             .expect("counters map")
             .try_into()
-            .expect("per-cpu hash map");
+            .expect("per-cpu array");
         let cpus = aya::util::nr_cpus().expect("nr_cpus");
         let zeros = PerCpuValues::try_from(vec![EndpointCounters::ZERO; cpus]).expect("zeros");
         counters
-            .insert(TEST_IFINDEX, zeros, 0)
+            .set(u32::from(policy.slot), zeros, 0)
             .expect("set counters");
         programs
     }
@@ -121,14 +121,15 @@ impl Programs {
     }
 
     fn counters(&self) -> EndpointCounters {
-        let counters: PerCpuHashMap<_, u32, EndpointCounters> = self
+        let counters: PerCpuArray<_, EndpointCounters> = self
             .ebpf
             .map(names::MAP_COUNTERS)
             .expect("counters map")
             .try_into()
-            .expect("per-cpu hash map");
+            .expect("per-cpu array");
         let mut total = EndpointCounters::ZERO;
-        for per_cpu in counters.get(&TEST_IFINDEX, 0).expect("counters").iter() {
+        // Test policies use counter slot 0.
+        for per_cpu in counters.get(&0, 0).expect("counters").iter() {
             total.accumulate(per_cpu);
         }
         total

@@ -39,10 +39,10 @@ fn bump_drop(counters: &mut EndpointCounters, reason: DropReason) {
 
 /// The endpoint's counters on this CPU.
 #[inline(always)]
-fn endpoint(ifindex: u32) -> Option<&'static mut EndpointCounters> {
+fn endpoint(slot: u16) -> Option<&'static mut EndpointCounters> {
     // SAFETY: the per-CPU slot is only touched by this CPU.
     COUNTERS
-        .get_ptr_mut(ifindex)
+        .get_ptr_mut(u32::from(slot))
         .map(|ptr| unsafe { &mut *ptr })
 }
 
@@ -54,19 +54,21 @@ fn vlan(ifindex: u32, vid: u16) -> Option<&'static mut EndpointCounters> {
         vid,
         _pad: 0,
     };
-    if VLAN_COUNTERS.get_ptr_mut(key).is_none() {
-        // Another CPU may win the race; either way the entry then exists.
-        let _ = VLAN_COUNTERS.insert(key, EndpointCounters::ZERO, u64::from(BPF_NOEXIST));
-    }
+    let ptr = match VLAN_COUNTERS.get_ptr_mut(key) {
+        Some(ptr) => ptr,
+        None => {
+            // Another CPU may win the race; either way the entry then exists.
+            let _ = VLAN_COUNTERS.insert(key, EndpointCounters::ZERO, u64::from(BPF_NOEXIST));
+            VLAN_COUNTERS.get_ptr_mut(key)?
+        }
+    };
     // SAFETY: as above.
-    VLAN_COUNTERS
-        .get_ptr_mut(key)
-        .map(|ptr| unsafe { &mut *ptr })
+    Some(unsafe { &mut *ptr })
 }
 
 #[inline(always)]
-pub fn count_pass(ifindex: u32, vid: Option<u16>, direction: Direction, bytes: u32) {
-    if let Some(counters) = endpoint(ifindex) {
+pub fn count_pass(ifindex: u32, slot: u16, vid: Option<u16>, direction: Direction, bytes: u32) {
+    if let Some(counters) = endpoint(slot) {
         bump(counters, direction, bytes);
     }
     if let Some(counters) = vid.and_then(|vid| vlan(ifindex, vid)) {
@@ -75,8 +77,8 @@ pub fn count_pass(ifindex: u32, vid: Option<u16>, direction: Direction, bytes: u
 }
 
 #[inline(always)]
-pub fn count_drop(ifindex: u32, vid: Option<u16>, reason: DropReason) {
-    if let Some(counters) = endpoint(ifindex) {
+pub fn count_drop(ifindex: u32, slot: u16, vid: Option<u16>, reason: DropReason) {
+    if let Some(counters) = endpoint(slot) {
         bump_drop(counters, reason);
     }
     if let Some(counters) = vid.and_then(|vid| vlan(ifindex, vid)) {

@@ -3,7 +3,7 @@
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{HashMap, PerCpuHashMap},
+    maps::{HashMap, PerCpuArray, PerCpuHashMap},
 };
 use macvswitch_common::{
     EndpointCounters, EndpointPolicy, MAX_ENDPOINTS, MAX_UPLINKS, MAX_VLAN_COUNTERS, SourceInfo,
@@ -13,10 +13,11 @@ use macvswitch_common::{
 #[map]
 pub static POLICIES: HashMap<u32, EndpointPolicy> = HashMap::with_max_entries(MAX_ENDPOINTS, 0);
 
-/// Per-CPU so that the fast path increments without atomics.
+/// Per-CPU so that the fast path increments without atomics; an array
+/// indexed by the policy's slot, so the lookup costs no hashing.
 #[map]
-pub static COUNTERS: PerCpuHashMap<u32, EndpointCounters> =
-    PerCpuHashMap::with_max_entries(MAX_ENDPOINTS, 0);
+pub static COUNTERS: PerCpuArray<EndpointCounters> =
+    PerCpuArray::with_max_entries(MAX_ENDPOINTS, 0);
 
 /// Per VLAN of trunk and tunnel endpoints; entries appear on first use, so
 /// the map is not preallocated.

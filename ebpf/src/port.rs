@@ -79,12 +79,12 @@ pub fn handle(
     };
     match done {
         Ok(()) => {
-            counters::count_pass(ifindex, decision.vlan, direction, ctx.len());
+            counters::count_pass(ifindex, policy.slot, decision.vlan, direction, ctx.len());
             TC_ACT_OK
         }
         Err(reason) => {
             debug!(&ctx, "ifindex {}: drop {}", ifindex, reason as u32);
-            counters::count_drop(ifindex, decision.vlan, reason);
+            counters::count_drop(ifindex, policy.slot, decision.vlan, reason);
             TC_ACT_SHOT
         }
     }

@@ -6,7 +6,7 @@ use std::os::fd::{AsFd, AsRawFd};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, MapInfo, PerCpuHashMap, PerCpuValues},
+    maps::{HashMap, MapInfo, PerCpuArray, PerCpuValues},
     programs::{SchedClassifier, TestRun, TestRunOptions},
 };
 use macvswitch::EBPF_OBJECT;
@@ -53,29 +53,29 @@ impl Object {
         policies
             .insert(ifindex, policy, 0)
             .expect("writing a policy");
-        let mut counters: PerCpuHashMap<_, u32, EndpointCounters> = self
+        let mut counters: PerCpuArray<_, EndpointCounters> = self
             .ebpf
             .map_mut(names::MAP_COUNTERS)
             .expect("COUNTERS")
             .try_into()
-            .expect("COUNTERS is a per-CPU hash map");
+            .expect("COUNTERS is a per-CPU array");
         let cpus = aya::util::nr_cpus().expect("counting CPUs");
         let zeros = PerCpuValues::try_from(vec![EndpointCounters::ZERO; cpus]).expect("zeros");
         counters
-            .insert(ifindex, zeros, 0)
+            .set(u32::from(policy.slot), zeros, 0)
             .expect("zeroing counters");
     }
 
-    /// The counters of `ifindex`, summed over CPUs (zero if absent).
-    pub fn counters(&self, ifindex: u32) -> EndpointCounters {
-        let counters: PerCpuHashMap<_, u32, EndpointCounters> = self
+    /// The counters in `slot`, summed over CPUs.
+    pub fn counters(&self, slot: u16) -> EndpointCounters {
+        let counters: PerCpuArray<_, EndpointCounters> = self
             .ebpf
             .map(names::MAP_COUNTERS)
             .expect("COUNTERS")
             .try_into()
-            .expect("COUNTERS is a per-CPU hash map");
+            .expect("COUNTERS is a per-CPU array");
         let mut total = EndpointCounters::ZERO;
-        if let Ok(per_cpu) = counters.get(&ifindex, 0) {
+        if let Ok(per_cpu) = counters.get(&u32::from(slot), 0) {
             for c in per_cpu.iter() {
                 total.accumulate(c);
             }

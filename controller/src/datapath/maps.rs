@@ -3,7 +3,7 @@
 
 use std::io;
 
-use aya::maps::{HashMap, Map, MapData, PerCpuHashMap};
+use aya::maps::{HashMap, Map, MapData, PerCpuArray, PerCpuHashMap};
 use macvswitch_common::{
     EndpointCounters, EndpointPolicy, SourceInfo, SourceKey, UplinkConfig, UplinkCounters, VlanKey,
     names,
@@ -19,7 +19,7 @@ pub(super) fn map_err(context: String) -> impl FnOnce(aya::maps::MapError) -> Er
 /// The maps, opened from their pins.
 pub struct Maps {
     policies: HashMap<MapData, u32, EndpointPolicy>,
-    counters: PerCpuHashMap<MapData, u32, EndpointCounters>,
+    counters: PerCpuArray<MapData, EndpointCounters>,
     vlan_counters: PerCpuHashMap<MapData, VlanKey, EndpointCounters>,
     sources: HashMap<MapData, SourceKey, SourceInfo>,
     uplinks: HashMap<MapData, u32, UplinkConfig>,
@@ -56,7 +56,7 @@ impl Maps {
                 .map_err(map_err(format!("opening {}", names::MAP_UPLINK_COUNTERS)))?,
             policies: HashMap::try_from(policies)
                 .map_err(map_err(format!("opening {}", names::MAP_POLICIES)))?,
-            counters: PerCpuHashMap::try_from(counters)
+            counters: PerCpuArray::try_from(counters)
                 .map_err(map_err(format!("opening {}", names::MAP_COUNTERS)))?,
             vlan_counters: PerCpuHashMap::try_from(vlan_counters)
                 .map_err(map_err(format!("opening {}", names::MAP_VLAN_COUNTERS)))?,
@@ -96,16 +96,14 @@ impl Maps {
             .map_err(map_err(format!("writing the policy of ifindex {ifindex}")))
     }
 
-    /// Starts counting for `ifindex` from zero.
-    pub fn reset_counters(&mut self, ifindex: u32) -> Result<()> {
+    /// Starts counting in `slot` from zero (for a newly added endpoint).
+    pub fn reset_counters(&mut self, slot: u16) -> Result<()> {
         let cpus = aya::util::nr_cpus().map_err(|(_, e)| Error::io("counting CPUs", e))?;
         let zeros = aya::maps::PerCpuValues::try_from(vec![EndpointCounters::ZERO; cpus])
             .map_err(|e| Error::io("building per-CPU counters", e))?;
         self.counters
-            .insert(ifindex, zeros, 0)
-            .map_err(map_err(format!(
-                "resetting the counters of ifindex {ifindex}"
-            )))
+            .set(u32::from(slot), zeros, 0)
+            .map_err(map_err(format!("resetting the counters in slot {slot}")))
     }
 
     /// Records a local endpoint as a sender on its lower device.
@@ -159,23 +157,10 @@ impl Maps {
         Ok(total)
     }
 
-    /// Counters survive a reload when their map was kept.
-    pub fn keep_or_reset_counters(&mut self, ifindex: u32) -> Result<()> {
-        match self.counters.get(&ifindex, 0) {
-            Ok(_) => Ok(()),
-            Err(_) => self.reset_counters(ifindex),
-        }
-    }
-
     /// Forgets `ifindex`; frames still in flight then fail closed.
     pub fn remove(&mut self, ifindex: u32) -> Result<()> {
-        for result in [
-            self.policies.remove(&ifindex),
-            self.counters.remove(&ifindex),
-        ] {
-            ignore_missing(result)
-                .map_err(|e| Error::bpf(format!("forgetting ifindex {ifindex}"), e))?;
-        }
+        ignore_missing(self.policies.remove(&ifindex))
+            .map_err(|e| Error::bpf(format!("forgetting ifindex {ifindex}"), e))?;
         self.forget_vlans(ifindex, |_| false)
     }
 
@@ -213,21 +198,16 @@ impl Maps {
     }
 
     /// The counters of `ifindex`, summed over CPUs.
-    pub fn counters(&self, ifindex: u32) -> Result<Option<EndpointCounters>> {
-        match self.counters.get(&ifindex, 0) {
-            Ok(per_cpu) => {
-                let mut total = EndpointCounters::ZERO;
-                for counters in per_cpu.iter() {
-                    total.accumulate(counters);
-                }
-                Ok(Some(total))
-            }
-            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
-            Err(e) => Err(Error::bpf(
-                format!("reading the counters of ifindex {ifindex}"),
-                e,
-            )),
+    pub fn counters(&self, slot: u16) -> Result<EndpointCounters> {
+        let per_cpu = self
+            .counters
+            .get(&u32::from(slot), 0)
+            .map_err(|e| Error::bpf(format!("reading the counters in slot {slot}"), e))?;
+        let mut total = EndpointCounters::ZERO;
+        for counters in per_cpu.iter() {
+            total.accumulate(counters);
         }
+        Ok(total)
     }
 }
 
