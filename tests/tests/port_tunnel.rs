@@ -1,0 +1,255 @@
+//! dot1q-tunnel (QinQ) ports (`--tunnel SVID [--tunnel-cvlans LIST]`)
+//! against the wire (sw0). The S-tag the program pushes lives in skb
+//! metadata and shows up in PACKET_AUXDATA as TPID 0x88a8; customer tags
+//! stay inline. Wire frames are sent double-tagged inline: lower0's receive
+//! path moves the outer S-tag into metadata before the macvtap sees it.
+//! Root-only: each test builds its own namespaces and bpffs.
+
+use macvswitch_tests::frame::{
+    self, BROADCAST, ETHERTYPE_TEST, Marker, TPID_8021AD, TPID_8021Q, marked,
+};
+use macvswitch_tests::harness::{ABSENT, ARRIVE, Endpoint};
+use macvswitch_tests::tap::Tap;
+use macvswitch_tests::topology::SWITCH_MAC;
+use macvswitch_tests::wire::{WireFrame, WireSocket};
+use macvswitch_tests::{Harness, require_root};
+
+fn on_wire(wire: &WireSocket, m: &Marker, what: &str) -> WireFrame {
+    wire.recv_matching(ARRIVE, |f| m.is_in(&f.bytes))
+        .unwrap_or_else(|| panic!("{what}: not seen on sw0"))
+}
+
+fn at_guest(tap: &Tap, m: &Marker, what: &str) -> Vec<u8> {
+    tap.read_matching(ARRIVE, |f| m.is_in(f))
+        .unwrap_or_else(|| panic!("{what}: not delivered to the guest"))
+}
+
+/// Customer frame with one inline C-tag.
+fn c_frame(dst: frame::Mac, src: frame::Mac, ctci: u16, m: &Marker) -> Vec<u8> {
+    frame::tagged(dst, src, TPID_8021Q, ctci, ETHERTYPE_TEST, &m.0)
+}
+
+/// Wire frame: S-tag `stci` (0x88a8) over C-tag `ctci`.
+fn s_c_frame(dst: frame::Mac, stci: u16, ctci: u16, m: &Marker) -> Vec<u8> {
+    frame::double_tagged(
+        dst,
+        SWITCH_MAC,
+        (TPID_8021AD, stci),
+        (TPID_8021Q, ctci),
+        ETHERTYPE_TEST,
+        &m.0,
+    )
+}
+
+/// Wire frame: S-tag `stci` over an untagged customer frame.
+fn s_frame(dst: frame::Mac, stci: u16, m: &Marker) -> Vec<u8> {
+    frame::tagged(dst, SWITCH_MAC, TPID_8021AD, stci, ETHERTYPE_TEST, &m.0)
+}
+
+fn tunnel(h: &Harness, name: &str, extra: &[&str]) -> Endpoint {
+    let ep = h.add(name, extra);
+    assert_eq!(ep.raw["policy"], "tunnel", "show: {}", ep.raw);
+    ep
+}
+
+#[test]
+fn guest_frames_leave_under_an_8021ad_s_tag_with_customer_tags_kept() {
+    require_root!();
+    let h = Harness::new();
+    let ep = tunnel(&h, "q0", &["--tunnel", "100"]);
+    assert_eq!(ep.raw["tunnel"], 100, "show: {}", ep.raw);
+    let tap = h.tap(&ep);
+    let wire = h.topo.wire();
+
+    // Untagged customer frame: S-tag 100 in metadata, bytes untagged.
+    let m = Marker::new();
+    tap.write(&marked(SWITCH_MAC, ep.mac, &m));
+    let f = on_wire(&wire, &m, "untagged guest frame");
+    assert_eq!(f.vlan, Some((TPID_8021AD, 100)), "outer tag: {f:?}");
+    let p = frame::parse(&f.bytes).unwrap();
+    assert!(p.tags.is_empty(), "inline tag on untagged customer: {f:?}");
+    assert_eq!(
+        (p.dst, p.src, p.ethertype),
+        (SWITCH_MAC, ep.mac, ETHERTYPE_TEST)
+    );
+
+    // C-tag 7 with PCP 3: S-tag 100 takes the customer's PCP, C-tag kept inline.
+    for (dst, ctci) in [(SWITCH_MAC, 0x6007_u16), (BROADCAST, 0x0007)] {
+        let m = Marker::new();
+        tap.write(&c_frame(dst, ep.mac, ctci, &m));
+        let what = format!("guest frame with C-tag {ctci:#06x}");
+        let f = on_wire(&wire, &m, &what);
+        assert_eq!(
+            f.vlan,
+            Some((TPID_8021AD, (ctci & 0xf000) | 100)),
+            "{what}: outer tag: {f:?}"
+        );
+        let p = frame::parse(&f.bytes).unwrap();
+        assert_eq!(p.tags, [(TPID_8021Q, ctci)], "{what}: customer tag: {f:?}");
+        assert_eq!((p.dst, p.ethertype), (dst, ETHERTYPE_TEST), "{what}");
+    }
+
+    // Counters per customer VLAN, 0 for untagged customer frames.
+    let s = h.stats("q0");
+    assert_eq!(h.vlan_packets("q0", 0, "from_guest"), 1, "stats: {s}");
+    assert_eq!(h.vlan_packets("q0", 7, "from_guest"), 2, "stats: {s}");
+    assert_eq!(s["from_guest"]["packets"], 3, "stats: {s}");
+}
+
+#[test]
+fn priority_sets_the_pcp_of_the_s_tag() {
+    require_root!();
+    let h = Harness::new();
+    let ep = tunnel(&h, "q0", &["--tunnel", "100", "--priority", "6"]);
+    assert_eq!(ep.raw["priority"], 6, "show: {}", ep.raw);
+    let tap = h.tap(&ep);
+    let wire = h.topo.wire();
+    let m = Marker::new();
+    tap.write(&c_frame(SWITCH_MAC, ep.mac, 0x2007, &m));
+    let f = on_wire(&wire, &m, "guest frame with C-tag 7 PCP 1");
+    assert_eq!(f.vlan, Some((TPID_8021AD, 0xc064)), "S-tag: {f:?}");
+    assert_eq!(
+        frame::parse(&f.bytes).unwrap().tags,
+        [(TPID_8021Q, 0x2007)],
+        "the customer tag's PCP must stay: {f:?}"
+    );
+}
+
+#[test]
+fn wire_frames_under_the_s_tag_arrive_with_the_s_tag_removed() {
+    require_root!();
+    let h = Harness::new();
+    let ep = tunnel(&h, "q0", &["--tunnel", "100"]);
+    let tap = h.tap(&ep);
+    let wire = h.topo.wire();
+
+    // S 100 (PCP 5) + C 7 (PCP 2): the guest sees exactly the C-tag.
+    for (dst, ctci) in [(ep.mac, 0x4007_u16), (BROADCAST, 0x0007)] {
+        let m = Marker::new();
+        wire.send(&s_c_frame(dst, 0xa064, ctci, &m));
+        let what = format!("wire S100 + C {ctci:#06x}");
+        let f = at_guest(&tap, &m, &what);
+        let p = frame::parse(&f).unwrap();
+        assert_eq!(p.tags, [(TPID_8021Q, ctci)], "{what}: {f:02x?}");
+        assert_eq!(
+            (p.dst, p.src, p.ethertype),
+            (dst, SWITCH_MAC, ETHERTYPE_TEST)
+        );
+    }
+    // S 100 over an untagged customer frame: arrives untagged.
+    let m = Marker::new();
+    wire.send(&s_frame(ep.mac, 100, &m));
+    let f = at_guest(&tap, &m, "wire S100 over untagged");
+    assert!(frame::parse(&f).unwrap().tags.is_empty(), "{f:02x?}");
+
+    // Other S-VIDs, a plain 802.1Q tag 100, untagged: all dropped.
+    let other = Marker::new();
+    wire.send(&s_c_frame(ep.mac, 101, 7, &other));
+    let plain = Marker::new();
+    wire.send(&frame::double_tagged(
+        ep.mac,
+        SWITCH_MAC,
+        (TPID_8021Q, 100),
+        (TPID_8021Q, 7),
+        ETHERTYPE_TEST,
+        &plain.0,
+    ));
+    let plain_single = Marker::new();
+    wire.send(&c_frame(ep.mac, SWITCH_MAC, 100, &plain_single));
+    let untagged = Marker::new();
+    wire.send(&marked(ep.mac, SWITCH_MAC, &untagged));
+    for f in tap.read_all(ABSENT) {
+        assert!(
+            !other.is_in(&f),
+            "S-VID 101 delivered to tunnel 100: {f:02x?}"
+        );
+        assert!(
+            !plain.is_in(&f),
+            "802.1Q 100 + C 7 delivered to tunnel: {f:02x?}"
+        );
+        assert!(
+            !plain_single.is_in(&f),
+            "802.1Q 100 delivered to tunnel: {f:02x?}"
+        );
+        assert!(
+            !untagged.is_in(&f),
+            "untagged delivered to tunnel: {f:02x?}"
+        );
+    }
+    let s = h.stats("q0");
+    assert_eq!(s["drops"]["wrong-vlan"], 1, "stats: {s}");
+    assert_eq!(s["drops"]["foreign-tpid"], 2, "stats: {s}");
+    assert_eq!(s["drops"]["untagged"], 1, "stats: {s}");
+    assert_eq!(h.vlan_packets("q0", 7, "to_guest"), 2, "stats: {s}");
+    assert_eq!(h.vlan_packets("q0", 0, "to_guest"), 1, "stats: {s}");
+}
+
+#[test]
+fn tunnel_cvlans_limit_customer_vlans_both_ways() {
+    require_root!();
+    let h = Harness::new();
+    let ep = tunnel(&h, "q0", &["--tunnel", "100", "--tunnel-cvlans", "7"]);
+    assert_eq!(ep.raw["tunnel_cvlans"], "7", "show: {}", ep.raw);
+    let tap = h.tap(&ep);
+    let wire = h.topo.wire();
+
+    // Allowed C-VID 7 passes both ways.
+    let m = Marker::new();
+    tap.write(&c_frame(SWITCH_MAC, ep.mac, 7, &m));
+    let f = on_wire(&wire, &m, "guest C7");
+    assert_eq!(f.vlan, Some((TPID_8021AD, 100)), "{f:?}");
+    let m = Marker::new();
+    wire.send(&s_c_frame(ep.mac, 100, 7, &m));
+    at_guest(&tap, &m, "wire S100 + C7");
+
+    // C-VID 8 and untagged customer frames: dropped both ways.
+    let g8 = Marker::new();
+    tap.write(&c_frame(SWITCH_MAC, ep.mac, 8, &g8));
+    let gu = Marker::new();
+    tap.write(&marked(SWITCH_MAC, ep.mac, &gu));
+    let w8 = Marker::new();
+    wire.send(&s_c_frame(ep.mac, 100, 8, &w8));
+    for f in wire.recv_all(ABSENT) {
+        assert!(!g8.is_in(&f.bytes), "guest C-VID 8 reached the wire: {f:?}");
+        assert!(
+            !gu.is_in(&f.bytes),
+            "untagged customer frame reached the wire: {f:?}"
+        );
+    }
+    assert!(
+        tap.read_matching(ABSENT, |f| w8.is_in(f)).is_none(),
+        "wire C-VID 8 delivered to the guest"
+    );
+    let s = h.stats("q0");
+    assert_eq!(s["drops"]["cvlan-not-allowed"], 2, "stats: {s}");
+    assert_eq!(s["drops"]["untagged"], 1, "stats: {s}");
+    assert_eq!(h.vlan_packets("q0", 7, "from_guest"), 1, "stats: {s}");
+    assert_eq!(h.vlan_packets("q0", 7, "to_guest"), 1, "stats: {s}");
+    assert!(h.vlan_stats("q0", 8).is_none(), "VLAN 8 row: {s}");
+}
+
+#[test]
+fn guest_8021ad_frame_into_a_tunnel_is_dropped() {
+    require_root!();
+    let h = Harness::new();
+    let ep = tunnel(&h, "q0", &["--tunnel", "100"]);
+    let tap = h.tap(&ep);
+    let wire = h.topo.wire();
+
+    // A guest's own 802.1ad tag: not a customer tag.
+    let ad = Marker::new();
+    tap.write(&frame::tagged(
+        SWITCH_MAC,
+        ep.mac,
+        TPID_8021AD,
+        100,
+        ETHERTYPE_TEST,
+        &ad.0,
+    ));
+    assert!(
+        wire.recv_matching(ABSENT, |f| ad.is_in(&f.bytes)).is_none(),
+        "guest 802.1ad frame reached the wire"
+    );
+    let s = h.stats("q0");
+    assert_eq!(s["drops"]["foreign-tpid"], 1, "stats: {s}");
+}
