@@ -158,6 +158,7 @@ pub fn plan(state: &State, config: &Config, links: &[Link]) -> Result<Vec<Change
             ));
         }
     }
+    check_new_macvtaps(state, &desired, links)?;
     for uplink in &config.uplinks {
         if !lower_ok(&uplink.name) {
             return Err(Error::invalid(
@@ -238,6 +239,55 @@ pub fn plan(state: &State, config: &Config, links: &[Link]) -> Result<Vec<Change
     Ok([deletes, uplinks, replaces, updates, adds].concat())
 }
 
+/// What `endpoint add` would refuse, checked for every macvtap the plan
+/// makes (new or recreated) before anything changes: a MAC another device
+/// on the lower device has, an MTU above the lower device's.
+fn check_new_macvtaps(state: &State, desired: &[DesiredEndpoint], links: &[Link]) -> Result<()> {
+    for endpoint in desired {
+        let current = state.endpoints.get(&endpoint.name);
+        let made_anew = match current {
+            None => true,
+            Some(record) => replace_reason(record, endpoint).is_some(),
+        };
+        if !made_anew {
+            continue;
+        }
+        let lower = links
+            .iter()
+            .find(|link| link.name == endpoint.lower.as_str())
+            .expect("lower devices are checked first");
+        let lower_mtu = lower.mtu.unwrap_or(1500);
+        if let Some(mtu) = endpoint.mtu.filter(|mtu| mtu.0 > lower_mtu) {
+            return Err(Error::invalid(
+                "endpoint",
+                format!("{}: mtu {}", endpoint.name, mtu.0),
+                format!(
+                    "must be at most {lower_mtu} (the MTU of {})",
+                    endpoint.lower
+                ),
+            ));
+        }
+        // Devices that keep their MAC: everything on the lower device but
+        // macvswitch's endpoints, which the plan deletes, recreates or keeps
+        // as the file says (and the file's MACs are checked against each
+        // other).
+        let managed = |name: &str| state.endpoints.keys().any(|n| n.as_str() == name);
+        let owner = links
+            .iter()
+            .filter(|link| link.index == lower.index || link.lower == Some(lower.index))
+            .filter(|link| !managed(&link.name))
+            .find(|link| link.mac == Some(endpoint.mac().octets()));
+        if let Some(owner) = owner {
+            return Err(Error::invalid(
+                "endpoint",
+                format!("{}: mac {}", endpoint.name, endpoint.mac()),
+                format!("already used by {} on {}", owner.name, endpoint.lower),
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl Instance {
     /// Plans, prints (through `print`) and, unless `dry_run`, carries out.
     pub async fn apply(
@@ -248,7 +298,7 @@ impl Instance {
     ) -> Result<Vec<Change>> {
         if dry_run {
             // No session: a dry run repairs nothing and takes no lock.
-            let state = self.state_dir.load()?;
+            let state = self.state_dir.load()?.settled();
             let links = crate::netlink::Netlink::connect()?.links().await?;
             let changes = plan(&state, config, &links)?;
             print_plan(&changes, &mut print);
@@ -356,7 +406,8 @@ impl Session<'_> {
                 .await
                 .map(drop),
             Change::ForgetUplink(lower) => {
-                if let Some(uplink) = self.state.uplinks.get(lower).cloned() {
+                if let Some(mut uplink) = self.state.uplinks.get(lower).cloned() {
+                    self.mark_host_port_deleting(&mut uplink)?;
                     self.unwire_uplink(&uplink).await;
                     self.state.uplinks.remove(lower);
                     self.save()?;

@@ -130,7 +130,7 @@ pub struct AddArgs {
     #[command(flatten)]
     pub port: PortArgs,
     /// MTU of the endpoint; default: the lower device's.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub mtu: Option<Mtu>,
     /// Let the guest send from any source MAC (this also lets it evade
     /// --isolated and --community by posing as the wire).
@@ -203,7 +203,7 @@ pub struct UplinkSetArgs {
     #[arg(long, value_name = "NAME", conflicts_with = "no_host_port")]
     pub host_port: Option<IfName>,
     /// Access VLAN of the host port; without it, untagged.
-    #[arg(long, requires = "host_port")]
+    #[arg(long, requires = "host_port", allow_negative_numbers = true)]
     pub vlan: Option<Vid>,
     /// Address for the host port (repeatable).
     #[arg(long = "address", value_name = "CIDR", requires = "host_port")]
@@ -218,14 +218,19 @@ pub struct UplinkSetArgs {
 #[group(id = "kind", multiple = false)]
 pub struct PortKindArgs {
     /// Access port on this VLAN (1..=4094); the guest sees it untagged.
-    #[arg(long, group = "kind")]
+    #[arg(long, group = "kind", allow_negative_numbers = true)]
     pub vlan: Option<Vid>,
     /// Trunk port carrying these VLANs tagged, e.g. 10,20,100-199.
     #[arg(long, value_name = "VIDLIST", group = "kind")]
     pub trunk: Option<VidList>,
     /// dot1q-tunnel (QinQ): every guest frame goes into this service VLAN
     /// under an 802.1ad tag.
-    #[arg(long, value_name = "SVID", group = "kind")]
+    #[arg(
+        long,
+        value_name = "SVID",
+        group = "kind",
+        allow_negative_numbers = true
+    )]
     pub tunnel: Option<Vid>,
 }
 
@@ -235,7 +240,7 @@ pub struct PortArgs {
     pub kind: PortKindArgs,
     /// Trunk: untagged guest frames go to this VLAN, and it reaches the
     /// guest untagged.
-    #[arg(long, value_name = "VID")]
+    #[arg(long, value_name = "VID", allow_negative_numbers = true)]
     pub native: Option<Vid>,
     /// Trunk: the native VLAN reaches the guest tagged.
     #[arg(long, conflicts_with = "native_untagged")]
@@ -248,7 +253,7 @@ pub struct PortArgs {
     pub tunnel_cvlans: Option<VidList>,
     /// PCP (0..=7) of the tags macvswitch pushes (access, native, tunnel);
     /// default: the priority of the guest's own priority tag, else 0.
-    #[arg(long, value_name = "PCP")]
+    #[arg(long, value_name = "PCP", allow_negative_numbers = true)]
     pub priority: Option<Pcp>,
 }
 

@@ -110,7 +110,7 @@ impl Config {
     /// schema errors the line and column.
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+            .map_err(|e| Error::invalid("FILE", path.display(), format!("cannot be read: {e}")))?;
         Self::parse(&text).map_err(|error| match error {
             Error::Invalid {
                 option,

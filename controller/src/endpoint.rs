@@ -72,13 +72,23 @@ impl Instance {
         self.state_dir.dev_dir().join(name.as_str())
     }
 
+    /// Endpoints, leaving out those an interrupted command left half-made
+    /// or half-deleted (the next change finishes them); waiting ones are
+    /// listed, with their status.
     pub fn list(&self) -> Result<Vec<EndpointRecord>> {
-        Ok(self.state_dir.load()?.endpoints.into_values().collect())
+        Ok(self
+            .state_dir
+            .load()?
+            .settled()
+            .endpoints
+            .into_values()
+            .collect())
     }
 
     pub fn get(&self, name: &IfName) -> Result<EndpointRecord> {
         self.state_dir
             .load()?
+            .settled()
             .endpoints
             .remove(name)
             .ok_or_else(|| unknown_endpoint(name))

@@ -18,6 +18,7 @@ pub fn endpoint_json(instance: &Instance, record: &EndpointRecord) -> Value {
         "mac": record.mac,
         "ifindex": record.ifindex,
         "policy": record.vlans.kind(),
+        "status": record.status,
         "vlan": null,
         "priority": record.priority,
         "mtu": record.mtu,

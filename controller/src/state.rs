@@ -103,6 +103,25 @@ pub struct State {
 }
 
 impl State {
+    /// The state as it will be once interrupted commands are finished:
+    /// pending adds rolled back, pending deletes done.
+    pub fn settled(mut self) -> Self {
+        self.endpoints.retain(|_, record| {
+            !matches!(
+                record.status,
+                RecordStatus::Pending | RecordStatus::Deleting
+            )
+        });
+        for uplink in self.uplinks.values_mut() {
+            if uplink.host_port.as_ref().is_some_and(|port| {
+                matches!(port.status, RecordStatus::Pending | RecordStatus::Deleting)
+            }) {
+                uplink.host_port = None;
+            }
+        }
+        self
+    }
+
     /// The lowest counter slot no endpoint or host port holds.
     pub fn free_slot(&self) -> Result<u16> {
         let used: std::collections::BTreeSet<u16> = self

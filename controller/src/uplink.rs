@@ -134,6 +134,7 @@ impl Session<'_> {
         if (request.remove_host_port || request.host_port.is_some())
             && let Some(old) = record.host_port.clone()
         {
+            self.mark_host_port_deleting(&mut record)?;
             self.unwire_host_port(&record, &old).await;
             record.host_port = None;
             self.state
@@ -204,6 +205,19 @@ impl Session<'_> {
         self.netlink.bring_up(port.ifindex).await?;
         for cidr in &port.addresses {
             self.netlink.add_address(port.ifindex, *cidr).await?;
+        }
+        Ok(())
+    }
+
+    /// Records that the host port is being removed before removing it, so a
+    /// kill half-way is finished by the next session.
+    pub(crate) fn mark_host_port_deleting(&mut self, uplink: &mut UplinkRecord) -> Result<()> {
+        if let Some(port) = uplink.host_port.as_mut() {
+            port.status = RecordStatus::Deleting;
+            self.state
+                .uplinks
+                .insert(uplink.name.clone(), uplink.clone());
+            self.save()?;
         }
         Ok(())
     }

@@ -39,6 +39,16 @@ pub fn expected_maps(object: &[u8]) -> Result<Vec<MapSpec>> {
     Ok(specs)
 }
 
+/// The maps of the embedded object, parsed once per process.
+pub fn expected_maps_cached() -> Result<&'static [MapSpec]> {
+    static SPECS: std::sync::OnceLock<Vec<MapSpec>> = std::sync::OnceLock::new();
+    if let Some(specs) = SPECS.get() {
+        return Ok(specs);
+    }
+    let specs = expected_maps(crate::EBPF_OBJECT)?;
+    Ok(SPECS.get_or_init(|| specs))
+}
+
 /// Why the map pinned at `path` cannot be reused for `spec`; `None` if it
 /// can, or if nothing is pinned there.
 pub fn check_pinned(path: &Path, spec: &MapSpec) -> Option<String> {

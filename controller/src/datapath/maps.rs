@@ -64,7 +64,16 @@ impl Maps {
     }
 
     /// Opens the pinned maps, if the data path was ever loaded here.
+    /// `None` too when a pinned map does not match this build (an older
+    /// build's layout): the caller then loads this build, which recreates it.
     pub fn open(pins: &PinLayout) -> Result<Option<Self>> {
+        let expected = super::compat::expected_maps_cached()?;
+        if expected
+            .iter()
+            .any(|spec| super::compat::check_pinned(&pins.map(&spec.name), spec).is_some())
+        {
+            return Ok(None);
+        }
         let open = |name: &str| -> Result<Option<Map>> {
             match MapData::from_pin(pins.map(name)) {
                 Ok(data) => Map::from_map_data(data)

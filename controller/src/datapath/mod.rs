@@ -103,8 +103,8 @@ impl Datapath {
         create_dir(&pins.root().join("maps"))?;
         // Pinned maps that match this build are reused, so policies and
         // counters survive an upgrade; the others are recreated, loudly.
-        let expected = compat::expected_maps(EBPF_OBJECT)?;
-        for spec in &expected {
+        let expected = compat::expected_maps_cached()?;
+        for spec in expected {
             let path = pins.map(&spec.name);
             if let Some(mismatch) = compat::check_pinned(&path, spec) {
                 log::warn!(
