@@ -10,13 +10,15 @@
 //! - [`tap`]: plain-frame access to a macvtap character device;
 //! - [`frame`]: Ethernet frame builders / parsers with per-test markers;
 //! - [`hairpin`]: a switch port that sends every frame back (reflective relay);
-//! - [`harness`]: all of the above bundled for one test.
+//! - [`harness`]: all of the above bundled for one test;
+//! - [`lifecycle`]: SIGKILLing the CLI and checking state against kernel.
 
 pub mod bpffs;
 pub mod controller;
 pub mod frame;
 pub mod hairpin;
 pub mod harness;
+pub mod lifecycle;
 pub mod netns;
 pub mod tap;
 pub mod topology;

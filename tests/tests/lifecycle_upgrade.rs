@@ -1,0 +1,420 @@
+//! Upgrades and restarts without losing frames, and pinned-map
+//! compatibility.
+//!
+//! - A paced stream of sequence-numbered frames runs both ways through an
+//!   access endpoint while the controller reloads its programs (a fresh
+//!   copy swapped in atomically), is SIGKILLed mid-reload and mid-read, and
+//!   is "upgraded" (the pinned programs made another build's, so the next
+//!   command loads its own and takes over every link): every frame arrives,
+//!   once, on VLAN 10 on the wire and untagged at the guest.
+//! - A pinned map whose layout is not what the build expects (another value
+//!   size, other max entries), as an older build would have left it, is
+//!   recreated with a warning naming it, and traffic flows on the right
+//!   VLANs. The incompatible map is made with the bpf(2) syscall directly.
+
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use macvswitch_tests::frame::{self, ETHERTYPE_TEST, Marker, eth, tagged};
+use macvswitch_tests::harness::ARRIVE;
+use macvswitch_tests::lifecycle::{Rng, assert_consistent, command, run_and_kill};
+use macvswitch_tests::topology::{LOWER, SWITCH_MAC};
+use macvswitch_tests::{Harness, require_root};
+
+/// Frames per direction, one per millisecond.
+const FRAMES: u32 = 2000;
+const VLAN: u16 = 10;
+
+/// A stream frame's payload: the stream's marker, then the sequence number.
+fn payload(m: &Marker, seq: u32) -> Vec<u8> {
+    let mut p = m.0.to_vec();
+    p.extend_from_slice(&seq.to_be_bytes());
+    p
+}
+
+/// The sequence number of one of our stream frames, if `bytes` is one.
+fn seq_of(m: &Marker, bytes: &[u8]) -> Option<u32> {
+    let at = bytes.windows(16).position(|w| w == m.0)?;
+    let s = bytes.get(at + 16..at + 20)?;
+    Some(u32::from_be_bytes(s.try_into().ok()?))
+}
+
+/// Sends `FRAMES` frames paced at 1 per ms with `send`.
+fn paced(mut send: impl FnMut(u32)) {
+    let start = Instant::now();
+    for seq in 0..FRAMES {
+        send(seq);
+        let next = start + Duration::from_millis(u64::from(seq) + 1);
+        if let Some(wait) = next.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+    }
+}
+
+/// Checks one direction: every seq exactly once, each frame as `ok` says.
+fn verify(dir: &str, got: &[(u32, bool)]) -> Vec<String> {
+    let mut count: BTreeMap<u32, usize> = BTreeMap::new();
+    let mut wrong = Vec::new();
+    for (seq, ok) in got {
+        *count.entry(*seq).or_default() += 1;
+        if !ok {
+            wrong.push(*seq);
+        }
+    }
+    let lost: Vec<u32> = (0..FRAMES).filter(|s| !count.contains_key(s)).collect();
+    let dup: Vec<u32> = count
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(s, _)| *s)
+        .collect();
+    let mut problems = Vec::new();
+    if !lost.is_empty() {
+        problems.push(format!(
+            "{dir}: {} of {FRAMES} frames lost, e.g. {:?}",
+            lost.len(),
+            &lost[..lost.len().min(20)]
+        ));
+    }
+    if !dup.is_empty() {
+        problems.push(format!(
+            "{dir}: {} duplicated, e.g. {:?}",
+            dup.len(),
+            &dup[..dup.len().min(20)]
+        ));
+    }
+    if !wrong.is_empty() {
+        problems.push(format!(
+            "{dir}: {} arrived with the wrong tag, e.g. {:?}",
+            wrong.len(),
+            &wrong[..wrong.len().min(20)]
+        ));
+    }
+    problems
+}
+
+/// The program pins' build directories.
+fn builds(h: &Harness) -> Vec<PathBuf> {
+    std::fs::read_dir(h.bpffs.path().join("progs"))
+        .map(|rd| rd.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn frames_flow_without_loss_through_reloads_kills_and_an_upgrade() {
+    require_root!();
+    let h = Harness::new();
+    let ep = h.add("ep0", &["--vlan", &VLAN.to_string()]);
+    let tap = h.tap(&ep);
+    let wire = h.topo.wire();
+    let mut rng = Rng::new("stream");
+    let up = Marker::new();
+    let down = Marker::new();
+    let sending = AtomicBool::new(true);
+    let budget = Duration::from_secs(15);
+
+    let (from_guest, to_guest, steps) = std::thread::scope(|s| {
+        // Guest -> wire.
+        let guest_tx = s.spawn(|| {
+            paced(|seq| {
+                tap.write(&eth(SWITCH_MAC, ep.mac, ETHERTYPE_TEST, &payload(&up, seq)));
+            })
+        });
+        // Wire -> guest.
+        let wire_tx = s.spawn(|| {
+            paced(|seq| {
+                wire.send(&tagged(
+                    ep.mac,
+                    SWITCH_MAC,
+                    frame::TPID_8021Q,
+                    VLAN,
+                    ETHERTYPE_TEST,
+                    &payload(&down, seq),
+                ));
+            })
+        });
+        // The wire's view: (seq, tagged with VLAN 10 in metadata).
+        let wire_rx = s.spawn(|| {
+            let deadline = Instant::now() + budget;
+            let mut got = Vec::new();
+            let mut quiet_since = None;
+            while Instant::now() < deadline {
+                match wire.recv_timeout(Duration::from_millis(50)) {
+                    Some(f) => {
+                        quiet_since = None;
+                        if let Some(seq) = seq_of(&up, &f.bytes) {
+                            let inline = frame::parse(&f.bytes).map(|p| p.tags.len());
+                            got.push((seq, f.vid() == Some(VLAN) && inline == Some(0)));
+                        }
+                    }
+                    None if sending.load(Ordering::Relaxed) => {}
+                    None => {
+                        let since = *quiet_since.get_or_insert_with(Instant::now);
+                        if since.elapsed() > Duration::from_millis(500) {
+                            break;
+                        }
+                    }
+                }
+            }
+            got
+        });
+        // The guest's view: (seq, untagged).
+        let tap_rx = s.spawn(|| {
+            let deadline = Instant::now() + budget;
+            let mut got = Vec::new();
+            let mut quiet_since = None;
+            while Instant::now() < deadline {
+                match tap.read_timeout(Duration::from_millis(50)) {
+                    Some(f) => {
+                        quiet_since = None;
+                        if let Some(seq) = seq_of(&down, &f) {
+                            got.push((seq, frame::outer_ethertype(&f) == Some(ETHERTYPE_TEST)));
+                        }
+                    }
+                    None if sending.load(Ordering::Relaxed) => {}
+                    None => {
+                        let since = *quiet_since.get_or_insert_with(Instant::now);
+                        if since.elapsed() > Duration::from_millis(500) {
+                            break;
+                        }
+                    }
+                }
+            }
+            got
+        });
+
+        // Meanwhile, the controller's life.
+        let mut steps = Vec::new();
+        let pause = |ms| std::thread::sleep(Duration::from_millis(ms));
+        pause(100);
+        for _ in 0..3 {
+            h.ctl.ok(&["reload"]);
+            steps.push("reload".to_string());
+            pause(120);
+        }
+        let d = rng.range(0, 5_000);
+        run_and_kill(&h, &["endpoint", "list"], Duration::from_micros(d));
+        steps.push(format!("endpoint list, SIGKILLed after {d} µs"));
+        pause(100);
+        let d = rng.range(5_000, 100_000);
+        let done = run_and_kill(&h, &["reload"], Duration::from_micros(d));
+        steps.push(format!("reload, SIGKILLed after {d} µs ({done:?})"));
+        pause(100);
+        // An upgrade: the pinned programs become another build's, so the
+        // next command loads this build's and swaps every link to them.
+        let current = builds(&h);
+        assert_eq!(current.len(), 1, "program builds pinned: {current:?}");
+        let old = current[0].with_file_name("00000000000000aa");
+        std::fs::rename(&current[0], &old).expect("renaming the build");
+        h.ctl
+            .ok(&["endpoint", "add", "ep1", "--lower", LOWER, "--vlan", "20"]);
+        steps.push("upgrade: endpoint add ep1 by a \"new build\"".to_string());
+        pause(100);
+        h.ctl.ok(&["reload"]);
+        steps.push("reload".to_string());
+
+        guest_tx.join().expect("guest sender");
+        wire_tx.join().expect("wire sender");
+        sending.store(false, Ordering::Relaxed);
+        (
+            wire_rx.join().expect("wire receiver"),
+            tap_rx.join().expect("tap receiver"),
+            steps,
+        )
+    });
+
+    let mut problems = verify("guest -> wire (VLAN 10)", &from_guest);
+    problems.extend(verify("wire -> guest (untagged)", &to_guest));
+    assert!(
+        problems.is_empty(),
+        "during {steps:?}:\n{}",
+        problems.join("\n")
+    );
+    // The upgrade removed the other build's pins and kept the endpoint.
+    let now = builds(&h);
+    assert_eq!(
+        now.len(),
+        1,
+        "program builds pinned after the upgrade: {now:?}"
+    );
+    assert!(
+        !now[0].ends_with("00000000000000aa"),
+        "the old build's pins are left: {now:?}"
+    );
+    assert_eq!(h.show("ep0").ifindex, ep.ifindex);
+    assert_consistent(&h, "after the stream");
+    assert!(
+        h.packets("ep0", "from_guest") > 0,
+        "counters: {}",
+        h.stats("ep0")
+    );
+}
+
+// ---- bpf(2), just enough to make and pin an incompatible map ----
+
+const BPF_MAP_CREATE: libc::c_long = 0;
+const BPF_OBJ_PIN: libc::c_long = 6;
+const BPF_OBJ_GET: libc::c_long = 7;
+
+fn bpf(cmd: libc::c_long, attr: &mut [u8; 128]) -> std::io::Result<libc::c_long> {
+    // SAFETY: attr is a zero-initialised buffer the size we pass; the
+    // kernel reads (and for some commands writes) within it.
+    let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), attr.len()) };
+    if rc < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+fn put_u32(attr: &mut [u8; 128], at: usize, v: u32) {
+    attr[at..at + 4].copy_from_slice(&v.to_ne_bytes());
+}
+
+/// What fdinfo says about a map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct MapLayout {
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+}
+
+fn pinned_layout(path: &Path) -> MapLayout {
+    let c = CString::new(path.as_os_str().as_bytes()).unwrap();
+    let mut attr = [0u8; 128];
+    attr[0..8].copy_from_slice(&(c.as_ptr() as u64).to_ne_bytes());
+    let fd = bpf(BPF_OBJ_GET, &mut attr)
+        .unwrap_or_else(|e| panic!("BPF_OBJ_GET {}: {e}", path.display()));
+    // SAFETY: a fresh fd the kernel just returned.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let info =
+        std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).expect("fdinfo");
+    let field = |name: &str| -> u32 {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in fdinfo:\n{info}"))
+    };
+    MapLayout {
+        map_type: field("map_type:"),
+        key_size: field("key_size:"),
+        value_size: field("value_size:"),
+        max_entries: field("max_entries:"),
+    }
+}
+
+/// Replaces the map pinned at `path` by a new, empty one with `layout`.
+fn pin_map(path: &Path, name: &str, layout: MapLayout) {
+    let mut attr = [0u8; 128];
+    put_u32(&mut attr, 0, layout.map_type);
+    put_u32(&mut attr, 4, layout.key_size);
+    put_u32(&mut attr, 8, layout.value_size);
+    put_u32(&mut attr, 12, layout.max_entries);
+    let n = name.len().min(15);
+    attr[28..28 + n].copy_from_slice(&name.as_bytes()[..n]);
+    let fd =
+        bpf(BPF_MAP_CREATE, &mut attr).unwrap_or_else(|e| panic!("BPF_MAP_CREATE {layout:?}: {e}"));
+    // SAFETY: a fresh fd the kernel just returned.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    std::fs::remove_file(path).unwrap_or_else(|e| panic!("unpinning {}: {e}", path.display()));
+    let c = CString::new(path.as_os_str().as_bytes()).unwrap();
+    let mut attr = [0u8; 128];
+    attr[0..8].copy_from_slice(&(c.as_ptr() as u64).to_ne_bytes());
+    put_u32(&mut attr, 8, fd.as_raw_fd() as u32);
+    bpf(BPF_OBJ_PIN, &mut attr).unwrap_or_else(|e| panic!("BPF_OBJ_PIN {}: {e}", path.display()));
+}
+
+/// A guest frame of `ep` reaches the wire on `vlan`, and a wire frame on
+/// `vlan` reaches the guest untagged.
+fn assert_traffic(h: &Harness, name: &str, vlan: u16, context: &str) {
+    let ep = h.show(name);
+    let tap = h.tap(&ep);
+    let wire = h.topo.wire();
+    let m = Marker::new();
+    tap.write(&frame::marked(SWITCH_MAC, ep.mac, &m));
+    let f = wire
+        .recv_matching(ARRIVE, |f| m.is_in(&f.bytes))
+        .unwrap_or_else(|| panic!("{context}: {name}'s frame not on the wire"));
+    assert_eq!(f.vid(), Some(vlan), "{context}: {name}: {f:?}");
+    let m = Marker::new();
+    wire.send(&frame::marked_tagged(ep.mac, SWITCH_MAC, vlan, &m));
+    let f = tap
+        .read_matching(ARRIVE, |f| m.is_in(f))
+        .unwrap_or_else(|| panic!("{context}: wire frame on VLAN {vlan} not at {name}"));
+    assert_eq!(
+        frame::outer_ethertype(&f),
+        Some(ETHERTYPE_TEST),
+        "{context}"
+    );
+}
+
+#[test]
+fn incompatible_pinned_maps_are_recreated_loudly_and_traffic_flows() {
+    require_root!();
+    type Change = fn(MapLayout) -> MapLayout;
+    let cases: [(&str, &str, Change); 2] = [
+        ("POLICIES", "value size", |l| MapLayout {
+            value_size: l.value_size + 8,
+            ..l
+        }),
+        ("SOURCES", "max entries", |l| MapLayout {
+            max_entries: l.max_entries / 2,
+            ..l
+        }),
+    ];
+    let mut failures = Vec::new();
+    for (map, what, change) in cases {
+        let h = Harness::new();
+        h.add("ep0", &["--vlan", "10"]);
+        let path = h.bpffs.path().join("maps").join(map);
+        let good = pinned_layout(&path);
+        let bad = change(good);
+        pin_map(&path, map, bad);
+        assert_eq!(pinned_layout(&path), bad);
+        std::fs::remove_dir_all(h.bpffs.path().join("progs")).expect("removing progs/");
+
+        let out = command(
+            &h,
+            &["endpoint", "add", "ep1", "--lower", LOWER, "--vlan", "20"],
+        )
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("running endpoint add");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let context = format!("{map} with {bad:?} (expected {good:?})");
+        if !out.status.success() {
+            let reset = h.ctl.run(&["reset"]);
+            failures.push(format!(
+                "{context}: the next command failed ({:?}): {}; `reset` then: {:?} {}",
+                out.status.code(),
+                stderr.trim(),
+                reset.status.code(),
+                String::from_utf8_lossy(&reset.stderr).trim()
+            ));
+            continue;
+        }
+        if !stderr
+            .lines()
+            .any(|l| l.contains("WARN") && l.contains(map) && l.contains(what))
+        {
+            failures.push(format!(
+                "{context}: no warning naming {map} and its {what}: {stderr:?}"
+            ));
+        }
+        let now = pinned_layout(&path);
+        if now != good {
+            failures.push(format!("{context}: pinned now {now:?}"));
+        }
+        assert_traffic(&h, "ep0", 10, &context);
+        assert_traffic(&h, "ep1", 20, &context);
+        assert_consistent(&h, &context);
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
