@@ -309,8 +309,17 @@ impl Instance {
         let links = session.netlink.links().await?;
         let changes = plan(&session.state, config, &links)?;
         print_plan(&changes, &mut print);
+        // Adds go last and in one batch: one state write for all their
+        // intents, one at the end.
+        let mut adds = Vec::new();
         for change in &changes {
-            session.carry_out(change).await?;
+            match change {
+                Change::AddEndpoint(to) => adds.push(add_request(to)),
+                other => session.carry_out(other).await?,
+            }
+        }
+        if !adds.is_empty() {
+            session.add_many(adds).await?;
         }
         Ok(changes)
     }

@@ -122,57 +122,106 @@ impl Instance {
 
 impl Session<'_> {
     pub async fn add(&mut self, request: AddRequest) -> Result<EndpointRecord> {
-        let links = self.netlink.links().await?;
-        let vlans = request.port.resolve(&PortVlans::Untagged)?;
-        check_priority(&vlans, request.priority)?;
-        let (lower, mac, mtu) = validate_add(&request, &self.state, &links)?;
-        check_community(&self.state, &request.name, &request.isolation)?;
-        self.datapath().await?;
-
-        let mut record = EndpointRecord {
-            name: request.name.clone(),
-            lower: request.lower.clone(),
-            mode: request.mode,
-            mac,
-            vlans,
-            priority: request.priority,
-            mtu,
-            allow_mac_spoofing: request.allow_mac_spoofing,
-            ifindex: 0,
-            lower_ifindex: lower.index,
-            slot: self.state.free_slot()?,
-            isolation: request.isolation.clone(),
-            status: RecordStatus::Pending,
-        };
-        // Intent first: if we are killed from here on, the next session
-        // finds the pending record and rolls the add back.
-        self.state
-            .endpoints
-            .insert(record.name.clone(), record.clone());
-        self.save()?;
-        // The others on the lower device check senders before this one
-        // sends, if it needs them to.
-        self.refresh_lower(&record.lower)?;
-        let wired = self.wire(&mut record).await;
-        if let Err(error) = wired {
-            self.unwire(&record).await;
-            self.state.endpoints.remove(&record.name);
-            self.save()?;
-            self.refresh_lower(&record.lower)?;
-            return Err(error);
-        }
-        record.status = RecordStatus::Ready;
-        self.state
-            .endpoints
-            .insert(record.name.clone(), record.clone());
-        self.save()?;
-        Ok(record)
+        let mut records = self.add_many(vec![request]).await?;
+        Ok(records.pop().expect("one record per request"))
     }
 
-    /// Creates the macvtap and attaches everything, in an order where no
+    /// Adds endpoints in one go: every request is checked before anything
+    /// changes, the intents are written in one state write, and the state is
+    /// written once more at the end, so `apply` of many endpoints costs
+    /// about the kernel work alone.
+    pub async fn add_many(&mut self, requests: Vec<AddRequest>) -> Result<Vec<EndpointRecord>> {
+        let links = self.netlink.links().await?;
+        let mut records = Vec::with_capacity(requests.len());
+        let mut planned = self.state.clone();
+        for request in &requests {
+            let vlans = request.port.resolve(&PortVlans::Untagged)?;
+            check_priority(&vlans, request.priority)?;
+            let (lower, mac, mtu) = validate_add(request, &planned, &links)?;
+            check_community(&planned, &request.name, &request.isolation)?;
+            let record = EndpointRecord {
+                name: request.name.clone(),
+                lower: request.lower.clone(),
+                mode: request.mode,
+                mac,
+                vlans,
+                priority: request.priority,
+                mtu,
+                allow_mac_spoofing: request.allow_mac_spoofing,
+                ifindex: 0,
+                lower_ifindex: lower.index,
+                slot: planned.free_slot()?,
+                isolation: request.isolation.clone(),
+                status: RecordStatus::Pending,
+            };
+            if let Some(twin) = planned.endpoints.values().find(|other| {
+                other.lower_ifindex == record.lower_ifindex && other.mac == record.mac
+            }) {
+                return Err(Error::invalid(
+                    "--mac",
+                    record.mac,
+                    format!("already used by {} on {}", twin.name, record.lower),
+                ));
+            }
+            planned
+                .endpoints
+                .insert(record.name.clone(), record.clone());
+            records.push(record);
+        }
+        self.datapath().await?;
+        // Intent first: if we are killed from here on, the next session
+        // finds the pending records and rolls the adds back.
+        self.state = planned;
+        self.save()?;
+        // The others on the lower devices check senders before the new
+        // ones send, if they need them to.
+        let lowers: std::collections::BTreeSet<IfName> =
+            records.iter().map(|record| record.lower.clone()).collect();
+        for lower in &lowers {
+            self.refresh_lower(lower)?;
+        }
+        if let Err(error) = self.wire_batch(&mut records).await {
+            // All or nothing: what was made of the batch goes again.
+            for record in &records {
+                self.unwire(record).await;
+                self.state.endpoints.remove(&record.name);
+            }
+            self.save()?;
+            for lower in &lowers {
+                self.refresh_lower(lower)?;
+            }
+            return Err(error);
+        }
+        for record in &mut records {
+            record.status = RecordStatus::Ready;
+            self.state
+                .endpoints
+                .insert(record.name.clone(), record.clone());
+        }
+        self.save()?;
+        Ok(records)
+    }
+
+    /// Creates the macvtaps and attaches everything (see `wire`). The
+    /// kernel's TCX attach waits for an RCU grace period under the rtnl
+    /// lock (10–20 ms per link here), which bounds how fast a batch goes;
+    /// attaching from parallel threads does not help, they queue on the lock.
+    async fn wire_batch(&mut self, records: &mut [EndpointRecord]) -> Result<()> {
+        for record in records.iter_mut() {
+            self.wire(record).await?;
+        }
+        Ok(())
+    }
+
+    /// Creates one macvtap and attaches everything, in an order where no
     /// frame ever passes unfiltered: policy and programs before the link
     /// comes up.
     pub(crate) async fn wire(&mut self, record: &mut EndpointRecord) -> Result<()> {
+        self.create_macvtap(record).await?;
+        self.attach_endpoint(record).await
+    }
+
+    async fn create_macvtap(&mut self, record: &mut EndpointRecord) -> Result<()> {
         let link = self
             .netlink
             .create_stacked(
@@ -189,28 +238,33 @@ impl Session<'_> {
         self.state
             .endpoints
             .insert(record.name.clone(), record.clone());
-        self.attach_endpoint(record).await
+        Ok(())
     }
 
     /// Wires an existing macvtap (`record.ifindex`) into the data path:
     /// policy and programs first, then the link comes up.
     pub(crate) async fn attach_endpoint(&mut self, record: &EndpointRecord) -> Result<()> {
-        let link_index = record.ifindex;
-        self.datapath().await?;
+        self.write_maps(record).await?;
+        self.datapath().await?.attach(record.name.as_str())?;
+        self.bring_up(record).await
+    }
+
+    async fn write_maps(&mut self, record: &EndpointRecord) -> Result<()> {
         let policy = crate::session::policy_in(&self.state, record);
-        let datapath = self.datapath().await?;
-        datapath.maps.set_policy(link_index, &policy)?;
-        datapath.maps.reset_counters(record.slot)?;
-        datapath
-            .maps
-            .set_source(record.lower_ifindex, record.mac, &record.source())?;
-        datapath.attach(record.name.as_str())?;
+        let maps = &mut self.datapath().await?.maps;
+        maps.set_policy(record.ifindex, &policy)?;
+        maps.reset_counters(record.slot)?;
+        maps.set_source(record.lower_ifindex, record.mac, &record.source())
+    }
+
+    /// The tap node, then the link up.
+    async fn bring_up(&mut self, record: &EndpointRecord) -> Result<()> {
         tapdev::create_node(
             &self.instance.state_dir.dev_dir(),
             record.name.as_str(),
-            link_index,
+            record.ifindex,
         )?;
-        self.netlink.bring_up(link_index).await
+        self.netlink.bring_up(record.ifindex).await
     }
 
     /// Changes the VLAN policy or isolation of a live endpoint: one atomic
@@ -314,9 +368,8 @@ impl Session<'_> {
     /// runs even if an earlier one failed, and failures are logged.
     pub(crate) async fn unwire(&mut self, record: &EndpointRecord) {
         let name = record.name.as_str();
-        if let Err(e) = Datapath::detach(&self.instance.pins, name) {
-            log::warn!("{name}: {e}");
-        }
+        // The link goes first: its TCX links go with it in one step, where
+        // unpinning them first would wait for a grace period each.
         // The ifindex may have been reused by now: delete only our link.
         match self.netlink.link_by_name(name).await {
             // A pending add killed before it recorded the ifindex: the link
@@ -333,6 +386,9 @@ impl Session<'_> {
             }
             Ok(_) => log::info!("{name}: the macvtap was already gone"),
             Err(e) => log::warn!("{name}: {e}"),
+        }
+        if let Err(e) = Datapath::detach(&self.instance.pins, name) {
+            log::warn!("{name}: {e}");
         }
         match self.maps() {
             Ok(Some(maps)) => {

@@ -182,20 +182,7 @@ impl Datapath {
 
     /// Attaches both programs to the endpoint `name` and pins the links.
     pub fn attach(&mut self, name: &str) -> Result<()> {
-        create_dir(&self.pins.links_of(name))?;
-        for hook in Hook::ALL {
-            let program = match hook {
-                Hook::FromGuest => &mut self.from_guest,
-                Hook::ToGuest => &mut self.to_guest,
-            };
-            attach_one(
-                program,
-                name,
-                hook.attach_type(),
-                &self.pins.link(name, hook),
-            )?;
-        }
-        Ok(())
+        attach_endpoint(&mut self.from_guest, &mut self.to_guest, &self.pins, name)
     }
 
     /// Removes the link pins of `name`; the links detach once unpinned (or
@@ -243,6 +230,24 @@ impl Datapath {
         }
         Ok(())
     }
+}
+
+/// Attaches both programs of an endpoint and pins the links.
+fn attach_endpoint(
+    from_guest: &mut SchedClassifier,
+    to_guest: &mut SchedClassifier,
+    pins: &PinLayout,
+    name: &str,
+) -> Result<()> {
+    create_dir(&pins.links_of(name))?;
+    for hook in Hook::ALL {
+        let program = match hook {
+            Hook::FromGuest => &mut *from_guest,
+            Hook::ToGuest => &mut *to_guest,
+        };
+        attach_one(program, name, hook.attach_type(), &pins.link(name, hook))?;
+    }
+    Ok(())
 }
 
 /// TCX with a pinned link where the kernel has it (>= 6.6); clsact and a
