@@ -62,6 +62,34 @@ pub struct FrameView {
     pub meta_tci: u16,
 }
 
+/// Bytes a view covers: an Ethernet header and two tags.
+pub const VIEW_BYTES: usize = 22;
+
+impl FrameView {
+    /// A view of a frame of `len` bytes whose first bytes are `header`
+    /// (zero past the end of a shorter frame: the decisions look at `len`
+    /// before trusting a field), with the tag the kernel may hold in skb
+    /// metadata.
+    #[inline(always)]
+    pub fn from_header(len: u32, header: &[u8; VIEW_BYTES], meta: Option<Tag>) -> Self {
+        let be = |at: usize| u16::from_be_bytes([header[at], header[at + 1]]);
+        let (meta_tpid, meta_tci) = meta.map_or((0, 0), |tag| (tag.tpid, tag.tci));
+        Self {
+            len,
+            src: [
+                header[6], header[7], header[8], header[9], header[10], header[11],
+            ],
+            ethertype: be(12),
+            inline_tci: be(14),
+            inline_inner: be(16),
+            inline2_tci: be(18),
+            inline2_inner: be(20),
+            meta_tpid,
+            meta_tci,
+        }
+    }
+}
+
 /// What the program does with the frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {

@@ -102,6 +102,19 @@ impl VidSet {
     pub fn iter(&self) -> impl Iterator<Item = u16> + '_ {
         (0u16..4096).filter(|vid| self.contains(*vid))
     }
+
+    /// The set as maximal runs `(first, last)`, in order.
+    pub fn ranges(&self) -> impl Iterator<Item = (u16, u16)> + '_ {
+        let mut vids = self.iter().peekable();
+        core::iter::from_fn(move || {
+            let first = vids.next()?;
+            let mut last = first;
+            while vids.peek() == Some(&(last + 1)) {
+                last = vids.next()?;
+            }
+            Some((first, last))
+        })
+    }
 }
 
 /// Per-endpoint policy, keyed by the macvtap's ifindex in `POLICIES`.
@@ -269,6 +282,10 @@ mod tests {
         set.remove(64);
         assert!(!set.contains(64));
         assert_eq!(set.iter().count(), 3);
+        set.insert(2);
+        set.insert(3);
+        let ranges: [(u16, u16); 3] = [(1, 3), (63, 63), (4094, 4094)];
+        assert!(set.ranges().eq(ranges));
     }
 
     #[test]

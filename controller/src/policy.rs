@@ -84,19 +84,17 @@ impl From<VidList> for String {
 /// Ranges collapsed: `10,20,100-199`.
 impl fmt::Display for VidList {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut parts = Vec::new();
-        let mut vids = self.0.iter().map(|v| v.get()).peekable();
-        while let Some(first) = vids.next() {
-            let mut last = first;
-            while vids.peek() == Some(&(last + 1)) {
-                last = vids.next().expect("peeked");
-            }
-            parts.push(if first == last {
-                first.to_string()
-            } else {
-                format!("{first}-{last}")
-            });
-        }
+        let parts: Vec<String> = self
+            .to_vid_set()
+            .ranges()
+            .map(|(first, last)| {
+                if first == last {
+                    first.to_string()
+                } else {
+                    format!("{first}-{last}")
+                }
+            })
+            .collect();
         f.pad(&parts.join(","))
     }
 }
@@ -286,11 +284,7 @@ impl PortOptions {
                 if let Some(tagged) = self.native_tagged {
                     if native.is_none() {
                         return Err(Error::invalid(
-                            if tagged {
-                                "--native-tagged"
-                            } else {
-                                "--native-untagged"
-                            },
+                            native_flag(tagged),
                             "",
                             "needs a native VLAN (--native VID)",
                         ));
@@ -308,11 +302,7 @@ impl PortOptions {
                 }
                 if let Some(tagged) = self.native_tagged {
                     return Err(Error::invalid(
-                        if tagged {
-                            "--native-tagged"
-                        } else {
-                            "--native-untagged"
-                        },
+                        native_flag(tagged),
                         "",
                         "needs a trunk port with a native VLAN",
                     ));
@@ -336,6 +326,15 @@ impl PortOptions {
             }
         }
         Ok(port)
+    }
+}
+
+/// The option that asked for a native VLAN to be tagged or not.
+fn native_flag(tagged: bool) -> &'static str {
+    if tagged {
+        "--native-tagged"
+    } else {
+        "--native-untagged"
     }
 }
 

@@ -36,7 +36,7 @@ use macvswitch::EBPF_OBJECT;
 use macvswitch_common::{
     Action, Decision, DropReason, EndpointCounters, EndpointPolicy, FrameView,
     POLICY_CVLANS_LIMITED, POLICY_NATIVE_TAGGED, POLICY_PRIORITY_SET, PORT_ACCESS, PORT_TRUNK,
-    PORT_TUNNEL, PORT_UNTAGGED, VlanKey, names,
+    PORT_TUNNEL, PORT_UNTAGGED, VlanKey, decide::VIEW_BYTES, names,
 };
 
 use generate::{GenPolicy, Rng};
@@ -86,19 +86,17 @@ fn tag_text(tag: Option<Tag>) -> String {
 }
 
 fn vid_ranges(policy: &EndpointPolicy) -> String {
-    let mut parts = Vec::new();
-    let mut vids = policy.vids.iter().peekable();
-    while let Some(first) = vids.next() {
-        let mut last = first;
-        while vids.peek() == Some(&(last + 1)) {
-            last = vids.next().expect("peeked");
-        }
-        parts.push(if first == last {
-            first.to_string()
-        } else {
-            format!("{first}-{last}")
-        });
-    }
+    let parts: Vec<String> = policy
+        .vids
+        .ranges()
+        .map(|(first, last)| {
+            if first == last {
+                first.to_string()
+            } else {
+                format!("{first}-{last}")
+            }
+        })
+        .collect();
     if parts.is_empty() {
         "-".into()
     } else {
@@ -154,36 +152,14 @@ fn policy_text(policy: Option<&EndpointPolicy>) -> String {
 // The pure decision functions, fed as ebpf/src/frame.rs feeds them.
 
 fn view(bytes: &[u8], meta: Option<Tag>) -> FrameView {
-    let be = |at: usize| u16::from_be_bytes([bytes[at], bytes[at + 1]]);
-    let len = bytes.len();
-    let mut frame = FrameView {
-        len: len as u32,
-        src: [0; 6],
-        ethertype: 0,
-        inline_tci: 0,
-        inline_inner: 0,
-        inline2_tci: 0,
-        inline2_inner: 0,
-        meta_tpid: 0,
-        meta_tci: 0,
-    };
-    if let Some(tag) = meta {
-        frame.meta_tpid = tag.tpid;
-        frame.meta_tci = tag.tci;
-    }
-    if len >= 14 {
-        frame.src.copy_from_slice(&bytes[6..12]);
-        frame.ethertype = be(12);
-    }
-    if len >= 18 {
-        frame.inline_tci = be(14);
-        frame.inline_inner = be(16);
-    }
-    if len >= 22 {
-        frame.inline2_tci = be(18);
-        frame.inline2_inner = be(20);
-    }
-    frame
+    let mut header = [0u8; VIEW_BYTES];
+    let n = bytes.len().min(VIEW_BYTES);
+    header[..n].copy_from_slice(&bytes[..n]);
+    let meta = meta.map(|t| macvswitch_common::Tag {
+        tpid: t.tpid,
+        tci: t.tci,
+    });
+    FrameView::from_header(bytes.len() as u32, &header, meta)
 }
 
 /// `decide`'s decision carried out on the frame, in the model's terms.
