@@ -242,6 +242,9 @@ async fn run(cli: Cli) -> Result<(), Error> {
             for line in report.lines() {
                 println!("{line}");
             }
+            if let Some(first) = report.failed.first() {
+                return Err(Error::Refused(first.clone()));
+            }
         }
         Command::Daemon => macvswitch::daemon::run(&instance).await?,
     }

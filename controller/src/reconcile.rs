@@ -22,6 +22,8 @@ pub struct RestoreReport {
     pub removed: Vec<String>,
     /// Their lower device is gone: kept until it is back.
     pub waiting: Vec<String>,
+    /// Could not be recreated, with why; kept and tried again next time.
+    pub failed: Vec<String>,
 }
 
 impl RestoreReport {
@@ -30,6 +32,7 @@ impl RestoreReport {
             && self.adopted.is_empty()
             && self.removed.is_empty()
             && self.waiting.is_empty()
+            && self.failed.is_empty()
     }
 
     /// One line per change, for logs.
@@ -42,6 +45,7 @@ impl RestoreReport {
         add(&self.adopted, "re-adopted (recreated by hand)");
         add(&self.removed, "deleted out of band: cleaned up");
         add(&self.waiting, "lower device gone: waiting for it");
+        lines.extend(self.failed.iter().cloned());
         lines
     }
 }
@@ -165,7 +169,9 @@ impl Session<'_> {
                 record.ifindex = 0;
                 if let Err(error) = self.wire(&mut record).await {
                     self.unwire(&record).await;
-                    log::warn!("{name}: could not recreate: {error}");
+                    report
+                        .failed
+                        .push(format!("{name}: could not recreate: {error}"));
                     return Ok(());
                 }
                 record.status = RecordStatus::Ready;
@@ -257,7 +263,9 @@ impl Session<'_> {
                 let mtu = lower.mtu.unwrap_or(1500);
                 if let Err(error) = self.wire_new_host_port(&uplink, &mut fresh, mtu).await {
                     self.unwire_host_port(&uplink, &fresh).await;
-                    log::warn!("{name}: could not recreate: {error}");
+                    report
+                        .failed
+                        .push(format!("{name}: could not recreate: {error}"));
                     return Ok(());
                 }
                 fresh.status = RecordStatus::Ready;

@@ -218,13 +218,11 @@ impl Session<'_> {
 }
 
 /// Re-wires everything recorded to freshly loaded programs and maps.
+/// Links that are gone, or replaced by others under the same name, are left
+/// to `restore`.
 fn reattach(state: &State, datapath: &mut Datapath) -> Result<()> {
     for record in state.endpoints.values() {
-        if record.status != RecordStatus::Ready
-            || !std::path::Path::new("/sys/class/net")
-                .join(record.name.as_str())
-                .exists()
-        {
+        if record.status != RecordStatus::Ready || !is_live(record.name.as_str(), record.ifindex) {
             continue;
         }
         datapath
@@ -237,16 +235,28 @@ fn reattach(state: &State, datapath: &mut Datapath) -> Result<()> {
         log::info!("{}: attached to the loaded data path", record.name);
     }
     for uplink in state.uplinks.values() {
-        if uplink.reflective_relay {
+        if uplink.reflective_relay && is_live(uplink.name.as_str(), uplink.ifindex) {
             let config = UplinkConfig {
                 flags: UPLINK_REFLECTIVE_RELAY,
             };
             datapath.maps.set_uplink(uplink.ifindex, Some(config))?;
             datapath.attach_uplink(uplink.name.as_str())?;
         }
-        if let Some(port) = uplink.host_port.as_ref().filter(|p| p.status.is_ready()) {
+        if let Some(port) = uplink
+            .host_port
+            .as_ref()
+            .filter(|p| p.status.is_ready() && is_live(p.name.as_str(), p.ifindex))
+        {
             crate::uplink::wire_host_port(datapath, uplink.ifindex, port)?;
         }
     }
     Ok(())
+}
+
+/// Whether this network namespace has link `name` with `ifindex`.
+fn is_live(name: &str, ifindex: u32) -> bool {
+    std::fs::read_to_string(format!("/sys/class/net/{name}/ifindex"))
+        .ok()
+        .and_then(|text| text.trim().parse::<u32>().ok())
+        == Some(ifindex)
 }
