@@ -32,8 +32,16 @@ pub fn uplink_egress(ctx: TcContext) -> i32 {
     let Some(config) = (unsafe { UPLINKS.get(lower) }) else {
         return TC_ACT_OK;
     };
-    let Ok(header) = ctx.load::<[u8; 12]>(0) else {
-        return TC_ACT_OK;
+    // The two addresses, read in place when they are in the linear area.
+    let (start, end) = (ctx.data(), ctx.data_end());
+    let header = if start + 12 <= end {
+        // SAFETY: bounds checked just above, as the verifier wants.
+        unsafe { core::ptr::read_unaligned(start as *const [u8; 12]) }
+    } else {
+        match ctx.load::<[u8; 12]>(0) {
+            Ok(header) => header,
+            Err(_) => return TC_ACT_OK,
+        }
     };
     let dst = [
         header[0], header[1], header[2], header[3], header[4], header[5],
