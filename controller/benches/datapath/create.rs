@@ -1,10 +1,14 @@
-//! Wall time to create and attach endpoints through the CLI, one
+//! Wall time to create and attach endpoints through the CLI: one
 //! `macvswitch endpoint add` per endpoint, as an operator or a management
-//! layer would run it.
+//! layer would run it, and all of them with one `macvswitch apply FILE`.
 
-use std::time::{Duration, Instant};
+use std::{
+    fmt::Write as _,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
 
-use macvswitch_tests::{Harness, topology::LOWER};
+use macvswitch_tests::{Harness, TempStateDir, topology::LOWER};
 
 use crate::{mode::Mode, stats::Summary};
 
@@ -24,6 +28,142 @@ pub struct Create {
     pub extrapolated: Option<Duration>,
     /// `endpoint list` afterwards, in ms.
     pub list_ms: f64,
+    /// `reset` with all of them, in s.
+    pub reset_s: f64,
+    pub apply: Apply,
+}
+
+/// One `macvswitch apply FILE` of `endpoints` endpoints on a fresh host,
+/// then the same file again.
+pub struct Apply {
+    pub endpoints: usize,
+    /// Wall time of the first apply; `None`: stopped at `timeout`.
+    pub first: Option<Duration>,
+    pub timeout: Duration,
+    /// Plan lines the first apply printed.
+    pub plan_lines: usize,
+    /// The second apply of the same file, and what it printed.
+    pub second: Option<(Duration, String)>,
+    /// Endpoints `endpoint list` shows after the first apply.
+    pub listed: usize,
+    /// `reset` afterwards, in s.
+    pub reset_s: f64,
+}
+
+impl Apply {
+    /// The second apply printed exactly "no changes".
+    pub fn idempotent(&self) -> bool {
+        self.second
+            .as_ref()
+            .is_some_and(|(_, out)| out.trim() == "no changes")
+    }
+}
+
+/// The file: `n` access ports on lower0, VLANs 1, 2, 3, … (1 + i % 4094).
+fn config(n: usize) -> String {
+    let mut s = String::new();
+    for i in 0..n {
+        let _ = writeln!(
+            s,
+            "[[endpoint]]\nname = \"a{i:04}\"\nlower = \"{LOWER}\"\nvlan = {}\n",
+            1 + i % 4094
+        );
+    }
+    s
+}
+
+/// `macvswitch apply FILE` as `Controller::run` runs commands, stopped
+/// (the child we started, by its pid) after `timeout`: the wall time and
+/// stdout, or `None`.
+fn timed_apply(
+    h: &Harness,
+    file: &std::path::Path,
+    timeout: Duration,
+) -> Option<(Duration, String)> {
+    let ctl = &h.ctl;
+    let start = Instant::now();
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &ctl.netns])
+        .arg(&ctl.bin)
+        .arg("--state-dir")
+        .arg(&ctl.state_dir)
+        .arg("--bpffs")
+        .arg(&ctl.bpffs)
+        .arg("apply")
+        .arg(file)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running macvswitch apply");
+    // Bounded: polls every 10 ms until the deadline.
+    loop {
+        if child.try_wait().expect("waiting for apply").is_some() {
+            let took = start.elapsed();
+            let out = child.wait_with_output().expect("apply's output");
+            assert!(
+                out.status.success(),
+                "macvswitch apply {} failed ({}):\nstderr: {}",
+                file.display(),
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+            return Some((took, String::from_utf8_lossy(&out.stdout).into_owned()));
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn apply(mode: &Mode) -> Apply {
+    let h = Harness::new();
+    let dir = TempStateDir::new();
+    let file = dir.path().join("endpoints.toml");
+    std::fs::write(&file, config(mode.apply_target)).expect("writing the config file");
+    let first = timed_apply(&h, &file, mode.apply_timeout);
+    let plan_lines = first.as_ref().map_or(0, |(_, out)| out.lines().count());
+    if let Some((took, _)) = &first {
+        eprintln!(
+            "  apply of {} endpoints: {:.1} s",
+            mode.apply_target,
+            took.as_secs_f64()
+        );
+    }
+    let second = first
+        .is_some()
+        .then(|| timed_apply(&h, &file, mode.apply_timeout))
+        .flatten();
+    let listed = count(&h.ctl.json(&["endpoint", "list", "--json"]));
+    Apply {
+        endpoints: mode.apply_target,
+        first: first.map(|(took, _)| took),
+        timeout: mode.apply_timeout,
+        plan_lines,
+        second,
+        listed,
+        reset_s: reset(h),
+    }
+}
+
+/// `macvswitch reset`, then the namespaces go: the links are removed
+/// synchronously here, so that the kernel's asynchronous clean-up of a
+/// namespace full of macvtaps does not overlap whatever is timed next.
+/// Seconds the reset took.
+fn reset(h: Harness) -> f64 {
+    let t = Instant::now();
+    h.ctl.ok(&["reset"]);
+    let took = t.elapsed().as_secs_f64();
+    drop(h);
+    took
+}
+
+fn count(list: &serde_json::Value) -> usize {
+    list.as_array()
+        .or_else(|| list["endpoints"].as_array())
+        .map_or(0, Vec::len)
 }
 
 pub fn run(mode: &Mode) -> Create {
@@ -67,10 +207,7 @@ pub fn run(mode: &Mode) -> Create {
     let t = Instant::now();
     let list = h.ctl.json(&["endpoint", "list", "--json"]);
     let list_ms = t.elapsed().as_secs_f64() * 1e3;
-    let listed = list
-        .as_array()
-        .or_else(|| list["endpoints"].as_array())
-        .map_or(0, Vec::len);
+    let listed = count(&list);
     assert_eq!(
         listed, target,
         "endpoint list after creating {target}: {list}"
@@ -80,6 +217,12 @@ pub fn run(mode: &Mode) -> Create {
     // this optimistic (the per-add max tells).
     let extrapolated = (target < mode.create_target)
         .then(|| total.mul_f64(mode.create_target as f64 / target as f64));
+    let reset_s = reset(h);
+    eprintln!(
+        "one `macvswitch apply FILE` of {} endpoints…",
+        mode.apply_target
+    );
+    let apply = apply(mode);
     Create {
         created: target,
         target: mode.create_target,
@@ -89,5 +232,7 @@ pub fn run(mode: &Mode) -> Create {
         netns_exec_ms: Summary::of(&exec),
         extrapolated,
         list_ms,
+        reset_s,
+        apply,
     }
 }

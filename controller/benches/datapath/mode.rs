@@ -27,6 +27,10 @@ pub struct Mode {
     /// `create_fallback` and extrapolate.
     pub create_budget: Duration,
     pub create_fallback: usize,
+    /// Endpoints in the file of the one `macvswitch apply FILE`.
+    pub apply_target: usize,
+    /// An apply that takes longer is stopped (and reported as such).
+    pub apply_timeout: Duration,
 }
 
 impl Mode {
@@ -57,6 +61,8 @@ impl Mode {
             create_probe: 50,
             create_budget: Duration::from_secs(180),
             create_fallback: 200,
+            apply_target: 1000,
+            apply_timeout: Duration::from_secs(180),
         }
     }
 
@@ -73,6 +79,8 @@ impl Mode {
             create_probe: 2,
             create_budget: Duration::from_secs(30),
             create_fallback: 3,
+            apply_target: 5,
+            apply_timeout: Duration::from_secs(30),
         }
     }
 

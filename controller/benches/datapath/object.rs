@@ -1,16 +1,19 @@
 //! A private, unpinned copy of the eBPF object, loaded like the controller
 //! loads it, with one endpoint under test on ifindex 1 (BPF_PROG_TEST_RUN
-//! runs TC programs on loopback unless told otherwise).
+//! runs TC programs on loopback unless told otherwise; for uplink_egress
+//! loopback plays the lower device).
 
 use std::os::fd::{AsFd, AsRawFd};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, MapInfo, PerCpuArray, PerCpuValues},
+    maps::{HashMap, MapInfo, PerCpuArray, PerCpuHashMap, PerCpuValues},
     programs::{SchedClassifier, TestRun, TestRunOptions},
 };
 use macvswitch::EBPF_OBJECT;
-use macvswitch_common::{EndpointCounters, EndpointPolicy, names};
+use macvswitch_common::{
+    EndpointCounters, EndpointPolicy, SourceInfo, SourceKey, UplinkConfig, UplinkCounters, names,
+};
 
 /// The aya-log level the controller compiles into the programs at load
 /// (`EBPF_LOG_LEVEL` in controller/src/datapath.rs, private there): info,
@@ -34,6 +37,7 @@ impl Object {
             names::PROG_BASELINE,
             names::PROG_FROM_GUEST,
             names::PROG_TO_GUEST,
+            names::PROG_UPLINK_EGRESS,
         ] {
             classifier(&mut ebpf, name)
                 .load()
@@ -64,6 +68,63 @@ impl Object {
         counters
             .set(u32::from(policy.slot), zeros, 0)
             .expect("zeroing counters");
+    }
+
+    /// A local endpoint `mac` on lower device `lower`, as uplink_egress and
+    /// to_guest look senders up.
+    pub fn set_source(&mut self, lower: u32, mac: [u8; 6], info: &SourceInfo) {
+        let mut sources: HashMap<_, SourceKey, SourceInfo> = self
+            .ebpf
+            .map_mut(names::MAP_SOURCES)
+            .expect("SOURCES")
+            .try_into()
+            .expect("SOURCES is a hash map");
+        sources
+            .insert(SourceKey::new(lower, mac), info, 0)
+            .expect("writing a source");
+    }
+
+    /// Relay on for `lower` (an UPLINKS entry with `flags`) and zeroed
+    /// counters, as `uplink set DEV --reflective-relay on` does.
+    pub fn set_uplink(&mut self, lower: u32, flags: u32) {
+        let mut uplinks: HashMap<_, u32, UplinkConfig> = self
+            .ebpf
+            .map_mut(names::MAP_UPLINKS)
+            .expect("UPLINKS")
+            .try_into()
+            .expect("UPLINKS is a hash map");
+        uplinks
+            .insert(lower, UplinkConfig { flags }, 0)
+            .expect("writing an uplink");
+        let mut counters: PerCpuHashMap<_, u32, UplinkCounters> = self
+            .ebpf
+            .map_mut(names::MAP_UPLINK_COUNTERS)
+            .expect("UPLINK_COUNTERS")
+            .try_into()
+            .expect("UPLINK_COUNTERS is a per-CPU hash map");
+        let cpus = aya::util::nr_cpus().expect("counting CPUs");
+        let zeros = PerCpuValues::try_from(vec![UplinkCounters::default(); cpus]).expect("zeros");
+        counters
+            .insert(lower, zeros, 0)
+            .expect("zeroing uplink counters");
+    }
+
+    /// The relay counters of `lower`, summed over CPUs (zero without an
+    /// entry).
+    pub fn uplink_counters(&self, lower: u32) -> UplinkCounters {
+        let counters: PerCpuHashMap<_, u32, UplinkCounters> = self
+            .ebpf
+            .map(names::MAP_UPLINK_COUNTERS)
+            .expect("UPLINK_COUNTERS")
+            .try_into()
+            .expect("UPLINK_COUNTERS is a per-CPU hash map");
+        let mut total = UplinkCounters::default();
+        if let Ok(per_cpu) = counters.get(&lower, 0) {
+            for c in per_cpu.iter() {
+                total.accumulate(c);
+            }
+        }
+        total
     }
 
     /// The counters in `slot`, summed over CPUs.
@@ -102,7 +163,11 @@ impl Object {
     /// memory.
     pub fn maps(&self) -> Vec<MapMemory> {
         let mut ids = Vec::new();
-        for name in [names::PROG_FROM_GUEST, names::PROG_TO_GUEST] {
+        for name in [
+            names::PROG_FROM_GUEST,
+            names::PROG_TO_GUEST,
+            names::PROG_UPLINK_EGRESS,
+        ] {
             let program: &SchedClassifier = self
                 .ebpf
                 .program(name)

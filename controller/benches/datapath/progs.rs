@@ -11,10 +11,15 @@
 //!   the kernel's per-call duration (integer ns, same timer overhead in the
 //!   baseline) summed as a trimmed mean. Valid for every row.
 
+use macvswitch_common::{
+    SourceInfo,
+    isolation::{SOURCE_MODE_VEPA, UPLINK_REFLECTIVE_RELAY},
+};
+
 use crate::{
     mode::Mode,
     object::{Object, TEST_IFINDEX},
-    rows::{self, GUEST_MAC, Row, Spec},
+    rows::{self, GUEST_MAC, PEER_MAC, Row},
     stats::{Summary, trimmed_mean},
 };
 
@@ -30,6 +35,26 @@ impl Bench {
         let mut object = Object::load();
         if let Some(port) = row.port {
             object.set_endpoint(TEST_IFINDEX, &rows::policy(GUEST_MAC, port));
+        }
+        if let Some(uplink) = row.uplink {
+            // The guest and the peer: VEPA endpoints on the test device.
+            let local = if uplink.local {
+                &[(100, GUEST_MAC), (101, PEER_MAC)][..]
+            } else {
+                &[]
+            };
+            for &(ifindex, mac) in local {
+                let info = SourceInfo {
+                    ifindex,
+                    community: 0,
+                    flags: 0,
+                    mode: SOURCE_MODE_VEPA,
+                };
+                object.set_source(TEST_IFINDEX, mac, &info);
+            }
+            if uplink.relay {
+                object.set_uplink(TEST_IFINDEX, UPLINK_REFLECTIVE_RELAY);
+            }
         }
         Bench::with_object(row, object)
     }
@@ -47,13 +72,26 @@ impl Bench {
     }
 
     fn on_path(&self) -> Option<u64> {
-        self.row.expect.count(&self.object.counters(0))
+        self.row.expect.count(
+            &self.object.counters(0),
+            &self.object.uplink_counters(TEST_IFINDEX),
+        )
     }
 
-    /// One run: asserts the verdict and that the expected counter moved.
+    /// One run: asserts the verdict and that the expected counter moved
+    /// (for uplink_egress: exactly the expected relay counter, or none).
     pub fn check(&mut self) {
         let before = self.on_path();
+        let uplink_before = self.object.uplink_counters(TEST_IFINDEX);
         let (verdict, _) = self.object.run(self.row.program, &self.frame, 1);
+        let mut expected = uplink_before;
+        expected.accumulate(&self.row.expect.uplink_delta());
+        assert_eq!(
+            self.object.uplink_counters(TEST_IFINDEX),
+            expected,
+            "{}: relay counters",
+            self.row.name
+        );
         assert_eq!(
             verdict,
             self.row.expect.verdict(),
@@ -137,7 +175,6 @@ pub struct ProgCost {
     pub baseline_loop: Summary,
     pub baseline_fresh: Summary,
     pub rows: Vec<RowCost>,
-    pub not_yet: Vec<(&'static str, &'static str)>,
 }
 
 fn diffs(row: &[f64], base: &[f64]) -> Summary {
@@ -161,13 +198,7 @@ pub fn measure(benches: &mut [Bench], mode: &Mode) -> Vec<Samples> {
 
 pub fn run(mode: &Mode) -> ProgCost {
     let mut benches = vec![Bench::new(rows::BASELINE)];
-    let mut not_yet = Vec::new();
-    for spec in rows::TABLE {
-        match *spec {
-            Spec::Measured(row) => benches.push(Bench::new(row)),
-            Spec::NotYet { name, why } => not_yet.push((name, why)),
-        }
-    }
+    benches.extend(rows::TABLE.iter().map(|row| Bench::new(*row)));
     let samples = measure(&mut benches, mode);
     let base = &samples[0];
     let rows = benches
@@ -194,6 +225,5 @@ pub fn run(mode: &Mode) -> ProgCost {
         baseline_loop: Summary::of(&base.loop_ns),
         baseline_fresh: Summary::of(&base.fresh_ns),
         rows,
-        not_yet,
     }
 }

@@ -1,12 +1,13 @@
-//! What the per-program benchmark runs: a table of (row, program, policy,
-//! frame, expected outcome). New port types get rows here; the relay, not
-//! implemented yet, is listed as such.
+//! What the per-program benchmark runs: a table of (row, program, policy or
+//! uplink setting, frame, expected outcome). New port types and programs get
+//! rows here.
 
 use macvswitch_common::{
-    DropReason, EndpointCounters, EndpointPolicy, PORT_TRUNK, PORT_TUNNEL, VidSet, names,
+    DropReason, EndpointCounters, EndpointPolicy, PORT_TRUNK, PORT_TUNNEL, UplinkCounters, VidSet,
+    names,
 };
 use macvswitch_tests::frame::{
-    ETHERTYPE_TEST, Mac, TPID_8021AD, TPID_8021Q, double_tagged, eth, tagged, test_mac,
+    BROADCAST, ETHERTYPE_TEST, Mac, TPID_8021AD, TPID_8021Q, double_tagged, eth, tagged, test_mac,
 };
 
 /// The endpoint's MAC in test runs.
@@ -73,6 +74,8 @@ pub enum Frame {
     ToGuest,
     /// Towards the guest: 802.1ad service tag over an 802.1Q customer tag.
     ToGuestQinQ { svlan: u16, cvlan: u16 },
+    /// Untagged broadcast from the guest's own MAC.
+    FromGuestBroadcast,
 }
 
 impl Frame {
@@ -106,6 +109,7 @@ impl Frame {
                 ETHERTYPE_TEST,
                 payload,
             ),
+            Frame::FromGuestBroadcast => eth(BROADCAST, GUEST_MAC, ETHERTYPE_TEST, payload),
         }
     }
 }
@@ -123,28 +127,68 @@ pub enum Outcome {
     FailClosed,
     /// The empty program: TC_ACT_OK, counts nothing.
     Baseline,
+    /// uplink_egress: `bpf_redirect` to the lower device's ingress,
+    /// TC_ACT_REDIRECT (BPF_PROG_TEST_RUN returns it without redirecting),
+    /// counted in `relayed_unicast`.
+    Relayed,
+    /// uplink_egress: a copy back in (`bpf_clone_redirect`, which does run
+    /// under BPF_PROG_TEST_RUN) and TC_ACT_OK for the original, counted in
+    /// `relayed_multicast`.
+    RelayedCopy,
+    /// uplink_egress: onto the wire untouched, TC_ACT_OK, counts nothing.
+    ToWire,
 }
 
 pub const TC_ACT_OK: u32 = 0;
 pub const TC_ACT_SHOT: u32 = 2;
+pub const TC_ACT_REDIRECT: u32 = 7;
 
 impl Outcome {
     pub fn verdict(self) -> u32 {
         match self {
-            Outcome::PassFromGuest | Outcome::PassToGuest | Outcome::Baseline => TC_ACT_OK,
+            Outcome::PassFromGuest
+            | Outcome::PassToGuest
+            | Outcome::Baseline
+            | Outcome::RelayedCopy
+            | Outcome::ToWire => TC_ACT_OK,
             Outcome::Drop(_) | Outcome::FailClosed => TC_ACT_SHOT,
+            Outcome::Relayed => TC_ACT_REDIRECT,
         }
     }
 
-    /// The counter this outcome moves, if any.
-    pub fn count(self, c: &EndpointCounters) -> Option<u64> {
+    /// The counter this outcome moves, if any: an endpoint's for the
+    /// endpoint programs, the lower device's for uplink_egress.
+    pub fn count(self, c: &EndpointCounters, u: &UplinkCounters) -> Option<u64> {
         match self {
             Outcome::PassFromGuest => Some(c.from_guest_packets),
             Outcome::PassToGuest => Some(c.to_guest_packets),
             Outcome::Drop(reason) => Some(c.drops[reason as usize]),
-            Outcome::FailClosed | Outcome::Baseline => None,
+            Outcome::Relayed => Some(u.relayed_unicast),
+            Outcome::RelayedCopy => Some(u.relayed_multicast),
+            Outcome::FailClosed | Outcome::Baseline | Outcome::ToWire => None,
         }
     }
+
+    /// How the lower device's relay counters must move on one run.
+    pub fn uplink_delta(self) -> UplinkCounters {
+        UplinkCounters {
+            relayed_unicast: u64::from(matches!(self, Outcome::Relayed)),
+            relayed_multicast: u64::from(matches!(self, Outcome::RelayedCopy)),
+        }
+    }
+}
+
+/// The lower device's side, for uplink_egress rows: the test device (lo,
+/// ifindex 1) plays the lower device; the guest and the peer are local VEPA
+/// endpoints on it (both in SOURCES).
+#[derive(Clone, Copy, Debug)]
+pub struct Uplink {
+    /// An UPLINKS entry with `UPLINK_REFLECTIVE_RELAY`; `false`: no entry
+    /// at all (the state of a lower device without `--reflective-relay on`).
+    pub relay: bool,
+    /// The guest and the peer are in SOURCES; `false`: neither is (a frame
+    /// the host itself sends out of the lower device).
+    pub local: bool,
 }
 
 /// One measured row.
@@ -156,16 +200,8 @@ pub struct Row {
     pub port: Option<Port>,
     pub frame: Frame,
     pub expect: Outcome,
-}
-
-/// A row of the table: measured, or a port type that does not exist yet.
-#[derive(Clone, Copy, Debug)]
-pub enum Spec {
-    Measured(Row),
-    NotYet {
-        name: &'static str,
-        why: &'static str,
-    },
+    /// uplink_egress rows: the relay setting and local senders.
+    pub uplink: Option<Uplink>,
 }
 
 /// The empty program, built and loaded like the others.
@@ -175,6 +211,7 @@ pub const BASELINE: Row = Row {
     port: Some(Port::Access(10)),
     frame: Frame::FromGuest,
     expect: Outcome::Baseline,
+    uplink: None,
 };
 
 pub const ACCESS_PUSH: Row = Row {
@@ -183,6 +220,7 @@ pub const ACCESS_PUSH: Row = Row {
     port: Some(Port::Access(10)),
     frame: Frame::FromGuest,
     expect: Outcome::PassFromGuest,
+    uplink: None,
 };
 
 pub const ACCESS_POP: Row = Row {
@@ -191,6 +229,7 @@ pub const ACCESS_POP: Row = Row {
     port: Some(Port::Access(10)),
     frame: Frame::ToGuestTagged(10),
     expect: Outcome::PassToGuest,
+    uplink: None,
 };
 
 pub const WRONG_VLAN: Row = Row {
@@ -199,6 +238,7 @@ pub const WRONG_VLAN: Row = Row {
     port: Some(Port::Access(10)),
     frame: Frame::ToGuestTagged(20),
     expect: Outcome::Drop(DropReason::WrongVlan),
+    uplink: None,
 };
 
 pub const UNTAGGED_FROM: Row = Row {
@@ -207,6 +247,7 @@ pub const UNTAGGED_FROM: Row = Row {
     port: Some(Port::Untagged),
     frame: Frame::FromGuest,
     expect: Outcome::PassFromGuest,
+    uplink: None,
 };
 
 pub const UNTAGGED_TO: Row = Row {
@@ -215,6 +256,7 @@ pub const UNTAGGED_TO: Row = Row {
     port: Some(Port::Untagged),
     frame: Frame::ToGuest,
     expect: Outcome::PassToGuest,
+    uplink: None,
 };
 
 const TRUNK: Port = Port::Trunk {
@@ -223,73 +265,137 @@ const TRUNK: Port = Port::Trunk {
 };
 
 /// Every row of the per-program table, in report order.
-pub const TABLE: &[Spec] = &[
-    Spec::Measured(ACCESS_PUSH),
-    Spec::Measured(ACCESS_POP),
-    Spec::Measured(UNTAGGED_FROM),
-    Spec::Measured(UNTAGGED_TO),
-    Spec::Measured(Row {
+pub const TABLE: &[Row] = &[
+    ACCESS_PUSH,
+    ACCESS_POP,
+    UNTAGGED_FROM,
+    UNTAGGED_TO,
+    Row {
         name: "drop guest-tagged: from_guest, tagged VID 10",
         program: names::PROG_FROM_GUEST,
         port: Some(Port::Access(10)),
         frame: Frame::FromGuestTagged(10),
         expect: Outcome::Drop(DropReason::GuestTagged),
-    }),
-    Spec::Measured(Row {
+        uplink: None,
+    },
+    Row {
         name: "drop spoofed-source: from_guest, foreign source MAC",
         program: names::PROG_FROM_GUEST,
         port: Some(Port::Access(10)),
         frame: Frame::FromGuestSpoofed,
         expect: Outcome::Drop(DropReason::SpoofedSource),
-    }),
-    Spec::Measured(WRONG_VLAN),
-    Spec::Measured(Row {
+        uplink: None,
+    },
+    WRONG_VLAN,
+    Row {
         name: "drop untagged: to_guest, untagged frame, VLAN 10",
         program: names::PROG_TO_GUEST,
         port: Some(Port::Access(10)),
         frame: Frame::ToGuest,
         expect: Outcome::Drop(DropReason::Untagged),
-    }),
-    Spec::Measured(Row {
+        uplink: None,
+    },
+    Row {
         name: "fail closed: from_guest on a device without policy",
         program: names::PROG_FROM_GUEST,
         port: None,
         frame: Frame::FromGuest,
         expect: Outcome::FailClosed,
-    }),
-    Spec::Measured(Row {
-        name: "trunk: from_guest, tagged VID 20 (allowed 20,30)",
-        program: names::PROG_FROM_GUEST,
-        port: Some(TRUNK),
-        frame: Frame::FromGuestTagged(20),
-        expect: Outcome::PassFromGuest,
-    }),
-    Spec::Measured(Row {
-        name: "trunk: to_guest, tagged VID 20 (allowed 20,30)",
-        program: names::PROG_TO_GUEST,
-        port: Some(TRUNK),
-        frame: Frame::ToGuestTagged(20),
-        expect: Outcome::PassToGuest,
-    }),
-    Spec::Measured(Row {
-        name: "tunnel push: from_guest, C-tag 100 into S-VLAN 200",
-        program: names::PROG_FROM_GUEST,
-        port: Some(Port::Tunnel { svlan: 200 }),
-        frame: Frame::FromGuestTagged(100),
-        expect: Outcome::PassFromGuest,
-    }),
-    Spec::Measured(Row {
-        name: "tunnel pop: to_guest, S-tag 200 over C-tag 100",
-        program: names::PROG_TO_GUEST,
-        port: Some(Port::Tunnel { svlan: 200 }),
-        frame: Frame::ToGuestQinQ {
-            svlan: 200,
-            cvlan: 100,
-        },
-        expect: Outcome::PassToGuest,
-    }),
-    Spec::NotYet {
-        name: "VEPA reflective relay (lower egress redirect)",
-        why: "relay emulation is not implemented",
+        uplink: None,
     },
+    TRUNK_FROM,
+    TRUNK_TO,
+    TUNNEL_PUSH,
+    TUNNEL_POP,
+    RELAY_UNICAST,
+    RELAY_BROADCAST,
+    RELAY_OFF,
+    RELAY_NON_LOCAL,
 ];
+
+pub const RELAY_UNICAST: Row = Row {
+    name: "relay unicast: uplink_egress, to a local endpoint, redirect to ingress",
+    program: names::PROG_UPLINK_EGRESS,
+    port: None,
+    frame: Frame::FromGuest,
+    expect: Outcome::Relayed,
+    uplink: Some(Uplink {
+        relay: true,
+        local: true,
+    }),
+};
+
+pub const RELAY_BROADCAST: Row = Row {
+    name: "relay broadcast: uplink_egress, clone back in + pass to the wire",
+    program: names::PROG_UPLINK_EGRESS,
+    port: None,
+    frame: Frame::FromGuestBroadcast,
+    expect: Outcome::RelayedCopy,
+    uplink: Some(Uplink {
+        relay: true,
+        local: true,
+    }),
+};
+
+pub const TRUNK_FROM: Row = Row {
+    name: "trunk: from_guest, tagged VID 20 (allowed 20,30)",
+    program: names::PROG_FROM_GUEST,
+    port: Some(TRUNK),
+    frame: Frame::FromGuestTagged(20),
+    expect: Outcome::PassFromGuest,
+    uplink: None,
+};
+
+pub const TRUNK_TO: Row = Row {
+    name: "trunk: to_guest, tagged VID 20 (allowed 20,30)",
+    program: names::PROG_TO_GUEST,
+    port: Some(TRUNK),
+    frame: Frame::ToGuestTagged(20),
+    expect: Outcome::PassToGuest,
+    uplink: None,
+};
+
+pub const TUNNEL_PUSH: Row = Row {
+    name: "tunnel push: from_guest, C-tag 100 into S-VLAN 200",
+    program: names::PROG_FROM_GUEST,
+    port: Some(Port::Tunnel { svlan: 200 }),
+    frame: Frame::FromGuestTagged(100),
+    expect: Outcome::PassFromGuest,
+    uplink: None,
+};
+
+pub const TUNNEL_POP: Row = Row {
+    name: "tunnel pop: to_guest, S-tag 200 over C-tag 100",
+    program: names::PROG_TO_GUEST,
+    port: Some(Port::Tunnel { svlan: 200 }),
+    frame: Frame::ToGuestQinQ {
+        svlan: 200,
+        cvlan: 100,
+    },
+    expect: Outcome::PassToGuest,
+    uplink: None,
+};
+
+pub const RELAY_OFF: Row = Row {
+    name: "relay off: uplink_egress, no UPLINKS entry, pass to the wire",
+    program: names::PROG_UPLINK_EGRESS,
+    port: None,
+    frame: Frame::FromGuest,
+    expect: Outcome::ToWire,
+    uplink: Some(Uplink {
+        relay: false,
+        local: true,
+    }),
+};
+
+pub const RELAY_NON_LOCAL: Row = Row {
+    name: "relay on, non-local sender: uplink_egress, pass to the wire",
+    program: names::PROG_UPLINK_EGRESS,
+    port: None,
+    frame: Frame::FromGuest,
+    expect: Outcome::ToWire,
+    uplink: Some(Uplink {
+        relay: true,
+        local: false,
+    }),
+};

@@ -1,9 +1,12 @@
 //! The throughput topology: two guests made by macvswitch (access ports on
 //! VLAN 10) and two bare macvtaps made by hand, all in bridge mode on the
-//! same lower device, side by side in the same namespaces.
+//! same lower device, side by side in the same namespaces. For the VEPA
+//! rows, added after the others are done: two more macvswitch guests in
+//! VEPA mode on VLAN 10 and reflective-relay emulation on lower0.
 //!
 //! ```text
 //!   [host netns]  mswa, mswb (macvswitch)   barea, bareb (ip link)
+//!                 [vepaa, vepab (macvswitch, VEPA)]
 //!                   \__________ lower0 ____________/
 //!                                 ||  veth
 //!   [switch netns]               sw0
@@ -15,8 +18,8 @@ use std::time::Duration;
 use macvswitch_tests::{
     Harness, TempStateDir,
     frame::{Mac, Marker, fmt_mac, marked, test_mac},
-    harness::ARRIVE,
-    tap::make_node,
+    harness::{ABSENT, ARRIVE},
+    tap::{Tap, make_node},
     topology::{LOWER, SWITCH_MAC},
 };
 
@@ -50,6 +53,8 @@ pub struct Setup {
     _bare_nodes: TempStateDir,
     pub bare: Variant,
     pub msw: Variant,
+    /// The VEPA guests, once [`Setup::add_vepa`] made them.
+    pub vepa: Option<Variant>,
 }
 
 impl Setup {
@@ -105,7 +110,59 @@ impl Setup {
             _bare_nodes: bare_nodes,
             bare,
             msw,
+            vepa: None,
         }
+    }
+
+    /// Two VEPA guests on VLAN 10 and `uplink set lower0 --reflective-relay
+    /// on`; checks that a unicast from A reaches B and not the wire. Done
+    /// after the bridge-mode rows: VEPA endpoints on lower0 make every
+    /// endpoint there look senders up (`POLICY_CHECK_SENDERS`), and the
+    /// relay program runs on every frame lower0 sends, the bare guests'
+    /// too; neither belongs in the other rows.
+    pub fn add_vepa(&mut self) {
+        let vlan = VLAN.to_string();
+        let guest = |name: &str| {
+            let ep = self.harness.add(name, &["--vlan", &vlan, "--mode", "vepa"]);
+            Guest {
+                ifname: ep.name,
+                mac: ep.mac,
+                node: ep.tap,
+            }
+        };
+        let (a, b) = (guest("vepaa"), guest("vepab"));
+        self.harness
+            .ctl
+            .ok(&["uplink", "set", LOWER, "--reflective-relay", "on"]);
+        let wire = self.harness.topo.wire();
+        let (ta, tb) = (Tap::open(&a.node), Tap::open(&b.node));
+        let marker = Marker::new();
+        ta.write(&marked(b.mac, a.mac, &marker));
+        assert!(
+            tb.read_matching(ARRIVE, |f| marker.is_in(f)).is_some(),
+            "VEPA + relay: unicast A -> B not delivered"
+        );
+        assert!(
+            wire.recv_matching(ABSENT, |f| marker.is_in(&f.bytes))
+                .is_none(),
+            "VEPA + relay: the relayed unicast also reached the wire"
+        );
+        drop((wire, ta, tb));
+        std::thread::sleep(Duration::from_millis(50));
+        self.vepa = Some(Variant {
+            name: "macvswitch VEPA",
+            a,
+            b,
+            wire_vid: Some(VLAN),
+        });
+    }
+
+    /// Relayed unicast frames lower0 counted (`uplink show`).
+    pub fn relayed_unicast(&self) -> u64 {
+        let u = self.harness.ctl.json(&["uplink", "show", LOWER, "--json"]);
+        u["relayed"]["unicast"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("uplink show --json lacks relayed.unicast: {u}"))
     }
 
     /// One frame from guest A of each variant reaches the wire, tagged

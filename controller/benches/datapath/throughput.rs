@@ -1,5 +1,6 @@
 //! Packets per second through the real data path, macvswitch versus bare
-//! macvtap, in one topology and one run, alternating run by run.
+//! macvtap, in one topology and one run, alternating run by run. The VEPA
+//! rows run last, in a second phase (see [`Setup::add_vepa`]).
 
 use std::{
     os::fd::AsRawFd,
@@ -28,6 +29,10 @@ pub enum Scenario {
     GuestToWire,
     WireToGuest,
     GuestToGuest,
+    /// macvswitch: VEPA guests with reflective-relay emulation on lower0.
+    /// Bare: bridge-mode macvtaps, since bare VEPA guests cannot reach each
+    /// other without a hairpin switch.
+    GuestToGuestVepa,
 }
 
 impl Scenario {
@@ -36,6 +41,7 @@ impl Scenario {
             Scenario::GuestToWire => "guest→wire",
             Scenario::WireToGuest => "wire→guest",
             Scenario::GuestToGuest => "guest→guest (bridge)",
+            Scenario::GuestToGuestVepa => "guest→guest (VEPA + relay)",
         }
     }
 
@@ -44,7 +50,7 @@ impl Scenario {
     fn senders(self) -> usize {
         match self {
             Scenario::GuestToWire => thread::available_parallelism().map_or(2, |n| n.get()),
-            Scenario::WireToGuest | Scenario::GuestToGuest => 1,
+            Scenario::WireToGuest | Scenario::GuestToGuest | Scenario::GuestToGuestVepa => 1,
         }
     }
 
@@ -63,6 +69,12 @@ impl Scenario {
             Scenario::GuestToGuest => "1 writer on tap A (transmit, bridge-mode forward) and 1 \
                  reader on tap B (one read() per frame), one core each"
                 .into(),
+            Scenario::GuestToGuestVepa => "**bare = bridge-mode macvtaps** (plain VEPA needs a \
+                 hairpin switch; bridge mode is what an operator would use instead). macvswitch: \
+                 VEPA, so each frame goes out through lower0's TC egress, where uplink_egress \
+                 redirects it back into lower0's receive path. 1 writer on tap A, 1 reader on tap \
+                 B (one read() per frame)"
+                .into(),
         }
     }
 
@@ -72,7 +84,17 @@ impl Scenario {
             Scenario::GuestToWire => &[names::PROG_FROM_GUEST],
             Scenario::WireToGuest => &[names::PROG_TO_GUEST],
             Scenario::GuestToGuest => &[names::PROG_FROM_GUEST, names::PROG_TO_GUEST],
+            Scenario::GuestToGuestVepa => &[
+                names::PROG_FROM_GUEST,
+                names::PROG_UPLINK_EGRESS,
+                names::PROG_TO_GUEST,
+            ],
         }
+    }
+
+    /// Measured in the second phase, with VEPA guests and relay on.
+    pub fn vepa(self) -> bool {
+        matches!(self, Scenario::GuestToGuestVepa)
     }
 }
 
@@ -81,13 +103,15 @@ impl Scenario {
 /// frames carry 4 more bytes of tag.
 pub const SIZES: [usize; 2] = [60, 1514];
 
-pub const CASES: [(Scenario, usize); 6] = [
+pub const CASES: [(Scenario, usize); 8] = [
     (Scenario::GuestToWire, SIZES[0]),
     (Scenario::GuestToWire, SIZES[1]),
     (Scenario::WireToGuest, SIZES[0]),
     (Scenario::WireToGuest, SIZES[1]),
     (Scenario::GuestToGuest, SIZES[0]),
     (Scenario::GuestToGuest, SIZES[1]),
+    (Scenario::GuestToGuestVepa, SIZES[0]),
+    (Scenario::GuestToGuestVepa, SIZES[1]),
 ];
 
 /// One timed run.
@@ -174,7 +198,7 @@ pub fn run_once(setup: &Setup, v: &Variant, scenario: Scenario, size: usize, mod
                 )]
             })
         }
-        Scenario::GuestToGuest => {
+        Scenario::GuestToGuest | Scenario::GuestToGuestVepa => {
             let buf = guest_frame(v.b.mac, v.a.mac, size);
             with_reader(&v.b.node, mode, || {
                 write_threads(&v.a.node, &buf, scenario.senders(), mode)
@@ -257,29 +281,29 @@ pub struct Throughput {
     pub counted: Vec<(String, u64)>,
 }
 
-pub fn run(mode: &Mode) -> Throughput {
-    let setup = Setup::new();
-    setup.check_wire();
-    let mut cases: Vec<Case> = CASES
-        .iter()
-        .map(|&(scenario, size)| Case {
-            scenario,
-            size,
-            bare: Vec::new(),
-            msw: Vec::new(),
-            stats_run: None,
-            insitu: Vec::new(),
-        })
-        .collect();
+/// The variants a case compares: (bare, macvswitch).
+fn variants(setup: &Setup, scenario: Scenario) -> (&Variant, &Variant) {
+    let msw = if scenario.vepa() {
+        setup.vepa.as_ref().expect("the VEPA guests")
+    } else {
+        &setup.msw
+    };
+    (&setup.bare, msw)
+}
+
+/// The rounds of `cases`, bare and macvswitch alternating, then one run
+/// each with run-time statistics on.
+fn measure(setup: &Setup, cases: &mut [Case], mode: &Mode) {
     for round in 0..mode.tput_rounds {
         for case in cases.iter_mut() {
             // Alternate which variant goes first, against drift.
             let msw_first = round % 2 == 1;
             for msw in [msw_first, !msw_first] {
-                let v = if msw { &setup.msw } else { &setup.bare };
-                let r = run_once(&setup, v, case.scenario, case.size, mode);
+                let (bare, with) = variants(setup, case.scenario);
+                let v = if msw { with } else { bare };
+                let r = run_once(setup, v, case.scenario, case.size, mode);
                 eprintln!(
-                    "  round {round} {:<22} {:>4} B {:<13} {:>10.0} pps (offered {:.0})",
+                    "  round {round} {:<26} {:>4} B {:<15} {:>10.0} pps (offered {:.0})",
                     case.scenario.name(),
                     case.size,
                     v.name,
@@ -306,30 +330,54 @@ pub fn run(mode: &Mode) -> Throughput {
     // closes, even if this process dies). Kept out of the ratio runs: the
     // statistics themselves cost two clock reads per program run.
     let bpffs = setup.harness.bpffs.path().to_path_buf();
-    {
-        let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime)
-            .expect("BPF_ENABLE_STATS (run-time statistics)");
-        for case in cases.iter_mut() {
-            let before: Vec<_> = case
-                .scenario
-                .programs()
-                .iter()
-                .map(|p| prog_stats(&bpffs, p))
-                .collect();
-            let r = run_once(&setup, &setup.msw, case.scenario, case.size, mode);
-            for (program, (t0, c0)) in case.scenario.programs().iter().zip(before) {
-                let (t1, c1) = prog_stats(&bpffs, program);
-                let runs = c1 - c0;
-                assert!(runs > 0, "{program} never ran with statistics on");
-                case.insitu.push(InSitu {
-                    program,
-                    runs,
-                    ns_per_run: (t1 - t0) as f64 / runs as f64,
-                });
-            }
-            case.stats_run = Some(r);
+    let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime)
+        .expect("BPF_ENABLE_STATS (run-time statistics)");
+    for case in cases.iter_mut() {
+        let before: Vec<_> = case
+            .scenario
+            .programs()
+            .iter()
+            .map(|p| prog_stats(&bpffs, p))
+            .collect();
+        let (_, msw) = variants(setup, case.scenario);
+        let r = run_once(setup, msw, case.scenario, case.size, mode);
+        for (program, (t0, c0)) in case.scenario.programs().iter().zip(before) {
+            let (t1, c1) = prog_stats(&bpffs, program);
+            let runs = c1 - c0;
+            assert!(runs > 0, "{program} never ran with statistics on");
+            case.insitu.push(InSitu {
+                program,
+                runs,
+                ns_per_run: (t1 - t0) as f64 / runs as f64,
+            });
         }
+        case.stats_run = Some(r);
     }
+}
+
+pub fn run(mode: &Mode) -> Throughput {
+    let mut setup = Setup::new();
+    setup.check_wire();
+    let mut cases: Vec<Case> = CASES
+        .iter()
+        .map(|&(scenario, size)| Case {
+            scenario,
+            size,
+            bare: Vec::new(),
+            msw: Vec::new(),
+            stats_run: None,
+            insitu: Vec::new(),
+        })
+        .collect();
+    let vepa_from = cases
+        .iter()
+        .position(|c| c.scenario.vepa())
+        .unwrap_or(cases.len());
+    assert!(
+        cases[vepa_from..].iter().all(|c| c.scenario.vepa()),
+        "the VEPA cases come last"
+    );
+    measure(&setup, &mut cases[..vepa_from], mode);
     let mut counted = Vec::new();
     for (name, dir) in [
         ("mswa", "from_guest"),
@@ -339,6 +387,18 @@ pub fn run(mode: &Mode) -> Throughput {
         let n = setup.counted(name, dir);
         assert!(n > 0, "macvswitch counted no {dir} packets on {name}");
         counted.push((format!("{name} {dir}"), n));
+    }
+    if vepa_from < cases.len() {
+        setup.add_vepa();
+        measure(&setup, &mut cases[vepa_from..], mode);
+        for (name, dir) in [("vepaa", "from_guest"), ("vepab", "to_guest")] {
+            let n = setup.counted(name, dir);
+            assert!(n > 0, "macvswitch counted no {dir} packets on {name}");
+            counted.push((format!("{name} {dir}"), n));
+        }
+        let relayed = setup.relayed_unicast();
+        assert!(relayed > 0, "lower0 relayed no unicast frame");
+        counted.push(("lower0 relayed unicast".into(), relayed));
     }
     Throughput {
         cases,
