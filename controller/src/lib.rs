@@ -19,6 +19,7 @@ pub mod state;
 pub mod tapdev;
 pub mod types;
 pub mod uplink;
+pub mod validate;
 
 pub use error::Error;
 
