@@ -369,23 +369,36 @@ impl Session<'_> {
     /// runs even if an earlier one failed, and failures are logged.
     pub(crate) async fn unwire(&mut self, record: &EndpointRecord) {
         let name = record.name.as_str();
+        self.unwire_device(name, record.ifindex, record.mac, record.lower_ifindex)
+            .await;
+        if let Err(e) = tapdev::remove_node(&self.instance.tap_path(&record.name)) {
+            log::warn!("{name}: {e}");
+        }
+    }
+}
+
+impl Session<'_> {
+    /// Undoes whatever part of a stacked device (macvtap or host port)
+    /// exists: its link, its link pins, its map entries. Best effort, each
+    /// step logged on failure.
+    pub(crate) async fn unwire_device(&mut self, name: &str, ifindex: u32, mac: Mac, lower: u32) {
         // The link goes first: its TCX links go with it in one step, where
         // unpinning them first would wait for a grace period each.
         // The ifindex may have been reused by now: delete only our link.
         match self.netlink.link_by_name(name).await {
-            // A pending add killed before it recorded the ifindex: the link
-            // is ours if it has our MAC on our lower device.
+            // An add killed before it recorded the ifindex: the link is ours
+            // if it has our MAC on our lower device.
             Ok(Some(link))
-                if link.index == record.ifindex
-                    || (record.ifindex == 0
-                        && link.mac == Some(record.mac.octets())
-                        && link.lower == Some(record.lower_ifindex)) =>
+                if link.index == ifindex
+                    || (ifindex == 0
+                        && link.mac == Some(mac.octets())
+                        && link.lower == Some(lower)) =>
             {
                 if let Err(e) = self.netlink.delete(link.index).await {
                     log::warn!("{name}: {e}");
                 }
             }
-            Ok(_) => log::info!("{name}: the macvtap was already gone"),
+            Ok(_) => log::info!("{name}: the link was already gone"),
             Err(e) => log::warn!("{name}: {e}"),
         }
         if let Err(e) = Datapath::detach(&self.instance.pins, name) {
@@ -393,22 +406,17 @@ impl Session<'_> {
         }
         match self.maps() {
             Ok(Some(maps)) => {
-                let removed = if record.ifindex == 0 {
+                let removed = if ifindex == 0 {
                     Ok(())
                 } else {
-                    maps.remove(record.ifindex)
+                    maps.remove(ifindex)
                 };
-                if let Err(e) =
-                    removed.and_then(|()| maps.remove_source(record.lower_ifindex, record.mac))
-                {
+                if let Err(e) = removed.and_then(|()| maps.remove_source(lower, mac)) {
                     log::warn!("{name}: {e}");
                 }
             }
             Ok(None) => {}
             Err(e) => log::warn!("{name}: {e}"),
-        }
-        if let Err(e) = tapdev::remove_node(&self.instance.tap_path(&record.name)) {
-            log::warn!("{name}: {e}");
         }
     }
 }

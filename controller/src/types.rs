@@ -51,6 +51,16 @@ impl<'de> Deserialize<'de> for Vid {
     }
 }
 
+/// 64-bit FNV-1a: stable across versions and platforms, unlike std's hasher.
+pub fn fnv1a64(bytes: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in bytes {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
 /// A unicast Ethernet address that is not all zeros.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Mac([u8; 6]);
@@ -72,12 +82,7 @@ impl Mac {
     /// A stable, locally administered unicast address derived from `name`,
     /// so a re-created endpoint keeps the MAC its guest was configured with.
     pub fn derived_from(name: &str) -> Self {
-        // FNV-1a: stable across versions and platforms, unlike std's hasher.
-        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-        for byte in name.bytes() {
-            hash ^= u64::from(byte);
-            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-        }
+        let mut hash = fnv1a64(name.as_bytes());
         // splitmix64's finalizer: similar names get unrelated addresses.
         hash = (hash ^ (hash >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         hash = (hash ^ (hash >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);

@@ -238,32 +238,8 @@ impl Session<'_> {
     }
 
     pub(crate) async fn unwire_host_port(&mut self, uplink: &UplinkRecord, port: &HostPortRecord) {
-        let name = port.name.as_str();
-        if let Err(e) = Datapath::detach(&self.instance.pins, name) {
-            log::warn!("{name}: {e}");
-        }
-        match self.netlink.link_by_name(name).await {
-            Ok(Some(link))
-                if link.index == port.ifindex
-                    || (port.ifindex == 0 && link.mac == Some(port.mac.octets())) =>
-            {
-                if let Err(e) = self.netlink.delete(link.index).await {
-                    log::warn!("{name}: {e}");
-                }
-            }
-            Ok(_) => {}
-            Err(e) => log::warn!("{name}: {e}"),
-        }
-        if let Ok(Some(maps)) = self.maps() {
-            let removed = if port.ifindex == 0 {
-                Ok(())
-            } else {
-                maps.remove(port.ifindex)
-            };
-            if let Err(e) = removed.and_then(|()| maps.remove_source(uplink.ifindex, port.mac)) {
-                log::warn!("{name}: {e}");
-            }
-        }
+        self.unwire_device(port.name.as_str(), port.ifindex, port.mac, uplink.ifindex)
+            .await;
     }
 }
 

@@ -107,11 +107,8 @@ impl Maps {
 
     /// Starts counting in `slot` from zero (for a newly added endpoint).
     pub fn reset_counters(&mut self, slot: u16) -> Result<()> {
-        let cpus = aya::util::nr_cpus().map_err(|(_, e)| Error::io("counting CPUs", e))?;
-        let zeros = aya::maps::PerCpuValues::try_from(vec![EndpointCounters::ZERO; cpus])
-            .map_err(|e| Error::io("building per-CPU counters", e))?;
         self.counters
-            .set(u32::from(slot), zeros, 0)
+            .set(u32::from(slot), per_cpu(EndpointCounters::ZERO)?, 0)
             .map_err(map_err(format!("resetting the counters in slot {slot}")))
     }
 
@@ -136,13 +133,9 @@ impl Maps {
     pub fn set_uplink(&mut self, lower: u32, config: Option<UplinkConfig>) -> Result<()> {
         match config {
             Some(config) => {
-                let cpus = aya::util::nr_cpus().map_err(|(_, e)| Error::io("counting CPUs", e))?;
                 if self.uplink_counters.get(&lower, 0).is_err() {
-                    let zeros =
-                        aya::maps::PerCpuValues::try_from(vec![UplinkCounters::default(); cpus])
-                            .map_err(|e| Error::io("building per-CPU counters", e))?;
                     self.uplink_counters
-                        .insert(lower, zeros, 0)
+                        .insert(lower, per_cpu(UplinkCounters::default())?, 0)
                         .map_err(map_err(format!("counters of uplink {lower}")))?;
                 }
                 self.uplinks
@@ -218,6 +211,13 @@ impl Maps {
         }
         Ok(total)
     }
+}
+
+/// `value` once for every possible CPU, for a per-CPU map entry.
+fn per_cpu<T: aya::Pod + Clone>(value: T) -> Result<aya::maps::PerCpuValues<T>> {
+    let cpus = aya::util::nr_cpus().map_err(|(_, e)| Error::io("counting CPUs", e))?;
+    aya::maps::PerCpuValues::try_from(vec![value; cpus])
+        .map_err(|e| Error::io("building per-CPU values", e))
 }
 
 /// A removal of a key that is already gone succeeded.

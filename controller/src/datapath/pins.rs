@@ -106,12 +106,7 @@ impl Hook {
 /// The build of the embedded eBPF object: FNV-1a of its bytes, so a new
 /// binary with other programs loads them instead of adopting old ones.
 fn build_id() -> String {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in crate::EBPF_OBJECT {
-        hash ^= u64::from(*byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    format!("{hash:016x}")
+    format!("{:016x}", crate::types::fnv1a64(crate::EBPF_OBJECT))
 }
 
 /// Escapes a name for bpffs, which refuses '.' in file names: bytes other
