@@ -60,6 +60,11 @@ pub struct FrameView {
     pub meta_tpid: u16,
     /// TCI of the tag held in skb metadata.
     pub meta_tci: u16,
+    /// TPID of a tag carried in `skb->mark` by another local endpoint
+    /// (see [`crate::carriage`]); outside both the bytes and the metadata,
+    /// and outermost. 0 if none.
+    pub carried_tpid: u16,
+    pub carried_tci: u16,
 }
 
 /// Bytes a view covers: an Ethernet header and two tags.
@@ -75,6 +80,8 @@ impl FrameView {
         let be = |at: usize| u16::from_be_bytes([header[at], header[at + 1]]);
         let (meta_tpid, meta_tci) = meta.map_or((0, 0), |tag| (tag.tpid, tag.tci));
         Self {
+            carried_tpid: 0,
+            carried_tci: 0,
             len,
             src: [
                 header[6], header[7], header[8], header[9], header[10], header[11],
@@ -86,6 +93,30 @@ impl FrameView {
             inline2_inner: be(20),
             meta_tpid,
             meta_tci,
+        }
+    }
+
+    /// The same frame with `tag` carried in its mark.
+    #[inline(always)]
+    pub fn with_carried(self, tag: Option<Tag>) -> Self {
+        let (carried_tpid, carried_tci) = tag.map_or((0, 0), |tag| (tag.tpid, tag.tci));
+        Self {
+            carried_tpid,
+            carried_tci,
+            ..self
+        }
+    }
+
+    /// The tag carried in the mark, if any.
+    #[inline(always)]
+    pub const fn carried(&self) -> Option<Tag> {
+        if self.carried_tpid == 0 {
+            None
+        } else {
+            Some(Tag {
+                tpid: self.carried_tpid,
+                tci: self.carried_tci,
+            })
         }
     }
 }
@@ -153,45 +184,60 @@ impl TagStack {
     }
 }
 
-/// Reads the tag stack, wherever the kernel left the tags. A tag cut short
-/// by the end of the frame is a runt.
+/// Reads the tag stack, wherever it is: a tag carried in the mark
+/// (outermost), the one in skb metadata, then those in the bytes. A tag cut
+/// short by the end of the frame is a runt.
 fn tag_stack(frame: &FrameView) -> Result<TagStack, DropReason> {
     let mut stack = TagStack {
         outer: None,
         second: None,
     };
-    // The next tag in the bytes: (TPID, offset of its TCI).
-    let (next_tpid, next_at) = if frame.meta_tpid != 0 {
-        stack.outer = Some(Tag {
-            tpid: frame.meta_tpid,
-            tci: frame.meta_tci,
-        });
-        (frame.ethertype, ETH_HLEN)
-    } else if is_tpid(frame.ethertype) {
-        if frame.len < ETH_VLAN_HLEN {
-            return Err(DropReason::Runt);
+    let mut found = 0;
+    let mut add = |stack: &mut TagStack, tag: Tag| {
+        if found == 0 {
+            stack.outer = Some(tag);
+        } else {
+            stack.second = Some(tag);
         }
-        stack.outer = Some(Tag {
+        found += 1;
+    };
+    if let Some(tag) = frame.carried() {
+        add(&mut stack, tag);
+    }
+    if frame.meta_tpid != 0 {
+        add(
+            &mut stack,
+            Tag {
+                tpid: frame.meta_tpid,
+                tci: frame.meta_tci,
+            },
+        );
+    }
+    if stack.second.is_some() || !is_tpid(frame.ethertype) {
+        return Ok(stack);
+    }
+    // Tags in the bytes: the first, and a second if one more counts.
+    if frame.len < ETH_VLAN_HLEN {
+        return Err(DropReason::Runt);
+    }
+    add(
+        &mut stack,
+        Tag {
             tpid: frame.ethertype,
             tci: frame.inline_tci,
-        });
-        (frame.inline_inner, ETH_VLAN_HLEN)
-    } else {
-        return Ok(stack);
-    };
-    if is_tpid(next_tpid) {
-        if frame.len < next_at + 4 {
+        },
+    );
+    if stack.second.is_none() && is_tpid(frame.inline_inner) {
+        if frame.len < ETH_VLAN_HLEN + 4 {
             return Err(DropReason::Runt);
         }
-        let tci = if next_at == ETH_HLEN {
-            frame.inline_tci
-        } else {
-            frame.inline2_tci
-        };
-        stack.second = Some(Tag {
-            tpid: next_tpid,
-            tci,
-        });
+        add(
+            &mut stack,
+            Tag {
+                tpid: frame.inline_inner,
+                tci: frame.inline2_tci,
+            },
+        );
     }
     Ok(stack)
 }

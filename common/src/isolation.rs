@@ -17,6 +17,10 @@ pub const SOURCE_MODE_PASSTHRU: u32 = 4;
 /// `UplinkConfig::flags`: emulate reflective relay (hairpin) on the lower
 /// device's egress.
 pub const UPLINK_REFLECTIVE_RELAY: u32 = 1 << 0;
+/// `UplinkConfig::flags`: the lower device's egress program is attached, so
+/// its endpoints carry tags in the mark and leave the tagging to it. Unset,
+/// they push tags themselves: no frame leaves untagged (fail closed).
+pub const UPLINK_TAGS_FROM_MARK: u32 = 1 << 1;
 
 /// Key of `SOURCES`: a local endpoint's MAC on its lower device.
 #[repr(C)]
@@ -51,7 +55,7 @@ pub struct SourceInfo {
     pub mode: u32,
 }
 
-/// Per lower device, keyed by its ifindex in `UPLINKS`.
+/// Per lower device, at its ifindex in `UPLINKS` (or `UPLINKS_HIGH`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct UplinkConfig {

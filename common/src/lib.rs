@@ -6,10 +6,12 @@
 //! host tests call the very same code to check the programs' verdicts.
 #![no_std]
 
+pub mod carriage;
 pub mod decide;
 pub mod drop_reason;
 pub mod isolation;
 
+pub use carriage::MarkCarriage;
 pub use decide::{Action, Decision, FrameView, Tag, from_guest, to_guest};
 pub use drop_reason::DropReason;
 pub use isolation::{SourceInfo, SourceKey, UplinkConfig, UplinkCounters};
@@ -38,6 +40,52 @@ pub const fn tci_vid(tci: u16) -> u16 {
 
 /// Entries in the policy and counter maps; one per endpoint.
 pub const MAX_ENDPOINTS: u32 = 4096;
+/// Ifindexes below this index the per-device arrays (`PORTS`, `UPLINKS`)
+/// directly: an array lookup, no hashing. Larger ones (a namespace that
+/// has made this many links) use the `*_HIGH` hash maps.
+pub const IFINDEX_DIRECT: u32 = 1 << 16;
+/// Entries in `POLICIES`: two copies per slot, so that an update is
+/// written where no frame looks and then switched to (see [`PortWord`]).
+pub const POLICY_ENTRIES: u32 = 2 * MAX_ENDPOINTS;
+
+/// The value of `PORTS`: which copy of which slot's policy is current, as
+/// `slot << 8 | copy` with copy 1 or 2 (0: no policy, frames are dropped).
+///
+/// Every change writes either the copy byte alone or, while the copy is 0,
+/// the slot alone, so a reader sees the old or the new word even if the
+/// kernel copies the value byte by byte.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortWord(pub u32);
+
+impl PortWord {
+    pub const NONE: Self = Self(0);
+
+    #[inline(always)]
+    pub const fn new(slot: u16, copy: u8) -> Self {
+        Self(((slot as u32) << 8) | copy as u32)
+    }
+
+    #[inline(always)]
+    pub const fn slot(self) -> u16 {
+        (self.0 >> 8) as u16
+    }
+
+    /// 0 (none), 1 or 2.
+    #[inline(always)]
+    pub const fn copy(self) -> u8 {
+        self.0 as u8
+    }
+
+    /// The index of the current policy in `POLICIES`.
+    #[inline(always)]
+    pub const fn policy_index(self) -> Option<u32> {
+        match self.copy() {
+            1 | 2 => Some(self.slot() as u32 * 2 + self.copy() as u32 - 1),
+            _ => None,
+        }
+    }
+}
+
 /// Entries in the per-lower-device maps.
 pub const MAX_UPLINKS: u32 = 256;
 /// Entries in the per-VLAN counter map (allocated on first use).
@@ -238,6 +286,10 @@ pub mod names {
     pub const MAP_VLAN_COUNTERS: &str = "VLAN_COUNTERS";
     pub const MAP_SOURCES: &str = "SOURCES";
     pub const MAP_UPLINKS: &str = "UPLINKS";
+    pub const MAP_UPLINKS_HIGH: &str = "UPLINKS_HIGH";
+    pub const MAP_PORTS: &str = "PORTS";
+    pub const MAP_PORTS_HIGH: &str = "PORTS_HIGH";
+    pub const MAP_CARRIAGE: &str = "CARRIAGE";
     pub const MAP_UPLINK_COUNTERS: &str = "UPLINK_COUNTERS";
     /// On the lower device's egress: reflective-relay emulation.
     pub const PROG_UPLINK_EGRESS: &str = "uplink_egress";
@@ -253,6 +305,7 @@ mod user {
     unsafe impl aya::Pod for super::SourceInfo {}
     unsafe impl aya::Pod for super::UplinkConfig {}
     unsafe impl aya::Pod for super::UplinkCounters {}
+    unsafe impl aya::Pod for super::MarkCarriage {}
 }
 
 #[cfg(test)]

@@ -37,6 +37,14 @@ pub struct Cli {
     )]
     pub bpffs: PathBuf,
 
+    /// The bits of skb->mark macvswitch may use to carry VLAN tags between
+    /// local endpoints (hex or decimal; default 0xffffffff). Its lowest 17
+    /// set bits must be contiguous and it needs at least 8 more. Set it to
+    /// keep clear of marks that netfilter, policy routing or another CNI
+    /// use on the lower device; changing it needs `reset` first.
+    #[arg(long, global = true, env = "MACVSWITCH_MARK_MASK", value_parser = parse_mark_mask)]
+    pub mark_mask: Option<u32>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -290,4 +298,16 @@ pub struct SetArgs {
     /// Leave any community and stop being isolated.
     #[arg(long, conflicts_with_all = ["isolated", "community"])]
     pub open: bool,
+}
+
+/// `--mark-mask`: a u32 in hex (0x...) or decimal that can carry a tag.
+fn parse_mark_mask(text: &str) -> Result<u32, String> {
+    let parsed = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        Some(hex) => u32::from_str_radix(hex, 16),
+        None => text.parse(),
+    };
+    let mask = parsed.map_err(|_| "must be a 32-bit number, e.g. 0xffffff80".to_string())?;
+    macvswitch_common::MarkCarriage::new(mask, 0)
+        .map(|_| mask)
+        .map_err(crate::session::mask_rule)
 }

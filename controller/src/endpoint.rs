@@ -24,6 +24,9 @@ use crate::{
 pub struct Instance {
     pub state_dir: StateDir,
     pub pins: PinLayout,
+    /// `--mark-mask`: the bits of `skb->mark` macvswitch may use; `None`
+    /// keeps the mask in use (or the default on a first load).
+    pub mark_mask: Option<u32>,
 }
 
 /// `endpoint add`, as typed by the user.
@@ -245,6 +248,8 @@ impl Session<'_> {
     /// Wires an existing macvtap (`record.ifindex`) into the data path:
     /// policy and programs first, then the link comes up.
     pub(crate) async fn attach_endpoint(&mut self, record: &EndpointRecord) -> Result<()> {
+        self.ensure_uplink_program(record.lower.as_str(), record.lower_ifindex)
+            .await?;
         self.write_maps(record).await?;
         self.datapath().await?.attach(record.name.as_str())?;
         self.bring_up(record).await
@@ -371,6 +376,7 @@ impl Session<'_> {
         let name = record.name.as_str();
         self.unwire_device(name, record.ifindex, record.mac, record.lower_ifindex)
             .await;
+        self.release_uplink_program(&record.lower, record.lower_ifindex, name);
         if let Err(e) = tapdev::remove_node(&self.instance.tap_path(&record.name)) {
             log::warn!("{name}: {e}");
         }

@@ -86,6 +86,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
     let instance = Instance {
         state_dir: StateDir::new(cli.state_dir),
         pins: PinLayout::new(cli.bpffs),
+        mark_mask: cli.mark_mask,
     };
     match cli.command {
         Command::Endpoint(EndpointCommand::Add(args)) => {

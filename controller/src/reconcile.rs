@@ -1,8 +1,6 @@
 //! Converging the kernel to the state file after what hosts do: reboots,
 //! `ip link del` by hand, lower devices that go and come back.
 
-use macvswitch_common::UplinkConfig;
-
 use crate::{
     datapath::Datapath,
     error::Result,
@@ -213,19 +211,16 @@ impl Session<'_> {
             return Ok(());
         };
         let moved = lower.index != uplink.ifindex;
+        if moved && let Some(maps) = self.maps()? {
+            maps.set_relay(uplink.ifindex, false)?;
+            maps.set_tags_from_mark(uplink.ifindex, false)?;
+        }
         if uplink.reflective_relay
             && (moved || !Datapath::is_uplink_attached(&self.instance.pins, uplink.name.as_str()))
         {
-            let old = uplink.ifindex;
-            let datapath = self.datapath().await?;
-            datapath.maps.set_uplink(old, None)?;
-            datapath.maps.set_uplink(
-                lower.index,
-                Some(UplinkConfig {
-                    flags: macvswitch_common::isolation::UPLINK_REFLECTIVE_RELAY,
-                }),
-            )?;
-            datapath.attach_uplink(uplink.name.as_str())?;
+            self.ensure_uplink_program(uplink.name.as_str(), lower.index)
+                .await?;
+            self.datapath().await?.maps.set_relay(lower.index, true)?;
         }
         if moved {
             uplink.ifindex = lower.index;
@@ -241,7 +236,11 @@ impl Session<'_> {
         match presence(links, &name, port.ifindex, lower.index, &kind) {
             Presence::Same if port.status == RecordStatus::Ready => {
                 if !Datapath::is_attached(&self.instance.pins, &name) {
-                    crate::uplink::wire_host_port(self.datapath().await?, lower.index, &port)?;
+                    self.ensure_uplink_program(uplink.name.as_str(), lower.index)
+                        .await?;
+                    let datapath = self.datapath().await?;
+                    crate::uplink::write_host_port_maps(datapath, lower.index, &port)?;
+                    datapath.attach(&name)?;
                 }
             }
             Presence::Missing if !(rebooted || moved || port.status == RecordStatus::Waiting) => {

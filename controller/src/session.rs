@@ -9,15 +9,15 @@
 //! flight, finished), and every live endpoint gets its recorded policy
 //! written again (a `set` whose state write was lost).
 
-use macvswitch_common::{
-    EndpointPolicy, POLICY_CHECK_SENDERS, UplinkConfig, isolation::UPLINK_REFLECTIVE_RELAY,
-};
+use std::collections::BTreeMap;
+
+use macvswitch_common::{EndpointPolicy, MarkCarriage, POLICY_CHECK_SENDERS, carriage};
 
 use crate::{
     bpffs,
     datapath::{Datapath, Maps},
     endpoint::Instance,
-    error::Result,
+    error::{Error, Result},
     isolation::Isolation,
     netlink::Netlink,
     state::{EndpointRecord, RecordStatus, State, StateLock},
@@ -69,6 +69,7 @@ impl Session<'_> {
         if self.datapath.is_none() {
             bpffs::prepare(self.instance.pins.root())?;
             let mut datapath = Datapath::open_or_load(self.instance.pins.clone())?;
+            self.configure_carriage(&mut datapath.maps)?;
             if datapath.fresh {
                 reattach(&self.state, &mut datapath)?;
             }
@@ -83,6 +84,7 @@ impl Session<'_> {
     pub async fn reload(&mut self) -> Result<()> {
         bpffs::prepare(self.instance.pins.root())?;
         let mut datapath = Datapath::load(self.instance.pins.clone())?;
+        self.configure_carriage(&mut datapath.maps)?;
         reattach(&self.state, &mut datapath)?;
         self.opened_maps = None;
         self.datapath = Some(datapath);
@@ -217,10 +219,126 @@ impl Session<'_> {
     }
 }
 
-/// Re-wires everything recorded to freshly loaded programs and maps.
-/// Links that are gone, or replaced by others under the same name, are left
-/// to `restore`.
+impl Session<'_> {
+    /// Sets how tags are carried in the mark when the maps are new, or when
+    /// `--mark-mask` asks for another mask while nothing carries tags.
+    fn configure_carriage(&self, maps: &mut Maps) -> Result<()> {
+        let requested = self.instance.mark_mask;
+        let current = maps.carriage()?;
+        let mask = match (current, requested) {
+            (Some(_), None) => return Ok(()),
+            (Some(current), Some(mask)) if current.mask == mask => return Ok(()),
+            (Some(current), Some(mask)) if self.has_ports() => {
+                return Err(Error::invalid(
+                    "--mark-mask",
+                    format!("{mask:#010x}"),
+                    format!(
+                        "the data path carries tags with mask {:#010x} while endpoints exist; \
+                         leave the option out, or `macvswitch reset` first",
+                        current.mask
+                    ),
+                ));
+            }
+            (_, mask) => mask.unwrap_or(carriage::DEFAULT_MARK_MASK),
+        };
+        let carriage = MarkCarriage::new(mask, random_u32()?)
+            .map_err(|e| Error::invalid("--mark-mask", format!("{mask:#010x}"), mask_rule(e)))?;
+        maps.set_carriage(&carriage)
+    }
+
+    /// Whether any endpoint or host port is recorded.
+    fn has_ports(&self) -> bool {
+        !self.state.endpoints.is_empty()
+            || self.state.uplinks.values().any(|u| u.host_port.is_some())
+    }
+
+    /// Attaches the egress program of lower device `lower` if it is not
+    /// attached yet, then lets its endpoints carry their tags in the mark.
+    pub(crate) async fn ensure_uplink_program(&mut self, lower: &str, ifindex: u32) -> Result<()> {
+        let pins = self.instance.pins.clone();
+        let datapath = self.datapath().await?;
+        // A lower device recreated under a new ifindex keeps a stale pin:
+        // the flag at its current ifindex tells.
+        if !Datapath::is_uplink_attached(&pins, lower) || !datapath.maps.tags_from_mark(ifindex)? {
+            datapath.attach_uplink(lower)?;
+        }
+        datapath.maps.set_tags_from_mark(ifindex, true)
+    }
+
+    /// Detaches the egress program of `lower` once nothing recorded on it
+    /// needs it (`leaving` is on its way out): endpoints first push their
+    /// tags themselves again, then the program goes. Best effort, logged.
+    pub(crate) fn release_uplink_program(&mut self, lower: &IfName, ifindex: u32, leaving: &str) {
+        if lower_in_use(&self.state, lower, leaving) {
+            return;
+        }
+        match self.maps() {
+            Ok(Some(maps)) => {
+                if let Err(e) = maps.set_tags_from_mark(ifindex, false) {
+                    log::warn!("{lower}: {e}");
+                }
+            }
+            Ok(None) => {}
+            Err(e) => log::warn!("{lower}: {e}"),
+        }
+        if let Err(e) = Datapath::detach_uplink(&self.instance.pins, lower.as_str()) {
+            log::warn!("{lower}: {e}");
+        }
+    }
+}
+
+/// How a mark mask must look, for the one-line error.
+pub(crate) fn mask_rule(error: carriage::MaskError) -> String {
+    let why = match error {
+        carriage::MaskError::TagFieldNotContiguous => "its lowest 17 set bits are not contiguous",
+        carriage::MaskError::TooFewPatternBits => "it has fewer than 25 bits",
+    };
+    format!(
+        "a mask whose lowest 17 set bits are contiguous (they carry the tag) with at least 8 \
+         more (a random pattern), e.g. 0xffffffff or 0xffffff80; {why}"
+    )
+}
+
+/// Whether anything recorded on `lower`, other than `leaving`, needs its
+/// egress program: an endpoint, the host port or relay emulation.
+fn lower_in_use(state: &State, lower: &IfName, leaving: &str) -> bool {
+    state
+        .endpoints
+        .values()
+        .any(|record| record.lower == *lower && record.name.as_str() != leaving)
+        || state.uplinks.get(lower).is_some_and(|uplink| {
+            uplink.reflective_relay
+                || uplink
+                    .host_port
+                    .as_ref()
+                    .is_some_and(|port| port.name.as_str() != leaving)
+        })
+}
+
+/// Four random bytes from the kernel.
+fn random_u32() -> Result<u32> {
+    let mut bytes = [0u8; 4];
+    // SAFETY: the buffer is valid for its length.
+    let got = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    if got != bytes.len() as isize {
+        return Err(Error::io(
+            "reading random bytes",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(u32::from_ne_bytes(bytes))
+}
+
+/// Re-wires everything recorded to freshly loaded programs and maps, in an
+/// order where no frame is misread across the swap: every port's ingress
+/// program first (the new one understands tags carried in the mark and
+/// pushed tags alike), then the lower devices' egress programs, then the
+/// ports' egress programs, and only then may tags travel in the mark.
+/// Links that are gone, or replaced by others under the same name, are
+/// left to `restore`.
 fn reattach(state: &State, datapath: &mut Datapath) -> Result<()> {
+    // Every live port (endpoint or host port) by name, with its lower.
+    let mut ports: Vec<(&str, &IfName)> = Vec::new();
     for record in state.endpoints.values() {
         if record.status != RecordStatus::Ready || !is_live(record.name.as_str(), record.ifindex) {
             continue;
@@ -231,24 +349,50 @@ fn reattach(state: &State, datapath: &mut Datapath) -> Result<()> {
         datapath
             .maps
             .set_source(record.lower_ifindex, record.mac, &record.source())?;
-        datapath.attach(record.name.as_str())?;
-        log::info!("{}: attached to the loaded data path", record.name);
+        ports.push((record.name.as_str(), &record.lower));
     }
     for uplink in state.uplinks.values() {
-        if uplink.reflective_relay && is_live(uplink.name.as_str(), uplink.ifindex) {
-            let config = UplinkConfig {
-                flags: UPLINK_REFLECTIVE_RELAY,
-            };
-            datapath.maps.set_uplink(uplink.ifindex, Some(config))?;
-            datapath.attach_uplink(uplink.name.as_str())?;
-        }
         if let Some(port) = uplink
             .host_port
             .as_ref()
             .filter(|p| p.status.is_ready() && is_live(p.name.as_str(), p.ifindex))
         {
-            crate::uplink::wire_host_port(datapath, uplink.ifindex, port)?;
+            crate::uplink::write_host_port_maps(datapath, uplink.ifindex, port)?;
+            ports.push((port.name.as_str(), &uplink.name));
         }
+    }
+    for (name, _) in &ports {
+        datapath.attach_to_guest(name)?;
+    }
+    // Lower devices by name, with their ifindex: those with live ports and
+    // those with relay emulation.
+    let mut lowers: BTreeMap<&IfName, u32> = BTreeMap::new();
+    for record in state.endpoints.values() {
+        if ports.iter().any(|(name, _)| *name == record.name.as_str()) {
+            lowers.insert(&record.lower, record.lower_ifindex);
+        }
+    }
+    for uplink in state.uplinks.values() {
+        let live = is_live(uplink.name.as_str(), uplink.ifindex);
+        if live && (uplink.reflective_relay || ports.iter().any(|(_, l)| *l == &uplink.name)) {
+            lowers.insert(&uplink.name, uplink.ifindex);
+        }
+        if live {
+            datapath
+                .maps
+                .set_relay(uplink.ifindex, uplink.reflective_relay)?;
+        }
+    }
+    lowers.retain(|name, ifindex| is_live(name.as_str(), *ifindex));
+    for name in lowers.keys() {
+        datapath.attach_uplink(name.as_str())?;
+    }
+    for (name, _) in &ports {
+        datapath.attach_from_guest(name)?;
+        log::info!("{name}: attached to the loaded data path");
+    }
+    for ifindex in lowers.values() {
+        datapath.maps.set_tags_from_mark(*ifindex, true)?;
     }
     Ok(())
 }

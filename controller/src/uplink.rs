@@ -1,8 +1,6 @@
 //! Lower-device settings: reflective-relay emulation and the host port.
 
-use macvswitch_common::{
-    EndpointPolicy, POLICY_PROMISCUOUS, UplinkConfig, isolation::UPLINK_REFLECTIVE_RELAY,
-};
+use macvswitch_common::{EndpointPolicy, POLICY_PROMISCUOUS};
 
 use crate::{
     datapath::Datapath,
@@ -64,10 +62,6 @@ impl Instance {
     }
 }
 
-const RELAY_ON: UplinkConfig = UplinkConfig {
-    flags: UPLINK_REFLECTIVE_RELAY,
-};
-
 impl Session<'_> {
     pub async fn uplink_set(&mut self, request: UplinkSetRequest) -> Result<UplinkRecord> {
         let links = self.netlink.links().await?;
@@ -116,20 +110,22 @@ impl Session<'_> {
         record.ifindex = lower.index;
 
         if let Some(relay) = request.reflective_relay {
-            let pins = self.instance.pins.clone();
-            let datapath = self.datapath().await?;
             if relay {
-                datapath.maps.set_uplink(record.ifindex, Some(RELAY_ON))?;
-                datapath.attach_uplink(record.name.as_str())?;
-            } else {
-                Datapath::detach_uplink(&pins, record.name.as_str())?;
-                datapath.maps.set_uplink(record.ifindex, None)?;
+                self.ensure_uplink_program(record.name.as_str(), record.ifindex)
+                    .await?;
             }
+            self.datapath()
+                .await?
+                .maps
+                .set_relay(record.ifindex, relay)?;
             record.reflective_relay = relay;
             self.state
                 .uplinks
                 .insert(record.name.clone(), record.clone());
             self.save()?;
+            if !relay {
+                self.release_uplink_program(&record.name, record.ifindex, "");
+            }
         }
         if (request.remove_host_port || request.host_port.is_some())
             && let Some(old) = record.host_port.clone()
@@ -199,9 +195,12 @@ impl Session<'_> {
             )
             .await?;
         port.ifindex = link.index;
+        self.ensure_uplink_program(uplink.name.as_str(), uplink.ifindex)
+            .await?;
         let datapath = self.datapath().await?;
         datapath.maps.reset_counters(port.slot)?;
-        wire_host_port(datapath, uplink.ifindex, port)?;
+        write_host_port_maps(datapath, uplink.ifindex, port)?;
+        datapath.attach(port.name.as_str())?;
         self.netlink.bring_up(port.ifindex).await?;
         for cidr in &port.addresses {
             self.netlink.add_address(port.ifindex, *cidr).await?;
@@ -224,26 +223,30 @@ impl Session<'_> {
 
     /// Undoes the relay and host port of an uplink (for `reset`).
     pub(crate) async fn unwire_uplink(&mut self, uplink: &UplinkRecord) {
-        if let Err(e) = Datapath::detach_uplink(&self.instance.pins, uplink.name.as_str()) {
-            log::warn!("{}: {e}", uplink.name);
+        if let Some(port) = &uplink.host_port {
+            self.unwire_host_port(uplink, port).await;
         }
         if let Ok(Some(maps)) = self.maps()
-            && let Err(e) = maps.set_uplink(uplink.ifindex, None)
+            && let Err(e) = maps
+                .set_relay(uplink.ifindex, false)
+                .and_then(|()| maps.set_tags_from_mark(uplink.ifindex, false))
         {
             log::warn!("{}: {e}", uplink.name);
         }
-        if let Some(port) = &uplink.host_port {
-            self.unwire_host_port(uplink, port).await;
+        if let Err(e) = Datapath::detach_uplink(&self.instance.pins, uplink.name.as_str()) {
+            log::warn!("{}: {e}", uplink.name);
         }
     }
 
     pub(crate) async fn unwire_host_port(&mut self, uplink: &UplinkRecord, port: &HostPortRecord) {
         self.unwire_device(port.name.as_str(), port.ifindex, port.mac, uplink.ifindex)
             .await;
+        self.release_uplink_program(&uplink.name, uplink.ifindex, port.name.as_str());
     }
 }
 
-pub(crate) fn wire_host_port(
+/// The host port's policy and sender entry.
+pub(crate) fn write_host_port_maps(
     datapath: &mut Datapath,
     lower: u32,
     port: &HostPortRecord,
@@ -251,6 +254,5 @@ pub(crate) fn wire_host_port(
     let policy = port.policy(lower);
     datapath.maps.set_policy(port.ifindex, &policy)?;
     let source = source_info(port.ifindex, Mode::Bridge, 0, policy.flags);
-    datapath.maps.set_source(lower, port.mac, &source)?;
-    datapath.attach(port.name.as_str())
+    datapath.maps.set_source(lower, port.mac, &source)
 }

@@ -1,17 +1,30 @@
-//! Maps shared by all endpoints, keyed by the macvtap's ifindex.
+//! Maps shared by all endpoints and lower devices.
+//!
+//! Per-device settings are arrays indexed by ifindex (an array lookup the
+//! verifier inlines: no hashing on the fast path); ifindexes from
+//! `IFINDEX_DIRECT` up, rare, use the `*_HIGH` hash maps.
 
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{HashMap, PerCpuArray, PerCpuHashMap},
+    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap},
 };
 use macvswitch_common::{
-    EndpointCounters, EndpointPolicy, MAX_ENDPOINTS, MAX_UPLINKS, MAX_VLAN_COUNTERS, SourceInfo,
-    SourceKey, UplinkConfig, UplinkCounters, VlanKey,
+    EndpointCounters, EndpointPolicy, IFINDEX_DIRECT, MAX_ENDPOINTS, MAX_UPLINKS,
+    MAX_VLAN_COUNTERS, MarkCarriage, POLICY_ENTRIES, PortWord, SourceInfo, SourceKey, UplinkConfig,
+    UplinkCounters, VlanKey,
 };
 
+/// Two copies per endpoint slot; `PORTS` says which one is current.
 #[map]
-pub static POLICIES: HashMap<u32, EndpointPolicy> = HashMap::with_max_entries(MAX_ENDPOINTS, 0);
+pub static POLICIES: Array<EndpointPolicy> = Array::with_max_entries(POLICY_ENTRIES, 0);
+
+/// A macvtap's (or host port's) `PortWord`, by ifindex.
+#[map]
+pub static PORTS: Array<u32> = Array::with_max_entries(IFINDEX_DIRECT, 0);
+
+#[map]
+pub static PORTS_HIGH: HashMap<u32, u32> = HashMap::with_max_entries(MAX_ENDPOINTS, 0);
 
 /// Per-CPU so that the fast path increments without atomics; an array
 /// indexed by the policy's slot, so the lookup costs no hashing.
@@ -29,10 +42,56 @@ pub static VLAN_COUNTERS: PerCpuHashMap<VlanKey, EndpointCounters> =
 #[map]
 pub static SOURCES: HashMap<SourceKey, SourceInfo> = HashMap::with_max_entries(MAX_ENDPOINTS, 0);
 
-/// Lower devices with relay settings, by ifindex.
+/// Lower devices' settings, by ifindex.
 #[map]
-pub static UPLINKS: HashMap<u32, UplinkConfig> = HashMap::with_max_entries(MAX_UPLINKS, 0);
+pub static UPLINKS: Array<UplinkConfig> = Array::with_max_entries(IFINDEX_DIRECT, 0);
+
+#[map]
+pub static UPLINKS_HIGH: HashMap<u32, UplinkConfig> = HashMap::with_max_entries(MAX_UPLINKS, 0);
 
 #[map]
 pub static UPLINK_COUNTERS: PerCpuHashMap<u32, UplinkCounters> =
     PerCpuHashMap::with_max_entries(MAX_UPLINKS, 0);
+
+/// One entry: how tags are carried in `skb->mark`.
+#[map]
+pub static CARRIAGE: Array<MarkCarriage> = Array::with_max_entries(1, 0);
+
+/// The current policy of the port at `ifindex`.
+#[inline(always)]
+pub fn policy(ifindex: u32) -> Option<&'static EndpointPolicy> {
+    let word = if ifindex < IFINDEX_DIRECT {
+        PORTS.get(ifindex)
+    } else {
+        // SAFETY: plain old data.
+        unsafe { PORTS_HIGH.get(&ifindex) }
+    }?;
+    // One load: the word is written whole or in a way that any byte mix is
+    // the old or the new word (see `PortWord`). SAFETY: a valid map value.
+    let word = PortWord(unsafe { core::ptr::read_volatile(word) });
+    POLICIES.get(word.policy_index()?)
+}
+
+/// The settings of lower device `ifindex`; all clear if it has none.
+#[inline(always)]
+pub fn uplink(ifindex: u32) -> UplinkConfig {
+    let config = if ifindex < IFINDEX_DIRECT {
+        UPLINKS.get(ifindex)
+    } else {
+        // SAFETY: plain old data.
+        unsafe { UPLINKS_HIGH.get(&ifindex) }
+    };
+    match config {
+        // SAFETY: a valid map value; one 4-byte load.
+        Some(config) => UplinkConfig {
+            flags: unsafe { core::ptr::read_volatile(&config.flags) },
+        },
+        None => UplinkConfig { flags: 0 },
+    }
+}
+
+/// How tags are carried in the mark (all zero, never ours, if unset).
+#[inline(always)]
+pub fn carriage() -> MarkCarriage {
+    CARRIAGE.get(0).copied().unwrap_or_default()
+}

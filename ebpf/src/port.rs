@@ -1,5 +1,11 @@
 //! What both hooks of an endpoint do: look up the policy, decide, carry out
 //! the decision, count.
+//!
+//! Tags travel between local endpoints in `skb->mark` (see
+//! `macvswitch_common::carriage`): the egress program writes the tag there
+//! when the lower device's egress program is attached to turn it into a
+//! metadata tag, and pushes it itself otherwise; the ingress program reads
+//! a carried tag as the frame's outermost tag.
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT},
@@ -8,14 +14,14 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use macvswitch_common::{
-    Action, Decision, DropReason, EndpointPolicy, FrameView, POLICY_CHECK_SENDERS, SourceKey, Tag,
-    isolation::isolation,
+    Action, Decision, DropReason, EndpointPolicy, FrameView, MarkCarriage, POLICY_CHECK_SENDERS,
+    SourceKey, Tag, isolation::UPLINK_TAGS_FROM_MARK, isolation::isolation,
 };
 
 use crate::{
     counters::{self, Direction},
     frame,
-    maps::{POLICIES, SOURCES},
+    maps::{self, SOURCES},
 };
 
 /// Index of `__sk_buff.cb` where a pushed tag is recorded as
@@ -23,8 +29,20 @@ use crate::{
 /// VLAN metadata, so tests can see what was pushed.
 const CB_PUSHED_TAG: usize = 0;
 
+/// Sets `skb->mark`. The verifier accepts context accesses only at a
+/// constant offset from the unmodified context pointer; an opaque copy of
+/// the pointer keeps LLVM from precomputing (and spilling) `ctx + 8`.
 #[inline(always)]
-fn push(ctx: &mut TcContext, tag: Tag) -> Result<(), DropReason> {
+pub fn set_mark(ctx: &TcContext, mark: u32) {
+    let skb = core::hint::black_box(ctx.skb.skb);
+    // SAFETY: the context pointer is valid for the program's whole run, and
+    // TC programs may write the mark.
+    unsafe { core::ptr::write_volatile(&raw mut (*skb).mark, mark) }
+}
+
+/// Pushes `tag` into the skb's metadata.
+#[inline(always)]
+pub fn push(ctx: &mut TcContext, tag: Tag) -> Result<(), DropReason> {
     // SAFETY: plain helper call on our own context.
     let ret = unsafe { bpf_skb_vlan_push(ctx.skb.skb, tag.tpid.to_be(), tag.tci) };
     if ret != 0 {
@@ -44,6 +62,24 @@ fn pop(ctx: &TcContext) -> Result<(), DropReason> {
     }
 }
 
+/// Gives a frame from the guest the port's tag: in the mark where the lower
+/// device's program will tag it, else in the skb's metadata.
+#[inline(always)]
+fn tag(
+    ctx: &mut TcContext,
+    policy: &EndpointPolicy,
+    carriage: &MarkCarriage,
+    mark: u32,
+    tag: Tag,
+) -> Result<(), DropReason> {
+    if carriage.mask != 0 && maps::uplink(policy.lower).flags & UPLINK_TAGS_FROM_MARK != 0 {
+        set_mark(ctx, carriage.carry(mark, tag));
+        Ok(())
+    } else {
+        push(ctx, tag)
+    }
+}
+
 #[inline(always)]
 pub fn handle(
     mut ctx: TcContext,
@@ -52,12 +88,23 @@ pub fn handle(
 ) -> i32 {
     // SAFETY: the context pointer is valid for the program's whole run.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
-    // SAFETY: the value is plain old data.
-    let Some(policy) = (unsafe { POLICIES.get(ifindex) }) else {
+    let Some(policy) = maps::policy(ifindex) else {
         // Not ours (yet, or any more): fail closed.
         return TC_ACT_SHOT;
     };
-    let frame = frame::view(&ctx);
+    let carriage = maps::carriage();
+    // Read once: the verifier refuses a context pointer kept with an offset.
+    // SAFETY: the context pointer is valid for the program's whole run.
+    let mark = unsafe { core::ptr::read_volatile(&(*ctx.skb.skb).mark) };
+    // Only frames towards a guest can carry a tag from another endpoint; a
+    // mark that looks like ours on a frame from the guest side (the host
+    // port's stack can set marks) is cleared, never believed.
+    let ours = carriage.is_ours(mark);
+    let carried = match direction {
+        Direction::ToGuest if ours => carriage.carried(mark),
+        _ => None,
+    };
+    let frame = frame::view(&ctx).with_carried(carried);
     let mut decision = decide(policy, &frame);
     // Towards the guest, a frame from another local endpoint must also
     // pass the private-VLAN policy, whichever path it took.
@@ -70,12 +117,22 @@ pub fn handle(
     {
         decision.action = Action::Drop(reason);
     }
-    let done = match decision.action {
-        Action::Pass => Ok(()),
-        Action::Push(tag) => push(&mut ctx, tag),
-        Action::Pop => pop(&ctx),
-        Action::PopPush(tag) => pop(&ctx).and_then(|()| push(&mut ctx, tag)),
-        Action::Drop(reason) => Err(reason),
+    if ours && !matches!(decision.action, Action::Drop(_)) {
+        set_mark(&ctx, carriage.cleared(mark));
+    }
+    let done = match (decision.action, carried) {
+        (Action::Pass, None) => Ok(()),
+        // The guest sees the carried tag: it goes into the metadata, which
+        // the tap's read puts inline.
+        (Action::Pass, Some(outer)) => push(&mut ctx, outer),
+        (Action::Pop, None) => pop(&ctx),
+        // The carried tag was the outer one; clearing the mark removed it.
+        (Action::Pop, Some(_)) => Ok(()),
+        (Action::Push(port_tag), _) => tag(&mut ctx, policy, &carriage, mark, port_tag),
+        (Action::PopPush(port_tag), _) => {
+            pop(&ctx).and_then(|()| tag(&mut ctx, policy, &carriage, mark, port_tag))
+        }
+        (Action::Drop(reason), _) => Err(reason),
     };
     match done {
         Ok(()) => {

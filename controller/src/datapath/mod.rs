@@ -8,7 +8,8 @@
 //!   endpoints and kept across builds when their layout matches;
 //! - `links/NAME/{egress,ingress}`: the TCX links of endpoint NAME (escaped:
 //!   bpffs refuses '.' in names, interface names allow it);
-//! - `uplinks/DEV/egress`: the relay program's link on lower device DEV.
+//! - `uplinks/DEV/egress`: the link of the lower device's egress program
+//!   (tags carried in the mark, relay emulation) on lower device DEV.
 //!
 //! Everything is pinned, so forwarding goes on after the process exits and
 //! the next invocation adopts what is there.
@@ -153,18 +154,17 @@ impl Datapath {
         let to_guest = take_program(names::PROG_TO_GUEST)?;
         let uplink_egress = take_program(names::PROG_UPLINK_EGRESS)?;
         pins.remove_other_builds()?;
-        let take = |ebpf: &mut aya::Ebpf, name: &str| {
-            ebpf.take_map(name)
-                .ok_or_else(|| Error::Refused(format!("the eBPF object lacks map {name}")))
+        let mut taken = Vec::with_capacity(maps::MAP_NAMES.len());
+        for name in maps::MAP_NAMES {
+            taken.push(
+                ebpf.take_map(name)
+                    .ok_or_else(|| Error::Refused(format!("the eBPF object lacks map {name}")))?,
+            );
+        }
+        let Ok(taken) = <[aya::maps::Map; 10]>::try_from(taken) else {
+            unreachable!("one map per name in MAP_NAMES")
         };
-        let maps = Maps::from_maps([
-            take(&mut ebpf, names::MAP_POLICIES)?,
-            take(&mut ebpf, names::MAP_COUNTERS)?,
-            take(&mut ebpf, names::MAP_VLAN_COUNTERS)?,
-            take(&mut ebpf, names::MAP_SOURCES)?,
-            take(&mut ebpf, names::MAP_UPLINKS)?,
-            take(&mut ebpf, names::MAP_UPLINK_COUNTERS)?,
-        ])?;
+        let maps = Maps::from_maps(taken)?;
         log::info!(
             "loaded and pinned the data path (build {}) under {}",
             pins.build(),
@@ -180,9 +180,22 @@ impl Datapath {
         })
     }
 
-    /// Attaches both programs to the endpoint `name` and pins the links.
+    /// Attaches both programs to the endpoint `name` and pins the links:
+    /// the ingress first, so that by the time the endpoint sends, it also
+    /// understands tags carried in the mark.
     pub fn attach(&mut self, name: &str) -> Result<()> {
-        attach_endpoint(&mut self.from_guest, &mut self.to_guest, &self.pins, name)
+        self.attach_to_guest(name)?;
+        self.attach_from_guest(name)
+    }
+
+    /// Attaches (or swaps in) the program for frames towards the guest.
+    pub fn attach_to_guest(&mut self, name: &str) -> Result<()> {
+        attach_hook(&mut self.to_guest, &self.pins, name, Hook::ToGuest)
+    }
+
+    /// Attaches (or swaps in) the program for frames from the guest.
+    pub fn attach_from_guest(&mut self, name: &str) -> Result<()> {
+        attach_hook(&mut self.from_guest, &self.pins, name, Hook::FromGuest)
     }
 
     /// Removes the link pins of `name`; the links detach once unpinned (or
@@ -199,12 +212,13 @@ impl Datapath {
         Hook::ALL.iter().all(|hook| pins.link(name, *hook).exists())
     }
 
-    /// Whether the relay program's link on `lower` is pinned.
+    /// Whether the lower device's egress program link on `lower` is pinned.
     pub fn is_uplink_attached(pins: &PinLayout, lower: &str) -> bool {
         pins.uplink_link(lower).exists()
     }
 
-    /// Attaches the relay program to the lower device's egress.
+    /// Attaches the lower device's egress program (tags from the mark,
+    /// relay emulation).
     pub fn attach_uplink(&mut self, lower: &str) -> Result<()> {
         let pin = self.pins.uplink_link(lower);
         if let Some(dir) = pin.parent() {
@@ -213,7 +227,7 @@ impl Datapath {
         attach_one(&mut self.uplink_egress, lower, TcAttachType::Egress, &pin)
     }
 
-    /// Detaches the relay program from the lower device.
+    /// Detaches the lower device's egress program.
     pub fn detach_uplink(pins: &PinLayout, lower: &str) -> Result<()> {
         let pin = pins.uplink_link(lower);
         unpin_link(&pin)?;
@@ -232,22 +246,15 @@ impl Datapath {
     }
 }
 
-/// Attaches both programs of an endpoint and pins the links.
-fn attach_endpoint(
-    from_guest: &mut SchedClassifier,
-    to_guest: &mut SchedClassifier,
+/// Attaches one program of an endpoint and pins its link.
+fn attach_hook(
+    program: &mut SchedClassifier,
     pins: &PinLayout,
     name: &str,
+    hook: Hook,
 ) -> Result<()> {
     create_dir(&pins.links_of(name))?;
-    for hook in Hook::ALL {
-        let program = match hook {
-            Hook::FromGuest => &mut *from_guest,
-            Hook::ToGuest => &mut *to_guest,
-        };
-        attach_one(program, name, hook.attach_type(), &pins.link(name, hook))?;
-    }
-    Ok(())
+    attach_one(program, name, hook.attach_type(), &pins.link(name, hook))
 }
 
 /// TCX with a pinned link where the kernel has it (>= 6.6); clsact and a
