@@ -29,7 +29,7 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues},
+    maps::{MapData, PerCpuArray, PerCpuHashMap, PerCpuValues},
     programs::{SchedClassifier, TestRun, TestRunOptions},
 };
 use macvswitch::EBPF_OBJECT;
@@ -351,7 +351,6 @@ fn isolation_violation(
 
 struct Kernel {
     ebpf: Ebpf,
-    policies: HashMap<MapData, u32, EndpointPolicy>,
     /// Indexed by the policy's slot; generated policies all use slot 0.
     counters: PerCpuArray<MapData, EndpointCounters>,
     vlan_counters: PerCpuHashMap<MapData, VlanKey, EndpointCounters>,
@@ -377,11 +376,6 @@ impl Kernel {
                 .expect("classifier");
             program.load().expect("verifier accepts the program");
         }
-        let policies = ebpf
-            .take_map(names::MAP_POLICIES)
-            .expect("policies map")
-            .try_into()
-            .expect("hash map");
         let counters = ebpf
             .take_map(names::MAP_COUNTERS)
             .expect("counters map")
@@ -395,7 +389,6 @@ impl Kernel {
         let cpus = aya::util::nr_cpus().expect("nr_cpus");
         Self {
             ebpf,
-            policies,
             counters,
             vlan_counters,
             cpus,
@@ -404,15 +397,8 @@ impl Kernel {
 
     /// A new policy (or none) with zeroed counters and no VLAN counters.
     fn set_policy(&mut self, policy: Option<&EndpointPolicy>) {
-        match policy {
-            Some(p) => self
-                .policies
-                .insert(TEST_IFINDEX, *p, 0)
-                .expect("set policy"),
-            None => {
-                let _ = self.policies.remove(&TEST_IFINDEX);
-            }
-        }
+        macvswitch::datapath::set_object_policy(&mut self.ebpf, TEST_IFINDEX, policy)
+            .expect("set policy");
         let zeros = PerCpuValues::try_from(vec![EndpointCounters::ZERO; self.cpus]).expect("zeros");
         self.counters.set(0, zeros, 0).expect("reset counters");
         let keys: Vec<VlanKey> = self

@@ -9,7 +9,7 @@
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, PerCpuArray, PerCpuValues},
+    maps::{PerCpuArray, PerCpuValues},
     programs::{SchedClassifier, TestRun, TestRunOptions},
 };
 use macvswitch::EBPF_OBJECT;
@@ -56,14 +56,7 @@ impl Programs {
                 EndpointPolicy::access(GUEST_MAC, vlan)
             }
         };
-        let mut policies: HashMap<_, u32, EndpointPolicy> = programs
-            .ebpf
-            .map_mut(names::MAP_POLICIES)
-            .expect("policies map")
-            .try_into()
-            .expect("hash map");
-        policies
-            .insert(TEST_IFINDEX, policy, 0)
+        macvswitch::datapath::set_object_policy(&mut programs.ebpf, TEST_IFINDEX, Some(&policy))
             .expect("set policy");
         let mut counters: PerCpuArray<_, EndpointCounters> = programs
             .ebpf

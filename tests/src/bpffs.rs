@@ -146,3 +146,48 @@ impl Drop for TempStateDir {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// The value at `key` of the map pinned at `path` (raw `bpf(2)`: the test
+/// library does not depend on aya).
+pub fn pinned_map_value(path: &Path, key: u32, value_size: usize) -> Vec<u8> {
+    const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
+    const BPF_OBJ_GET: libc::c_long = 7;
+    let cpath = cpath(path);
+    // union bpf_attr, as far as the two commands read it.
+    let mut attr = [0u64; 16];
+    attr[0] = cpath.as_ptr() as u64;
+    // SAFETY: attr is large enough for the command and outlives the call.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET,
+            attr.as_mut_ptr(),
+            std::mem::size_of_val(&attr),
+        )
+    };
+    assert!(
+        fd >= 0,
+        "BPF_OBJ_GET {}: {}",
+        path.display(),
+        std::io::Error::last_os_error()
+    );
+    let mut value = vec![0u8; value_size];
+    let mut attr = [0u64; 16];
+    attr[0] = fd as u64;
+    attr[1] = (&key as *const u32) as u64;
+    attr[2] = value.as_mut_ptr() as u64;
+    // SAFETY: as above; key and value buffers are valid for the map's sizes.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_LOOKUP_ELEM,
+            attr.as_mut_ptr(),
+            std::mem::size_of_val(&attr),
+        )
+    };
+    let err = std::io::Error::last_os_error();
+    // SAFETY: fd is ours.
+    unsafe { libc::close(fd as libc::c_int) };
+    assert!(rc == 0, "lookup in {}: {err}", path.display());
+    value
+}

@@ -150,6 +150,23 @@ impl WireSocket {
         self.ifindex
     }
 
+    /// Gives every frame sent from now on `skb->mark = mark` (SO_MARK).
+    pub fn set_mark(&self, mark: u32) {
+        // SAFETY: option value points to a u32 of the given size.
+        cvt(
+            unsafe {
+                libc::setsockopt(
+                    self.fd.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_MARK,
+                    (&mark as *const u32).cast(),
+                    std::mem::size_of::<u32>() as libc::socklen_t,
+                )
+            },
+            "setsockopt(SO_MARK)",
+        );
+    }
+
     /// Sends one frame (bytes exactly as given, inline tags stay inline; the
     /// receiving device's stack moves them into metadata).
     pub fn send(&self, frame: &[u8]) {

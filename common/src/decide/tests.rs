@@ -398,3 +398,56 @@ fn tunnel_to_guest_removes_the_service_tag() {
         drop(DropReason::Untagged)
     );
 }
+
+/// A frame from another local endpoint: its outer tag carried in the mark,
+/// any further tags in metadata (moved there by the receive path) or inline.
+fn carried(outer: (u16, u16), rest: &[(u16, u16)]) -> FrameView {
+    inline(rest).with_carried(Some(Tag {
+        tpid: outer.0,
+        tci: outer.1,
+    }))
+}
+
+#[test]
+fn a_tag_carried_in_the_mark_is_the_outermost() {
+    // Access: its own VLAN is delivered (the mark cleared stands for the
+    // pop), others are not.
+    assert_eq!(
+        to_guest(&access(10), &carried((TPID_8021Q, 10), &[])).action,
+        Action::Pop
+    );
+    assert_eq!(
+        to_guest(&access(10), &carried((TPID_8021Q, 20), &[])).action,
+        Action::Drop(DropReason::WrongVlan)
+    );
+    // A trunk gets it tagged; an untagged port never.
+    assert_eq!(
+        to_guest(&trunk(&[10], 0, 0), &carried((TPID_8021Q, 10), &[])).action,
+        Action::Pass
+    );
+    assert_eq!(
+        to_guest(&untagged_port(), &carried((TPID_8021Q, 10), &[])).action,
+        Action::Drop(DropReason::TaggedOnUntaggedPort)
+    );
+    // A tunnel's S-tag in the mark over the customer's tag in the bytes.
+    let d = to_guest(
+        &tunnel(300, None),
+        &carried((TPID_8021AD, 300), &[(TPID_8021Q, 7)]),
+    );
+    assert_eq!((d.action, d.vlan), (Action::Pop, Some(7)));
+    // Over a metadata tag: still outermost, the metadata tag second.
+    let mut frame = carried((TPID_8021AD, 300), &[]);
+    frame.meta_tpid = TPID_8021Q;
+    frame.meta_tci = 8;
+    let d = to_guest(&tunnel(300, Some(&[8])), &frame);
+    assert_eq!((d.action, d.vlan), (Action::Pop, Some(8)));
+    // Two tags already known: a third inline one does not matter, a
+    // stacked tag on an access port is still refused.
+    let mut frame = carried((TPID_8021Q, 10), &[(TPID_8021Q, 5)]);
+    frame.meta_tpid = TPID_8021Q;
+    frame.meta_tci = 9;
+    assert_eq!(
+        to_guest(&access(10), &frame).action,
+        Action::Drop(DropReason::StackedTag)
+    );
+}

@@ -1,6 +1,7 @@
 //! Per-frame cost with 2 to 4,094 endpoints in the maps (one VLAN each at
 //! 4,094: every VLAN 1..=4094 in use), and the maps' memory.
 
+use macvswitch_common::EndpointPolicy;
 use crate::{
     mode::Mode,
     object::{MapMemory, Object, TEST_IFINDEX},
@@ -75,7 +76,12 @@ fn filled(n: usize) -> Object {
     for i in 1..n {
         let vlan = (i % 4094) as u16 + 1;
         let mac = [0x02, 0, 0, 0x42, (i >> 8) as u8, i as u8];
-        object.set_endpoint(100_000 + i as u32, &rows::policy(mac, Port::Access(vlan)));
+        // Each in its own slot, at ifindexes the direct arrays cover.
+        let policy = EndpointPolicy {
+            slot: i as u16,
+            ..rows::policy(mac, Port::Access(vlan))
+        };
+        object.set_endpoint(1000 + i as u32, &policy);
     }
     object
 }

@@ -12,7 +12,7 @@ use aya::{
 };
 use macvswitch::EBPF_OBJECT;
 use macvswitch_common::{
-    EndpointCounters, EndpointPolicy, SourceInfo, SourceKey, UplinkConfig, UplinkCounters, names,
+    EndpointCounters, EndpointPolicy, SourceInfo, SourceKey, UplinkCounters, names,
 };
 
 /// The aya-log level the controller compiles into the programs at load
@@ -48,14 +48,7 @@ impl Object {
 
     /// Gives `ifindex` a policy and zeroed counters.
     pub fn set_endpoint(&mut self, ifindex: u32, policy: &EndpointPolicy) {
-        let mut policies: HashMap<_, u32, EndpointPolicy> = self
-            .ebpf
-            .map_mut(names::MAP_POLICIES)
-            .expect("POLICIES")
-            .try_into()
-            .expect("POLICIES is a hash map");
-        policies
-            .insert(ifindex, policy, 0)
+        macvswitch::datapath::set_object_policy(&mut self.ebpf, ifindex, Some(policy))
             .expect("writing a policy");
         let mut counters: PerCpuArray<_, EndpointCounters> = self
             .ebpf
@@ -87,14 +80,7 @@ impl Object {
     /// Relay on for `lower` (an UPLINKS entry with `flags`) and zeroed
     /// counters, as `uplink set DEV --reflective-relay on` does.
     pub fn set_uplink(&mut self, lower: u32, flags: u32) {
-        let mut uplinks: HashMap<_, u32, UplinkConfig> = self
-            .ebpf
-            .map_mut(names::MAP_UPLINKS)
-            .expect("UPLINKS")
-            .try_into()
-            .expect("UPLINKS is a hash map");
-        uplinks
-            .insert(lower, UplinkConfig { flags }, 0)
+        macvswitch::datapath::set_object_uplink(&mut self.ebpf, lower, flags, None)
             .expect("writing an uplink");
         let mut counters: PerCpuHashMap<_, u32, UplinkCounters> = self
             .ebpf

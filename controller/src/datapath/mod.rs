@@ -34,7 +34,7 @@ mod compat;
 mod maps;
 mod pins;
 
-pub use maps::Maps;
+pub use maps::{Maps, set_object_policy, set_object_uplink, wait_for_readers};
 pub use pins::PinLayout;
 use pins::{Hook, create_dir, remove_dir_if_exists, unpin_link};
 
