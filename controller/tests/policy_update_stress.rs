@@ -63,7 +63,9 @@ fn no_frame_is_judged_by_a_mix_of_two_policies() {
     let frames: Vec<Vec<u8>> = allowed
         .iter()
         .chain(forbidden.iter())
-        .map(|(marker, tpid, vid)| tagged(ep.mac, SWITCH_MAC, *tpid, *vid, ETHERTYPE_TEST, &marker.0))
+        .map(|(marker, tpid, vid)| {
+            tagged(ep.mac, SWITCH_MAC, *tpid, *vid, ETHERTYPE_TEST, &marker.0)
+        })
         .collect();
 
     let stop = AtomicBool::new(false);
@@ -80,8 +82,7 @@ fn no_frame_is_judged_by_a_mix_of_two_policies() {
             s.spawn(move || {
                 let deadline = Instant::now() + Duration::from_secs(120);
                 let mut n = 0u64;
-                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline && n < 20_000_000
-                {
+                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline && n < 20_000_000 {
                     for frame in frames {
                         socket.send(frame);
                     }
@@ -109,7 +110,8 @@ fn no_frame_is_judged_by_a_mix_of_two_policies() {
         });
         for i in 0..flips {
             let policy = if i % 2 == 0 { &access } else { &tunnel };
-            maps.set_policy(ifindex, policy).expect("switching policies");
+            maps.set_policy(ifindex, policy)
+                .expect("switching policies");
         }
         stop.store(true, Ordering::Relaxed);
         (delivered, leaked) = reader.join().expect("reader");

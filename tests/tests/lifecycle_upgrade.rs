@@ -418,3 +418,164 @@ fn incompatible_pinned_maps_are_recreated_loudly_and_traffic_flows() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// The previous release's binary (`cargo xtask test` builds it from git).
+fn previous_bin() -> Option<PathBuf> {
+    std::env::var_os("MACVSWITCH_PREVIOUS_BIN").map(PathBuf::from)
+}
+
+#[test]
+fn endpoints_of_the_previous_release_are_taken_over_under_a_paced_stream() {
+    require_root!();
+    let Some(previous) = previous_bin() else {
+        eprintln!(
+            "skipping: MACVSWITCH_PREVIOUS_BIN is not set (`cargo xtask test` builds the \
+             previous release and sets it)"
+        );
+        return;
+    };
+    let h = Harness::new();
+    let mut old = h.ctl.clone();
+    old.bin = previous;
+    // Made by the previous release: tags pushed on the macvtaps.
+    for (name, vlan) in [("ep0", VLAN), ("ep1", VLAN), ("ep2", 20)] {
+        old.ok(&[
+            "endpoint",
+            "add",
+            name,
+            "--lower",
+            LOWER,
+            "--vlan",
+            &vlan.to_string(),
+        ]);
+    }
+    let (ep0, ep1, ep2) = (h.show("ep0"), h.show("ep1"), h.show("ep2"));
+    let (tap0, tap1, tap2) = (h.tap(&ep0), h.tap(&ep1), h.tap(&ep2));
+    let wire = h.topo.wire();
+    let (up, down, local) = (Marker::new(), Marker::new(), Marker::new());
+    let sending = AtomicBool::new(true);
+    let budget = Duration::from_secs(15);
+
+    let (from_guest, to_guest, between, crossed) = std::thread::scope(|s| {
+        let guest_tx = s.spawn(|| {
+            paced(|seq| {
+                tap0.write(&eth(
+                    SWITCH_MAC,
+                    ep0.mac,
+                    ETHERTYPE_TEST,
+                    &payload(&up, seq),
+                ));
+                tap0.write(&eth(
+                    ep1.mac,
+                    ep0.mac,
+                    ETHERTYPE_TEST,
+                    &payload(&local, seq),
+                ));
+            })
+        });
+        let wire_tx = s.spawn(|| {
+            paced(|seq| {
+                wire.send(&tagged(
+                    ep0.mac,
+                    SWITCH_MAC,
+                    frame::TPID_8021Q,
+                    VLAN,
+                    ETHERTYPE_TEST,
+                    &payload(&down, seq),
+                ));
+            })
+        });
+        // Reads `seq`s of `marker` until the senders stop and it is quiet.
+        let collect = |read: &dyn Fn() -> Option<(Vec<u8>, bool)>, marker: &Marker| {
+            let deadline = Instant::now() + budget;
+            let mut got = Vec::new();
+            let mut quiet_since = None;
+            while Instant::now() < deadline {
+                match read() {
+                    Some((bytes, ok)) => {
+                        quiet_since = None;
+                        if let Some(seq) = seq_of(marker, &bytes) {
+                            got.push((seq, ok));
+                        }
+                    }
+                    None if sending.load(Ordering::Relaxed) => {}
+                    None => {
+                        let since = *quiet_since.get_or_insert_with(Instant::now);
+                        if since.elapsed() > Duration::from_millis(500) {
+                            break;
+                        }
+                    }
+                }
+            }
+            got
+        };
+        let wire_rx = s.spawn(|| {
+            collect(
+                &|| {
+                    wire.recv_timeout(Duration::from_millis(50)).map(|f| {
+                        let inline = frame::parse(&f.bytes).map(|p| p.tags.len());
+                        let ok = f.vid() == Some(VLAN) && inline == Some(0);
+                        (f.bytes, ok)
+                    })
+                },
+                &up,
+            )
+        });
+        let untagged = |f: Vec<u8>| {
+            let ok = frame::outer_ethertype(&f) == Some(ETHERTYPE_TEST);
+            (f, ok)
+        };
+        let tap0_rx = s.spawn(|| {
+            collect(
+                &|| tap0.read_timeout(Duration::from_millis(50)).map(untagged),
+                &down,
+            )
+        });
+        let tap1_rx = s.spawn(|| {
+            collect(
+                &|| tap1.read_timeout(Duration::from_millis(50)).map(untagged),
+                &local,
+            )
+        });
+        // VLAN 20 must see none of VLAN 10's frames, before, during or
+        // after the takeover.
+        let tap2_rx = s.spawn(|| {
+            let deadline = Instant::now() + budget;
+            let mut crossed = 0;
+            while Instant::now() < deadline && sending.load(Ordering::Relaxed) {
+                if let Some(f) = tap2.read_timeout(Duration::from_millis(50))
+                    && [&up, &down, &local].iter().any(|m| m.is_in(&f))
+                {
+                    crossed += 1;
+                }
+            }
+            crossed
+        });
+
+        // This build takes over: `reload` loads it, recreates the maps whose
+        // layout changed and swaps every link to its programs.
+        std::thread::sleep(Duration::from_millis(700));
+        h.ctl.ok(&["reload"]);
+        std::thread::sleep(Duration::from_millis(300));
+        h.ctl.ok(&["endpoint", "list"]);
+
+        guest_tx.join().expect("guest sender");
+        wire_tx.join().expect("wire sender");
+        sending.store(false, Ordering::Relaxed);
+        (
+            wire_rx.join().expect("wire receiver"),
+            tap0_rx.join().expect("ep0 receiver"),
+            tap1_rx.join().expect("ep1 receiver"),
+            tap2_rx.join().expect("ep2 receiver"),
+        )
+    });
+
+    assert_eq!(crossed, 0, "VLAN 10 frames reached the VLAN 20 guest");
+    let mut problems = verify("guest -> wire (VLAN 10)", &from_guest);
+    problems.extend(verify("wire -> guest (untagged)", &to_guest));
+    problems.extend(verify("guest -> guest (VLAN 10, untagged)", &between));
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    assert_eq!(h.show("ep0").ifindex, ep0.ifindex);
+    assert_eq!(h.show("ep2").ifindex, ep2.ifindex);
+    assert_consistent(&h, "after the takeover");
+}

@@ -10,8 +10,11 @@ use crate::run::{self, Workspace};
 pub fn test(ws: &Workspace, cargo_args: &[String], test_args: &[String]) -> Result<i32> {
     let start = Instant::now();
     let bin = ws.build_controller()?;
+    let previous = crate::previous::build(ws)?;
     let mut cmd = ws.cargo();
-    cmd.env("MACVSWITCH_BIN", &bin).arg("test");
+    cmd.env("MACVSWITCH_BIN", &bin)
+        .env("MACVSWITCH_PREVIOUS_BIN", &previous)
+        .arg("test");
     // `--workspace` would override a `-p` given to narrow the run.
     let picks_package = cargo_args
         .iter()

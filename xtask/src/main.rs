@@ -7,6 +7,7 @@ mod bench;
 mod check;
 mod demo;
 mod fuzz;
+mod previous;
 mod run;
 mod setup;
 
@@ -35,8 +36,10 @@ enum Task {
         #[arg(long)]
         no_build: bool,
     },
-    /// Build `macvswitch`, then `cargo test --workspace --all-targets` with
-    /// MACVSWITCH_BIN set (all targets: the benchmark's smoke mode runs too).
+    /// Build `macvswitch` (and, once, the previous release's for the upgrade
+    /// test), then `cargo test --workspace --all-targets` with MACVSWITCH_BIN
+    /// and MACVSWITCH_PREVIOUS_BIN set (all targets: the benchmark's smoke
+    /// mode runs too).
     ///
     /// Arguments before `--` go to `cargo test`, those after it to the test
     /// binaries: `cargo xtask test -p macvswitch-tests -- --test-threads=2`.

@@ -1,7 +1,6 @@
 //! Per-frame cost with 2 to 4,094 endpoints in the maps (one VLAN each at
 //! 4,094: every VLAN 1..=4094 in use), and the maps' memory.
 
-use macvswitch_common::EndpointPolicy;
 use crate::{
     mode::Mode,
     object::{MapMemory, Object, TEST_IFINDEX},
@@ -9,6 +8,7 @@ use crate::{
     rows::{self, GUEST_MAC, Port, Row},
     stats::Summary,
 };
+use macvswitch_common::EndpointPolicy;
 
 /// Endpoint counts measured (the one under test included).
 pub const ENTRIES: [usize; 4] = [2, 100, 1000, 4094];
