@@ -1,8 +1,6 @@
 //! Converging the kernel to the state file after what hosts do: reboots,
 //! `ip link del` by hand, lower devices that go and come back.
 
-use macvswitch_common::UplinkConfig;
-
 use crate::{
     datapath::Datapath,
     error::Result,
@@ -144,7 +142,7 @@ impl Session<'_> {
         match presence {
             Presence::Same if record.status == RecordStatus::Ready => {
                 if !Datapath::is_attached(&self.instance.pins, &name) {
-                    self.attach_endpoint(&record).await?;
+                    self.attach_endpoint(&mut record).await?;
                 }
             }
             Presence::Same | Presence::Replaced(_) => {
@@ -159,7 +157,7 @@ impl Session<'_> {
                     record.mac = mac;
                 }
                 record.status = RecordStatus::Ready;
-                self.attach_endpoint(&record).await?;
+                self.attach_endpoint(&mut record).await?;
                 self.state.endpoints.insert(record.name.clone(), record);
                 report.adopted.push(name);
             }
@@ -217,15 +215,16 @@ impl Session<'_> {
             && (moved || !Datapath::is_uplink_attached(&self.instance.pins, uplink.name.as_str()))
         {
             let old = uplink.ifindex;
-            let datapath = self.datapath().await?;
-            datapath.maps.set_uplink(old, None)?;
-            datapath.maps.set_uplink(
-                lower.index,
-                Some(UplinkConfig {
-                    flags: macvswitch_common::isolation::UPLINK_REFLECTIVE_RELAY,
-                }),
-            )?;
-            datapath.attach_uplink(uplink.name.as_str())?;
+            self.datapath().await?.maps.set_uplink(old, None)?;
+            if moved {
+                // A new device: the qdisc macvswitch made went with the old one.
+                uplink.own_clsact = false;
+            }
+            uplink.ifindex = lower.index;
+            self.attach_relay(&mut uplink).await?;
+            self.state
+                .uplinks
+                .insert(uplink.name.clone(), uplink.clone());
         }
         if moved {
             uplink.ifindex = lower.index;

@@ -70,7 +70,7 @@ impl Session<'_> {
             bpffs::prepare(self.instance.pins.root())?;
             let mut datapath = Datapath::open_or_load(self.instance.pins.clone())?;
             if datapath.fresh {
-                reattach(&self.state, &mut datapath)?;
+                self.reattach(&mut datapath)?;
             }
             self.opened_maps = None;
             self.datapath = Some(datapath);
@@ -83,10 +83,10 @@ impl Session<'_> {
     pub async fn reload(&mut self) -> Result<()> {
         bpffs::prepare(self.instance.pins.root())?;
         let mut datapath = Datapath::load(self.instance.pins.clone())?;
-        reattach(&self.state, &mut datapath)?;
+        self.reattach(&mut datapath)?;
         self.opened_maps = None;
         self.datapath = Some(datapath);
-        Ok(())
+        self.save()
     }
 
     /// The maps, if a data path is pinned; never loads one.
@@ -217,40 +217,65 @@ impl Session<'_> {
     }
 }
 
-/// Re-wires everything recorded to freshly loaded programs and maps.
-/// Links that are gone, or replaced by others under the same name, are left
-/// to `restore`.
-fn reattach(state: &State, datapath: &mut Datapath) -> Result<()> {
-    for record in state.endpoints.values() {
-        if record.status != RecordStatus::Ready || !is_live(record.name.as_str(), record.ifindex) {
-            continue;
+impl Session<'_> {
+    /// Re-wires everything recorded to freshly loaded programs and maps,
+    /// each hook in the mode it has (TCX link swapped, clsact filter
+    /// replaced in place); records the modes. Links that are gone, or
+    /// replaced by others under the same name, are left to `restore`.
+    fn reattach(&mut self, datapath: &mut Datapath) -> Result<()> {
+        let names: Vec<IfName> = self.state.endpoints.keys().cloned().collect();
+        for name in &names {
+            let record = &self.state.endpoints[name];
+            if record.status != RecordStatus::Ready
+                || !is_live(record.name.as_str(), record.ifindex)
+            {
+                continue;
+            }
+            datapath
+                .maps
+                .set_policy(record.ifindex, &policy_in(&self.state, record))?;
+            datapath
+                .maps
+                .set_source(record.lower_ifindex, record.mac, &record.source())?;
+            let mode = datapath.attach(name.as_str())?;
+            if let Some(record) = self.state.endpoints.get_mut(name) {
+                record.attach = Some(mode);
+            }
+            log::info!("{name}: attached to the loaded data path");
         }
-        datapath
-            .maps
-            .set_policy(record.ifindex, &policy_in(state, record))?;
-        datapath
-            .maps
-            .set_source(record.lower_ifindex, record.mac, &record.source())?;
-        datapath.attach(record.name.as_str())?;
-        log::info!("{}: attached to the loaded data path", record.name);
+        let lowers: Vec<IfName> = self.state.uplinks.keys().cloned().collect();
+        for lower in &lowers {
+            let mut uplink = self.state.uplinks[lower].clone();
+            if uplink.reflective_relay && is_live(uplink.name.as_str(), uplink.ifindex) {
+                let config = UplinkConfig {
+                    flags: UPLINK_REFLECTIVE_RELAY,
+                };
+                datapath.maps.set_uplink(uplink.ifindex, Some(config))?;
+                if !uplink.own_clsact && datapath.uplink_would_create_qdisc(lower.as_str())? {
+                    // Recorded before it exists, as in `attach_relay`.
+                    uplink.own_clsact = true;
+                    self.state.uplinks.insert(lower.clone(), uplink.clone());
+                    self.save()?;
+                }
+                let attached = datapath.attach_uplink(lower.as_str())?;
+                uplink.attach = Some(attached.mode);
+                uplink.own_clsact |= attached.created_qdisc;
+            }
+            if let Some(port) = uplink
+                .host_port
+                .as_mut()
+                .filter(|p| p.status.is_ready() && is_live(p.name.as_str(), p.ifindex))
+            {
+                port.attach = Some(crate::uplink::wire_host_port(
+                    datapath,
+                    uplink.ifindex,
+                    port,
+                )?);
+            }
+            self.state.uplinks.insert(lower.clone(), uplink);
+        }
+        Ok(())
     }
-    for uplink in state.uplinks.values() {
-        if uplink.reflective_relay && is_live(uplink.name.as_str(), uplink.ifindex) {
-            let config = UplinkConfig {
-                flags: UPLINK_REFLECTIVE_RELAY,
-            };
-            datapath.maps.set_uplink(uplink.ifindex, Some(config))?;
-            datapath.attach_uplink(uplink.name.as_str())?;
-        }
-        if let Some(port) = uplink
-            .host_port
-            .as_ref()
-            .filter(|p| p.status.is_ready() && is_live(p.name.as_str(), p.ifindex))
-        {
-            crate::uplink::wire_host_port(datapath, uplink.ifindex, port)?;
-        }
-    }
-    Ok(())
 }
 
 /// Whether this network namespace has link `name` with `ifindex`.

@@ -112,18 +112,21 @@ impl Session<'_> {
                 ifindex: lower.index,
                 reflective_relay: false,
                 host_port: None,
+                attach: None,
+                own_clsact: false,
             });
         record.ifindex = lower.index;
 
         if let Some(relay) = request.reflective_relay {
-            let pins = self.instance.pins.clone();
-            let datapath = self.datapath().await?;
             if relay {
-                datapath.maps.set_uplink(record.ifindex, Some(RELAY_ON))?;
-                datapath.attach_uplink(record.name.as_str())?;
+                self.attach_relay(&mut record).await?;
             } else {
-                Datapath::detach_uplink(&pins, record.name.as_str())?;
+                let pins = self.instance.pins.clone();
+                let datapath = self.datapath().await?;
+                Datapath::detach_uplink(&pins, record.name.as_str(), record.own_clsact)?;
                 datapath.maps.set_uplink(record.ifindex, None)?;
+                record.attach = None;
+                record.own_clsact = false;
             }
             record.reflective_relay = relay;
             self.state
@@ -153,6 +156,7 @@ impl Session<'_> {
                 addresses: request.addresses,
                 ifindex: 0,
                 slot: self.state.free_slot()?,
+                attach: None,
                 status: RecordStatus::Pending,
             };
             // Intent first, as for endpoints.
@@ -201,7 +205,8 @@ impl Session<'_> {
         port.ifindex = link.index;
         let datapath = self.datapath().await?;
         datapath.maps.reset_counters(port.slot)?;
-        wire_host_port(datapath, uplink.ifindex, port)?;
+        let mode = wire_host_port(datapath, uplink.ifindex, port)?;
+        port.attach = Some(mode);
         self.netlink.bring_up(port.ifindex).await?;
         for cidr in &port.addresses {
             self.netlink.add_address(port.ifindex, *cidr).await?;
@@ -222,9 +227,31 @@ impl Session<'_> {
         Ok(())
     }
 
+    /// Turns the relay on for `record`'s device: its map entry, then the
+    /// program on its egress. A clsact qdisc the attach is going to create
+    /// is recorded as ours first, so a kill half-way leaves none that
+    /// `reset` would not remove.
+    pub(crate) async fn attach_relay(&mut self, record: &mut UplinkRecord) -> Result<()> {
+        let datapath = self.datapath().await?;
+        datapath.maps.set_uplink(record.ifindex, Some(RELAY_ON))?;
+        if !record.own_clsact && datapath.uplink_would_create_qdisc(record.name.as_str())? {
+            record.own_clsact = true;
+            self.state
+                .uplinks
+                .insert(record.name.clone(), record.clone());
+            self.save()?;
+        }
+        let attached = self.datapath().await?.attach_uplink(record.name.as_str())?;
+        record.attach = Some(attached.mode);
+        record.own_clsact |= attached.created_qdisc;
+        Ok(())
+    }
+
     /// Undoes the relay and host port of an uplink (for `reset`).
     pub(crate) async fn unwire_uplink(&mut self, uplink: &UplinkRecord) {
-        if let Err(e) = Datapath::detach_uplink(&self.instance.pins, uplink.name.as_str()) {
+        if let Err(e) =
+            Datapath::detach_uplink(&self.instance.pins, uplink.name.as_str(), uplink.own_clsact)
+        {
             log::warn!("{}: {e}", uplink.name);
         }
         if let Ok(Some(maps)) = self.maps()
@@ -243,11 +270,13 @@ impl Session<'_> {
     }
 }
 
+/// Writes the host port's map entries and attaches its programs; returns
+/// the attach mode.
 pub(crate) fn wire_host_port(
     datapath: &mut Datapath,
     lower: u32,
     port: &HostPortRecord,
-) -> Result<()> {
+) -> Result<crate::types::AttachMode> {
     let policy = port.policy(lower);
     datapath.maps.set_policy(port.ifindex, &policy)?;
     let source = source_info(port.ifindex, Mode::Bridge, 0, policy.flags);
