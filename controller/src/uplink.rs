@@ -241,7 +241,19 @@ impl Session<'_> {
                 .insert(record.name.clone(), record.clone());
             self.save()?;
         }
-        let attached = self.datapath().await?.attach_uplink(record.name.as_str())?;
+        let attached = match self.datapath().await?.attach_uplink(record.name.as_str()) {
+            Ok(attached) => attached,
+            Err(error) => {
+                if !record.reflective_relay {
+                    // Relay was off and stays off.
+                    self.datapath()
+                        .await?
+                        .maps
+                        .set_uplink(record.ifindex, None)?;
+                }
+                return Err(error);
+            }
+        };
         record.attach = Some(attached.mode);
         record.own_clsact |= attached.created_qdisc;
         Ok(())

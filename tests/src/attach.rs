@@ -93,7 +93,9 @@ pub fn endpoint_problems(ns: &NetNs, bpffs: &Path, name: &str, mode: &str) -> Ve
                     problems.push(format!("{name}: link pin {hook} missing"));
                 }
                 if ours != 0 {
-                    problems.push(format!("{name} {hook}: {ours} clsact filters on a TCX device"));
+                    problems.push(format!(
+                        "{name} {hook}: {ours} clsact filters on a TCX device"
+                    ));
                 }
             }
         }

@@ -322,11 +322,7 @@ fn lower_device_gone_and_back_brings_endpoints_back() {
             "{}: stale ifindex",
             ep.name
         );
-        assert!(
-            attached(&h, &ep.name),
-            "{}: no link pins",
-            ep.name
-        );
+        assert!(attached(&h, &ep.name), "{}: no link pins", ep.name);
         // The new tap node belongs to the new macvtap.
         guest_frame_leaves_tagged(&ep, &wire, vid, 3);
         wire_frame_reaches_guest(&ep, &wire, vid);
