@@ -90,6 +90,14 @@ impl Session<'_> {
             ));
         }
         if let Some(host_port) = &request.host_port {
+            crate::validate::check_lower_carries(
+                "--host-port",
+                host_port.name.as_str(),
+                &lower,
+                &links,
+                Mode::Bridge,
+                &self.state,
+            )?;
             let taken = links
                 .iter()
                 .any(|link| link.name == host_port.name.as_str())
