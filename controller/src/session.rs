@@ -67,8 +67,7 @@ impl Session<'_> {
     /// is the first use since a reset or a reboot.
     pub async fn datapath(&mut self) -> Result<&mut Datapath> {
         if self.datapath.is_none() {
-            bpffs::prepare(self.instance.pins.root())?;
-            let mut datapath = Datapath::open_or_load(self.instance.pins.clone())?;
+            let mut datapath = self.open_datapath(false)?;
             if datapath.fresh {
                 self.reattach(&mut datapath)?;
             }
@@ -81,12 +80,35 @@ impl Session<'_> {
     /// Loads a fresh copy of the programs and swaps every link to it
     /// atomically (what a new binary does by itself).
     pub async fn reload(&mut self) -> Result<()> {
-        bpffs::prepare(self.instance.pins.root())?;
-        let mut datapath = Datapath::load(self.instance.pins.clone())?;
+        let mut datapath = self.open_datapath(true)?;
         self.reattach(&mut datapath)?;
         self.opened_maps = None;
         self.datapath = Some(datapath);
         self.save()
+    }
+
+    /// Checks the kernel, then adopts the pinned data path or loads one
+    /// (`fresh_copy`: always load). A kernel that lacks something fails
+    /// here, before a device or the state changes; a data path loaded just
+    /// for this command goes again.
+    fn open_datapath(&mut self, fresh_copy: bool) -> Result<Datapath> {
+        Datapath::check_kernel()?;
+        bpffs::prepare(self.instance.pins.root())?;
+        let pins = self.instance.pins.clone();
+        let datapath = if fresh_copy {
+            Datapath::load(pins)?
+        } else {
+            Datapath::open_or_load(pins)?
+        };
+        if let Err(error) = datapath.check_attach_path() {
+            let nothing_recorded = self.state.endpoints.is_empty() && self.state.uplinks.is_empty();
+            if datapath.fresh && nothing_recorded {
+                drop(datapath);
+                Datapath::remove_all_pins(&self.instance.pins)?;
+            }
+            return Err(error);
+        }
+        Ok(datapath)
     }
 
     /// The maps, if a data path is pinned; never loads one.

@@ -17,11 +17,12 @@ use std::{io, os::fd::RawFd};
 use aya::programs::TcAttachType;
 use rtnetlink::{
     packet_core::{
-        NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST, NetlinkHeader,
+        DefaultNla, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST, NetlinkHeader,
         NetlinkMessage, NetlinkPayload,
     },
     packet_route::{
         RouteNetlinkMessage,
+        link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage},
         tc::{TcAttribute, TcBpfFlags, TcFilterBpfOption, TcHandle, TcHeader, TcMessage, TcOption},
     },
     sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE},
@@ -229,6 +230,64 @@ pub fn create_or_replace(
         )? {
             Answer::Done(_) => Ok(()),
             Answer::Refused(errno) => Err(errno),
+        },
+    )
+}
+
+/// Adds a classic-BPF `bpf` filter that matches nothing (no program fd
+/// needed): proves the kernel has the bpf classifier. Returns the errno
+/// of a refusal.
+pub fn add_classic_probe(ifindex: u32) -> io::Result<Result<(), i32>> {
+    const TCA_BPF_OPS_LEN: u16 = 4;
+    const TCA_BPF_OPS: u16 = 5;
+    // One instruction: `ret #0` (BPF_RET | BPF_K), i.e. no match.
+    let mut insn = Vec::with_capacity(8);
+    insn.extend_from_slice(&6u16.to_ne_bytes());
+    insn.extend_from_slice(&[0, 0]);
+    insn.extend_from_slice(&0u32.to_ne_bytes());
+    let mut message = tc_message(
+        ifindex,
+        TcHandle::from(1),
+        parent(TcAttachType::Ingress),
+        filter_info(),
+    );
+    message.attributes = vec![
+        TcAttribute::Kind("bpf".to_string()),
+        TcAttribute::Options(vec![
+            TcOption::Bpf(TcFilterBpfOption::Other(DefaultNla::new(
+                TCA_BPF_OPS_LEN,
+                1u16.to_ne_bytes().to_vec(),
+            ))),
+            TcOption::Bpf(TcFilterBpfOption::Other(DefaultNla::new(TCA_BPF_OPS, insn))),
+        ]),
+    ];
+    Ok(
+        match request(
+            RouteNetlinkMessage::NewTrafficFilter(message),
+            NLM_F_ACK | NLM_F_CREATE,
+        )? {
+            Answer::Done(_) => Ok(()),
+            Answer::Refused(errno) => Err(errno),
+        },
+    )
+}
+
+/// Asks the kernel to make a macvtap on ifindex 0 (no device): one that
+/// knows macvtaps looks for the lower device and answers ENODEV, one that
+/// does not answers EOPNOTSUPP. Returns the errno, or 0 if it made one.
+pub fn macvtap_probe() -> io::Result<i32> {
+    let mut message = LinkMessage::default();
+    message.attributes = vec![
+        LinkAttribute::Link(0),
+        LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::MacVtap)]),
+    ];
+    Ok(
+        match request(
+            RouteNetlinkMessage::NewLink(message),
+            NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+        )? {
+            Answer::Done(_) => 0,
+            Answer::Refused(errno) => errno,
         },
     )
 }

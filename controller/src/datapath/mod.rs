@@ -27,6 +27,7 @@ use macvswitch_common::names;
 mod attach;
 pub mod clsact;
 mod compat;
+mod kernel;
 mod maps;
 mod pins;
 
@@ -264,6 +265,21 @@ impl Datapath {
             attach::remove_qdisc_if_empty(lower)?;
         }
         Ok(())
+    }
+
+    /// Checks, before anything is loaded or changed, that the kernel has
+    /// what every data path needs (BTF, macvtap).
+    pub fn check_kernel() -> Result<()> {
+        kernel::check_base()
+    }
+
+    /// Checks that the kernel has what new attachments will use: TCX
+    /// where forced, clsact and the bpf classifier where they will go.
+    pub fn check_attach_path(&self) -> Result<()> {
+        match attach::fresh_mode(&self.from_guest)? {
+            AttachMode::Clsact => kernel::check_clsact(),
+            AttachMode::Tcx => Ok(()),
+        }
     }
 
     /// Removes every pin (for `reset`).
