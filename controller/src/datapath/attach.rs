@@ -33,16 +33,30 @@ use crate::{
 /// The environment variable behind `--attach`.
 pub const ATTACH_ENV: &str = "MACVSWITCH_ATTACH";
 
-static CHOICE: OnceLock<AttachChoice> = OnceLock::new();
+/// 0: not set (the environment decides), else 1 + the choice.
+static CHOICE: AtomicU8 = AtomicU8::new(0);
 
-/// Sets the attach choice of this process (from `--attach`); without it,
-/// `MACVSWITCH_ATTACH` decides, and without that, `auto`.
+/// Sets the attach choice of this process (from `--attach`; benchmarks
+/// switch it between runs); without it, `MACVSWITCH_ATTACH` decides, and
+/// without that, `auto`.
 pub fn set_attach_choice(choice: AttachChoice) {
-    let _ = CHOICE.set(choice);
+    let code = match choice {
+        AttachChoice::Auto => 1,
+        AttachChoice::Tcx => 2,
+        AttachChoice::Clsact => 3,
+    };
+    CHOICE.store(code, Ordering::Relaxed);
 }
 
 pub fn attach_choice() -> AttachChoice {
-    *CHOICE.get_or_init(|| match std::env::var(ATTACH_ENV) {
+    match CHOICE.load(Ordering::Relaxed) {
+        1 => return AttachChoice::Auto,
+        2 => return AttachChoice::Tcx,
+        3 => return AttachChoice::Clsact,
+        _ => {}
+    }
+    static FROM_ENV: OnceLock<AttachChoice> = OnceLock::new();
+    *FROM_ENV.get_or_init(|| match std::env::var(ATTACH_ENV) {
         Ok(value) => value.parse().unwrap_or_else(|why| {
             log::warn!("{ATTACH_ENV}={value}: {why}; using auto");
             AttachChoice::Auto
@@ -127,12 +141,13 @@ pub(super) fn fresh_mode(program: &SchedClassifier) -> Result<AttachMode> {
     }
 }
 
+/// The ifindex of `ifname` in this thread's network namespace (an ioctl
+/// on a socket, unlike sysfs, which shows the namespace it was mounted in).
 fn ifindex(ifname: &str) -> Option<u32> {
-    std::fs::read_to_string(format!("/sys/class/net/{ifname}/ifindex"))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
+    let name = std::ffi::CString::new(ifname).ok()?;
+    // SAFETY: a NUL-terminated string that outlives the call.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    (index != 0).then_some(index)
 }
 
 fn hook_name(hook: TcAttachType) -> &'static str {
