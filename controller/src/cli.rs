@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::{
     isolation::Isolation,
     policy::{Pcp, PortOptions, VidList},
-    types::{Cidr, IfName, Mac, Mode, Mtu, Vid},
+    types::{AttachChoice, Cidr, IfName, Mac, Mode, Mtu, Vid},
 };
 
 /// Put virtual machines on VLANs over macvtap, with TC eBPF doing the
@@ -44,6 +44,20 @@ pub struct Cli {
     /// use on the lower device; changing it needs `reset` first.
     #[arg(long, global = true, env = "MACVSWITCH_MARK_MASK", value_parser = parse_mark_mask)]
     pub mark_mask: Option<u32>,
+
+    /// How programs are attached to devices that carry none of ours yet:
+    /// `auto` tries a TCX link and uses a clsact qdisc and filter where the
+    /// kernel has no TCX; `clsact` forces the latter (to test it, or for
+    /// bulk work: see BENCHMARKS.md); `tcx` fails where there is no TCX.
+    /// A device keeps the mode it was attached with.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "MACVSWITCH_ATTACH",
+        default_value_t = AttachChoice::Auto
+    )]
+    pub attach: AttachChoice,
 
     #[command(subcommand)]
     pub command: Command,

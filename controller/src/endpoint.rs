@@ -156,6 +156,7 @@ impl Session<'_> {
                 lower_ifindex: lower.index,
                 slot: planned.free_slot()?,
                 isolation: request.isolation.clone(),
+                attach: None,
                 status: RecordStatus::Pending,
             };
             if let Some(twin) = planned.endpoints.values().find(|other| {
@@ -246,12 +247,17 @@ impl Session<'_> {
     }
 
     /// Wires an existing macvtap (`record.ifindex`) into the data path:
-    /// policy and programs first, then the link comes up.
-    pub(crate) async fn attach_endpoint(&mut self, record: &EndpointRecord) -> Result<()> {
-        self.ensure_uplink_program(record.lower.as_str(), record.lower_ifindex)
+    /// policy and programs first, then the link comes up. Records the
+    /// attach mode in `record` and in the state's record of it.
+    pub(crate) async fn attach_endpoint(&mut self, record: &mut EndpointRecord) -> Result<()> {
+        self.ensure_uplink_program(&record.lower, record.lower_ifindex)
             .await?;
         self.write_maps(record).await?;
-        self.datapath().await?.attach(record.name.as_str())?;
+        let mode = self.datapath().await?.attach(record.name.as_str())?;
+        record.attach = Some(mode);
+        if let Some(recorded) = self.state.endpoints.get_mut(&record.name) {
+            recorded.attach = Some(mode);
+        }
         self.bring_up(record).await
     }
 

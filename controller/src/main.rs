@@ -83,6 +83,7 @@ fn print_json(value: &serde_json::Value) {
 }
 
 async fn run(cli: Cli) -> Result<(), Error> {
+    macvswitch::datapath::set_attach_choice(cli.attach);
     let instance = Instance {
         state_dir: StateDir::new(cli.state_dir),
         pins: PinLayout::new(cli.bpffs),

@@ -5,7 +5,10 @@ use futures::TryStreamExt as _;
 use rtnetlink::{
     Handle, LinkMacVlan, LinkMacVtap, LinkUnspec,
     packet_core::ErrorMessage,
-    packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage, MacVlanMode},
+    packet_route::link::{
+        InfoData, InfoKind, InfoMacVlan, InfoMacVtap, LinkAttribute, LinkInfo, LinkLayerType,
+        LinkMessage, MacVlanMode,
+    },
 };
 
 use crate::{
@@ -32,6 +35,13 @@ pub struct Link {
     pub lower: Option<u32>,
     pub mac: Option<[u8; 6]>,
     pub mtu: Option<u32>,
+    /// An Ethernet device (not loopback), the only kind a macvtap can sit
+    /// on.
+    pub ethernet: bool,
+    /// Ifindex of the bridge, bond, team or VRF it is enslaved to.
+    pub master: Option<u32>,
+    /// A macvlan or macvtap in passthru mode.
+    pub passthru: bool,
 }
 
 impl Link {
@@ -43,6 +53,9 @@ impl Link {
             lower: None,
             mac: None,
             mtu: None,
+            ethernet: message.header.link_layer_type == LinkLayerType::Ether,
+            master: None,
+            passthru: false,
         };
         for attribute in message.attributes {
             match attribute {
@@ -50,10 +63,22 @@ impl Link {
                 LinkAttribute::Link(index) => link.lower = Some(index),
                 LinkAttribute::Mtu(mtu) => link.mtu = Some(mtu),
                 LinkAttribute::Address(bytes) => link.mac = bytes.try_into().ok(),
+                LinkAttribute::Controller(index) => link.master = Some(index),
                 LinkAttribute::LinkInfo(infos) => {
                     for info in infos {
-                        if let LinkInfo::Kind(kind) = info {
-                            link.kind = Some(kind);
+                        match info {
+                            LinkInfo::Kind(kind) => link.kind = Some(kind),
+                            LinkInfo::Data(InfoData::MacVlan(data)) => {
+                                link.passthru |= data.iter().any(|d| {
+                                    matches!(d, InfoMacVlan::Mode(MacVlanMode::Passthrough))
+                                });
+                            }
+                            LinkInfo::Data(InfoData::MacVtap(data)) => {
+                                link.passthru |= data.iter().any(|d| {
+                                    matches!(d, InfoMacVtap::Mode(MacVlanMode::Passthrough))
+                                });
+                            }
+                            _ => {}
                         }
                     }
                 }

@@ -142,7 +142,7 @@ impl Session<'_> {
         match presence {
             Presence::Same if record.status == RecordStatus::Ready => {
                 if !Datapath::is_attached(&self.instance.pins, &name) {
-                    self.attach_endpoint(&record).await?;
+                    self.attach_endpoint(&mut record).await?;
                 }
             }
             Presence::Same | Presence::Replaced(_) => {
@@ -157,7 +157,7 @@ impl Session<'_> {
                     record.mac = mac;
                 }
                 record.status = RecordStatus::Ready;
-                self.attach_endpoint(&record).await?;
+                self.attach_endpoint(&mut record).await?;
                 self.state.endpoints.insert(record.name.clone(), record);
                 report.adopted.push(name);
             }
@@ -211,16 +211,20 @@ impl Session<'_> {
             return Ok(());
         };
         let moved = lower.index != uplink.ifindex;
-        if moved && let Some(maps) = self.maps()? {
-            maps.set_relay(uplink.ifindex, false)?;
-            maps.set_tags_from_mark(uplink.ifindex, false)?;
-        }
         if uplink.reflective_relay
             && (moved || !Datapath::is_uplink_attached(&self.instance.pins, uplink.name.as_str()))
         {
-            self.ensure_uplink_program(uplink.name.as_str(), lower.index)
-                .await?;
-            self.datapath().await?.maps.set_relay(lower.index, true)?;
+            let old = uplink.ifindex;
+            self.datapath().await?.maps.set_uplink(old, None)?;
+            if moved {
+                // A new device: the qdisc macvswitch made went with the old one.
+                uplink.own_clsact = false;
+            }
+            uplink.ifindex = lower.index;
+            self.attach_relay(&mut uplink).await?;
+            self.state
+                .uplinks
+                .insert(uplink.name.clone(), uplink.clone());
         }
         if moved {
             uplink.ifindex = lower.index;
@@ -236,11 +240,9 @@ impl Session<'_> {
         match presence(links, &name, port.ifindex, lower.index, &kind) {
             Presence::Same if port.status == RecordStatus::Ready => {
                 if !Datapath::is_attached(&self.instance.pins, &name) {
-                    self.ensure_uplink_program(uplink.name.as_str(), lower.index)
+                    self.ensure_uplink_program(&uplink.name, lower.index)
                         .await?;
-                    let datapath = self.datapath().await?;
-                    crate::uplink::write_host_port_maps(datapath, lower.index, &port)?;
-                    datapath.attach(&name)?;
+                    crate::uplink::wire_host_port(self.datapath().await?, lower.index, &port)?;
                 }
             }
             Presence::Missing if !(rebooted || moved || port.status == RecordStatus::Waiting) => {

@@ -30,6 +30,7 @@ pub fn endpoint_json(instance: &Instance, record: &EndpointRecord) -> Value {
             _ => None,
         },
         "tap": instance.tap_path(&record.name),
+        "attach": record.attach,
     });
     match &record.vlans {
         PortVlans::Untagged => {}
@@ -99,7 +100,7 @@ pub fn endpoint_details(instance: &Instance, r: &EndpointRecord) -> String {
         .priority
         .map_or("kept from the guest".to_string(), |p| p.get().to_string());
     format!(
-        "{}: lower {} mode {} mac {} ifindex {}\n  vlans: {}\n  isolation: {}\n  priority: {priority}\n  mtu: {}\n  mac spoofing: {}\n  tap: {}\n",
+        "{}: lower {} mode {} mac {} ifindex {}\n  vlans: {}\n  isolation: {}\n  priority: {priority}\n  mtu: {}\n  mac spoofing: {}\n  tap: {}\n  attach: {}\n",
         r.name,
         r.lower,
         r.mode,
@@ -114,7 +115,14 @@ pub fn endpoint_details(instance: &Instance, r: &EndpointRecord) -> String {
             "dropped"
         },
         instance.tap_path(&r.name).display(),
+        attach_text(r.attach),
     )
+}
+
+/// An attach mode for text output; `unknown` for records older than the
+/// clsact path.
+fn attach_text(mode: Option<crate::types::AttachMode>) -> &'static str {
+    mode.map_or("unknown", |mode| mode.as_str())
 }
 
 /// Every drop reason by name, zeros included, so scripts can rely on keys.
@@ -199,6 +207,7 @@ pub fn uplink_json(record: &UplinkRecord, counters: Option<&UplinkCounters>) -> 
                 _ => None,
             },
             "addresses": port.addresses,
+            "attach": port.attach,
         })
     });
     let counters = counters.copied().unwrap_or_default();
@@ -206,6 +215,8 @@ pub fn uplink_json(record: &UplinkRecord, counters: Option<&UplinkCounters>) -> 
         "name": record.name,
         "ifindex": record.ifindex,
         "reflective_relay": record.reflective_relay,
+        "attach": record.attach,
+        "own_clsact": record.own_clsact,
         "relayed": {
             "unicast": counters.relayed_unicast,
             "multicast": counters.relayed_multicast,
@@ -221,6 +232,9 @@ pub fn uplink_text(record: &UplinkRecord, counters: Option<&UplinkCounters>) -> 
         record.ifindex,
         if record.reflective_relay { "on" } else { "off" }
     );
+    if record.reflective_relay {
+        out += &format!("  attach: {}\n", attach_text(record.attach));
+    }
     if let Some(c) = counters {
         out += &format!(
             "  relayed: {} unicast, {} multicast\n",
@@ -231,11 +245,12 @@ pub fn uplink_text(record: &UplinkRecord, counters: Option<&UplinkCounters>) -> 
         Some(port) => {
             let addresses: Vec<String> = port.addresses.iter().map(|a| a.to_string()).collect();
             out += &format!(
-                "  host port: {} mac {} {} {}\n",
+                "  host port: {} mac {} {} {} attach {}\n",
                 port.name,
                 port.mac,
                 vlans_text(&port.vlans),
-                addresses.join(" ")
+                addresses.join(" "),
+                attach_text(port.attach)
             );
         }
         None => out += "  host port: none\n",

@@ -11,7 +11,10 @@
 
 use std::collections::BTreeMap;
 
-use macvswitch_common::{EndpointPolicy, MarkCarriage, POLICY_CHECK_SENDERS, carriage};
+use macvswitch_common::{
+    EndpointPolicy, MarkCarriage, POLICY_CHECK_SENDERS, UplinkConfig, carriage,
+    isolation::UPLINK_REFLECTIVE_RELAY,
+};
 
 use crate::{
     bpffs,
@@ -67,11 +70,9 @@ impl Session<'_> {
     /// is the first use since a reset or a reboot.
     pub async fn datapath(&mut self) -> Result<&mut Datapath> {
         if self.datapath.is_none() {
-            bpffs::prepare(self.instance.pins.root())?;
-            let mut datapath = Datapath::open_or_load(self.instance.pins.clone())?;
-            self.configure_carriage(&mut datapath.maps)?;
+            let mut datapath = self.open_datapath(false)?;
             if datapath.fresh {
-                reattach(&self.state, &mut datapath)?;
+                self.reattach(&mut datapath)?;
             }
             self.opened_maps = None;
             self.datapath = Some(datapath);
@@ -82,13 +83,36 @@ impl Session<'_> {
     /// Loads a fresh copy of the programs and swaps every link to it
     /// atomically (what a new binary does by itself).
     pub async fn reload(&mut self) -> Result<()> {
-        bpffs::prepare(self.instance.pins.root())?;
-        let mut datapath = Datapath::load(self.instance.pins.clone())?;
-        self.configure_carriage(&mut datapath.maps)?;
-        reattach(&self.state, &mut datapath)?;
+        let mut datapath = self.open_datapath(true)?;
+        self.reattach(&mut datapath)?;
         self.opened_maps = None;
         self.datapath = Some(datapath);
-        Ok(())
+        self.save()
+    }
+
+    /// Checks the kernel, then adopts the pinned data path or loads one
+    /// (`fresh_copy`: always load). A kernel that lacks something fails
+    /// here, before a device or the state changes; a data path loaded just
+    /// for this command goes again.
+    fn open_datapath(&mut self, fresh_copy: bool) -> Result<Datapath> {
+        Datapath::check_kernel()?;
+        bpffs::prepare(self.instance.pins.root())?;
+        let pins = self.instance.pins.clone();
+        let mut datapath = if fresh_copy {
+            Datapath::load(pins)?
+        } else {
+            Datapath::open_or_load(pins)?
+        };
+        if let Err(error) = datapath.check_attach_path() {
+            let nothing_recorded = self.state.endpoints.is_empty() && self.state.uplinks.is_empty();
+            if datapath.fresh && nothing_recorded {
+                drop(datapath);
+                Datapath::remove_all_pins(&self.instance.pins)?;
+            }
+            return Err(error);
+        }
+        self.configure_carriage(&mut datapath.maps)?;
+        Ok(datapath)
     }
 
     /// The maps, if a data path is pinned; never loads one.
@@ -220,6 +244,86 @@ impl Session<'_> {
 }
 
 impl Session<'_> {
+    /// Re-wires everything recorded to freshly loaded programs and maps,
+    /// each hook in the mode it has (TCX link swapped, clsact filter
+    /// replaced in place), in an order where no frame is misread across
+    /// the swap: every port's ingress program first (the new one reads tags
+    /// carried in the mark and pushed tags alike), then the lower devices'
+    /// egress programs, then the ports' egress programs, and only then may
+    /// tags travel in the mark. Records the modes. Links that are gone, or
+    /// replaced by others under the same name, are left to `restore`.
+    fn reattach(&mut self, datapath: &mut Datapath) -> Result<()> {
+        let mut ports: Vec<IfName> = Vec::new();
+        let mut lowers: BTreeMap<IfName, u32> = BTreeMap::new();
+        let names: Vec<IfName> = self.state.endpoints.keys().cloned().collect();
+        for name in &names {
+            let record = &self.state.endpoints[name];
+            if record.status != RecordStatus::Ready
+                || !is_live(record.name.as_str(), record.ifindex)
+            {
+                continue;
+            }
+            datapath
+                .maps
+                .set_policy(record.ifindex, &policy_in(&self.state, record))?;
+            datapath
+                .maps
+                .set_source(record.lower_ifindex, record.mac, &record.source())?;
+            lowers.insert(record.lower.clone(), record.lower_ifindex);
+            let mode = datapath.attach_to_guest(name.as_str())?;
+            if let Some(record) = self.state.endpoints.get_mut(name) {
+                record.attach = Some(mode);
+            }
+            ports.push(name.clone());
+        }
+        let uplinks: Vec<IfName> = self.state.uplinks.keys().cloned().collect();
+        for lower in &uplinks {
+            let uplink = self.state.uplinks[lower].clone();
+            if !is_live(uplink.name.as_str(), uplink.ifindex) {
+                continue;
+            }
+            let config = uplink.reflective_relay.then_some(UplinkConfig {
+                flags: UPLINK_REFLECTIVE_RELAY,
+            });
+            datapath.maps.set_uplink(uplink.ifindex, config)?;
+            if uplink.reflective_relay {
+                lowers.insert(lower.clone(), uplink.ifindex);
+            }
+            if let Some(port) = uplink
+                .host_port
+                .as_ref()
+                .filter(|p| p.status.is_ready() && is_live(p.name.as_str(), p.ifindex))
+            {
+                crate::uplink::write_host_port_maps(datapath, uplink.ifindex, port)?;
+                let mode = datapath.attach_to_guest(port.name.as_str())?;
+                if let Some(port) = self
+                    .state
+                    .uplinks
+                    .get_mut(lower)
+                    .and_then(|u| u.host_port.as_mut())
+                {
+                    port.attach = Some(mode);
+                }
+                lowers.insert(lower.clone(), uplink.ifindex);
+                ports.push(port.name.clone());
+            }
+        }
+        lowers.retain(|name, ifindex| is_live(name.as_str(), *ifindex));
+        for (lower, ifindex) in &lowers {
+            self.attach_lower_program(datapath, lower, *ifindex, false)?;
+        }
+        for name in &ports {
+            datapath.attach_from_guest(name.as_str())?;
+            log::info!("{name}: attached to the loaded data path");
+        }
+        for ifindex in lowers.values() {
+            datapath.maps.set_tags_from_mark(*ifindex, true)?;
+        }
+        Ok(())
+    }
+}
+
+impl Session<'_> {
     /// Sets how tags are carried in the mark when the maps are new, or when
     /// `--mark-mask` asks for another mask while nothing carries tags.
     fn configure_carriage(&self, maps: &mut Maps) -> Result<()> {
@@ -253,21 +357,58 @@ impl Session<'_> {
     }
 
     /// Attaches the egress program of lower device `lower` if it is not
-    /// attached yet, then lets its endpoints carry their tags in the mark.
-    pub(crate) async fn ensure_uplink_program(&mut self, lower: &str, ifindex: u32) -> Result<()> {
-        let pins = self.instance.pins.clone();
-        let datapath = self.datapath().await?;
+    /// there yet, then lets its endpoints carry their tags in the mark.
+    pub(crate) async fn ensure_uplink_program(
+        &mut self,
+        lower: &IfName,
+        ifindex: u32,
+    ) -> Result<()> {
+        self.datapath().await?;
+        let mut datapath = self.datapath.take().expect("loaded just above");
+        let attached = self.attach_lower_program(&mut datapath, lower, ifindex, true);
+        self.datapath = Some(datapath);
+        attached
+    }
+
+    /// Attaches (or swaps in) the egress program of `lower`; a clsact qdisc
+    /// the attach is going to create is recorded as ours first. With
+    /// `raise_flag`, endpoints may carry tags in the mark afterwards; an
+    /// attached program and a raised flag are left as they are.
+    fn attach_lower_program(
+        &mut self,
+        datapath: &mut Datapath,
+        lower: &IfName,
+        ifindex: u32,
+        raise_flag: bool,
+    ) -> Result<()> {
         // A lower device recreated under a new ifindex keeps a stale pin:
         // the flag at its current ifindex tells.
-        if !Datapath::is_uplink_attached(&pins, lower) || !datapath.maps.tags_from_mark(ifindex)? {
-            datapath.attach_uplink(lower)?;
+        if raise_flag
+            && Datapath::is_uplink_attached(&self.instance.pins, lower.as_str())
+            && datapath.maps.tags_from_mark(ifindex)?
+        {
+            return Ok(());
         }
-        datapath.maps.set_tags_from_mark(ifindex, true)
+        if !self.state.own_qdiscs.contains(lower)
+            && datapath.uplink_would_create_qdisc(lower.as_str())?
+        {
+            self.state.own_qdiscs.insert(lower.clone());
+            self.save()?;
+        }
+        let attached = datapath.attach_uplink(lower.as_str())?;
+        if let Some(uplink) = self.state.uplinks.get_mut(lower) {
+            uplink.attach = Some(attached.mode);
+        }
+        if raise_flag {
+            datapath.maps.set_tags_from_mark(ifindex, true)?;
+        }
+        Ok(())
     }
 
     /// Detaches the egress program of `lower` once nothing recorded on it
     /// needs it (`leaving` is on its way out): endpoints first push their
-    /// tags themselves again, then the program goes. Best effort, logged.
+    /// tags themselves again, then the program goes, and the clsact qdisc
+    /// if macvswitch made it. Best effort, logged.
     pub(crate) fn release_uplink_program(&mut self, lower: &IfName, ifindex: u32, leaving: &str) {
         if lower_in_use(&self.state, lower, leaving) {
             return;
@@ -281,7 +422,18 @@ impl Session<'_> {
             Ok(None) => {}
             Err(e) => log::warn!("{lower}: {e}"),
         }
-        if let Err(e) = Datapath::detach_uplink(&self.instance.pins, lower.as_str()) {
+        let own_qdisc = self.state.own_qdiscs.contains(lower)
+            || self.state.uplinks.get(lower).is_some_and(|u| u.own_clsact);
+        if let Err(e) = Datapath::detach_uplink(&self.instance.pins, lower.as_str(), own_qdisc) {
+            log::warn!("{lower}: {e}");
+            return;
+        }
+        self.state.own_qdiscs.remove(lower);
+        if let Some(uplink) = self.state.uplinks.get_mut(lower) {
+            uplink.attach = None;
+            uplink.own_clsact = false;
+        }
+        if let Err(e) = self.save() {
             log::warn!("{lower}: {e}");
         }
     }
@@ -327,74 +479,6 @@ fn random_u32() -> Result<u32> {
         ));
     }
     Ok(u32::from_ne_bytes(bytes))
-}
-
-/// Re-wires everything recorded to freshly loaded programs and maps, in an
-/// order where no frame is misread across the swap: every port's ingress
-/// program first (the new one understands tags carried in the mark and
-/// pushed tags alike), then the lower devices' egress programs, then the
-/// ports' egress programs, and only then may tags travel in the mark.
-/// Links that are gone, or replaced by others under the same name, are
-/// left to `restore`.
-fn reattach(state: &State, datapath: &mut Datapath) -> Result<()> {
-    // Every live port (endpoint or host port) by name, with its lower.
-    let mut ports: Vec<(&str, &IfName)> = Vec::new();
-    for record in state.endpoints.values() {
-        if record.status != RecordStatus::Ready || !is_live(record.name.as_str(), record.ifindex) {
-            continue;
-        }
-        datapath
-            .maps
-            .set_policy(record.ifindex, &policy_in(state, record))?;
-        datapath
-            .maps
-            .set_source(record.lower_ifindex, record.mac, &record.source())?;
-        ports.push((record.name.as_str(), &record.lower));
-    }
-    for uplink in state.uplinks.values() {
-        if let Some(port) = uplink
-            .host_port
-            .as_ref()
-            .filter(|p| p.status.is_ready() && is_live(p.name.as_str(), p.ifindex))
-        {
-            crate::uplink::write_host_port_maps(datapath, uplink.ifindex, port)?;
-            ports.push((port.name.as_str(), &uplink.name));
-        }
-    }
-    for (name, _) in &ports {
-        datapath.attach_to_guest(name)?;
-    }
-    // Lower devices by name, with their ifindex: those with live ports and
-    // those with relay emulation.
-    let mut lowers: BTreeMap<&IfName, u32> = BTreeMap::new();
-    for record in state.endpoints.values() {
-        if ports.iter().any(|(name, _)| *name == record.name.as_str()) {
-            lowers.insert(&record.lower, record.lower_ifindex);
-        }
-    }
-    for uplink in state.uplinks.values() {
-        let live = is_live(uplink.name.as_str(), uplink.ifindex);
-        if live && (uplink.reflective_relay || ports.iter().any(|(_, l)| *l == &uplink.name)) {
-            lowers.insert(&uplink.name, uplink.ifindex);
-        }
-        if live {
-            datapath
-                .maps
-                .set_relay(uplink.ifindex, uplink.reflective_relay)?;
-        }
-    }
-    lowers.retain(|name, ifindex| is_live(name.as_str(), *ifindex));
-    for name in lowers.keys() {
-        datapath.attach_uplink(name.as_str())?;
-    }
-    for (name, _) in &ports {
-        datapath.attach_from_guest(name)?;
-        log::info!("{name}: attached to the loaded data path");
-    }
-    for ifindex in lowers.values() {
-        datapath.maps.set_tags_from_mark(*ifindex, true)?;
-    }
-    Ok(())
 }
 
 /// Whether this network namespace has link `name` with `ifindex`.

@@ -17,7 +17,7 @@ use crate::{
     error::{Error, Result},
     isolation::Isolation,
     policy::{Pcp, PortVlans},
-    types::{Cidr, IfName, Mac, Mode},
+    types::{AttachMode, Cidr, IfName, Mac, Mode},
 };
 
 /// Where a record is in its life: a command killed half-way leaves
@@ -63,6 +63,10 @@ pub struct EndpointRecord {
     /// Private-VLAN membership.
     #[serde(default)]
     pub isolation: Isolation,
+    /// How its programs are attached; `None` until they are (and in state
+    /// files older than the clsact path).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attach: Option<AttachMode>,
     #[serde(default, skip_serializing_if = "RecordStatus::is_ready")]
     pub status: RecordStatus,
 }
@@ -78,6 +82,8 @@ pub struct HostPortRecord {
     pub ifindex: u32,
     #[serde(default)]
     pub slot: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attach: Option<AttachMode>,
     #[serde(default, skip_serializing_if = "RecordStatus::is_ready")]
     pub status: RecordStatus,
 }
@@ -89,6 +95,14 @@ pub struct UplinkRecord {
     pub ifindex: u32,
     pub reflective_relay: bool,
     pub host_port: Option<HostPortRecord>,
+    /// How the relay program is attached to the device's egress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attach: Option<AttachMode>,
+    /// macvswitch created the device's clsact qdisc (recorded before it
+    /// does), so it removes it once nothing is on it; an operator's qdisc
+    /// is never removed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub own_clsact: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,6 +114,10 @@ pub struct State {
     /// links are gone and get recreated rather than forgotten.
     #[serde(default)]
     pub boot_id: Option<String>,
+    /// Lower devices without uplink settings whose clsact qdisc macvswitch
+    /// made for their egress program (with settings, `own_clsact` there).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub own_qdiscs: std::collections::BTreeSet<IfName>,
 }
 
 impl State {
@@ -276,6 +294,7 @@ mod tests {
                 lower_ifindex: 2,
                 slot: 0,
                 isolation: Isolation::Community("blue".into()),
+                attach: Some(AttachMode::Clsact),
                 status: RecordStatus::Pending,
             },
         );

@@ -214,6 +214,55 @@ impl fmt::Display for Mode {
     }
 }
 
+/// How a device's programs are attached: a TCX link (Linux >= 6.6, pinned
+/// in bpffs) or a `bpf` filter on a clsact qdisc (netlink, lives with the
+/// device). Recorded per device; one hook never carries both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachMode {
+    Tcx,
+    Clsact,
+}
+
+impl AttachMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttachMode::Tcx => "tcx",
+            AttachMode::Clsact => "clsact",
+        }
+    }
+}
+
+impl fmt::Display for AttachMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// Which attach mode new attachments use (`--attach`,
+/// `MACVSWITCH_ATTACH`): `auto` tries TCX and falls back to clsact when the
+/// kernel answers that it has no TCX; `tcx` and `clsact` force one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum AttachChoice {
+    #[default]
+    Auto,
+    Tcx,
+    Clsact,
+}
+
+impl FromStr for AttachChoice {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" | "" => Ok(Self::Auto),
+            "tcx" => Ok(Self::Tcx),
+            "clsact" => Ok(Self::Clsact),
+            _ => Err("must be auto, tcx or clsact".to_string()),
+        }
+    }
+}
+
 /// MTU of an endpoint: the Ethernet minimum up to what a link can carry;
 /// the lower device's own MTU is checked at `add` time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

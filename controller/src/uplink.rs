@@ -1,6 +1,8 @@
 //! Lower-device settings: reflective-relay emulation and the host port.
 
-use macvswitch_common::{EndpointPolicy, POLICY_PROMISCUOUS};
+use macvswitch_common::{
+    EndpointPolicy, POLICY_PROMISCUOUS, UplinkConfig, isolation::UPLINK_REFLECTIVE_RELAY,
+};
 
 use crate::{
     datapath::Datapath,
@@ -62,6 +64,10 @@ impl Instance {
     }
 }
 
+const RELAY_ON: UplinkConfig = UplinkConfig {
+    flags: UPLINK_REFLECTIVE_RELAY,
+};
+
 impl Session<'_> {
     pub async fn uplink_set(&mut self, request: UplinkSetRequest) -> Result<UplinkRecord> {
         let links = self.netlink.links().await?;
@@ -84,6 +90,14 @@ impl Session<'_> {
             ));
         }
         if let Some(host_port) = &request.host_port {
+            crate::validate::check_lower_carries(
+                "--host-port",
+                host_port.name.as_str(),
+                &lower,
+                &links,
+                Mode::Bridge,
+                &self.state,
+            )?;
             let taken = links
                 .iter()
                 .any(|link| link.name == host_port.name.as_str())
@@ -106,25 +120,31 @@ impl Session<'_> {
                 ifindex: lower.index,
                 reflective_relay: false,
                 host_port: None,
+                attach: None,
+                own_clsact: false,
             });
         record.ifindex = lower.index;
 
         if let Some(relay) = request.reflective_relay {
             if relay {
-                self.ensure_uplink_program(record.name.as_str(), record.ifindex)
-                    .await?;
+                self.attach_relay(&mut record).await?;
+            } else {
+                self.datapath()
+                    .await?
+                    .maps
+                    .set_uplink(record.ifindex, None)?;
             }
-            self.datapath()
-                .await?
-                .maps
-                .set_relay(record.ifindex, relay)?;
             record.reflective_relay = relay;
             self.state
                 .uplinks
                 .insert(record.name.clone(), record.clone());
             self.save()?;
             if !relay {
+                // The program stays while endpoints on the device need it.
                 self.release_uplink_program(&record.name, record.ifindex, "");
+                if let Some(updated) = self.state.uplinks.get(&record.name) {
+                    record = updated.clone();
+                }
             }
         }
         if (request.remove_host_port || request.host_port.is_some())
@@ -149,6 +169,7 @@ impl Session<'_> {
                 addresses: request.addresses,
                 ifindex: 0,
                 slot: self.state.free_slot()?,
+                attach: None,
                 status: RecordStatus::Pending,
             };
             // Intent first, as for endpoints.
@@ -195,12 +216,13 @@ impl Session<'_> {
             )
             .await?;
         port.ifindex = link.index;
-        self.ensure_uplink_program(uplink.name.as_str(), uplink.ifindex)
-            .await?;
         let datapath = self.datapath().await?;
         datapath.maps.reset_counters(port.slot)?;
-        write_host_port_maps(datapath, uplink.ifindex, port)?;
-        datapath.attach(port.name.as_str())?;
+        self.ensure_uplink_program(&uplink.name, uplink.ifindex)
+            .await?;
+        let datapath = self.datapath().await?;
+        let mode = wire_host_port(datapath, uplink.ifindex, port)?;
+        port.attach = Some(mode);
         self.netlink.bring_up(port.ifindex).await?;
         for cidr in &port.addresses {
             self.netlink.add_address(port.ifindex, *cidr).await?;
@@ -221,20 +243,44 @@ impl Session<'_> {
         Ok(())
     }
 
+    /// Turns the relay on for `record`'s device: its map entry, then the
+    /// program on its egress. A clsact qdisc the attach is going to create
+    /// is recorded as ours first, so a kill half-way leaves none that
+    /// `reset` would not remove.
+    pub(crate) async fn attach_relay(&mut self, record: &mut UplinkRecord) -> Result<()> {
+        self.state
+            .uplinks
+            .insert(record.name.clone(), record.clone());
+        self.ensure_uplink_program(&record.name, record.ifindex)
+            .await?;
+        if let Some(updated) = self.state.uplinks.get(&record.name) {
+            *record = updated.clone();
+        }
+        self.datapath()
+            .await?
+            .maps
+            .set_uplink(record.ifindex, Some(RELAY_ON))
+    }
+
     /// Undoes the relay and host port of an uplink (for `reset`).
     pub(crate) async fn unwire_uplink(&mut self, uplink: &UplinkRecord) {
-        if let Some(port) = &uplink.host_port {
-            self.unwire_host_port(uplink, port).await;
-        }
         if let Ok(Some(maps)) = self.maps()
-            && let Err(e) = maps
-                .set_relay(uplink.ifindex, false)
-                .and_then(|()| maps.set_tags_from_mark(uplink.ifindex, false))
+            && let Err(e) = maps.set_tags_from_mark(uplink.ifindex, false)
         {
             log::warn!("{}: {e}", uplink.name);
         }
-        if let Err(e) = Datapath::detach_uplink(&self.instance.pins, uplink.name.as_str()) {
+        if let Err(e) =
+            Datapath::detach_uplink(&self.instance.pins, uplink.name.as_str(), uplink.own_clsact)
+        {
             log::warn!("{}: {e}", uplink.name);
+        }
+        if let Ok(Some(maps)) = self.maps()
+            && let Err(e) = maps.set_uplink(uplink.ifindex, None)
+        {
+            log::warn!("{}: {e}", uplink.name);
+        }
+        if let Some(port) = &uplink.host_port {
+            self.unwire_host_port(uplink, port).await;
         }
     }
 
@@ -243,6 +289,17 @@ impl Session<'_> {
             .await;
         self.release_uplink_program(&uplink.name, uplink.ifindex, port.name.as_str());
     }
+}
+
+/// Writes the host port's map entries and attaches its programs; returns
+/// the attach mode.
+pub(crate) fn wire_host_port(
+    datapath: &mut Datapath,
+    lower: u32,
+    port: &HostPortRecord,
+) -> Result<crate::types::AttachMode> {
+    write_host_port_maps(datapath, lower, port)?;
+    datapath.attach(port.name.as_str())
 }
 
 /// The host port's policy and sender entry.

@@ -1,13 +1,15 @@
 //! Checks of endpoint requests against the state and the host, made before
 //! anything changes.
 
+use rtnetlink::packet_route::link::InfoKind;
+
 use crate::{
     endpoint::AddRequest,
     error::{Error, Result},
     isolation::Isolation,
     netlink::Link,
     state::State,
-    types::{IfName, Mac, Mtu},
+    types::{IfName, Mac, Mode, Mtu},
 };
 
 /// Two community names must not share an id: they would merge.
@@ -86,6 +88,14 @@ pub(crate) fn validate_add(
             "is itself a macvlan/macvtap; give the device it sits on",
         ));
     }
+    check_lower_carries(
+        "--lower",
+        request.lower.as_str(),
+        lower,
+        links,
+        request.mode,
+        state,
+    )?;
     let lower_mtu = lower.mtu.unwrap_or(1500);
     let mtu = request.mtu.map_or(lower_mtu, |mtu| mtu.0);
     if !(Mtu::MIN..=lower_mtu).contains(&mtu) {
@@ -122,4 +132,102 @@ pub(crate) fn validate_add(
         ));
     }
     Ok((lower.clone(), mac, mtu))
+}
+
+/// Whether `lower` can carry one more macvlan/macvtap in `mode`, decided
+/// the way the kernel would, so that its refusal (a bare EINVAL or EBUSY)
+/// never reaches the operator. `option` and `value` name what the
+/// operator asked for; `planned` holds the endpoints recorded or about to
+/// be made in the same batch.
+pub(crate) fn check_lower_carries(
+    option: &'static str,
+    value: &str,
+    lower: &Link,
+    links: &[Link],
+    mode: Mode,
+    planned: &State,
+) -> Result<()> {
+    let name = &lower.name;
+    if !lower.ethernet {
+        return Err(Error::invalid(
+            option,
+            value,
+            format!(
+                "{name} is not an Ethernet device and cannot carry macvtaps; give a NIC, a veth or a bond"
+            ),
+        ));
+    }
+    // A bridge, bond or team port hands its frames to its master (the
+    // kernel's rx_handler slot is taken: EBUSY); so does an ipvlan's lower.
+    if let Some(master) = lower
+        .master
+        .and_then(|m| links.iter().find(|l| l.index == m))
+        && matches!(
+            &master.kind,
+            Some(InfoKind::Bridge | InfoKind::Bond | InfoKind::Team)
+        )
+    {
+        return Err(Error::invalid(
+            option,
+            value,
+            format!(
+                "{name} is a port of {}, which takes its frames; put the endpoints on {} or on a free device",
+                master.name, master.name
+            ),
+        ));
+    }
+    if let Some(ipvlan) = links.iter().find(|l| {
+        l.lower == Some(lower.index) && matches!(l.kind, Some(InfoKind::IpVlan | InfoKind::IpVtap))
+    }) {
+        return Err(Error::invalid(
+            option,
+            value,
+            format!(
+                "{name} carries the ipvlan {}, and a device carries either ipvlans or macvtaps",
+                ipvlan.name
+            ),
+        ));
+    }
+    // The kernel allows a passthru macvlan/macvtap only as the single one
+    // on its lower device.
+    let mut stacked: Vec<&str> = links
+        .iter()
+        .filter(|l| l.lower == Some(lower.index) && l.is_macvlan_family())
+        .map(|l| l.name.as_str())
+        .collect();
+    let mut passthru: Vec<&str> = links
+        .iter()
+        .filter(|l| l.lower == Some(lower.index) && l.passthru)
+        .map(|l| l.name.as_str())
+        .collect();
+    for record in planned.endpoints.values().filter(|r| {
+        r.lower_ifindex == lower.index && r.status != crate::state::RecordStatus::Deleting
+    }) {
+        if !stacked.contains(&record.name.as_str()) {
+            stacked.push(record.name.as_str());
+        }
+        if record.mode == Mode::Passthru && !passthru.contains(&record.name.as_str()) {
+            passthru.push(record.name.as_str());
+        }
+    }
+    if let Some(first) = passthru.first() {
+        return Err(Error::invalid(
+            option,
+            value,
+            format!(
+                "{name} carries {first} in passthru mode, which must be the only macvlan/macvtap on its lower device"
+            ),
+        ));
+    }
+    if mode == Mode::Passthru && !stacked.is_empty() {
+        return Err(Error::invalid(
+            "--mode",
+            "passthru",
+            format!(
+                "a passthru endpoint must be the only macvlan/macvtap on its lower device, and {name} carries {}",
+                stacked.join(", ")
+            ),
+        ));
+    }
+    Ok(())
 }

@@ -11,8 +11,10 @@
 //! - [`frame`]: Ethernet frame builders / parsers with per-test markers;
 //! - [`hairpin`]: a switch port that sends every frame back (reflective relay);
 //! - [`harness`]: all of the above bundled for one test;
-//! - [`lifecycle`]: SIGKILLing the CLI and checking state against kernel.
+//! - [`lifecycle`]: SIGKILLing the CLI and checking state against kernel;
+//! - [`attach`]: what is attached, as TCX pins or clsact filters.
 
+pub mod attach;
 pub mod bpffs;
 pub mod controller;
 pub mod frame;

@@ -163,7 +163,8 @@ pub fn link_pins(h: &Harness, name: &str) -> [PathBuf; 2] {
 /// empty when consistent:
 /// - the state file parses and no record is `pending`/`deleting`/`waiting`;
 /// - every recorded endpoint has its macvtap with the recorded ifindex, its
-///   two link pins and a tap node with the macvtap's device number;
+///   programs attached in its recorded mode (two link pins, or one filter
+///   of ours per hook) and a tap node with the macvtap's device number;
 /// - every macvtap in the host namespace is recorded (no orphan).
 pub fn problems(h: &Harness) -> Vec<String> {
     let mut problems = Vec::new();
@@ -184,11 +185,13 @@ pub fn problems(h: &Harness) -> Vec<String> {
             )),
             Some(_) => {}
         }
-        for pin in link_pins(h, name) {
-            if !pin.exists() {
-                problems.push(format!("{name}: link pin {} missing", pin.display()));
-            }
-        }
+        let mode = record["attach"].as_str().unwrap_or("tcx");
+        problems.extend(crate::attach::endpoint_problems(
+            &h.topo.host,
+            h.bpffs.path(),
+            name,
+            mode,
+        ));
         let node = h.state.path().join("dev").join(name);
         match std::fs::metadata(&node) {
             Err(e) => problems.push(format!("{name}: tap node {}: {e}", node.display())),

@@ -159,8 +159,10 @@ fn recorded(h: &Harness, name: &str) -> serde_json::Value {
     state["endpoints"][name].clone()
 }
 
-fn link_pins(h: &Harness, name: &str) -> PathBuf {
-    h.bpffs.path().join("links").join(name)
+/// Whether `name` carries our programs: TCX link pins, or our clsact
+/// filters.
+fn attached(h: &Harness, name: &str) -> bool {
+    macvswitch_tests::attach::attached(&h.topo.host, h.bpffs.path(), name)
 }
 
 /// The ifindex of `name` in the host namespace.
@@ -224,18 +226,14 @@ fn endpoint_deleted_out_of_band_is_cleaned_up() {
     // The CLI works next to the daemon, and the daemon leaves its work be.
     let ep1 = h.add("ep1", &["--vlan", "20"]);
     assert_eq!(names(&h), ["ep0", "ep1"]);
-    assert!(link_pins(&h, "ep0").exists() && ep0.tap.exists());
+    assert!(attached(&h, "ep0") && ep0.tap.exists());
 
     h.topo.host.ip_ok(&["link", "del", "ep0"]);
     daemon.wait_log_line(&["ep0", "deleted out of band"], REACT);
     eventually(REACT, "ep0 to leave `endpoint list`", || {
         (names(&h) == ["ep1"]).then_some(())
     });
-    assert!(
-        !link_pins(&h, "ep0").exists(),
-        "{} left behind",
-        link_pins(&h, "ep0").display()
-    );
+    assert!(!attached(&h, "ep0"), "ep0's link pins left behind");
     assert!(
         !ep0.tap.exists(),
         "tap node {} left behind",
@@ -248,7 +246,7 @@ fn endpoint_deleted_out_of_band_is_cleaned_up() {
             .success()
     );
     // ep1 is untouched and still forwards.
-    assert!(link_pins(&h, "ep1").exists() && ep1.tap.exists());
+    assert!(attached(&h, "ep1") && ep1.tap.exists());
     assert_eq!(h.show("ep1").ifindex, ep1.ifindex);
     guest_frame_leaves_tagged(&ep1, &h.topo.wire(), 20, 1);
     let log = daemon.log();
@@ -324,11 +322,7 @@ fn lower_device_gone_and_back_brings_endpoints_back() {
             "{}: stale ifindex",
             ep.name
         );
-        assert!(
-            link_pins(&h, &ep.name).exists(),
-            "{}: no link pins",
-            ep.name
-        );
+        assert!(attached(&h, &ep.name), "{}: no link pins", ep.name);
         // The new tap node belongs to the new macvtap.
         guest_frame_leaves_tagged(&ep, &wire, vid, 3);
         wire_frame_reaches_guest(&ep, &wire, vid);
@@ -360,7 +354,7 @@ fn macvtap_recreated_by_hand_is_readopted() {
         (ep.ifindex == new_index).then_some(ep)
     });
     assert_eq!(ep.vlan, Some(10));
-    assert!(link_pins(&h, "ep0").exists(), "no link pins for ep0");
+    assert!(attached(&h, "ep0"), "no link pins for ep0");
     let wire = h.topo.wire();
     guest_frame_leaves_tagged(&ep, &wire, 10, 3);
     wire_frame_reaches_guest(&ep, &wire, 10);

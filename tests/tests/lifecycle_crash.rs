@@ -12,6 +12,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use macvswitch_tests::attach;
 use macvswitch_tests::frame::{Marker, marked};
 use macvswitch_tests::harness::{ARRIVE, Endpoint};
 use macvswitch_tests::lifecycle::{
@@ -66,7 +67,7 @@ fn kill_during_add_then_next_command_repairs() {
     for i in 0..ROUNDS {
         let name = format!("ep{i}");
         let vlan = (10 + i).to_string();
-        let delay = rng.range(0, 60_000);
+        let delay = rng.range(0, 80_000);
         let done = run_and_kill(
             &h,
             &["endpoint", "add", &name, "--lower", LOWER, "--vlan", &vlan],
@@ -386,4 +387,55 @@ fn half_added_endpoint_is_not_shown_as_live() {
     );
     assert_consistent(&h, "after applying");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Relay on and off on clsact, `kill -9`ed at random points: after the
+/// next `restore` the lower device's egress carries exactly one filter of
+/// ours if the state says relay is on and none if off, and in the end
+/// `reset` removes the clsact qdisc macvswitch made (it records that the
+/// qdisc will be its own before it creates it).
+#[test]
+fn kill_during_relay_changes_on_clsact_then_no_filter_or_qdisc_is_lost() {
+    require_root!();
+    let h = Harness::new();
+    h.ctl.ok(&[
+        "--attach", "clsact", "endpoint", "add", "ep0", "--lower", LOWER,
+    ]);
+    let mut rng = Rng::new("kill_during_relay_changes_on_clsact");
+    for i in 0..ROUNDS * 2 {
+        let on_off = if i % 2 == 0 { "on" } else { "off" };
+        let delay = rng.range(0, 80_000);
+        let args = [
+            "--attach",
+            "clsact",
+            "uplink",
+            "set",
+            LOWER,
+            "--reflective-relay",
+            on_off,
+        ];
+        let done = run_and_kill(&h, &args, us(delay));
+        let context = format!("relay {on_off} killed after {delay} µs ({done:?})");
+        eprintln!("{context}");
+        h.ctl.ok(&["--attach", "clsact", "restore"]);
+        let relay = state(&h)["uplinks"][LOWER]["reflective_relay"] == true;
+        let ours = attach::ours(&h.topo.host, LOWER, "egress").len();
+        assert_eq!(
+            ours,
+            usize::from(relay),
+            "{context}: relay {relay} in the state, {ours} filters of ours"
+        );
+        assert_eq!(
+            attach::filters(&h.topo.host, LOWER, "egress").len(),
+            ours,
+            "{context}: foreign filters appeared"
+        );
+        assert_consistent(&h, &context);
+    }
+    h.ctl.ok(&["reset"]);
+    assert!(attach::filters(&h.topo.host, LOWER, "egress").is_empty());
+    assert!(
+        !attach::qdiscs(&h.topo.host, LOWER).contains(&"clsact".to_string()),
+        "reset left the clsact qdisc macvswitch made"
+    );
 }

@@ -21,6 +21,7 @@ use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use macvswitch_tests::attach;
 use macvswitch_tests::frame::{self, ETHERTYPE_TEST, Marker, eth, tagged};
 use macvswitch_tests::harness::ARRIVE;
 use macvswitch_tests::lifecycle::{Rng, assert_consistent, command, run_and_kill};
@@ -105,11 +106,51 @@ fn builds(h: &Harness) -> Vec<PathBuf> {
         .unwrap_or_default()
 }
 
+/// `args` after the global options that force attach mode `mode` (none:
+/// the environment's choice).
+fn with_mode<'a>(mode: Option<&'a str>, args: &[&'a str]) -> Vec<&'a str> {
+    let mut all = Vec::new();
+    if let Some(mode) = mode {
+        all.extend(["--attach", mode]);
+    }
+    all.extend_from_slice(args);
+    all
+}
+
+/// The program ids of ep0's clsact filters (ingress, egress).
+fn filter_prog_ids(h: &Harness, dev: &str) -> Vec<u64> {
+    ["ingress", "egress"]
+        .iter()
+        .flat_map(|hook| attach::ours(&h.topo.host, dev, hook))
+        .filter_map(|f| f["options"]["prog"]["id"].as_u64())
+        .collect()
+}
+
 #[test]
 fn frames_flow_without_loss_through_reloads_kills_and_an_upgrade() {
     require_root!();
+    // TCX where the kernel has it (or whatever MACVSWITCH_ATTACH says).
+    stream_through_reloads_kills_and_an_upgrade(None);
+}
+
+#[test]
+fn frames_flow_without_loss_through_reloads_kills_and_an_upgrade_on_clsact() {
+    require_root!();
+    stream_through_reloads_kills_and_an_upgrade(Some("clsact"));
+}
+
+fn stream_through_reloads_kills_and_an_upgrade(mode: Option<&str>) {
     let h = Harness::new();
-    let ep = h.add("ep0", &["--vlan", &VLAN.to_string()]);
+    let vlan = VLAN.to_string();
+    h.ctl.ok(&with_mode(
+        mode,
+        &["endpoint", "add", "ep0", "--lower", LOWER, "--vlan", &vlan],
+    ));
+    let ep = h.show("ep0");
+    if let Some(mode) = mode {
+        assert_eq!(ep.raw["attach"], mode, "ep0: {}", ep.raw);
+    }
+    let ids_before = filter_prog_ids(&h, "ep0");
     let tap = h.tap(&ep);
     let wire = h.topo.wire();
     let mut rng = Rng::new("stream");
@@ -193,16 +234,20 @@ fn frames_flow_without_loss_through_reloads_kills_and_an_upgrade() {
         let pause = |ms| std::thread::sleep(Duration::from_millis(ms));
         pause(100);
         for _ in 0..3 {
-            h.ctl.ok(&["reload"]);
+            h.ctl.ok(&with_mode(mode, &["reload"]));
             steps.push("reload".to_string());
             pause(120);
         }
         let d = rng.range(0, 5_000);
-        run_and_kill(&h, &["endpoint", "list"], Duration::from_micros(d));
+        run_and_kill(
+            &h,
+            &with_mode(mode, &["endpoint", "list"]),
+            Duration::from_micros(d),
+        );
         steps.push(format!("endpoint list, SIGKILLed after {d} µs"));
         pause(100);
         let d = rng.range(5_000, 100_000);
-        let done = run_and_kill(&h, &["reload"], Duration::from_micros(d));
+        let done = run_and_kill(&h, &with_mode(mode, &["reload"]), Duration::from_micros(d));
         steps.push(format!("reload, SIGKILLed after {d} µs ({done:?})"));
         pause(100);
         // An upgrade: the pinned programs become another build's, so the
@@ -211,11 +256,13 @@ fn frames_flow_without_loss_through_reloads_kills_and_an_upgrade() {
         assert_eq!(current.len(), 1, "program builds pinned: {current:?}");
         let old = current[0].with_file_name("00000000000000aa");
         std::fs::rename(&current[0], &old).expect("renaming the build");
-        h.ctl
-            .ok(&["endpoint", "add", "ep1", "--lower", LOWER, "--vlan", "20"]);
+        h.ctl.ok(&with_mode(
+            mode,
+            &["endpoint", "add", "ep1", "--lower", LOWER, "--vlan", "20"],
+        ));
         steps.push("upgrade: endpoint add ep1 by a \"new build\"".to_string());
         pause(100);
-        h.ctl.ok(&["reload"]);
+        h.ctl.ok(&with_mode(mode, &["reload"]));
         steps.push("reload".to_string());
 
         guest_tx.join().expect("guest sender");
@@ -248,6 +295,20 @@ fn frames_flow_without_loss_through_reloads_kills_and_an_upgrade() {
     );
     assert_eq!(h.show("ep0").ifindex, ep.ifindex);
     assert_consistent(&h, "after the stream");
+    if mode == Some("clsact") {
+        // The programs were replaced in the very filters, which are the
+        // only ones on each hook.
+        let ids_after = filter_prog_ids(&h, "ep0");
+        assert_eq!(ids_after.len(), 2, "ep0's filters: {ids_after:?}");
+        assert!(
+            ids_before.iter().all(|id| !ids_after.contains(id)),
+            "the programs were not replaced: {ids_before:?} -> {ids_after:?}"
+        );
+        for hook in ["ingress", "egress"] {
+            let all = attach::filters(&h.topo.host, "ep0", hook);
+            assert_eq!(all.len(), 1, "ep0 {hook}: {all:?}");
+        }
+    }
     assert!(
         h.packets("ep0", "from_guest") > 0,
         "counters: {}",
@@ -419,6 +480,43 @@ fn incompatible_pinned_maps_are_recreated_loudly_and_traffic_flows() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// Reads `seq`s of `marker` with `read` until the senders stop and it has
+/// been quiet for half a second.
+fn collect(
+    sending: &AtomicBool,
+    budget: Duration,
+    read: &dyn Fn() -> Option<(Vec<u8>, bool)>,
+    marker: &Marker,
+) -> Vec<(u32, bool)> {
+    let deadline = Instant::now() + budget;
+    let mut got = Vec::new();
+    let mut quiet_since = None;
+    while Instant::now() < deadline {
+        match read() {
+            Some((bytes, ok)) => {
+                quiet_since = None;
+                if let Some(seq) = seq_of(marker, &bytes) {
+                    got.push((seq, ok));
+                }
+            }
+            None if sending.load(Ordering::Relaxed) => {}
+            None => {
+                let since = *quiet_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > Duration::from_millis(500) {
+                    break;
+                }
+            }
+        }
+    }
+    got
+}
+
+/// A frame at the guest, and whether it is untagged.
+fn untagged(f: Vec<u8>) -> (Vec<u8>, bool) {
+    let ok = frame::outer_ethertype(&f) == Some(ETHERTYPE_TEST);
+    (f, ok)
+}
+
 /// The previous release's binary (`cargo xtask test` builds it from git).
 fn previous_bin() -> Option<PathBuf> {
     std::env::var_os("MACVSWITCH_PREVIOUS_BIN").map(PathBuf::from)
@@ -485,32 +583,10 @@ fn endpoints_of_the_previous_release_are_taken_over_under_a_paced_stream() {
                 ));
             })
         });
-        // Reads `seq`s of `marker` until the senders stop and it is quiet.
-        let collect = |read: &dyn Fn() -> Option<(Vec<u8>, bool)>, marker: &Marker| {
-            let deadline = Instant::now() + budget;
-            let mut got = Vec::new();
-            let mut quiet_since = None;
-            while Instant::now() < deadline {
-                match read() {
-                    Some((bytes, ok)) => {
-                        quiet_since = None;
-                        if let Some(seq) = seq_of(marker, &bytes) {
-                            got.push((seq, ok));
-                        }
-                    }
-                    None if sending.load(Ordering::Relaxed) => {}
-                    None => {
-                        let since = *quiet_since.get_or_insert_with(Instant::now);
-                        if since.elapsed() > Duration::from_millis(500) {
-                            break;
-                        }
-                    }
-                }
-            }
-            got
-        };
         let wire_rx = s.spawn(|| {
             collect(
+                &sending,
+                budget,
                 &|| {
                     wire.recv_timeout(Duration::from_millis(50)).map(|f| {
                         let inline = frame::parse(&f.bytes).map(|p| p.tags.len());
@@ -521,18 +597,18 @@ fn endpoints_of_the_previous_release_are_taken_over_under_a_paced_stream() {
                 &up,
             )
         });
-        let untagged = |f: Vec<u8>| {
-            let ok = frame::outer_ethertype(&f) == Some(ETHERTYPE_TEST);
-            (f, ok)
-        };
         let tap0_rx = s.spawn(|| {
             collect(
+                &sending,
+                budget,
                 &|| tap0.read_timeout(Duration::from_millis(50)).map(untagged),
                 &down,
             )
         });
         let tap1_rx = s.spawn(|| {
             collect(
+                &sending,
+                budget,
                 &|| tap1.read_timeout(Duration::from_millis(50)).map(untagged),
                 &local,
             )

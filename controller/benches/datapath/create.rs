@@ -1,6 +1,8 @@
 //! Wall time to create and attach endpoints through the CLI: one
 //! `macvswitch endpoint add` per endpoint, as an operator or a management
-//! layer would run it, and all of them with one `macvswitch apply FILE`.
+//! layer would run it, and all of them with one `macvswitch apply FILE`;
+//! and the same kernel work with TCX links and with clsact filters, side by
+//! side on this kernel (`--attach tcx|clsact`).
 
 use std::{
     fmt::Write as _,
@@ -30,6 +32,23 @@ pub struct Create {
     pub list_ms: f64,
     /// `reset` with all of them, in s.
     pub reset_s: f64,
+    pub apply: Apply,
+    /// Per attach mode: kernel cost per endpoint, and one apply of the
+    /// same file with that mode forced.
+    pub attach: Vec<AttachCost>,
+}
+
+/// What one attach mode costs.
+pub struct AttachCost {
+    /// `tcx` or `clsact`.
+    pub mode: &'static str,
+    /// Creating the macvtap (down), in ms.
+    pub macvtap_ms: Summary,
+    /// Attaching both programs to it, in ms.
+    pub attach_ms: Summary,
+    /// Deleting the macvtap and removing what is left of ours, in ms.
+    pub delete_ms: Summary,
+    /// One `macvswitch --attach MODE apply FILE` of `apply.endpoints`.
     pub apply: Apply,
 }
 
@@ -79,6 +98,7 @@ fn timed_apply(
     h: &Harness,
     file: &std::path::Path,
     timeout: Duration,
+    attach: Option<&str>,
 ) -> Option<(Duration, String)> {
     let ctl = &h.ctl;
     let start = Instant::now();
@@ -89,6 +109,7 @@ fn timed_apply(
         .arg(&ctl.state_dir)
         .arg("--bpffs")
         .arg(&ctl.bpffs)
+        .args(attach.map(|mode| ["--attach", mode]).into_iter().flatten())
         .arg("apply")
         .arg(file)
         .stdout(Stdio::piped())
@@ -118,23 +139,24 @@ fn timed_apply(
     }
 }
 
-fn apply(mode: &Mode) -> Apply {
+fn apply(mode: &Mode, attach: Option<&str>) -> Apply {
     let h = Harness::new();
     let dir = TempStateDir::new();
     let file = dir.path().join("endpoints.toml");
     std::fs::write(&file, config(mode.apply_target)).expect("writing the config file");
-    let first = timed_apply(&h, &file, mode.apply_timeout);
+    let first = timed_apply(&h, &file, mode.apply_timeout, attach);
     let plan_lines = first.as_ref().map_or(0, |(_, out)| out.lines().count());
     if let Some((took, _)) = &first {
         eprintln!(
-            "  apply of {} endpoints: {:.1} s",
+            "  apply of {} endpoints ({}): {:.1} s",
             mode.apply_target,
+            attach.unwrap_or("auto"),
             took.as_secs_f64()
         );
     }
     let second = first
         .is_some()
-        .then(|| timed_apply(&h, &file, mode.apply_timeout))
+        .then(|| timed_apply(&h, &file, mode.apply_timeout, attach))
         .flatten();
     let listed = count(&h.ctl.json(&["endpoint", "list", "--json"]));
     Apply {
@@ -222,7 +244,11 @@ pub fn run(mode: &Mode) -> Create {
         "one `macvswitch apply FILE` of {} endpoints…",
         mode.apply_target
     );
-    let apply = apply(mode);
+    let apply = apply(mode, None);
+    let attach = ["tcx", "clsact"]
+        .into_iter()
+        .map(|attach| attach_cost(mode, attach))
+        .collect();
     Create {
         created: target,
         target: mode.create_target,
@@ -234,5 +260,90 @@ pub fn run(mode: &Mode) -> Create {
         list_ms,
         reset_s,
         apply,
+        attach,
+    }
+}
+
+/// The kernel work of one endpoint in attach mode `attach`, in process (no
+/// CLI, no state file): create a macvtap, attach both programs, and later
+/// delete it as `endpoint del` does (the link, then our pins or filters).
+/// Endpoints are made one after another, then deleted one after another,
+/// as `apply` and `reset` do; then one apply of the usual file with the
+/// mode forced.
+fn attach_cost(mode: &Mode, attach: &'static str) -> AttachCost {
+    use macvswitch::{
+        datapath::{Datapath, PinLayout, set_attach_choice},
+        netlink::{Netlink, Stacked},
+        types::{AttachChoice, Mac, Mode as MacvtapMode},
+    };
+    let n = if mode.full { 200 } else { 3 };
+    eprintln!("attach cost, {attach}: {n} endpoints in process…");
+    let h = Harness::new();
+    let pins = PinLayout::new(h.bpffs.path());
+    let (macvtap_ms, attach_ms, delete_ms) = h.topo.host.enter_and(|| {
+        set_attach_choice(match attach {
+            "tcx" => AttachChoice::Tcx,
+            _ => AttachChoice::Clsact,
+        });
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        runtime.block_on(async {
+            let netlink = Netlink::connect().expect("netlink");
+            let lower = netlink
+                .link_by_name(LOWER)
+                .await
+                .expect("lower0")
+                .expect("lower0 exists");
+            let mut datapath = Datapath::load(pins.clone()).expect("loading the data path");
+            let (mut made, mut attached, mut deleted) = (Vec::new(), Vec::new(), Vec::new());
+            let mut links = Vec::new();
+            for i in 0..n {
+                let name = format!("c{i:04}");
+                let t = Instant::now();
+                let link = netlink
+                    .create_stacked(
+                        Stacked::Macvtap,
+                        &name,
+                        lower.index,
+                        MacvtapMode::Bridge,
+                        Mac::derived_from(&name),
+                        1500,
+                    )
+                    .await
+                    .expect("creating a macvtap");
+                made.push(t.elapsed().as_secs_f64() * 1e3);
+                let t = Instant::now();
+                let used = datapath.attach(&name).expect("attaching");
+                attached.push(t.elapsed().as_secs_f64() * 1e3);
+                assert_eq!(used.as_str(), attach, "{name} got the wrong mode");
+                links.push((name, link.index));
+            }
+            for (name, index) in &links {
+                let t = Instant::now();
+                netlink.delete(*index).await.expect("deleting a macvtap");
+                Datapath::detach(&pins, name).expect("detaching");
+                deleted.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+            set_attach_choice(AttachChoice::Auto);
+            (
+                Summary::of(&made),
+                Summary::of(&attached),
+                Summary::of(&deleted),
+            )
+        })
+    });
+    drop(h);
+    eprintln!(
+        "  {attach}: macvtap {:.2} ms, attach {:.2} ms, delete {:.2} ms (medians)",
+        macvtap_ms.median, attach_ms.median, delete_ms.median
+    );
+    AttachCost {
+        mode: attach,
+        macvtap_ms,
+        attach_ms,
+        delete_ms,
+        apply: apply(mode, Some(attach)),
     }
 }

@@ -12,35 +12,35 @@
 //!   (tags carried in the mark, relay emulation) on lower device DEV.
 //!
 //! Everything is pinned, so forwarding goes on after the process exits and
-//! the next invocation adopts what is there.
+//! the next invocation adopts what is there. Where the kernel has no TCX
+//! (or `--attach clsact`), the programs sit in `bpf` filters on a clsact
+//! qdisc instead, which outlive the process by themselves and are found
+//! again by their fixed priority, handle and name (see `clsact.rs`).
 
-use std::{
-    fs,
-    path::{Path, PathBuf},
-};
+use std::{fs, path::PathBuf};
 
 use aya::{
     EbpfLoader,
-    programs::{
-        LinkOrder, SchedClassifier, TcAttachType,
-        links::{FdLink, PinnedLink},
-        tc::{self, NlOptions, SchedClassifierLink, TcAttachOptions},
-    },
-    util::KernelVersion,
+    programs::{SchedClassifier, TcAttachType},
 };
 use macvswitch_common::names;
 
+mod attach;
+pub mod clsact;
 mod compat;
+mod kernel;
 mod maps;
 mod pins;
 
+pub use attach::{ATTACH_ENV, Attached, attach_choice, set_attach_choice};
 pub use maps::{Maps, set_object_policy, set_object_uplink, wait_for_readers};
 pub use pins::PinLayout;
-use pins::{Hook, create_dir, remove_dir_if_exists, unpin_link};
+use pins::{Hook, create_dir, remove_dir_if_exists};
 
 use crate::{
     EBPF_OBJECT,
     error::{Error, Result},
+    types::AttachMode,
 };
 
 /// aya-log level compiled into the programs at load: info, so that the
@@ -180,61 +180,122 @@ impl Datapath {
         })
     }
 
-    /// Attaches both programs to the endpoint `name` and pins the links:
-    /// the ingress first, so that by the time the endpoint sends, it also
-    /// understands tags carried in the mark.
-    pub fn attach(&mut self, name: &str) -> Result<()> {
-        self.attach_to_guest(name)?;
-        self.attach_from_guest(name)
+    /// Attaches both programs to the endpoint `name` (TCX links pinned, or
+    /// our clsact filters); returns the mode its hooks carry.
+    pub fn attach(&mut self, name: &str) -> Result<AttachMode> {
+        self.attach_hooks(name, &Hook::ALL)
     }
 
-    /// Attaches (or swaps in) the program for frames towards the guest.
-    pub fn attach_to_guest(&mut self, name: &str) -> Result<()> {
-        attach_hook(&mut self.to_guest, &self.pins, name, Hook::ToGuest)
+    /// Attaches (or swaps in) only the program for frames towards the
+    /// guest: the first step of re-wiring a port (see `Session::reattach`).
+    pub fn attach_to_guest(&mut self, name: &str) -> Result<AttachMode> {
+        self.attach_hooks(name, &[Hook::ToGuest])
     }
 
-    /// Attaches (or swaps in) the program for frames from the guest.
-    pub fn attach_from_guest(&mut self, name: &str) -> Result<()> {
-        attach_hook(&mut self.from_guest, &self.pins, name, Hook::FromGuest)
+    /// Attaches (or swaps in) only the program for frames from the guest.
+    pub fn attach_from_guest(&mut self, name: &str) -> Result<AttachMode> {
+        self.attach_hooks(name, &[Hook::FromGuest])
     }
 
-    /// Removes the link pins of `name`; the links detach once unpinned (or
-    /// when the macvtap goes).
+    fn attach_hooks(&mut self, name: &str, hooks: &[Hook]) -> Result<AttachMode> {
+        let mut mode = AttachMode::Tcx;
+        for &hook in hooks {
+            let (program, prog_name) = match hook {
+                Hook::FromGuest => (&mut self.from_guest, names::PROG_FROM_GUEST),
+                Hook::ToGuest => (&mut self.to_guest, names::PROG_TO_GUEST),
+            };
+            let pin = self.pins.link(name, hook);
+            mode = attach::attach(program, prog_name, name, hook.attach_type(), &pin)?.mode;
+        }
+        if mode == AttachMode::Clsact {
+            // Nothing pinned for clsact: the empty directory goes.
+            remove_dir_if_exists(&self.pins.links_of(name))?;
+        }
+        Ok(mode)
+    }
+
+    /// Removes the programs from endpoint `name`: its link pins (the links
+    /// detach once unpinned, or when the macvtap goes) and our clsact
+    /// filters if the device is still there.
     pub fn detach(pins: &PinLayout, name: &str) -> Result<()> {
         for hook in Hook::ALL {
-            unpin_link(&pins.link(name, hook))?;
+            attach::detach(name, hook.attach_type(), &pins.link(name, hook))?;
         }
         remove_dir_if_exists(&pins.links_of(name))
     }
 
-    /// Whether both links of endpoint `name` are pinned.
+    /// Whether both hooks of endpoint `name` carry our programs (a pinned
+    /// TCX link or our clsact filter).
     pub fn is_attached(pins: &PinLayout, name: &str) -> bool {
-        Hook::ALL.iter().all(|hook| pins.link(name, *hook).exists())
+        Hook::ALL.iter().all(|hook| {
+            attach::current(name, hook.attach_type(), &pins.link(name, *hook)).is_some()
+        })
     }
 
-    /// Whether the lower device's egress program link on `lower` is pinned.
+    /// Whether the lower device's egress program is on `lower`.
     pub fn is_uplink_attached(pins: &PinLayout, lower: &str) -> bool {
-        pins.uplink_link(lower).exists()
+        attach::current(lower, TcAttachType::Egress, &pins.uplink_link(lower)).is_some()
     }
 
-    /// Attaches the lower device's egress program (tags from the mark,
-    /// relay emulation).
-    pub fn attach_uplink(&mut self, lower: &str) -> Result<()> {
+    /// Whether attaching the lower device's egress program to `lower` now would create a
+    /// clsact qdisc there: the caller records that it will be ours first,
+    /// so a kill half-way cannot leave a qdisc nobody knows is ours.
+    pub fn uplink_would_create_qdisc(&self, lower: &str) -> Result<bool> {
+        attach::would_create_qdisc(
+            &self.uplink_egress,
+            lower,
+            TcAttachType::Egress,
+            &self.pins.uplink_link(lower),
+        )
+    }
+
+    /// Attaches the lower device's egress program (tags carried in the
+    /// mark, relay emulation).
+    pub fn attach_uplink(&mut self, lower: &str) -> Result<Attached> {
         let pin = self.pins.uplink_link(lower);
-        if let Some(dir) = pin.parent() {
-            create_dir(dir)?;
+        let attached = attach::attach(
+            &mut self.uplink_egress,
+            names::PROG_UPLINK_EGRESS,
+            lower,
+            TcAttachType::Egress,
+            &pin,
+        )?;
+        if attached.mode == AttachMode::Clsact
+            && let Some(dir) = pin.parent()
+        {
+            remove_dir_if_exists(dir)?;
         }
-        attach_one(&mut self.uplink_egress, lower, TcAttachType::Egress, &pin)
+        Ok(attached)
     }
 
-    /// Detaches the lower device's egress program.
-    pub fn detach_uplink(pins: &PinLayout, lower: &str) -> Result<()> {
+    /// Detaches the lower device's egress program, and removes the
+    /// clsact qdisc there if macvswitch created it (`own_qdisc`) and
+    /// nothing else is on it. An operator's filters and qdiscs stay.
+    pub fn detach_uplink(pins: &PinLayout, lower: &str, own_qdisc: bool) -> Result<()> {
         let pin = pins.uplink_link(lower);
-        unpin_link(&pin)?;
+        attach::detach(lower, TcAttachType::Egress, &pin)?;
         if let Some(dir) = pin.parent() {
             remove_dir_if_exists(dir)?;
         }
+        if own_qdisc {
+            attach::remove_qdisc_if_empty(lower)?;
+        }
         Ok(())
+    }
+
+    /// Checks, before anything is loaded or changed, that the kernel has
+    /// what every data path needs (BTF, macvtap).
+    pub fn check_kernel() -> Result<()> {
+        kernel::check_base()
+    }
+
+    /// Checks that the kernel has what new attachments will use: TCX
+    /// where forced, clsact and the bpf classifier where they will go.
+    pub fn check_attach_path(&self) -> Result<()> {
+        match attach::fresh_mode(&self.from_guest)? {
+            AttachMode::Clsact => kernel::check_clsact(),
+            AttachMode::Tcx => Ok(()),
+        }
     }
 
     /// Removes every pin (for `reset`).
@@ -244,85 +305,4 @@ impl Datapath {
         }
         Ok(())
     }
-}
-
-/// Attaches one program of an endpoint and pins its link.
-fn attach_hook(
-    program: &mut SchedClassifier,
-    pins: &PinLayout,
-    name: &str,
-    hook: Hook,
-) -> Result<()> {
-    create_dir(&pins.links_of(name))?;
-    attach_one(program, name, hook.attach_type(), &pins.link(name, hook))
-}
-
-/// TCX with a pinned link where the kernel has it (>= 6.6); clsact and a
-/// netlink filter, which outlives the process by itself, elsewhere. A link
-/// already pinned at `pin` gets the program swapped in atomically (one
-/// `bpf_link_update`: no frame sees no program), which is how an upgrade
-/// or a reload takes over running endpoints.
-fn attach_one(
-    program: &mut SchedClassifier,
-    ifname: &str,
-    attach_type: TcAttachType,
-    pin: &Path,
-) -> Result<()> {
-    let context = || format!("attaching a program to {ifname} {attach_type:?}");
-    let tcx = KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0));
-    if !tcx {
-        // An existing clsact qdisc is fine.
-        let _ = tc::qdisc_add_clsact(ifname);
-        let id = program
-            .attach_with_options(
-                ifname,
-                attach_type,
-                TcAttachOptions::Netlink(NlOptions::default()),
-            )
-            .map_err(|e| Error::bpf(context(), e))?;
-        let link = program
-            .take_link(id)
-            .map_err(|e| Error::bpf(context(), e))?;
-        // Dropping the link would detach the filter; it lives with the device.
-        std::mem::forget(link);
-        return Ok(());
-    }
-    if let Ok(pinned) = PinnedLink::from_pin(pin) {
-        let swapped = SchedClassifierLink::try_from(FdLink::from(pinned))
-            .map_err(|e| Error::bpf(context(), e))
-            .and_then(|link| {
-                program
-                    .attach_to_link(link)
-                    .map_err(|e| Error::bpf(context(), e))
-            });
-        match swapped {
-            Ok(id) => {
-                // The link stays pinned; our handle may go.
-                let link = program
-                    .take_link(id)
-                    .map_err(|e| Error::bpf(context(), e))?;
-                let _: FdLink = link.try_into().map_err(|e| Error::bpf(context(), e))?;
-                return Ok(());
-            }
-            // A link whose device is gone cannot be updated: make a new one.
-            Err(e) => log::info!("{}: {e}; attaching anew", pin.display()),
-        }
-    }
-    let id = program
-        .attach_with_options(
-            ifname,
-            attach_type,
-            TcAttachOptions::TcxOrder(LinkOrder::default()),
-        )
-        .map_err(|e| Error::bpf(context(), e))?;
-    let link = program
-        .take_link(id)
-        .map_err(|e| Error::bpf(context(), e))?;
-    let link: FdLink = link.try_into().map_err(|e| Error::bpf(context(), e))?;
-    if pin.exists() {
-        fs::remove_file(pin).map_err(|e| Error::io(format!("replacing {}", pin.display()), e))?;
-    }
-    link.pin(pin)
-        .map_err(|e| Error::bpf(format!("pinning {}", pin.display()), e))?;
-    Ok(())
 }

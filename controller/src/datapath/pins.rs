@@ -86,7 +86,9 @@ pub(super) enum Hook {
 }
 
 impl Hook {
-    pub(super) const ALL: [Hook; 2] = [Hook::FromGuest, Hook::ToGuest];
+    /// Ingress first: an endpoint understands tags carried in the mark
+    /// before it sends any.
+    pub(super) const ALL: [Hook; 2] = [Hook::ToGuest, Hook::FromGuest];
 
     pub(super) fn suffix(self) -> &'static str {
         match self {
