@@ -12,6 +12,8 @@
 
 /// The parts, in `benches/datapath/`.
 mod datapath {
+    pub mod attached;
+    pub mod chart;
     pub mod create;
     pub mod entries;
     pub mod loadgen;
@@ -27,7 +29,8 @@ mod datapath {
 }
 
 use datapath::{
-    create, entries, loadgen, machine, mode, object, progs, report, rows, setup, stats, throughput,
+    attached, chart, create, entries, loadgen, machine, mode, object, progs, report, rows, setup,
+    stats, throughput,
 };
 
 use std::{path::PathBuf, process::ExitCode, time::Instant};
@@ -64,12 +67,17 @@ fn main() -> ExitCode {
     let results = run(&mode, start);
     print!("{}", results.markdown());
     if mode.full {
-        let path = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../BENCHMARKS.md"));
+        let root = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+        let path = root.join("BENCHMARKS.md");
         std::fs::write(&path, results.markdown())
             .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
         eprintln!("wrote {}", path.display());
+        let svg = root.join(report::CHART);
+        chart::write(&svg, &results.tput.cases);
+        eprintln!("wrote {}", svg.display());
     } else {
         smoke_checks(&results);
+        smoke_chart(&results);
         eprintln!(
             "datapath bench smoke: ok in {:.1} s (nothing written; `cargo xtask bench` measures)",
             start.elapsed().as_secs_f64()
@@ -146,12 +154,24 @@ fn smoke_checks(r: &Results) {
     assert!(!r.scale.maps.is_empty() && r.scale.maps.iter().all(|m| m.empty.memlock > 0));
     assert_eq!(r.tput.cases.len(), throughput::CASES.len());
     for c in &r.tput.cases {
+        for kind in throughput::Kind::ALL {
+            assert_eq!(c.runs(kind).len(), r.tput.rounds, "{}", kind.name());
+            let ratio = c.paired(kind).median;
+            assert!(ratio.is_finite() && ratio > 0.0, "{}", c.scenario.name());
+        }
+        for program in c.scenario.programs() {
+            assert!(
+                c.insitu.iter().any(|p| p.program == *program),
+                "{}: no in-situ figure for {program}",
+                c.scenario.name()
+            );
+        }
         assert!(
-            c.ratio().is_finite() && c.ratio() > 0.0,
-            "{}",
-            c.scenario.name()
+            c.insitu
+                .iter()
+                .all(|p| p.ns_per_run.is_finite() && p.runs > 0)
         );
-        assert!(!c.insitu.is_empty() && c.insitu.iter().all(|p| p.ns_per_run.is_finite()));
+        assert!(c.baseline.as_ref().is_some_and(|b| b.ns_per_run > 0.0));
     }
     assert_eq!(r.create.created, r.create.target);
     let apply = &r.create.apply;
@@ -162,4 +182,26 @@ fn smoke_checks(r: &Results) {
         "the second apply printed {:?}",
         apply.second
     );
+}
+
+/// The chart renders: written to a private temporary directory, every row
+/// labelled, the 100 % line and the legend there.
+fn smoke_chart(r: &Results) {
+    let dir = macvswitch_tests::TempStateDir::new();
+    let path = dir.path().join(report::CHART);
+    chart::write(&path, &r.tput.cases);
+    let svg = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    assert!(
+        svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"),
+        "not an SVG"
+    );
+    for c in &r.tput.cases {
+        let label = chart::row_label(c);
+        assert!(svg.contains(&label), "the chart lacks row {label:?}");
+    }
+    for kind in [throughput::Kind::Msw, throughput::Kind::Bridge] {
+        assert!(svg.contains(kind.name()), "legend: {}", kind.name());
+    }
+    assert!(svg.contains("100 % = bare macvtap"), "legend: 100 % line");
 }

@@ -5,6 +5,9 @@
 
 #[cfg(target_arch = "bpf")]
 mod baseline;
+/// Bench-only: pushes a tag on the wire peer's egress (see the file).
+#[cfg(target_arch = "bpf")]
+mod bench_tag;
 #[cfg(target_arch = "bpf")]
 mod counters;
 #[cfg(target_arch = "bpf")]

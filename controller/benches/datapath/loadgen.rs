@@ -3,13 +3,18 @@
 //! an AF_PACKET `sendmmsg` sender on the switch port, and the switch
 //! port's own kernel counters.
 //!
-//! Tap fds stay in their default mode, IFF_VNET_HDR, as QEMU uses them: a
-//! 10-byte virtio-net header (all zero: no offloads) before every frame.
+//! Tap fds (macvtap queues and TUN/TAP queues alike) are set up as QEMU
+//! sets them up: IFF_VNET_HDR, a 10-byte virtio-net header (all zero: no
+//! offloads) before every frame, and `TUNSETSNDBUF` INT_MAX (with the
+//! default send buffer a writer can wait for good on a lost write-space
+//! wake-up). The reader never sleeps: a reader that blocks makes the sender
+//! pay for waking it, which would feed back into the ratios.
 
 use std::{
     ffi::CString,
+    fs::File,
     os::{
-        fd::{FromRawFd, OwnedFd, RawFd},
+        fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
         unix::ffi::OsStrExt,
     },
     path::Path,
@@ -21,13 +26,45 @@ use macvswitch_tests::NetNs;
 
 /// `struct virtio_net_hdr` without offloads.
 pub const VNET_HDR_LEN: usize = 10;
+const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 const TUNGETIFF: libc::c_ulong = 0x8004_54d2;
+const TUNSETSNDBUF: libc::c_ulong = 0x4004_54d4;
+const TUNSETQUEUE: libc::c_ulong = 0x4004_54d9;
+const IFF_TAP: i16 = 0x0002;
+const IFF_MULTI_QUEUE: i16 = 0x0100;
+const IFF_DETACH_QUEUE: i16 = 0x0400;
+const IFF_NO_PI: i16 = 0x1000;
 const IFF_VNET_HDR: i16 = 0x4000;
+/// The flags QEMU opens a multi-queue tap with.
+const TAP_FLAGS: i16 = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | IFF_MULTI_QUEUE;
 /// Frames per `sendmmsg` call.
 const BATCH: usize = 64;
+/// A reader that has seen no frame for this long after the generators
+/// stopped has drained its queue.
+const DRAIN_IDLE: Duration = Duration::from_millis(20);
 
 fn last_error() -> std::io::Error {
     std::io::Error::last_os_error()
+}
+
+/// Where a guest's queues come from.
+#[derive(Clone, Debug)]
+pub enum Queues {
+    /// A macvtap's char node: every open is one more queue.
+    Macvtap(std::path::PathBuf),
+    /// A multi-queue TUN/TAP device `ifname` in network namespace `netns`
+    /// (by name): `TUNSETIFF` on a fresh /dev/net/tun fd attaches a queue.
+    Tap { netns: String, ifname: String },
+}
+
+impl Queues {
+    /// Opens one queue (non-blocking), as QEMU would.
+    pub fn open(&self) -> OwnedFd {
+        match self {
+            Queues::Macvtap(node) => open_queue(node),
+            Queues::Tap { netns, ifname } => in_netns(netns, || open_tap(ifname)),
+        }
+    }
 }
 
 /// Opens one queue of a macvtap through its char node (non-blocking),
@@ -55,7 +92,68 @@ pub fn open_queue(node: &Path) -> OwnedFd {
         "{}: a fresh macvtap fd should have IFF_VNET_HDR",
         node.display()
     );
+    set_sndbuf(&fd, &node.display().to_string());
     fd
+}
+
+/// Attaches one queue of the multi-queue tap `ifname` in the calling
+/// thread's namespace, creating the device if it does not exist.
+pub fn open_tap(ifname: &str) -> OwnedFd {
+    // SAFETY: a valid C string.
+    let raw = unsafe {
+        libc::open(
+            c"/dev/net/tun".as_ptr(),
+            libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC,
+        )
+    };
+    assert!(raw >= 0, "open /dev/net/tun: {}", last_error());
+    // SAFETY: a fresh fd we own.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let mut ifr = [0u8; 40];
+    assert!(ifname.len() < libc::IFNAMSIZ, "{ifname}: name too long");
+    ifr[..ifname.len()].copy_from_slice(ifname.as_bytes());
+    ifr[16..18].copy_from_slice(&TAP_FLAGS.to_ne_bytes());
+    // SAFETY: ifr is an ifreq-sized buffer holding a name and flags.
+    let rc = unsafe { libc::ioctl(raw, TUNSETIFF as _, ifr.as_mut_ptr()) };
+    assert_eq!(rc, 0, "TUNSETIFF {ifname}: {}", last_error());
+    set_sndbuf(&fd, ifname);
+    fd
+}
+
+/// Takes a tap queue out of service (`TUNSETQUEUE`, IFF_DETACH_QUEUE): it
+/// gets no more frames, but keeps the device and its carrier up, so that
+/// queues attached per run find the device as macvtap queues find theirs.
+pub fn detach_tap_queue(fd: &OwnedFd, ifname: &str) {
+    let mut ifr = [0u8; 40];
+    ifr[16..18].copy_from_slice(&IFF_DETACH_QUEUE.to_ne_bytes());
+    // SAFETY: ifr is an ifreq-sized buffer holding the flags.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETQUEUE as _, ifr.as_mut_ptr()) };
+    assert_eq!(rc, 0, "TUNSETQUEUE detach {ifname}: {}", last_error());
+}
+
+/// `TUNSETSNDBUF` INT_MAX, as QEMU does on every tap fd.
+fn set_sndbuf(fd: &OwnedFd, what: &str) {
+    let sndbuf: libc::c_int = libc::c_int::MAX;
+    // SAFETY: the ioctl reads one int.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETSNDBUF as _, &sndbuf) };
+    assert_eq!(rc, 0, "TUNSETSNDBUF {what}: {}", last_error());
+}
+
+/// Runs `f` on a thread that joined the network namespace `netns` (by
+/// name), as [`NetNs::enter_and`] does for a namespace we hold.
+pub fn in_netns<T: Send>(netns: &str, f: impl FnOnce() -> T + Send) -> T {
+    let path = format!("/run/netns/{netns}");
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let ns = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+            // SAFETY: valid fd for a netns file; affects only this thread.
+            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns({path}): {}", last_error());
+            f()
+        })
+        .join()
+        .unwrap_or_else(|e| std::panic::resume_unwind(e))
+    })
 }
 
 /// `frame` behind a zero virtio-net header.
@@ -113,9 +211,11 @@ pub fn write_tap(fd: RawFd, buf: &[u8], run_time: Duration, max: u64) -> Sent {
 }
 
 /// Counts frames read from a tap fd until `stop` is set and the queue has
-/// been empty for a moment (or `hard_limit` passed).
+/// been empty for [`DRAIN_IDLE`] (or `hard_limit` passed). Spins on
+/// non-blocking reads: it never sleeps, so no writer pays a wake-up.
 pub fn read_tap(fd: RawFd, stop: &AtomicBool, hard_limit: Duration) -> u64 {
     let start = Instant::now();
+    let mut last_frame = start;
     let mut buf = vec![0u8; 65536];
     let mut frames = 0u64;
     loop {
@@ -123,22 +223,31 @@ pub fn read_tap(fd: RawFd, stop: &AtomicBool, hard_limit: Duration) -> u64 {
         let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
         if n > VNET_HDR_LEN as isize {
             frames += 1;
+            // Clock reads only every 64 frames while frames flow.
+            if frames.is_multiple_of(64) {
+                last_frame = Instant::now();
+            }
             continue;
         }
         if n < 0 {
             let e = last_error();
             assert_eq!(e.raw_os_error(), Some(libc::EAGAIN), "read from tap: {e}");
         }
-        let idle = !poll(fd, libc::POLLIN, Duration::from_millis(20));
-        if (idle && stop.load(Ordering::Relaxed)) || start.elapsed() > hard_limit {
+        let now = Instant::now();
+        if stop.load(Ordering::Relaxed) && now - last_frame >= DRAIN_IDLE {
             return frames;
         }
+        if now - start > hard_limit {
+            return frames;
+        }
+        std::hint::spin_loop();
     }
 }
 
 /// An AF_PACKET socket for sending on `ifname` in `ns`; bound with protocol
-/// 0, so it receives nothing.
-pub fn packet_sender(ns: &NetNs, ifname: &str) -> OwnedFd {
+/// 0, so it receives nothing. `mark` (SO_MARK) is the VID the wire's
+/// `bench_push_tag` program pushes into skb metadata (0: none).
+pub fn packet_sender(ns: &NetNs, ifname: &str, mark: u32) -> OwnedFd {
     let ifname = ifname.to_string();
     ns.enter_and(move || {
         let c = CString::new(ifname.as_str()).expect("name");
@@ -163,6 +272,17 @@ pub fn packet_sender(ns: &NetNs, ifname: &str) -> OwnedFd {
             )
         };
         assert_eq!(rc, 0, "bind(AF_PACKET, {ifname}): {}", last_error());
+        // SAFETY: SO_MARK takes one u32.
+        let rc = unsafe {
+            libc::setsockopt(
+                raw,
+                libc::SOL_SOCKET,
+                libc::SO_MARK,
+                (&mark as *const u32).cast(),
+                std::mem::size_of::<u32>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0, "SO_MARK on {ifname}: {}", last_error());
         fd
     })
 }

@@ -1,42 +1,54 @@
 //! The throughput topology: two guests made by macvswitch (access ports on
 //! VLAN 10) and two bare macvtaps made by hand, all in bridge mode on the
-//! same lower device, side by side in the same namespaces. For the VEPA
-//! rows, added after the others are done: two more macvswitch guests in
-//! VEPA mode on VLAN 10 and reflective-relay emulation on lower0.
+//! same lower device, side by side in the same namespaces; and next to
+//! them the alternative an operator would pick, a Linux bridge with two
+//! taps and its own veth to the wire (untagged: this kernel has no bridge
+//! VLAN filtering and no 8021q). For the VEPA rows, added after the others
+//! are done: two more macvswitch guests in VEPA mode on VLAN 10 and
+//! reflective-relay emulation on lower0.
 //!
 //! ```text
-//!   [host netns]  mswa, mswb (macvswitch)   barea, bareb (ip link)
-//!                 [vepaa, vepab (macvswitch, VEPA)]
-//!                   \__________ lower0 ____________/
-//!                                 ||  veth
-//!   [switch netns]               sw0
+//!   [host netns]  mswa, mswb (macvswitch)   barea, bareb (ip link)     brtapa, brtapb (tap)
+//!                 [vepaa, vepab (macvswitch, VEPA)]                          |
+//!                   \__________ lower0 ____________/                     br0 -- lowerbr
+//!                                 ||  veth                                      || veth
+//!   [switch netns]               sw0 (bench_push_tag on egress)               swbr (same)
 //! ```
 
-use std::path::PathBuf;
-use std::time::Duration;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use aya::programs::TcAttachType;
+use std::time::{Duration, Instant};
 
 use macvswitch_tests::{
     Harness, TempStateDir,
-    frame::{Mac, Marker, fmt_mac, marked, test_mac},
+    frame::{Mac, Marker, TPID_8021Q, fmt_mac, marked, outer_ethertype, test_mac},
     harness::{ABSENT, ARRIVE},
     tap::{Tap, make_node},
-    topology::{LOWER, SWITCH_MAC},
+    topology::{LOWER, SWITCH_MAC, SWITCH_PORT},
+    wire::WireSocket,
 };
 
-use crate::loadgen::{open_queue, with_vnet_hdr};
+use crate::attached::{Attached, PROG_BENCH_PUSH_TAG};
+use crate::loadgen::{self, Queues, VNET_HDR_LEN, with_vnet_hdr};
 
 /// The VLAN of the macvswitch guests.
 pub const VLAN: u16 = 10;
+/// The Linux bridge's devices (host namespace; swbr in the switch's).
+pub const BRIDGE: &str = "br0";
+pub const BRIDGE_LOWER: &str = "lowerbr";
+pub const BRIDGE_WIRE: &str = "swbr";
 
 /// One guest's side of an endpoint.
 #[derive(Clone, Debug)]
 pub struct Guest {
     pub ifname: String,
     pub mac: Mac,
-    pub node: PathBuf,
+    pub queues: Queues,
 }
 
-/// Bare macvtap or macvswitch: two guests and how the wire sees them.
+/// Bare macvtap, macvswitch or Linux bridge: two guests and how the wire
+/// sees them.
 #[derive(Clone, Debug)]
 pub struct Variant {
     pub name: &'static str,
@@ -44,15 +56,24 @@ pub struct Variant {
     pub b: Guest,
     /// The VLAN the wire carries this variant's frames on.
     pub wire_vid: Option<u16>,
+    /// The wire-side veth peer of this variant's lower device (switch ns).
+    pub wire_port: &'static str,
 }
 
-/// Fields drop in order: the namespaces (and every link) first, then the
-/// bpffs mount and the directories.
+/// Fields drop in order: the wire program and the taps' anchor queues,
+/// then the namespaces (and every link), then the bpffs mount and the
+/// directories.
 pub struct Setup {
+    /// `bench_push_tag` on sw0's and swbr's egress.
+    _tagger: Attached,
+    /// One detached queue per bridge tap keeps each device (and its
+    /// carrier) alive between runs without taking frames.
+    _tap_anchors: Vec<OwnedFd>,
     pub harness: Harness,
     _bare_nodes: TempStateDir,
     pub bare: Variant,
     pub msw: Variant,
+    pub bridge: Variant,
     /// The VEPA guests, once [`Setup::add_vepa`] made them.
     pub vepa: Option<Variant>,
 }
@@ -66,7 +87,7 @@ impl Setup {
             Guest {
                 ifname: ep.name,
                 mac: ep.mac,
-                node: ep.tap,
+                queues: Queues::Macvtap(ep.tap),
             }
         };
         let msw = Variant {
@@ -74,6 +95,7 @@ impl Setup {
             a: msw_guest("mswa"),
             b: msw_guest("mswb"),
             wire_vid: Some(VLAN),
+            wire_port: SWITCH_PORT,
         };
         let bare_nodes = TempStateDir::new();
         let host = &harness.topo.host;
@@ -96,7 +118,7 @@ impl Setup {
             Guest {
                 ifname: name.to_string(),
                 mac,
-                node: make_node(host, name, bare_nodes.path()),
+                queues: Queues::Macvtap(make_node(host, name, bare_nodes.path())),
             }
         };
         let bare = Variant {
@@ -104,12 +126,25 @@ impl Setup {
             a: bare_guest("barea", test_mac(0xa1)),
             b: bare_guest("bareb", test_mac(0xb1)),
             wire_vid: None,
+            wire_port: SWITCH_PORT,
         };
+        let (bridge, tap_anchors) = make_bridge(&harness);
+        let mut tagger = Attached::load(PROG_BENCH_PUSH_TAG);
+        tagger.attach(
+            &harness.topo.switch,
+            &[
+                (SWITCH_PORT, TcAttachType::Egress),
+                (BRIDGE_WIRE, TcAttachType::Egress),
+            ],
+        );
         Setup {
+            _tagger: tagger,
+            _tap_anchors: tap_anchors,
             harness,
             _bare_nodes: bare_nodes,
             bare,
             msw,
+            bridge,
             vepa: None,
         }
     }
@@ -127,7 +162,7 @@ impl Setup {
             Guest {
                 ifname: ep.name,
                 mac: ep.mac,
-                node: ep.tap,
+                queues: Queues::Macvtap(ep.tap),
             }
         };
         let (a, b) = (guest("vepaa"), guest("vepab"));
@@ -135,7 +170,11 @@ impl Setup {
             .ctl
             .ok(&["uplink", "set", LOWER, "--reflective-relay", "on"]);
         let wire = self.harness.topo.wire();
-        let (ta, tb) = (Tap::open(&a.node), Tap::open(&b.node));
+        let node = |g: &Guest| match &g.queues {
+            Queues::Macvtap(node) => node.clone(),
+            Queues::Tap { .. } => unreachable!("VEPA guests are macvtaps"),
+        };
+        let (ta, tb) = (Tap::open(node(&a)), Tap::open(node(&b)));
         let marker = Marker::new();
         ta.write(&marked(b.mac, a.mac, &marker));
         assert!(
@@ -154,6 +193,7 @@ impl Setup {
             a,
             b,
             wire_vid: Some(VLAN),
+            wire_port: SWITCH_PORT,
         });
     }
 
@@ -165,30 +205,42 @@ impl Setup {
             .unwrap_or_else(|| panic!("uplink show --json lacks relayed.unicast: {u}"))
     }
 
-    /// One frame from guest A of each variant reaches the wire, tagged
-    /// with the variant's VLAN: the two really differ by macvswitch.
+    /// Both directions work for every variant before anything is timed:
+    /// a frame from guest A reaches the wire tagged with the variant's VLAN
+    /// (the variants really differ by macvswitch), and a frame from the
+    /// wire, sent as the timed runs send it (tag pushed into metadata by
+    /// `bench_push_tag`), reaches guest A untagged.
     pub fn check_wire(&self) {
-        let wire = self.harness.topo.wire();
-        for v in [&self.bare, &self.msw] {
+        let switch = &self.harness.topo.switch;
+        for v in [&self.bare, &self.msw, &self.bridge] {
+            let wire = WireSocket::open(switch, v.wire_port);
             let marker = Marker::new();
-            let fd = open_queue(&v.a.node);
-            let buf = with_vnet_hdr(&marked(SWITCH_MAC, v.a.mac, &marker));
-            // SAFETY: buf is valid for buf.len() bytes.
-            let n = unsafe {
-                libc::write(
-                    std::os::fd::AsRawFd::as_raw_fd(&fd),
-                    buf.as_ptr().cast(),
-                    buf.len(),
-                )
-            };
-            assert_eq!(n, buf.len() as isize, "write to {}", v.a.ifname);
+            let fd = v.a.queues.open();
+            write_frame(&fd, &with_vnet_hdr(&marked(SWITCH_MAC, v.a.mac, &marker)));
             let got = wire
                 .recv_matching(ARRIVE, |f| marker.is_in(&f.bytes))
-                .unwrap_or_else(|| panic!("{}: frame never reached sw0", v.name));
+                .unwrap_or_else(|| panic!("{}: frame never reached {}", v.name, v.wire_port));
             assert_eq!(got.vid(), v.wire_vid, "{}: VLAN on the wire", v.name);
+            // The socket goes before timing starts: it would copy every frame.
+            drop(wire);
+
+            let marker = Marker::new();
+            let sender =
+                loadgen::packet_sender(switch, v.wire_port, u32::from(v.wire_vid.unwrap_or(0)));
+            let frame = marked(v.a.mac, SWITCH_MAC, &marker);
+            // SAFETY: frame is valid for frame.len() bytes.
+            let n =
+                unsafe { libc::send(sender.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
+            assert_eq!(n, frame.len() as isize, "send on {}", v.wire_port);
+            let got = read_matching(&fd, ARRIVE, |f| marker.is_in(f))
+                .unwrap_or_else(|| panic!("{}: wire frame never reached {}", v.name, v.a.ifname));
+            assert_ne!(
+                outer_ethertype(&got),
+                Some(TPID_8021Q),
+                "{}: guest got a tagged frame",
+                v.name
+            );
         }
-        // The socket goes before timing starts: it would copy every frame.
-        drop(wire);
         std::thread::sleep(Duration::from_millis(50));
     }
 
@@ -197,4 +249,112 @@ impl Setup {
     pub fn counted(&self, name: &str, dir: &str) -> u64 {
         self.harness.packets(name, dir)
     }
+}
+
+/// br0 with lowerbr (veth to swbr in the switch namespace) and two
+/// multi-queue taps opened as QEMU opens them; static FDB entries for the
+/// guests and the wire, so that no run floods while the bridge learns.
+fn make_bridge(harness: &Harness) -> (Variant, Vec<OwnedFd>) {
+    let (host, switch) = (&harness.topo.host, &harness.topo.switch);
+    host.ip_ok(&[
+        "link",
+        "add",
+        BRIDGE_LOWER,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        BRIDGE_WIRE,
+        "address",
+        &fmt_mac(&SWITCH_MAC),
+    ]);
+    host.ip_ok(&["link", "set", BRIDGE_WIRE, "netns", switch.name()]);
+    switch.ip_ok(&["link", "set", BRIDGE_WIRE, "up"]);
+    host.ip_ok(&[
+        "link",
+        "add",
+        BRIDGE,
+        "type",
+        "bridge",
+        "stp_state",
+        "0",
+        "forward_delay",
+        "0",
+    ]);
+    host.ip_ok(&["link", "set", BRIDGE_LOWER, "master", BRIDGE, "up"]);
+    host.ip_ok(&["link", "set", BRIDGE, "up"]);
+    let fdb = |mac: &Mac, dev: &str| {
+        host.exec_ok(&[
+            "bridge",
+            "fdb",
+            "replace",
+            &fmt_mac(mac),
+            "dev",
+            dev,
+            "master",
+            "static",
+        ]);
+    };
+    fdb(&SWITCH_MAC, BRIDGE_LOWER);
+    let mut anchors = Vec::new();
+    let mut guest = |ifname: &str, mac: Mac| {
+        let anchor = loadgen::in_netns(host.name(), || loadgen::open_tap(ifname));
+        loadgen::detach_tap_queue(&anchor, ifname);
+        anchors.push(anchor);
+        host.ip_ok(&["link", "set", ifname, "master", BRIDGE, "up"]);
+        fdb(&mac, ifname);
+        Guest {
+            ifname: ifname.to_string(),
+            mac,
+            queues: Queues::Tap {
+                netns: host.name().to_string(),
+                ifname: ifname.to_string(),
+            },
+        }
+    };
+    let a = guest("brtapa", test_mac(0xc1));
+    let b = guest("brtapb", test_mac(0xd1));
+    let variant = Variant {
+        name: "Linux bridge + tap",
+        a,
+        b,
+        wire_vid: None,
+        wire_port: BRIDGE_WIRE,
+    };
+    (variant, anchors)
+}
+
+fn write_frame(fd: &OwnedFd, buf: &[u8]) {
+    // SAFETY: buf is valid for buf.len() bytes.
+    let n = unsafe { libc::write(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len()) };
+    assert_eq!(
+        n,
+        buf.len() as isize,
+        "write to a tap: {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+/// The first frame (without its virtio-net header) read from the
+/// non-blocking tap queue `fd` within `timeout` that `matches`.
+fn read_matching(
+    fd: &OwnedFd,
+    timeout: Duration,
+    matches: impl Fn(&[u8]) -> bool,
+) -> Option<Vec<u8>> {
+    let start = Instant::now();
+    let mut buf = vec![0u8; 65536];
+    while start.elapsed() < timeout {
+        // SAFETY: buf is valid for buf.len() bytes.
+        let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n > VNET_HDR_LEN as isize {
+            let frame = &buf[VNET_HDR_LEN..n as usize];
+            if matches(frame) {
+                return Some(frame.to_vec());
+            }
+        } else {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    None
 }
