@@ -183,7 +183,7 @@ struct Streamed {
     /// None: killed at the time limit.
     status: Option<ExitStatus>,
     elapsed: Duration,
-    /// When the first line starting with the marker appeared.
+    /// When the first line holding the marker appeared.
     marker: Option<Duration>,
 }
 
@@ -218,7 +218,7 @@ fn stream(
         for line in BufReader::new(reader).split(b'\n') {
             let Ok(line) = line else { break };
             let text = printable(&String::from_utf8_lossy(&line));
-            if seen.is_none() && marker.is_some_and(|m| text.starts_with(m)) {
+            if seen.is_none() && marker.is_some_and(|m| text.contains(m)) {
                 seen = Some(start.elapsed());
             }
             println!("[{prefix}] {text}");

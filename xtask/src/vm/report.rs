@@ -117,18 +117,37 @@ fn failures_list(out: &str) -> Option<Vec<String>> {
     (!names.is_empty()).then_some(names)
 }
 
+/// The first line of a failure's panic message, and where the message
+/// quotes the controller's `error:` line, that too; of a verifier log only
+/// its end, which says what the verifier refused.
 fn panic_line(out: &str, test: &str) -> Option<String> {
     let header = format!("---- {test} stdout ----");
-    let block = &out[out.find(&header)? + header.len()..];
+    let start = out.find(&header)? + header.len();
+    let block = &out[start..];
+    let block = &block[..block.find("\n---- ").unwrap_or(block.len())];
     let mut lines = block.lines().skip_while(|l| !l.contains("panicked at"));
     let at = lines.next()?;
     // Since Rust 1.73 the message follows on the next line; before, on the
     // same one after the location.
     let msg = lines
+        .clone()
         .find(|l| !l.trim().is_empty())
-        .filter(|l| !l.starts_with("---- ") && !l.starts_with("note: "))
-        .unwrap_or(at);
-    Some(shorten(msg.trim(), 200))
+        .filter(|l| !l.starts_with("note: ") && !l.starts_with("stack backtrace:"))
+        .unwrap_or(at)
+        .trim();
+    let Some(error) = lines.find_map(|l| l.find("error: ").map(|i| &l[i..])) else {
+        return Some(shorten(msg, 200));
+    };
+    let error = match error.split_once("Verifier output:") {
+        Some((head, log)) => {
+            let log = log.split(" verification time").next().unwrap_or(log).trim();
+            let skip = log.chars().count().saturating_sub(120);
+            let tail: String = log.chars().skip(skip).collect();
+            format!("{} verifier: …{tail}", head.trim_end())
+        }
+        None => shorten(error, 200),
+    };
+    Some(format!("{} {error}", shorten(msg, 120)))
 }
 
 fn shorten(s: &str, max: usize) -> String {
@@ -159,7 +178,7 @@ failures:
 
 thread 'two' panicked at tests/tests/x.rs:10:5:
 macvswitch endpoint add vm1 failed (exit status: 1):
-stderr: verifier says no
+stderr: error: eBPF: loading program p: Verifier output: 0: (bf) r7 = r1 invalid read from stack R10 off=-296 size=8 verification time 856388 usec stack depth 296
 note: run with `RUST_BACKTRACE=1` environment variable to display a backtrace
 
 failures:
@@ -174,7 +193,9 @@ test result: FAILED. 2 passed; 1 failed; 1 ignored; 0 measured; 0 filtered out
             r.failed,
             vec![(
                 "two".to_string(),
-                "macvswitch endpoint add vm1 failed (exit status: 1):".to_string()
+                "macvswitch endpoint add vm1 failed (exit status: 1): error: eBPF: loading \
+                 program p: verifier: …0: (bf) r7 = r1 invalid read from stack R10 off=-296 size=8"
+                    .to_string()
             )]
         );
     }
