@@ -10,6 +10,7 @@ mod fuzz;
 mod previous;
 mod run;
 mod setup;
+mod vm;
 
 use std::process::ExitCode;
 
@@ -72,6 +73,41 @@ enum Task {
         #[arg(long)]
         per_policy: Option<u64>,
     },
+    /// The namespace integration tests on a matrix of kernels (root):
+    /// bullseye's 5.10 and bookworm's 6.1 (clsact) and the newest Debian
+    /// kernel the apt sources offer, each booted under QEMU (TCG) with the
+    /// host's root over 9p; then the host's kernel directly, once with TCX
+    /// and once with clsact forced. Prints per kernel what ran, passed and
+    /// failed; exits non-zero if anything failed.
+    ///
+    /// `cargo xtask vm-test --kernel 6.1 --kernel 5.10 --quick`;
+    /// arguments after `--` go to every test binary (a test-name filter).
+    VmTest {
+        /// An entry of the matrix, repeatable: 5.10, 6.1, newest, host,
+        /// host-clsact (default: all, in that order).
+        #[arg(long = "kernel", value_name = "ENTRY")]
+        kernels: Vec<String>,
+        /// Only the CI subset: access, trunk, tunnel, relay, host-port,
+        /// upgrade/reload and del/reset tests.
+        #[arg(long)]
+        quick: bool,
+        /// Only these test binaries (comma-separated cargo target names,
+        /// e.g. port_trunk,host_port); adds to --quick.
+        #[arg(long, value_delimiter = ',')]
+        tests: Vec<String>,
+        /// vCPUs per guest.
+        #[arg(long, default_value_t = 2)]
+        smp: u32,
+        /// Memory per guest, in MiB.
+        #[arg(long, default_value_t = 1024)]
+        memory: u32,
+        /// Time limit for one test binary, in minutes.
+        #[arg(long, default_value_t = 20)]
+        timeout: u64,
+        /// Arguments for the test binaries, after `--`.
+        #[arg(last = true)]
+        test_args: Vec<String>,
+    },
     /// `cargo fmt --all --check` and `cargo clippy --workspace --all-targets -- -D warnings`.
     Lint,
 }
@@ -119,6 +155,31 @@ fn run_task(cli: Cli) -> Result<ExitCode> {
             },
         )?,
         Task::Lint => check::lint(&ws)?,
+        Task::VmTest {
+            kernels,
+            quick,
+            tests,
+            smp,
+            memory,
+            timeout,
+            test_args,
+        } => {
+            let passed = vm::vm_test(
+                &ws,
+                &vm::Options {
+                    kernels,
+                    quick,
+                    tests,
+                    smp,
+                    memory_mib: memory,
+                    timeout_min: timeout,
+                    test_args,
+                },
+            )?;
+            if !passed {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

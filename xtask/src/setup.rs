@@ -26,7 +26,7 @@ const APT_PACKAGES: &[(&str, &str)] = &[
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
 pub fn setup(ws: &Workspace) -> Result<()> {
-    apt_packages()?;
+    apt_install(APT_PACKAGES)?;
     let nightly = nightly_toolchain()?;
     rust_src()?;
     bpf_linker(ws, &nightly)?;
@@ -40,13 +40,14 @@ fn step(msg: &str) {
     println!("==> setup: {msg}");
 }
 
-fn apt_packages() -> Result<()> {
-    let missing: Vec<&str> = APT_PACKAGES
+/// Installs those of `packages` (name, what for) that are missing.
+pub fn apt_install(packages: &[(&str, &str)]) -> Result<()> {
+    let missing: Vec<&str> = packages
         .iter()
         .map(|(p, _)| *p)
         .filter(|p| !dpkg_installed(p))
         .collect();
-    let names: Vec<&str> = APT_PACKAGES.iter().map(|(p, _)| *p).collect();
+    let names: Vec<&str> = packages.iter().map(|(p, _)| *p).collect();
     if missing.is_empty() {
         step(&format!("apt packages {}: installed", names.join(" ")));
         return Ok(());
