@@ -1,11 +1,13 @@
-//! Benchmarks of the data path (issue 6): per-program cost, throughput
-//! against bare macvtap, scale, in-situ cost.
+//! Benchmarks of the data path (issues 6 and 9): per-program cost,
+//! throughput against bare macvtap and the Linux bridge, scale, in-situ
+//! cost.
 //!
 //! `cargo bench -p macvswitch --bench datapath` (or `cargo xtask bench`)
-//! runs everything and writes BENCHMARKS.md at the workspace root. Without
-//! `--bench`, as `cargo test --all-targets` runs it, a smoke mode of a few
-//! seconds goes through every code path with tiny counts, asserts that the
-//! plumbing works and writes nothing; `--smoke` forces it.
+//! runs everything and writes BENCHMARKS.md and its chart, BENCHMARKS.svg,
+//! at the workspace root. Without `--bench`, as `cargo test --all-targets`
+//! runs it, a smoke mode of a few seconds goes through every code path with
+//! tiny counts, asserts that the plumbing works and writes nothing (the
+//! chart goes to a temporary directory); `--smoke` forces it.
 //!
 //! Needs root (network namespaces, eBPF); all traffic stays in throw-away
 //! namespaces, cleaned up by guards even on panic.

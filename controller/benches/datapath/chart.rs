@@ -35,12 +35,15 @@ fn draw(path: &Path, cases: &[Case]) -> Result<(), Box<dyn std::error::Error>> {
     let height = 150 + ROW_HEIGHT * (n as u32 + LEGEND_ROWS as u32);
     let root = SVGBackend::new(path, (WIDTH, height)).into_drawing_area();
     root.fill(&WHITE)?;
+    // The axis follows the medians, up to 300 %; a bar or whisker reaching
+    // further (a noisy round) is cut at `clip` and its label gives the true
+    // figure.
     let widest = cases
         .iter()
-        .flat_map(|c| [c.paired(Kind::Msw).max, c.paired(Kind::Bridge).max])
+        .flat_map(|c| [c.paired(Kind::Msw).median, c.paired(Kind::Bridge).median])
         .fold(1.0, f64::max);
-    // Room right of the longest whisker for its value.
-    let x_max = (widest * 100.0 + 15.0).max(115.0);
+    let x_max = (widest * 100.0 + 40.0).clamp(140.0, 300.0);
+    let clip = x_max - 30.0;
     // Row i is centred on y = n-1-i: the first row on top.
     let centre = |i: usize| (n - 1 - i) as f64;
     let mut chart = ChartBuilder::on(&root)
@@ -66,7 +69,7 @@ fn draw(path: &Path, cases: &[Case]) -> Result<(), Box<dyn std::error::Error>> {
     ] {
         let bars = cases.iter().enumerate().map(move |(i, c)| {
             let y = centre(i) + offset;
-            let v = c.paired(kind).median * 100.0;
+            let v = (c.paired(kind).median * 100.0).min(clip);
             Rectangle::new([(0.0, y - 0.16), (v, y + 0.16)], color.filled())
         });
         chart
@@ -76,7 +79,7 @@ fn draw(path: &Path, cases: &[Case]) -> Result<(), Box<dyn std::error::Error>> {
         let whiskers = cases.iter().enumerate().flat_map(move |(i, c)| {
             let y = centre(i) + offset;
             let s = c.paired(kind);
-            let (lo, hi) = (s.min * 100.0, s.max * 100.0);
+            let (lo, hi) = ((s.min * 100.0).min(clip), (s.max * 100.0).min(clip));
             [
                 PathElement::new(vec![(lo, y), (hi, y)], BLACK.stroke_width(1)),
                 PathElement::new(vec![(lo, y - 0.08), (lo, y + 0.08)], BLACK.stroke_width(1)),
@@ -86,9 +89,15 @@ fn draw(path: &Path, cases: &[Case]) -> Result<(), Box<dyn std::error::Error>> {
         chart.draw_series(whiskers)?;
         let values = cases.iter().enumerate().map(move |(i, c)| {
             let s = c.paired(kind);
+            let hi = s.max * 100.0;
+            let text = if hi > clip {
+                format!("{:.1} % (max {hi:.0} %)", s.median * 100.0)
+            } else {
+                format!("{:.1} %", s.median * 100.0)
+            };
             Text::new(
-                format!("{:.1} %", s.median * 100.0),
-                (s.max * 100.0 + 1.0, centre(i) + offset),
+                text,
+                (hi.min(clip) + 1.0, centre(i) + offset),
                 ("sans-serif", 13)
                     .into_font()
                     .color(&BLACK)

@@ -452,8 +452,8 @@ impl Results {
              empty TC program on the bare macvtaps' corresponding hooks: the floor, statistics' \
              clock reads included. Not in the ratios above. Target: ≤ {INSITU_TARGET_NS:.0} ns per \
              run on the bridge-mode paths.\n\n\
-             | path | size | program | runs | ns per run | ≤ {INSITU_TARGET_NS:.0} ns |\n\
-             |---|---|---|---|---|---|"
+             | path | size | program | runs | ns per run | over empty | ≤ {INSITU_TARGET_NS:.0} ns |\n\
+             |---|---|---|---|---|---|---|"
         );
         for c in &t.cases {
             for p in &c.insitu {
@@ -464,9 +464,12 @@ impl Results {
                 } else {
                     "no"
                 };
+                let over = c.baseline.as_ref().map_or("—".into(), |b| {
+                    format!("{:.1}", p.ns_per_run - b.ns_per_run)
+                });
                 let _ = writeln!(
                     s,
-                    "| {} | {} | {} | {} | {:.1} | {verdict} |",
+                    "| {} | {} | {} | {} | {:.1} | {over} | {verdict} |",
                     c.scenario.name(),
                     c.size,
                     p.program,
@@ -477,7 +480,7 @@ impl Results {
             if let Some(b) = &c.baseline {
                 let _ = writeln!(
                     s,
-                    "| {} | {} | empty program (bare macvtap) | {} | {:.1} | — |",
+                    "| {} | {} | empty program (bare macvtap) | {} | {:.1} | — | — |",
                     c.scenario.name(),
                     c.size,
                     b.runs,
