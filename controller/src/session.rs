@@ -384,9 +384,12 @@ impl Session<'_> {
         // A lower device recreated under a new ifindex keeps a stale pin:
         // the flag at its current ifindex tells.
         if raise_flag
-            && Datapath::is_uplink_attached(&self.instance.pins, lower.as_str())
+            && let Some(mode) = Datapath::uplink_mode(&self.instance.pins, lower.as_str())
             && datapath.maps.tags_from_mark(ifindex)?
         {
+            if let Some(uplink) = self.state.uplinks.get_mut(lower) {
+                uplink.attach = Some(mode);
+            }
             return Ok(());
         }
         if !self.state.own_qdiscs.contains(lower)
@@ -422,8 +425,7 @@ impl Session<'_> {
             Ok(None) => {}
             Err(e) => log::warn!("{lower}: {e}"),
         }
-        let own_qdisc = self.state.own_qdiscs.contains(lower)
-            || self.state.uplinks.get(lower).is_some_and(|u| u.own_clsact);
+        let own_qdisc = self.state.owns_qdisc(lower);
         if let Err(e) = Datapath::detach_uplink(&self.instance.pins, lower.as_str(), own_qdisc) {
             log::warn!("{lower}: {e}");
             return;

@@ -121,6 +121,11 @@ pub struct State {
 }
 
 impl State {
+    /// Whether macvswitch made the clsact qdisc on lower device `lower`.
+    pub fn owns_qdisc(&self, lower: &IfName) -> bool {
+        self.own_qdiscs.contains(lower) || self.uplinks.get(lower).is_some_and(|u| u.own_clsact)
+    }
+
     /// The state as it will be once interrupted commands are finished:
     /// pending adds rolled back, pending deletes done.
     pub fn settled(mut self) -> Self {

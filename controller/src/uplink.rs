@@ -12,7 +12,7 @@ use crate::{
     netlink::Stacked,
     policy::PortVlans,
     session::Session,
-    state::{HostPortRecord, RecordStatus, UplinkRecord},
+    state::{HostPortRecord, RecordStatus, State, UplinkRecord},
     types::{Cidr, IfName, Mac, Mode, Vid},
 };
 
@@ -46,17 +46,34 @@ impl HostPortRecord {
 
 impl Instance {
     pub fn uplinks(&self) -> Result<Vec<UplinkRecord>> {
-        Ok(self.state_dir.load()?.uplinks.into_values().collect())
+        let state = self.state_dir.load()?;
+        Ok(state
+            .uplinks
+            .values()
+            .map(|u| self.shown(&state, u))
+            .collect())
     }
 
     pub fn uplink(&self, lower: &IfName) -> Result<UplinkRecord> {
-        self.state_dir.load()?.uplinks.remove(lower).ok_or_else(|| {
+        let state = self.state_dir.load()?;
+        let record = state.uplinks.get(lower).ok_or_else(|| {
             Error::invalid(
                 "DEV",
                 lower,
                 "has no uplink settings (see `macvswitch uplink list`)",
             )
-        })
+        })?;
+        Ok(self.shown(&state, record))
+    }
+
+    /// A record as shown: whether the clsact qdisc is ours also when the
+    /// endpoints' tag carriage made it, and how the egress program is
+    /// attached now.
+    fn shown(&self, state: &State, record: &UplinkRecord) -> UplinkRecord {
+        let mut record = record.clone();
+        record.own_clsact = state.owns_qdisc(&record.name);
+        record.attach = Datapath::uplink_mode(&self.pins, record.name.as_str()).or(record.attach);
+        record
     }
 
     pub async fn uplink_set(&self, request: UplinkSetRequest) -> Result<UplinkRecord> {
@@ -269,8 +286,9 @@ impl Session<'_> {
         {
             log::warn!("{}: {e}", uplink.name);
         }
+        let own_qdisc = uplink.own_clsact || self.state.owns_qdisc(&uplink.name);
         if let Err(e) =
-            Datapath::detach_uplink(&self.instance.pins, uplink.name.as_str(), uplink.own_clsact)
+            Datapath::detach_uplink(&self.instance.pins, uplink.name.as_str(), own_qdisc)
         {
             log::warn!("{}: {e}", uplink.name);
         }

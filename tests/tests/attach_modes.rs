@@ -139,11 +139,14 @@ fn relay_off_and_reset_remove_our_filters_and_only_our_qdisc() {
     assert!(attach::qdiscs(&h.topo.host, LOWER).contains(&"clsact".to_string()));
     assert_only_ours(&h, LOWER, "egress", "relay on");
 
-    // Relay off: our filter and the qdisc we made go.
+    // Relay off: the program stays while ep0 carries its tags in the
+    // mark; once ep0 is gone too, our filter and the qdisc we made go.
     h.ctl
         .ok(&["uplink", "set", LOWER, "--reflective-relay", "off"]);
+    assert_only_ours(&h, LOWER, "egress", "relay off, ep0 still there");
+    h.ctl.ok(&["endpoint", "del", "ep0"]);
     let left = attach::filters(&h.topo.host, LOWER, "egress");
-    assert!(left.is_empty(), "relay off left {left:#?}");
+    assert!(left.is_empty(), "relay off and ep0 gone left {left:#?}");
     assert!(
         !attach::qdiscs(&h.topo.host, LOWER).contains(&"clsact".to_string()),
         "relay off left the clsact qdisc macvswitch made"
@@ -160,7 +163,6 @@ fn relay_off_and_reset_remove_our_filters_and_only_our_qdisc() {
         "on",
     ]));
     add_foreign_filter(&h, "ingress", 5);
-    h.ctl.ok(&["endpoint", "del", "ep0"]);
     h.ctl.ok(&["reset"]);
     assert!(attach::ours(&h.topo.host, LOWER, "egress").is_empty());
     assert_eq!(foreign(&h, "ingress").len(), 1, "the operator's filter");

@@ -234,7 +234,12 @@ impl Datapath {
 
     /// Whether the lower device's egress program is on `lower`.
     pub fn is_uplink_attached(pins: &PinLayout, lower: &str) -> bool {
-        attach::current(lower, TcAttachType::Egress, &pins.uplink_link(lower)).is_some()
+        Self::uplink_mode(pins, lower).is_some()
+    }
+
+    /// How the lower device's egress program is attached to `lower`, if it is.
+    pub fn uplink_mode(pins: &PinLayout, lower: &str) -> Option<AttachMode> {
+        attach::current(lower, TcAttachType::Egress, &pins.uplink_link(lower))
     }
 
     /// Whether attaching the lower device's egress program to `lower` now would create a
