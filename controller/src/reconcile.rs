@@ -7,6 +7,7 @@ use crate::{
     netlink::Link,
     session::Session,
     state::{EndpointRecord, RecordStatus, UplinkRecord, current_boot_id},
+    types::IfName,
 };
 
 /// What `restore` did, by endpoint or host-port name.
@@ -104,6 +105,7 @@ impl Session<'_> {
             self.restore_uplink(uplink, &links, rebooted, &mut report)
                 .await?;
         }
+        self.restore_lower_programs(&links).await?;
         if !report.is_empty() || rebooted {
             self.save()?;
             let lowers: std::collections::BTreeSet<_> = self
@@ -117,6 +119,36 @@ impl Session<'_> {
             }
         }
         Ok(report)
+    }
+
+    /// The egress program of every lower device with live endpoints: one
+    /// removed behind macvswitch's back (its pin or clsact filter deleted)
+    /// would let tags carried in the mark leave untagged, so its endpoints
+    /// push their tags themselves again at once, and then it is put back.
+    async fn restore_lower_programs(&mut self, links: &[Link]) -> Result<()> {
+        let lowers: std::collections::BTreeMap<IfName, u32> = self
+            .state
+            .endpoints
+            .values()
+            .filter(|r| r.status.is_ready())
+            .filter(|r| {
+                find_lower(links, r.lower.as_str()).map(|l| l.index) == Some(r.lower_ifindex)
+            })
+            .map(|r| (r.lower.clone(), r.lower_ifindex))
+            .collect();
+        for (lower, ifindex) in lowers {
+            if Datapath::is_uplink_attached(&self.instance.pins, lower.as_str()) {
+                continue;
+            }
+            log::warn!(
+                "{lower}: its egress program is gone; endpoints push their tags until it is back"
+            );
+            if let Some(maps) = self.maps()? {
+                maps.set_tags_from_mark(ifindex, false)?;
+            }
+            self.ensure_uplink_program(&lower, ifindex).await?;
+        }
+        Ok(())
     }
 
     async fn restore_endpoint(
