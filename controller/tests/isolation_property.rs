@@ -15,6 +15,11 @@
 //! outer tag in skb metadata goes through the pure functions only (every
 //! frame is also tried that way). Frames shorter than an Ethernet header,
 //! which BPF_PROG_TEST_RUN refuses, likewise.
+//!
+//! Towards the guest, a frame from another local endpoint carries its outer
+//! tag in `skb->mark`: every frame is also tried that way, through the pure
+//! functions and the real program (the mark set in the test run's context),
+//! and must come out as the same frame with that tag in metadata would.
 
 #[path = "isolation_property/generate.rs"]
 mod generate;
@@ -34,7 +39,7 @@ use aya::{
 };
 use macvswitch::EBPF_OBJECT;
 use macvswitch_common::{
-    Action, Decision, DropReason, EndpointCounters, EndpointPolicy, FrameView,
+    Action, Decision, DropReason, EndpointCounters, EndpointPolicy, FrameView, MarkCarriage,
     POLICY_CVLANS_LIMITED, POLICY_NATIVE_TAGGED, POLICY_PRIORITY_SET, PORT_ACCESS, PORT_TRUNK,
     PORT_TUNNEL, PORT_UNTAGGED, VlanKey, decide::VIEW_BYTES, names,
 };
@@ -50,6 +55,8 @@ const TEST_IFINDEX: u32 = 1;
 /// kernel UAPI (include/uapi/linux/bpf.h): 12 u32 fields precede `cb[5]`.
 const SK_BUFF_SIZE: usize = 192;
 const SK_BUFF_CB: usize = 48;
+/// `offsetof(struct __sk_buff, mark)`: after `len` and `pkt_type`.
+const SK_BUFF_MARK: usize = 8;
 /// How many kinds of disagreements and violations are printed.
 const SHOW_KINDS: usize = 40;
 
@@ -363,6 +370,39 @@ struct Observed {
     bytes: Vec<u8>,
     /// `cb[0]`: the pushed tag as TPID << 16 | TCI, 0 if none.
     cb0: u32,
+    /// `skb->mark` afterwards.
+    mark: u32,
+}
+
+/// How the test object carries tags in the mark: the default mask with a
+/// fixed pattern.
+fn test_carriage() -> MarkCarriage {
+    MarkCarriage::new(macvswitch_common::carriage::DEFAULT_MARK_MASK, 0x5a5a_0000)
+        .expect("the default mask carries tags")
+}
+
+/// The pure decision for a frame whose outer tag `carried` is in the mark,
+/// carried out as `to_guest` does: the verdict, the VLAN counted and the
+/// frame the guest gets (the tag put into metadata on a pass, dropped with
+/// the mark on a pop).
+fn pure_carried(
+    policy: &EndpointPolicy,
+    bytes: &[u8],
+    carried: Tag,
+) -> (Verdict, Option<u16>, Vec<u8>) {
+    let frame = view(bytes, None).with_carried(Some(macvswitch_common::Tag {
+        tpid: carried.tpid,
+        tci: carried.tci,
+    }));
+    let Decision { action, vlan } = macvswitch_common::to_guest(policy, &frame);
+    match action {
+        Action::Pass => (Verdict::Pass, vlan, full(bytes, Some(carried))),
+        Action::Pop => (Verdict::Pass, vlan, full(bytes, None)),
+        Action::Drop(reason) => (Verdict::Drop(Some(reason)), vlan, bytes.to_vec()),
+        // Never towards a guest; a pass with the bytes unchanged makes the
+        // comparison report it.
+        Action::Push(_) | Action::PopPush(_) => (Verdict::Pass, vlan, bytes.to_vec()),
+    }
 }
 
 impl Kernel {
@@ -387,6 +427,8 @@ impl Kernel {
             .try_into()
             .expect("per-cpu hash map");
         let cpus = aya::util::nr_cpus().expect("nr_cpus");
+        macvswitch::datapath::set_object_uplink(&mut ebpf, 0, 0, Some(&test_carriage()))
+            .expect("setting the carriage");
         Self {
             ebpf,
             counters,
@@ -414,6 +456,11 @@ impl Kernel {
     }
 
     fn run(&mut self, dir: Dir, frame: &[u8]) -> Observed {
+        self.run_marked(dir, frame, 0)
+    }
+
+    /// One run with `skb->mark = mark`.
+    fn run_marked(&mut self, dir: Dir, frame: &[u8], mark: u32) -> Observed {
         let name = match dir {
             Dir::FromGuest => names::PROG_FROM_GUEST,
             Dir::ToGuest => names::PROG_TO_GUEST,
@@ -425,7 +472,8 @@ impl Kernel {
             .try_into()
             .expect("classifier");
         let mut out = vec![0u8; frame.len() + 64];
-        let ctx_in = [0u8; SK_BUFF_SIZE];
+        let mut ctx_in = [0u8; SK_BUFF_SIZE];
+        ctx_in[SK_BUFF_MARK..SK_BUFF_MARK + 4].copy_from_slice(&mark.to_ne_bytes());
         let mut ctx_out = [0u8; SK_BUFF_SIZE];
         let result = program
             .test_run(TestRunOptions {
@@ -448,10 +496,16 @@ impl Kernel {
                 .try_into()
                 .expect("4 bytes"),
         );
+        let mark = u32::from_ne_bytes(
+            ctx_out[SK_BUFF_MARK..SK_BUFF_MARK + 4]
+                .try_into()
+                .expect("4 bytes"),
+        );
         Observed {
             retval: result.return_value,
             bytes: out,
             cb0,
+            mark,
         }
     }
 
@@ -762,6 +816,113 @@ fn check_frame(
                             outcome_text(&got)
                         )
                     });
+                }
+            }
+        }
+        // Towards the guest: the outer tag carried in the mark.
+        if dir == Dir::ToGuest
+            && let Some(p) = policy
+        {
+            let (bytes, carried) = (meta_variant.0.as_slice(), meta_variant.1);
+            let expected = model::model(dir, policy, bytes, Some(carried));
+            let want = (
+                expected.verdict,
+                expected.vlan,
+                full(&expected.bytes, expected.meta),
+            );
+            tally.pure_runs += 1;
+            let got = pure_carried(p, bytes, carried);
+            let same =
+                got.0 == want.0 && got.1 == want.1 && (got.0 != Verdict::Pass || got.2 == want.2);
+            if !same {
+                let kind = kind_text(
+                    "decide (mark)",
+                    dir,
+                    policy,
+                    Some(carried),
+                    &expected,
+                    &verdict_text(got.0),
+                );
+                tally.disagree(kind, || {
+                    format!(
+                        "{}\n  model: {}\n  decide with the tag in the mark: {:?}, VLAN {:?}, [{}]",
+                        case_text("decide (mark) vs model", dir, policy, bytes, Some(carried)),
+                        outcome_text(&expected),
+                        got.0,
+                        got.1,
+                        hex(&got.2)
+                    )
+                });
+            }
+            if let Some((kernel, expected_counters)) = kernel.as_mut()
+                && test_run_accepts(bytes)
+            {
+                tally.test_runs += 1;
+                let mark = test_carriage().carry(
+                    0,
+                    macvswitch_common::Tag {
+                        tpid: carried.tpid,
+                        tci: carried.tci,
+                    },
+                );
+                let observed = kernel.run_marked(dir, bytes, mark);
+                let pass = observed.retval == TC_ACT_OK;
+                let pushed = (observed.cb0 != 0).then(|| Tag {
+                    tpid: (observed.cb0 >> 16) as u16,
+                    tci: observed.cb0 as u16,
+                });
+                let seen = full(&observed.bytes, pushed);
+                let ok = pass == (expected.verdict == Verdict::Pass)
+                    && (!pass || (seen == want.2 && observed.mark == 0));
+                if !ok {
+                    tally.program_disagreements += 1;
+                    let kind = kind_text(
+                        "program (mark)",
+                        dir,
+                        policy,
+                        Some(carried),
+                        &expected,
+                        if pass { "pass" } else { "drop" },
+                    );
+                    tally.disagree(kind, || {
+                        format!(
+                            "{}\n  model: {}\n  program: verdict {}, guest sees [{}], mark after {:08x}",
+                            case_text("program (mark) vs model", dir, policy, bytes, Some(carried)),
+                            outcome_text(&expected),
+                            observed.retval,
+                            hex(&seen),
+                            observed.mark
+                        )
+                    });
+                }
+                if pass
+                    && let Some(why) =
+                        isolation_violation(dir, p, &full(bytes, Some(carried)), &seen)
+                {
+                    let kind = format!("program (mark) {dir:?} {}", port_kind(policy));
+                    tally.violate(kind, || {
+                        format!(
+                            "{}\n  {why}",
+                            case_text("program (mark)", dir, policy, bytes, Some(carried))
+                        )
+                    });
+                }
+                // The counters move as for any frame to the guest.
+                let len = if expected.verdict == Verdict::Pass {
+                    bytes.len()
+                } else {
+                    0
+                };
+                let endpoint = expected_counters
+                    .endpoint
+                    .get_or_insert(EndpointCounters::ZERO);
+                count(endpoint, dir, expected.verdict, len);
+                if let Some(vid) = expected.vlan {
+                    let vlan = expected_counters
+                        .vlans
+                        .entry(vid)
+                        .or_insert(EndpointCounters::ZERO);
+                    count(vlan, dir, expected.verdict, len);
                 }
             }
         }

@@ -91,7 +91,11 @@ pub fn uplink(ifindex: u32) -> UplinkConfig {
 }
 
 /// How tags are carried in the mark (all zero, never ours, if unset).
+/// `None` only if the lookup fails, which it cannot for index 0 of a
+/// one-entry array; callers return at once then, so that no value is half
+/// defined on one path (older verifiers refuse reading a stack slot that
+/// one path left unwritten).
 #[inline(always)]
-pub fn carriage() -> MarkCarriage {
-    CARRIAGE.get(0).copied().unwrap_or_default()
+pub fn carriage() -> Option<MarkCarriage> {
+    CARRIAGE.get(0).copied()
 }

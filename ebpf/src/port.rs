@@ -92,7 +92,9 @@ pub fn handle(
         // Not ours (yet, or any more): fail closed.
         return TC_ACT_SHOT;
     };
-    let carriage = maps::carriage();
+    let Some(carriage) = maps::carriage() else {
+        return TC_ACT_SHOT;
+    };
     // Read once: the verifier refuses a context pointer kept with an offset.
     // SAFETY: the context pointer is valid for the program's whole run.
     let mark = unsafe { core::ptr::read_volatile(&(*ctx.skb.skb).mark) };

@@ -62,6 +62,9 @@ fn relay_decision(ctx: &TcContext, lower: u32, config: &UplinkConfig) -> Relay {
 pub fn uplink_egress(mut ctx: TcContext) -> i32 {
     // SAFETY: the context pointer is valid for the program's whole run.
     let (lower, mark) = unsafe { ((*ctx.skb.skb).ifindex, (*ctx.skb.skb).mark) };
+    let Some(carriage) = maps::carriage() else {
+        return TC_ACT_OK;
+    };
     let config = maps::uplink(lower);
     if config.flags & UPLINK_REFLECTIVE_RELAY != 0 {
         match relay_decision(&ctx, lower, &config) {
@@ -81,7 +84,6 @@ pub fn uplink_egress(mut ctx: TcContext) -> i32 {
             }
         }
     }
-    let carriage = maps::carriage();
     if let Some(tag) = carriage.carried(mark) {
         port::set_mark(&ctx, carriage.cleared(mark));
         // A frame whose tag cannot be pushed must not leave untagged.
