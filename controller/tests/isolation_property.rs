@@ -867,7 +867,7 @@ fn check_frame(
                 );
                 let observed = kernel.run_marked(dir, bytes, mark);
                 let pass = observed.retval == TC_ACT_OK;
-                let pushed = (observed.cb0 != 0).then(|| Tag {
+                let pushed = (observed.cb0 != 0).then_some(Tag {
                     tpid: (observed.cb0 >> 16) as u16,
                     tci: observed.cb0 as u16,
                 });

@@ -87,7 +87,7 @@ fn no_frame_is_judged_by_a_mix_of_two_policies() {
                         socket.send(frame);
                     }
                     n += frames.len() as u64;
-                    if n % 256 == 0 {
+                    if n.is_multiple_of(256) {
                         // Leave the reader room: the tap queue is bounded.
                         thread::yield_now();
                     }

@@ -4,8 +4,14 @@
 use aya_ebpf::programs::TcContext;
 use macvswitch_common::{ETH_HLEN, ETH_VLAN_HLEN, FrameView, Tag, decide::VIEW_BYTES};
 
+/// The frame's view; `None` for a runt (shorter than an Ethernet header).
+/// Runts leave at once, so that no later check of the length has a branch
+/// an older verifier would walk with impossible bounds.
 #[inline(always)]
-pub fn view(ctx: &TcContext) -> FrameView {
+pub fn view(ctx: &TcContext) -> Option<FrameView> {
+    if ctx.len() < ETH_HLEN {
+        return None;
+    }
     let skb = ctx.skb.skb;
     // SAFETY: the context pointer is valid for the program's whole run.
     let (vlan_present, vlan_tci, vlan_proto) =
@@ -25,9 +31,7 @@ pub fn view(ctx: &TcContext) -> FrameView {
     } else {
         // A short or non-linear frame: copy what there is.
         let mut header = [0u8; VIEW_BYTES];
-        if len >= ETH_HLEN
-            && let Ok(bytes) = ctx.load::<[u8; 14]>(0)
-        {
+        if let Ok(bytes) = ctx.load::<[u8; 14]>(0) {
             header[..14].copy_from_slice(&bytes);
         }
         if len >= ETH_VLAN_HLEN
@@ -42,5 +46,5 @@ pub fn view(ctx: &TcContext) -> FrameView {
         }
         header
     };
-    FrameView::from_header(len, &header, meta)
+    Some(FrameView::from_header(len, &header, meta))
 }

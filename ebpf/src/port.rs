@@ -106,7 +106,11 @@ pub fn handle(
         Direction::ToGuest if ours => carriage.carried(mark),
         _ => None,
     };
-    let frame = frame::view(&ctx).with_carried(carried);
+    let Some(frame) = frame::view(&ctx) else {
+        counters::count_drop(ifindex, policy.slot, None, DropReason::Runt);
+        return TC_ACT_SHOT;
+    };
+    let frame = frame.with_carried(carried);
     let mut decision = decide(policy, &frame);
     // Towards the guest, a frame from another local endpoint must also
     // pass the private-VLAN policy, whichever path it took.
