@@ -344,9 +344,17 @@ fn attach_clsact(
 /// with it).
 pub(super) fn detach(ifname: &str, hook: TcAttachType, pin: &Path) -> Result<()> {
     unpin_link(pin)?;
-    if let Some(index) = ifindex(ifname) {
-        clsact::delete(index, hook)
-            .map_err(|e| Error::io(format!("removing our tc filter from {ifname}"), e))?;
+    let Some(index) = ifindex(ifname) else {
+        return Ok(());
+    };
+    let io = |e| Error::io(format!("removing our tc filter from {ifname}"), e);
+    // Only a filter that is ours by every mark, priority, handle and name.
+    if clsact::filters(index, hook)
+        .map_err(io)?
+        .iter()
+        .any(|filter| filter.is_ours(hook))
+    {
+        clsact::delete(index, hook).map_err(io)?;
     }
     Ok(())
 }
