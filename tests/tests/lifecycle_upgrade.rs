@@ -371,6 +371,14 @@ fn pinned_layout(path: &Path) -> MapLayout {
 
 /// Replaces the map pinned at `path` by a new, empty one with `layout`.
 fn pin_map(path: &Path, name: &str, layout: MapLayout) {
+    // Kernels before 5.11 charge maps to RLIMIT_MEMLOCK (64 KiB by default
+    // before 5.16); aya lifts it for the controller, this raw call must too.
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: a valid rlimit for the call's duration.
+    unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };
     let mut attr = [0u8; 128];
     put_u32(&mut attr, 0, layout.map_type);
     put_u32(&mut attr, 4, layout.key_size);
