@@ -220,6 +220,8 @@ impl Session<'_> {
     /// comes up.
     pub(crate) async fn wire(&mut self, record: &mut EndpointRecord) -> Result<()> {
         self.create_macvtap(record).await?;
+        // A new device: `--attach` decides its mode.
+        record.attach = None;
         self.attach_endpoint(record).await
     }
 
@@ -248,7 +250,10 @@ impl Session<'_> {
     /// attach mode in `record` and in the state's record of it.
     pub(crate) async fn attach_endpoint(&mut self, record: &mut EndpointRecord) -> Result<()> {
         self.write_maps(record).await?;
-        let mode = self.datapath().await?.attach(record.name.as_str())?;
+        let mode = self
+            .datapath()
+            .await?
+            .attach(record.name.as_str(), record.attach)?;
         record.attach = Some(mode);
         if let Some(recorded) = self.state.endpoints.get_mut(&record.name) {
             recorded.attach = Some(mode);

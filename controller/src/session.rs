@@ -259,7 +259,7 @@ impl Session<'_> {
             datapath
                 .maps
                 .set_source(record.lower_ifindex, record.mac, &record.source())?;
-            let mode = datapath.attach(name.as_str())?;
+            let mode = datapath.attach(name.as_str(), record.attach)?;
             if let Some(record) = self.state.endpoints.get_mut(name) {
                 record.attach = Some(mode);
             }
@@ -273,13 +273,15 @@ impl Session<'_> {
                     flags: UPLINK_REFLECTIVE_RELAY,
                 };
                 datapath.maps.set_uplink(uplink.ifindex, Some(config))?;
-                if !uplink.own_clsact && datapath.uplink_would_create_qdisc(lower.as_str())? {
+                if !uplink.own_clsact
+                    && datapath.uplink_would_create_qdisc(lower.as_str(), uplink.attach)?
+                {
                     // Recorded before it exists, as in `attach_relay`.
                     uplink.own_clsact = true;
                     self.state.uplinks.insert(lower.clone(), uplink.clone());
                     self.save()?;
                 }
-                let attached = datapath.attach_uplink(lower.as_str())?;
+                let attached = datapath.attach_uplink(lower.as_str(), uplink.attach)?;
                 uplink.attach = Some(attached.mode);
                 uplink.own_clsact |= attached.created_qdisc;
             }

@@ -211,6 +211,8 @@ impl Session<'_> {
             )
             .await?;
         port.ifindex = link.index;
+        // A new device: `--attach` decides its mode.
+        port.attach = None;
         let datapath = self.datapath().await?;
         datapath.maps.reset_counters(port.slot)?;
         let mode = wire_host_port(datapath, uplink.ifindex, port)?;
@@ -242,14 +244,21 @@ impl Session<'_> {
     pub(crate) async fn attach_relay(&mut self, record: &mut UplinkRecord) -> Result<()> {
         let datapath = self.datapath().await?;
         datapath.maps.set_uplink(record.ifindex, Some(RELAY_ON))?;
-        if !record.own_clsact && datapath.uplink_would_create_qdisc(record.name.as_str())? {
+        if !record.own_clsact
+            && datapath.uplink_would_create_qdisc(record.name.as_str(), record.attach)?
+        {
             record.own_clsact = true;
             self.state
                 .uplinks
                 .insert(record.name.clone(), record.clone());
             self.save()?;
         }
-        let attached = match self.datapath().await?.attach_uplink(record.name.as_str()) {
+        let prefer = record.attach;
+        let attached = match self
+            .datapath()
+            .await?
+            .attach_uplink(record.name.as_str(), prefer)
+        {
             Ok(attached) => attached,
             Err(error) => {
                 if !record.reflective_relay {
@@ -301,5 +310,5 @@ pub(crate) fn wire_host_port(
     datapath.maps.set_policy(port.ifindex, &policy)?;
     let source = source_info(port.ifindex, Mode::Bridge, 0, policy.flags);
     datapath.maps.set_source(lower, port.mac, &source)?;
-    datapath.attach(port.name.as_str())
+    datapath.attach(port.name.as_str(), port.attach)
 }

@@ -143,6 +143,16 @@ pub(super) fn fresh_mode(program: &SchedClassifier) -> Result<AttachMode> {
 
 /// The ifindex of `ifname` in this thread's network namespace (an ioctl
 /// on a socket, unlike sysfs, which shows the namespace it was mounted in).
+/// The mode a hook with nothing of ours gets on a device recorded with
+/// mode `prefer` (a device keeps its mode; `None`: a new device).
+fn wanted_mode(program: &SchedClassifier, prefer: Option<AttachMode>) -> Result<AttachMode> {
+    match prefer {
+        Some(AttachMode::Clsact) => Ok(AttachMode::Clsact),
+        Some(AttachMode::Tcx) if kernel_has_tcx(program) => Ok(AttachMode::Tcx),
+        _ => fresh_mode(program),
+    }
+}
+
 fn ifindex(ifname: &str) -> Option<u32> {
     let name = std::ffi::CString::new(ifname).ok()?;
     // SAFETY: a NUL-terminated string that outlives the call.
@@ -179,14 +189,15 @@ pub struct Attached {
 }
 
 /// Attaches `program` (named `name` in the object) to `hook` of `ifname`,
-/// keeping the hook's mode if it carries something of ours; a TCX link is
-/// pinned at `pin`.
+/// keeping the hook's mode if it carries something of ours, else the
+/// device's recorded mode `prefer`; a TCX link is pinned at `pin`.
 pub(super) fn attach(
     program: &mut SchedClassifier,
     name: &str,
     ifname: &str,
     hook: TcAttachType,
     pin: &Path,
+    prefer: Option<AttachMode>,
 ) -> Result<Attached> {
     let context = || format!("attaching a program to {ifname} {}", hook_name(hook));
     if let Ok(pinned) = PinnedLink::from_pin(pin) {
@@ -228,7 +239,7 @@ pub(super) fn attach(
     let mode = if ours_there {
         AttachMode::Clsact
     } else {
-        fresh_mode(program)?
+        wanted_mode(program, prefer)?
     };
     match mode {
         AttachMode::Clsact => attach_clsact(program, name, ifname, index, hook),
@@ -409,6 +420,7 @@ pub(super) fn would_create_qdisc(
     ifname: &str,
     hook: TcAttachType,
     pin: &Path,
+    prefer: Option<AttachMode>,
 ) -> Result<bool> {
     if current(ifname, hook, pin).is_some() {
         return Ok(false);
@@ -416,7 +428,7 @@ pub(super) fn would_create_qdisc(
     let Some(index) = ifindex(ifname) else {
         return Ok(false);
     };
-    Ok(fresh_mode(program)? == AttachMode::Clsact
+    Ok(wanted_mode(program, prefer)? == AttachMode::Clsact
         && clsact::ingress_qdisc(index)
             .map_err(|e| Error::io(format!("tc on {ifname}"), e))?
             .is_none())
@@ -469,7 +481,7 @@ mod tests {
             assert_eq!(clsact::filters(1, hook).expect("filters").len(), 2);
             crate::datapath::set_attach_choice(crate::types::AttachChoice::Clsact);
             let pin = std::path::Path::new("/nonexistent/pin");
-            attach(program, names::PROG_FROM_GUEST, "lo", hook, pin).expect("attach");
+            attach(program, names::PROG_FROM_GUEST, "lo", hook, pin, None).expect("attach");
             let filters = clsact::filters(1, hook).expect("filters");
             assert_eq!(filters.len(), 1, "{filters:?}");
             assert!(filters[0].is_ours(hook), "{filters:?}");
