@@ -223,6 +223,8 @@ impl Session<'_> {
     /// comes up.
     pub(crate) async fn wire(&mut self, record: &mut EndpointRecord) -> Result<()> {
         self.create_macvtap(record).await?;
+        // A new device: `--attach` decides its mode.
+        record.attach = None;
         self.attach_endpoint(record).await
     }
 
@@ -253,7 +255,10 @@ impl Session<'_> {
         self.ensure_uplink_program(&record.lower, record.lower_ifindex)
             .await?;
         self.write_maps(record).await?;
-        let mode = self.datapath().await?.attach(record.name.as_str())?;
+        let mode = self
+            .datapath()
+            .await?
+            .attach(record.name.as_str(), record.attach)?;
         record.attach = Some(mode);
         if let Some(recorded) = self.state.endpoints.get_mut(&record.name) {
             recorded.attach = Some(mode);

@@ -183,6 +183,8 @@ impl Session<'_> {
                     _ => links.iter().find(|l| l.name == name).expect("present"),
                 };
                 self.unwire_maps(&record);
+                // Another device than the one recorded: `--attach` decides.
+                record.attach = None;
                 record.ifindex = link.index;
                 record.lower_ifindex = lower.index;
                 if let Some(mac) = link.mac.and_then(crate::types::Mac::new) {
@@ -249,8 +251,10 @@ impl Session<'_> {
             let old = uplink.ifindex;
             self.datapath().await?.maps.set_uplink(old, None)?;
             if moved {
-                // A new device: the qdisc macvswitch made went with the old one.
+                // A new device: the qdisc macvswitch made went with the old
+                // one, and `--attach` decides its mode.
                 uplink.own_clsact = false;
+                uplink.attach = None;
             }
             uplink.ifindex = lower.index;
             self.attach_relay(&mut uplink).await?;

@@ -24,7 +24,7 @@ use crate::{
     isolation::Isolation,
     netlink::Netlink,
     state::{EndpointRecord, RecordStatus, State, StateLock},
-    types::{IfName, Mode},
+    types::{AttachMode, IfName, Mode},
 };
 
 pub struct Session<'a> {
@@ -253,7 +253,8 @@ impl Session<'_> {
     /// tags travel in the mark. Records the modes. Links that are gone, or
     /// replaced by others under the same name, are left to `restore`.
     fn reattach(&mut self, datapath: &mut Datapath) -> Result<()> {
-        let mut ports: Vec<IfName> = Vec::new();
+        // Every live port, with the mode its ingress hook got.
+        let mut ports: Vec<(IfName, AttachMode)> = Vec::new();
         let mut lowers: BTreeMap<IfName, u32> = BTreeMap::new();
         let names: Vec<IfName> = self.state.endpoints.keys().cloned().collect();
         for name in &names {
@@ -270,11 +271,11 @@ impl Session<'_> {
                 .maps
                 .set_source(record.lower_ifindex, record.mac, &record.source())?;
             lowers.insert(record.lower.clone(), record.lower_ifindex);
-            let mode = datapath.attach_to_guest(name.as_str())?;
+            let mode = datapath.attach_to_guest(name.as_str(), record.attach)?;
             if let Some(record) = self.state.endpoints.get_mut(name) {
                 record.attach = Some(mode);
             }
-            ports.push(name.clone());
+            ports.push((name.clone(), mode));
         }
         let uplinks: Vec<IfName> = self.state.uplinks.keys().cloned().collect();
         for lower in &uplinks {
@@ -295,7 +296,7 @@ impl Session<'_> {
                 .filter(|p| p.status.is_ready() && is_live(p.name.as_str(), p.ifindex))
             {
                 crate::uplink::write_host_port_maps(datapath, uplink.ifindex, port)?;
-                let mode = datapath.attach_to_guest(port.name.as_str())?;
+                let mode = datapath.attach_to_guest(port.name.as_str(), port.attach)?;
                 if let Some(port) = self
                     .state
                     .uplinks
@@ -305,15 +306,15 @@ impl Session<'_> {
                     port.attach = Some(mode);
                 }
                 lowers.insert(lower.clone(), uplink.ifindex);
-                ports.push(port.name.clone());
+                ports.push((port.name.clone(), mode));
             }
         }
         lowers.retain(|name, ifindex| is_live(name.as_str(), *ifindex));
         for (lower, ifindex) in &lowers {
             self.attach_lower_program(datapath, lower, *ifindex, false)?;
         }
-        for name in &ports {
-            datapath.attach_from_guest(name.as_str())?;
+        for (name, mode) in &ports {
+            datapath.attach_from_guest(name.as_str(), Some(*mode))?;
             log::info!("{name}: attached to the loaded data path");
         }
         for ifindex in lowers.values() {
@@ -392,13 +393,14 @@ impl Session<'_> {
             }
             return Ok(());
         }
+        let prefer = self.state.uplinks.get(lower).and_then(|u| u.attach);
         if !self.state.own_qdiscs.contains(lower)
-            && datapath.uplink_would_create_qdisc(lower.as_str())?
+            && datapath.uplink_would_create_qdisc(lower.as_str(), prefer)?
         {
             self.state.own_qdiscs.insert(lower.clone());
             self.save()?;
         }
-        let attached = datapath.attach_uplink(lower.as_str())?;
+        let attached = datapath.attach_uplink(lower.as_str(), prefer)?;
         if let Some(uplink) = self.state.uplinks.get_mut(lower) {
             uplink.attach = Some(attached.mode);
         }

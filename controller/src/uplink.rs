@@ -233,6 +233,8 @@ impl Session<'_> {
             )
             .await?;
         port.ifindex = link.index;
+        // A new device: `--attach` decides its mode.
+        port.attach = None;
         let datapath = self.datapath().await?;
         datapath.maps.reset_counters(port.slot)?;
         self.ensure_uplink_program(&uplink.name, uplink.ifindex)
@@ -317,7 +319,7 @@ pub(crate) fn wire_host_port(
     port: &HostPortRecord,
 ) -> Result<crate::types::AttachMode> {
     write_host_port_maps(datapath, lower, port)?;
-    datapath.attach(port.name.as_str())
+    datapath.attach(port.name.as_str(), port.attach)
 }
 
 /// The host port's policy and sender entry.

@@ -121,6 +121,27 @@ fn reload_and_restore_replace_the_clsact_filters_in_place() {
         h.bpffs.pinned_files()
     );
     macvswitch_tests::lifecycle::assert_consistent(&h, "after reloads");
+
+    // A filter deleted by hand comes back with `restore`, alone.
+    let ours = attach::ours(&h.topo.host, "ep0", "ingress");
+    let handle = ours[0]["options"]["handle"].as_str().expect("handle");
+    h.topo.host.exec_ok(&[
+        "tc",
+        "filter",
+        "del",
+        "dev",
+        "ep0",
+        "ingress",
+        "pref",
+        &PRIORITY.to_string(),
+        "handle",
+        handle,
+        "bpf",
+    ]);
+    assert!(attach::ours(&h.topo.host, "ep0", "ingress").is_empty());
+    h.ctl.ok(&["restore"]);
+    assert_only_ours(&h, "ep0", "ingress", "after restore");
+    assert_only_ours(&h, "ep0", "egress", "after restore");
 }
 
 #[test]

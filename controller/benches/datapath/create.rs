@@ -315,7 +315,7 @@ fn attach_cost(mode: &Mode, attach: &'static str) -> AttachCost {
                     .expect("creating a macvtap");
                 made.push(t.elapsed().as_secs_f64() * 1e3);
                 let t = Instant::now();
-                let used = datapath.attach(&name).expect("attaching");
+                let used = datapath.attach(&name, None).expect("attaching");
                 attached.push(t.elapsed().as_secs_f64() * 1e3);
                 assert_eq!(used.as_str(), attach, "{name} got the wrong mode");
                 links.push((name, link.index));

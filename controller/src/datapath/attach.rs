@@ -143,6 +143,16 @@ pub(super) fn fresh_mode(program: &SchedClassifier) -> Result<AttachMode> {
 
 /// The ifindex of `ifname` in this thread's network namespace (an ioctl
 /// on a socket, unlike sysfs, which shows the namespace it was mounted in).
+/// The mode a hook with nothing of ours gets on a device recorded with
+/// mode `prefer` (a device keeps its mode; `None`: a new device).
+fn wanted_mode(program: &SchedClassifier, prefer: Option<AttachMode>) -> Result<AttachMode> {
+    match prefer {
+        Some(AttachMode::Clsact) => Ok(AttachMode::Clsact),
+        Some(AttachMode::Tcx) if kernel_has_tcx(program) => Ok(AttachMode::Tcx),
+        _ => fresh_mode(program),
+    }
+}
+
 fn ifindex(ifname: &str) -> Option<u32> {
     let name = std::ffi::CString::new(ifname).ok()?;
     // SAFETY: a NUL-terminated string that outlives the call.
@@ -179,14 +189,15 @@ pub struct Attached {
 }
 
 /// Attaches `program` (named `name` in the object) to `hook` of `ifname`,
-/// keeping the hook's mode if it carries something of ours; a TCX link is
-/// pinned at `pin`.
+/// keeping the hook's mode if it carries something of ours, else the
+/// device's recorded mode `prefer`; a TCX link is pinned at `pin`.
 pub(super) fn attach(
     program: &mut SchedClassifier,
     name: &str,
     ifname: &str,
     hook: TcAttachType,
     pin: &Path,
+    prefer: Option<AttachMode>,
 ) -> Result<Attached> {
     let context = || format!("attaching a program to {ifname} {}", hook_name(hook));
     if let Ok(pinned) = PinnedLink::from_pin(pin) {
@@ -228,7 +239,7 @@ pub(super) fn attach(
     let mode = if ours_there {
         AttachMode::Clsact
     } else {
-        fresh_mode(program)?
+        wanted_mode(program, prefer)?
     };
     match mode {
         AttachMode::Clsact => attach_clsact(program, name, ifname, index, hook),
@@ -333,10 +344,31 @@ fn attach_clsact(
         }
         return Err(clsact_refusal(ifname, hook, "filter", errno));
     }
+    // Ours runs first (its priority is below any the kernel hands out), so
+    // an older build's filters can go now without a gap.
+    remove_legacy(ifname, index, hook)?;
     Ok(Attached {
         mode: AttachMode::Clsact,
         created_qdisc,
     })
+}
+
+/// Removes the filters an older macvswitch left on `hook` (see
+/// `Filter::is_legacy`).
+fn remove_legacy(ifname: &str, index: u32, hook: TcAttachType) -> Result<()> {
+    let io = |e| Error::io(format!("tc on {ifname}"), e);
+    for filter in clsact::filters(index, hook).map_err(io)? {
+        if filter.is_legacy(hook, &super::PROGRAMS) {
+            log::info!(
+                "{ifname} {}: removing an older macvswitch's filter (priority {}, handle {:#x})",
+                hook_name(hook),
+                filter.priority,
+                filter.handle
+            );
+            clsact::delete_at(index, hook, filter.priority, filter.handle).map_err(io)?;
+        }
+    }
+    Ok(())
 }
 
 /// Removes what of ours `hook` of `ifname` carries: the TCX link pinned at
@@ -356,7 +388,7 @@ pub(super) fn detach(ifname: &str, hook: TcAttachType, pin: &Path) -> Result<()>
     {
         clsact::delete(index, hook).map_err(io)?;
     }
-    Ok(())
+    remove_legacy(ifname, index, hook)
 }
 
 /// Removes the clsact qdisc of `ifname` if nothing is left on it: called
@@ -388,6 +420,7 @@ pub(super) fn would_create_qdisc(
     ifname: &str,
     hook: TcAttachType,
     pin: &Path,
+    prefer: Option<AttachMode>,
 ) -> Result<bool> {
     if current(ifname, hook, pin).is_some() {
         return Ok(false);
@@ -395,8 +428,67 @@ pub(super) fn would_create_qdisc(
     let Some(index) = ifindex(ifname) else {
         return Ok(false);
     };
-    Ok(fresh_mode(program)? == AttachMode::Clsact
+    Ok(wanted_mode(program, prefer)? == AttachMode::Clsact
         && clsact::ingress_qdisc(index)
             .map_err(|e| Error::io(format!("tc on {ifname}"), e))?
             .is_none())
+}
+
+#[cfg(test)]
+mod tests {
+    use aya::{
+        EbpfLoader,
+        programs::{
+            SchedClassifier, TcAttachType,
+            tc::{NlOptions, TcAttachOptions},
+        },
+    };
+    use macvswitch_common::names;
+
+    use super::{super::clsact, attach, detach};
+
+    /// What an older build left on a kernel without TCX (two filters of
+    /// the same program at priorities the kernel picked) is replaced by one
+    /// filter of ours on the next attach, and detach leaves nothing. On lo
+    /// of a scratch network namespace.
+    #[test]
+    fn legacy_filters_give_way_to_one_of_ours() {
+        // SAFETY: geteuid has no preconditions.
+        if crate::EBPF_OBJECT.is_empty() || unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipping: needs root and the eBPF object");
+            return;
+        }
+        std::thread::spawn(|| {
+            // SAFETY: this thread only; it ends with the test.
+            assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0);
+            let mut ebpf = EbpfLoader::new().load(crate::EBPF_OBJECT).expect("object");
+            let program: &mut SchedClassifier = ebpf
+                .program_mut(names::PROG_FROM_GUEST)
+                .expect("program")
+                .try_into()
+                .expect("classifier");
+            program.load().expect("load");
+            clsact::add_qdisc(1)
+                .expect("netlink")
+                .expect("clsact on lo");
+            let hook = TcAttachType::Egress;
+            for _ in 0..2 {
+                let id = program
+                    .attach_with_options("lo", hook, TcAttachOptions::Netlink(NlOptions::default()))
+                    .expect("legacy attach");
+                std::mem::forget(program.take_link(id).expect("link"));
+            }
+            assert_eq!(clsact::filters(1, hook).expect("filters").len(), 2);
+            crate::datapath::set_attach_choice(crate::types::AttachChoice::Clsact);
+            let pin = std::path::Path::new("/nonexistent/pin");
+            attach(program, names::PROG_FROM_GUEST, "lo", hook, pin, None).expect("attach");
+            let filters = clsact::filters(1, hook).expect("filters");
+            assert_eq!(filters.len(), 1, "{filters:?}");
+            assert!(filters[0].is_ours(hook), "{filters:?}");
+            detach("lo", hook, pin).expect("detach");
+            assert!(clsact::filters(1, hook).expect("filters").is_empty());
+        })
+        .join()
+        .expect("the test thread");
+    }
 }

@@ -79,6 +79,19 @@ pub struct Filter {
 }
 
 impl Filter {
+    /// Whether this is a filter of an older macvswitch, which attached
+    /// through aya with a priority and handle the kernel picked and named
+    /// the filter after the program: left behind (and stacked by every
+    /// reload) on kernels without TCX, removed once ours is in place.
+    pub fn is_legacy(&self, hook: TcAttachType, programs: &[&str]) -> bool {
+        self.kind == "bpf"
+            && !self.is_ours(hook)
+            && self
+                .name
+                .as_deref()
+                .is_some_and(|name| programs.contains(&name))
+    }
+
     /// Whether this is our filter on `hook`.
     pub fn is_ours(&self, hook: TcAttachType) -> bool {
         self.priority == PRIORITY
@@ -294,11 +307,17 @@ pub fn macvtap_probe() -> io::Result<i32> {
 
 /// Deletes our filter on `hook`; one that is not there is fine.
 pub fn delete(ifindex: u32, hook: TcAttachType) -> io::Result<()> {
+    delete_at(ifindex, hook, PRIORITY, handle(hook))
+}
+
+/// Deletes the `bpf` filter with `priority` and `handle` on `hook`; one
+/// that is not there is fine.
+pub fn delete_at(ifindex: u32, hook: TcAttachType, priority: u16, handle: u32) -> io::Result<()> {
     let mut message = tc_message(
         ifindex,
-        TcHandle::from(handle(hook)),
+        TcHandle::from(handle),
         parent(hook),
-        filter_info(),
+        (u32::from(priority) << 16) | PROTOCOL_ALL,
     );
     message.attributes = vec![TcAttribute::Kind("bpf".to_string())];
     match request(RouteNetlinkMessage::DelTrafficFilter(message), NLM_F_ACK)? {

@@ -181,23 +181,38 @@ impl Datapath {
     }
 
     /// Attaches both programs to the endpoint `name` (TCX links pinned, or
-    /// our clsact filters); returns the mode its hooks carry.
-    pub fn attach(&mut self, name: &str) -> Result<AttachMode> {
-        self.attach_hooks(name, &Hook::ALL)
+    /// our clsact filters), each hook keeping what it carries of ours, a
+    /// bare hook taking the device's recorded mode `prefer` (`None` for a
+    /// new device: `--attach` decides); returns the mode its hooks carry.
+    pub fn attach(&mut self, name: &str, prefer: Option<AttachMode>) -> Result<AttachMode> {
+        self.attach_hooks(name, &Hook::ALL, prefer)
     }
 
     /// Attaches (or swaps in) only the program for frames towards the
     /// guest: the first step of re-wiring a port (see `Session::reattach`).
-    pub fn attach_to_guest(&mut self, name: &str) -> Result<AttachMode> {
-        self.attach_hooks(name, &[Hook::ToGuest])
+    pub fn attach_to_guest(
+        &mut self,
+        name: &str,
+        prefer: Option<AttachMode>,
+    ) -> Result<AttachMode> {
+        self.attach_hooks(name, &[Hook::ToGuest], prefer)
     }
 
     /// Attaches (or swaps in) only the program for frames from the guest.
-    pub fn attach_from_guest(&mut self, name: &str) -> Result<AttachMode> {
-        self.attach_hooks(name, &[Hook::FromGuest])
+    pub fn attach_from_guest(
+        &mut self,
+        name: &str,
+        prefer: Option<AttachMode>,
+    ) -> Result<AttachMode> {
+        self.attach_hooks(name, &[Hook::FromGuest], prefer)
     }
 
-    fn attach_hooks(&mut self, name: &str, hooks: &[Hook]) -> Result<AttachMode> {
+    fn attach_hooks(
+        &mut self,
+        name: &str,
+        hooks: &[Hook],
+        prefer: Option<AttachMode>,
+    ) -> Result<AttachMode> {
         let mut mode = AttachMode::Tcx;
         for &hook in hooks {
             let (program, prog_name) = match hook {
@@ -205,7 +220,7 @@ impl Datapath {
                 Hook::ToGuest => (&mut self.to_guest, names::PROG_TO_GUEST),
             };
             let pin = self.pins.link(name, hook);
-            mode = attach::attach(program, prog_name, name, hook.attach_type(), &pin)?.mode;
+            mode = attach::attach(program, prog_name, name, hook.attach_type(), &pin, prefer)?.mode;
         }
         if mode == AttachMode::Clsact {
             // Nothing pinned for clsact: the empty directory goes.
@@ -245,18 +260,23 @@ impl Datapath {
     /// Whether attaching the lower device's egress program to `lower` now would create a
     /// clsact qdisc there: the caller records that it will be ours first,
     /// so a kill half-way cannot leave a qdisc nobody knows is ours.
-    pub fn uplink_would_create_qdisc(&self, lower: &str) -> Result<bool> {
+    pub fn uplink_would_create_qdisc(
+        &self,
+        lower: &str,
+        prefer: Option<AttachMode>,
+    ) -> Result<bool> {
         attach::would_create_qdisc(
             &self.uplink_egress,
             lower,
             TcAttachType::Egress,
             &self.pins.uplink_link(lower),
+            prefer,
         )
     }
 
     /// Attaches the lower device's egress program (tags carried in the
-    /// mark, relay emulation).
-    pub fn attach_uplink(&mut self, lower: &str) -> Result<Attached> {
+    /// mark, relay emulation), in its recorded mode `prefer` (as `attach`).
+    pub fn attach_uplink(&mut self, lower: &str, prefer: Option<AttachMode>) -> Result<Attached> {
         let pin = self.pins.uplink_link(lower);
         let attached = attach::attach(
             &mut self.uplink_egress,
@@ -264,6 +284,7 @@ impl Datapath {
             lower,
             TcAttachType::Egress,
             &pin,
+            prefer,
         )?;
         if attached.mode == AttachMode::Clsact
             && let Some(dir) = pin.parent()
