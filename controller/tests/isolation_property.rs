@@ -217,6 +217,38 @@ fn pure(dir: Dir, policy: &EndpointPolicy, bytes: &[u8], meta: Option<Tag>) -> O
     }
 }
 
+/// The programs' fast path must decide exactly as the full decision, where
+/// it decides at all. Returns a description of a disagreement.
+fn fast_disagrees(
+    dir: Dir,
+    policy: &EndpointPolicy,
+    bytes: &[u8],
+    meta: Option<Tag>,
+    carried: Option<Tag>,
+) -> Option<String> {
+    if bytes.len() < 14 {
+        return None;
+    }
+    let common = |t: Tag| macvswitch_common::Tag {
+        tpid: t.tpid,
+        tci: t.tci,
+    };
+    let glance = macvswitch_common::decide::Glance {
+        len: bytes.len() as u32,
+        ethertype: u16::from_be_bytes([bytes[12], bytes[13]]),
+        src_is_own: bytes[6..12] == policy.mac,
+        meta: meta.map(common),
+        carried: carried.map(common),
+    };
+    let fast = macvswitch_common::decide::fast(policy, dir == Dir::ToGuest, &glance)?;
+    let frame = view(bytes, meta).with_carried(carried.map(common));
+    let full = match dir {
+        Dir::FromGuest => macvswitch_common::from_guest(policy, &frame),
+        Dir::ToGuest => macvswitch_common::to_guest(policy, &frame),
+    };
+    (fast != full).then(|| format!("fast path {fast:?}, full decision {full:?}"))
+}
+
 // ---------------------------------------------------------------------------
 // The isolation invariant, independent of the model.
 
@@ -778,6 +810,15 @@ fn check_frame(
                 (meta_variant.0.as_slice(), Some(meta_variant.1)),
             ] {
                 tally.pure_runs += 1;
+                if let Some(why) = fast_disagrees(dir, p, bytes, meta, None) {
+                    let kind = format!("fast path {dir:?} {}", port_kind(policy));
+                    tally.disagree(kind, || {
+                        format!(
+                            "{}\n  {why}",
+                            case_text("fast path", dir, policy, bytes, meta)
+                        )
+                    });
+                }
                 let expected = model::model(dir, policy, bytes, meta);
                 tally.cover(dir, policy, expected.verdict);
                 let got = pure(dir, p, bytes, meta);
@@ -831,6 +872,15 @@ fn check_frame(
                 full(&expected.bytes, expected.meta),
             );
             tally.pure_runs += 1;
+            if let Some(why) = fast_disagrees(dir, p, bytes, None, Some(carried)) {
+                let kind = format!("fast path (mark) {dir:?} {}", port_kind(policy));
+                tally.disagree(kind, || {
+                    format!(
+                        "{}\n  {why}",
+                        case_text("fast path (mark)", dir, policy, bytes, Some(carried))
+                    )
+                });
+            }
             let got = pure_carried(p, bytes, carried);
             let same =
                 got.0 == want.0 && got.1 == want.1 && (got.0 != Verdict::Pass || got.2 == want.2);

@@ -14,8 +14,9 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use macvswitch_common::{
-    Action, Decision, DropReason, EndpointPolicy, FrameView, MarkCarriage, POLICY_CHECK_SENDERS,
-    SourceKey, Tag, isolation::UPLINK_TAGS_FROM_MARK, isolation::isolation,
+    Action, Decision, DropReason, ETH_HLEN, EndpointPolicy, FrameView, MarkCarriage,
+    POLICY_CHECK_SENDERS, SourceKey, Tag, decide, isolation::UPLINK_TAGS_FROM_MARK,
+    isolation::isolation,
 };
 
 use crate::{
@@ -106,23 +107,43 @@ pub fn handle(
         Direction::ToGuest if ours => carriage.carried(mark),
         _ => None,
     };
-    let Some(frame) = frame::view(&ctx) else {
+    let len = ctx.len();
+    // Runts leave at once, so that no later check of the length has a
+    // branch an older verifier would walk with impossible bounds.
+    if len < ETH_HLEN {
         counters::count_drop(ifindex, policy.slot, None, DropReason::Runt);
         return TC_ACT_SHOT;
-    };
-    let frame = frame.with_carried(carried);
-    let mut decision = decide(policy, &frame);
-    // Towards the guest, a frame from another local endpoint must also
-    // pass the private-VLAN policy, whichever path it took.
-    if matches!(direction, Direction::ToGuest)
-        && policy.flags & POLICY_CHECK_SENDERS != 0
-        && !matches!(decision.action, Action::Drop(_))
-        // SAFETY: the value is plain old data.
-        && let Some(source) = unsafe { SOURCES.get(SourceKey::new(policy.lower, frame.src)) }
-        && let Some(reason) = isolation(policy, ifindex, source)
-    {
-        decision.action = Action::Drop(reason);
     }
+    let meta = frame::meta(&ctx);
+    let to_guest = matches!(direction, Direction::ToGuest);
+    let check_senders = to_guest && policy.flags & POLICY_CHECK_SENDERS != 0;
+    // The common cases from a glance; the others, and frames towards a
+    // guest whose sender must be looked up, from the whole view.
+    let quick = if check_senders {
+        None
+    } else {
+        frame::glance(&ctx, len, &policy.mac, meta, carried)
+            .and_then(|glance| decide::fast(policy, to_guest, &glance))
+    };
+    let decision = match quick {
+        Some(decision) => decision,
+        None => {
+            let frame = frame::view(&ctx, len, meta).with_carried(carried);
+            let mut decision = decide(policy, &frame);
+            // Towards the guest, a frame from another local endpoint must
+            // also pass the private-VLAN policy, whichever path it took.
+            if check_senders
+                && !matches!(decision.action, Action::Drop(_))
+                // SAFETY: the value is plain old data.
+                && let Some(source) =
+                    unsafe { SOURCES.get(SourceKey::new(policy.lower, frame.src)) }
+                && let Some(reason) = isolation(policy, ifindex, source)
+            {
+                decision.action = Action::Drop(reason);
+            }
+            decision
+        }
+    };
     if ours && !matches!(decision.action, Action::Drop(_)) {
         set_mark(&ctx, carriage.cleared(mark));
     }

@@ -451,3 +451,74 @@ fn a_tag_carried_in_the_mark_is_the_outermost() {
         Action::Drop(DropReason::StackedTag)
     );
 }
+
+fn glance(frame: &FrameView, own: bool) -> Glance {
+    Glance {
+        len: frame.len,
+        ethertype: frame.ethertype,
+        src_is_own: own,
+        meta: (frame.meta_tpid != 0).then_some(Tag {
+            tpid: frame.meta_tpid,
+            tci: frame.meta_tci,
+        }),
+        carried: frame.carried(),
+    }
+}
+
+#[test]
+fn the_fast_path_decides_as_the_full_one_where_it_decides() {
+    let policies = [
+        access(10),
+        EndpointPolicy {
+            flags: POLICY_PRIORITY_SET,
+            priority: 5,
+            ..access(10)
+        },
+        untagged_port(),
+        EndpointPolicy {
+            flags: POLICY_ALLOW_MAC_SPOOFING,
+            ..untagged_port()
+        },
+        trunk(&[10], 10, 0),
+        tunnel(10, None),
+    ];
+    let with_meta = |tci: u16, mut frame: FrameView| {
+        frame.meta_tpid = TPID_8021Q;
+        frame.meta_tci = tci;
+        frame
+    };
+    let frames = [
+        inline(&[]),
+        inline(&[(TPID_8021Q, 10)]),
+        with_meta(0xa00a, inline(&[])),
+        with_meta(0x2000, inline(&[])),
+        carried((TPID_8021Q, 10), &[]),
+        carried((TPID_8021Q, 20), &[]),
+        carried((TPID_8021AD, 10), &[]),
+        with_meta(10, carried((TPID_8021Q, 10), &[])),
+    ];
+    let mut decided = 0;
+    for policy in &policies {
+        for frame in &frames {
+            for own in [true, false] {
+                let mut frame = *frame;
+                if !own {
+                    frame.src = [0x02, 0, 0, 0, 0, 9];
+                }
+                for (to_guest, full) in [
+                    (false, from_guest(policy, &frame)),
+                    (true, to_guest(policy, &frame)),
+                ] {
+                    if !to_guest && frame.carried().is_some() {
+                        continue; // never on the guest's side
+                    }
+                    if let Some(fast) = fast(policy, to_guest, &glance(&frame, own)) {
+                        decided += 1;
+                        assert_eq!(fast, full, "{policy:?} {frame:?} to_guest {to_guest}");
+                    }
+                }
+            }
+        }
+    }
+    assert!(decided >= 10, "the fast path decided only {decided} cases");
+}
