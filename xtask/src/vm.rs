@@ -32,8 +32,11 @@ use report::BinResult;
 pub const ENTRIES: &[&str] = &["5.10", "6.1", "newest", "host", "host-clsact"];
 
 /// The CI subset (`--quick`): access, trunk and tunnel ports, relay, the
-/// host port, upgrade and reload, del and reset.
+/// host port, upgrade and reload, del and reset, the attach modes and tags
+/// carried in the mark.
 const QUICK: &[&str] = &[
+    "attach_modes",
+    "carriage_mark",
     "endpoint_access",
     "port_trunk",
     "port_tunnel",
