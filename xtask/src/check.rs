@@ -10,11 +10,19 @@ use crate::run::{self, Workspace};
 pub fn test(ws: &Workspace, cargo_args: &[String], test_args: &[String]) -> Result<i32> {
     let start = Instant::now();
     let bin = ws.build_controller()?;
-    let previous = crate::previous::build(ws)?;
     let mut cmd = ws.cargo();
-    cmd.env("MACVSWITCH_BIN", &bin)
-        .env("MACVSWITCH_PREVIOUS_BIN", &previous)
-        .arg("test");
+    cmd.env("MACVSWITCH_BIN", &bin).arg("test");
+    // A checkout without the previous release's commit (a shallow clone, a
+    // tarball) cannot build it: the upgrade test then says it skipped.
+    match crate::previous::build(ws) {
+        Ok(previous) => {
+            cmd.env("MACVSWITCH_PREVIOUS_BIN", previous);
+        }
+        Err(e) => eprintln!(
+            "xtask test: the previous release could not be built ({e:#}); the upgrade test \
+             from it will say that it skipped"
+        ),
+    }
     // `--workspace` would override a `-p` given to narrow the run.
     let picks_package = cargo_args
         .iter()
