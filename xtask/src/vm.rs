@@ -233,6 +233,7 @@ pub fn vm_test(ws: &Workspace, opts: &Options) -> Result<bool> {
                     memory_mib: opts.memory_mib,
                     limit: per_binary * u32::try_from(bins.len()).unwrap_or(u32::MAX)
                         + Duration::from_secs(300),
+                    workspace: &ws.root,
                 };
                 let timing = guest::run_in_vm(&spec, &vm)?;
                 test_args.retain(|a| opts.test_args.contains(a));

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use super::initramfs::{GUEST_RESULTS, RESULTS_TAG, ROOT_TAG, SCRIPT};
+use super::initramfs::{GUEST_RESULTS, RESULTS_TAG, ROOT_TAG, SCRIPT, WORK_ARG, WORK_TAG};
 use super::kernels::Kernel;
 use crate::run;
 
@@ -54,6 +54,9 @@ pub struct Vm<'a> {
     pub memory_mib: u32,
     /// Limit for the whole guest, boot to power-off.
     pub limit: Duration,
+    /// The workspace (binaries, test executables), shared again at its own
+    /// path.
+    pub workspace: &'a Path,
 }
 
 /// The first line the guest's test script prints: boot is over.
@@ -73,10 +76,11 @@ pub fn run_in_vm(spec: &RunSpec, vm: &Vm) -> Result<Timing> {
         .arg(&vm.kernel.vmlinuz)
         .arg("-initrd")
         .arg(vm.initramfs)
-        .args([
-            "-append",
-            "console=ttyS0 panic=-1 quiet loglevel=4 rdinit=/init",
-        ])
+        .arg("-append")
+        .arg(format!(
+            "console=ttyS0 panic=-1 quiet loglevel=4 rdinit=/init {WORK_ARG}={}",
+            vm.workspace.display()
+        ))
         .arg("-virtfs")
         .arg(format!(
             "local,path=/,mount_tag={ROOT_TAG},security_model=none,readonly=on,multidevs=remap"
@@ -85,6 +89,11 @@ pub fn run_in_vm(spec: &RunSpec, vm: &Vm) -> Result<Timing> {
         .arg(format!(
             "local,path={},mount_tag={RESULTS_TAG},security_model=none,multidevs=remap",
             spec.results.display()
+        ))
+        .arg("-virtfs")
+        .arg(format!(
+            "local,path={},mount_tag={WORK_TAG},security_model=none,readonly=on,multidevs=remap",
+            vm.workspace.display()
         ));
     println!("$ {}", run::show(&cmd));
     let log = spec.results.join("console.log");

@@ -38,6 +38,11 @@ pub const BUSYBOX: &str = "/bin/busybox";
 /// where the results appear in the guest.
 pub const ROOT_TAG: &str = "hostroot";
 pub const RESULTS_TAG: &str = "results";
+/// 9p mount tag of the workspace, and the kernel command-line word that
+/// names its path: the guest mounts it there again, over the tmpfs that
+/// hides `/tmp` (a checkout under `/tmp` would be invisible otherwise).
+pub const WORK_TAG: &str = "work";
+pub const WORK_ARG: &str = "mswwork";
 pub const GUEST_RESULTS: &str = "/run/vm";
 /// The script (in the results directory) the guest runs, chrooted.
 pub const SCRIPT: &str = "run.sh";
@@ -89,6 +94,12 @@ mount -t bpf bpf $r/sys/fs/bpf
 mount -t tmpfs -o mode=1777 tmpfs $r/tmp
 mount -t tmpfs -o mode=1777 tmpfs $r/var/tmp
 mount -t tmpfs -o mode=0755 tmpfs $r/run
+work=$(sed -n 's/.*{work_arg}=\([^ ]*\).*/\1/p' /proc/cmdline)
+if [ -n "$work" ]; then
+    mkdir -p $r$work 2>/dev/null
+    mount -t 9p -o ro,trans=virtio,version=9p2000.L,cache=loose,msize={msize} {work} $r$work \
+        || fail "cannot mount the workspace $work (9p tag {work})"
+fi
 mkdir -p $r{results_dir}
 mount -t 9p -o trans=virtio,version=9p2000.L,msize={msize} {results} $r{results_dir} \
     || fail "cannot mount the results directory (9p tag {results})"
@@ -100,6 +111,8 @@ poweroff -f
         order = order.split_whitespace().collect::<Vec<_>>().join(" "),
         root = ROOT_TAG,
         results = RESULTS_TAG,
+        work = WORK_TAG,
+        work_arg = WORK_ARG,
         results_dir = GUEST_RESULTS,
         script = SCRIPT,
     )
