@@ -378,6 +378,7 @@ fn summarize(outcomes: &[Outcome], cache: &std::path::Path, nbins: usize, quick:
     );
     let mut ok = true;
     let mut problems = Vec::new();
+    let (mut all_passed, mut all_failed) = (0, 0);
     for o in outcomes {
         match &o.result {
             Err(reason) => {
@@ -386,6 +387,8 @@ fn summarize(outcomes: &[Outcome], cache: &std::path::Path, nbins: usize, quick:
             Ok((timing, bins)) => {
                 let sum = |f: fn(&BinResult) -> usize| bins.iter().map(f).sum::<usize>();
                 let failed = sum(|b| b.failed.len());
+                all_passed += sum(|b| b.passed);
+                all_failed += failed;
                 println!(
                     "{:<12} {:<24} {:<16} {:>7} {:>8} {:>5} {:>6} {:>6} {:>7}",
                     o.label,
@@ -429,5 +432,7 @@ fn summarize(outcomes: &[Outcome], cache: &std::path::Path, nbins: usize, quick:
         cache.join("runs").display()
     );
     println!("vm-test: {}", if ok { "all passed" } else { "FAILED" });
+    // The plain closing line CI reads.
+    println!("vm-test: {all_passed} passed, {all_failed} failed");
     ok
 }
