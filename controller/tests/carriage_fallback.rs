@@ -74,14 +74,14 @@ fn without_the_lower_program_endpoints_push_their_tags_themselves() {
     assert_tagged_everywhere(&h, "flag down, program gone");
 
     // `restore` puts the program back and the flag up.
-    h.ctl.ok(&["restore"]);
+    h.ctl.ok(&["--attach", "tcx", "restore"]);
     assert!(pin.exists(), "restore did not put the program back");
     assert!(maps.tags_from_mark(lower).unwrap(), "flag up after restore");
     assert_tagged_everywhere(&h, "after restore");
 
     // Removed behind our back with the flag up: restore lowers it first.
     std::fs::remove_file(&pin).expect("removing the pin again");
-    h.ctl.ok(&["restore"]);
+    h.ctl.ok(&["--attach", "tcx", "restore"]);
     assert!(pin.exists() && maps.tags_from_mark(lower).unwrap());
     assert_tagged_everywhere(&h, "after the second restore");
 
