@@ -29,6 +29,8 @@ const MODULES: &[&str] = &[
     "tun",
     "sch_ingress",
     "cls_bpf",
+    // A bridge port is a lower device macvswitch refuses (lower_validation).
+    "bridge",
 ];
 
 /// The static busybox of Debian's busybox-static package.
