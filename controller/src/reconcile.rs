@@ -249,7 +249,7 @@ impl Session<'_> {
             && (moved || !Datapath::is_uplink_attached(&self.instance.pins, uplink.name.as_str()))
         {
             let old = uplink.ifindex;
-            self.datapath().await?.maps.set_uplink(old, None)?;
+            self.datapath().await?.maps.set_relay(old, false)?;
             if moved {
                 // A new device: the qdisc macvswitch made went with the old
                 // one, and `--attach` decides its mode.

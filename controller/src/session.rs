@@ -11,10 +11,7 @@
 
 use std::collections::BTreeMap;
 
-use macvswitch_common::{
-    EndpointPolicy, MarkCarriage, POLICY_CHECK_SENDERS, UplinkConfig, carriage,
-    isolation::UPLINK_REFLECTIVE_RELAY,
-};
+use macvswitch_common::{EndpointPolicy, MarkCarriage, POLICY_CHECK_SENDERS, carriage};
 
 use crate::{
     bpffs,
@@ -283,10 +280,9 @@ impl Session<'_> {
             if !is_live(uplink.name.as_str(), uplink.ifindex) {
                 continue;
             }
-            let config = uplink.reflective_relay.then_some(UplinkConfig {
-                flags: UPLINK_REFLECTIVE_RELAY,
-            });
-            datapath.maps.set_uplink(uplink.ifindex, config)?;
+            datapath
+                .maps
+                .set_relay(uplink.ifindex, uplink.reflective_relay)?;
             if uplink.reflective_relay {
                 lowers.insert(lower.clone(), uplink.ifindex);
             }

@@ -1,8 +1,6 @@
 //! Lower-device settings: reflective-relay emulation and the host port.
 
-use macvswitch_common::{
-    EndpointPolicy, POLICY_PROMISCUOUS, UplinkConfig, isolation::UPLINK_REFLECTIVE_RELAY,
-};
+use macvswitch_common::{EndpointPolicy, POLICY_PROMISCUOUS};
 
 use crate::{
     datapath::Datapath,
@@ -81,10 +79,6 @@ impl Instance {
     }
 }
 
-const RELAY_ON: UplinkConfig = UplinkConfig {
-    flags: UPLINK_REFLECTIVE_RELAY,
-};
-
 impl Session<'_> {
     pub async fn uplink_set(&mut self, request: UplinkSetRequest) -> Result<UplinkRecord> {
         let links = self.netlink.links().await?;
@@ -149,7 +143,7 @@ impl Session<'_> {
                 self.datapath()
                     .await?
                     .maps
-                    .set_uplink(record.ifindex, None)?;
+                    .set_relay(record.ifindex, false)?;
             }
             record.reflective_relay = relay;
             self.state
@@ -275,10 +269,7 @@ impl Session<'_> {
         if let Some(updated) = self.state.uplinks.get(&record.name) {
             *record = updated.clone();
         }
-        self.datapath()
-            .await?
-            .maps
-            .set_uplink(record.ifindex, Some(RELAY_ON))
+        self.datapath().await?.maps.set_relay(record.ifindex, true)
     }
 
     /// Undoes the relay and host port of an uplink (for `reset`).
@@ -295,7 +286,7 @@ impl Session<'_> {
             log::warn!("{}: {e}", uplink.name);
         }
         if let Ok(Some(maps)) = self.maps()
-            && let Err(e) = maps.set_uplink(uplink.ifindex, None)
+            && let Err(e) = maps.set_relay(uplink.ifindex, false)
         {
             log::warn!("{}: {e}", uplink.name);
         }

@@ -297,15 +297,6 @@ impl Maps {
         }
     }
 
-    /// Relay settings as `uplink set` records them: `Some` with the relay
-    /// bit, or `None` (relay off). The tag-carriage bit is left alone.
-    pub fn set_uplink(&mut self, lower: u32, config: Option<UplinkConfig>) -> Result<()> {
-        self.set_relay(
-            lower,
-            config.is_some_and(|c| c.flags & UPLINK_REFLECTIVE_RELAY != 0),
-        )
-    }
-
     /// Switches reflective-relay emulation of a lower device on or off.
     pub fn set_relay(&mut self, lower: u32, on: bool) -> Result<()> {
         if on && self.uplink_counters.get(&lower, 0).is_err() {
