@@ -236,6 +236,12 @@ pub fn create_or_replace(
             TcOption::Bpf(TcFilterBpfOption::Flags(TcBpfFlags::DirectAction)),
         ]),
     ];
+    create_filter(message)
+}
+
+/// Sends a create-or-replace of the filter `message`; the errno of a
+/// refusal.
+fn create_filter(message: TcMessage) -> io::Result<Result<(), i32>> {
     Ok(
         match request(
             RouteNetlinkMessage::NewTrafficFilter(message),
@@ -274,15 +280,7 @@ pub fn add_classic_probe(ifindex: u32) -> io::Result<Result<(), i32>> {
             TcOption::Bpf(TcFilterBpfOption::Other(DefaultNla::new(TCA_BPF_OPS, insn))),
         ]),
     ];
-    Ok(
-        match request(
-            RouteNetlinkMessage::NewTrafficFilter(message),
-            NLM_F_ACK | NLM_F_CREATE,
-        )? {
-            Answer::Done(_) => Ok(()),
-            Answer::Refused(errno) => Err(errno),
-        },
-    )
+    create_filter(message)
 }
 
 /// Asks the kernel to make a macvtap on ifindex 0 (no device): one that
