@@ -108,6 +108,39 @@ pub enum Command {
         after_help = "The log level comes from RUST_LOG (default: info). The programs log drops at debug level, which they are loaded without, so their stream is normally quiet."
     )]
     Daemon,
+    /// Run a command (QEMU) with the endpoint's tap open as fd 3 (or
+    /// --fd), one open per queue, as libvirt hands a macvtap to QEMU.
+    #[command(
+        after_help = "Examples:\n  macvswitch exec vm1 -- qemu-system-x86_64 -m 1G -hda disk.img \\\n    -netdev tap,id=n0,fd=3,vhost=off -device virtio-net-pci,netdev=n0,mac=MAC\n  macvswitch exec vm1 --queues 4 -- qemu-system-x86_64 … \\\n    -netdev tap,id=n0,fds=3:4:5:6,vhost=off -device virtio-net-pci,mq=on,vectors=10,netdev=n0,mac=MAC\n\nMAC is the endpoint's (`macvswitch endpoint show NAME`); with another MAC every frame is dropped as spoofed-source."
+    )]
+    Exec(ExecArgs),
+    /// Print the libvirt `<interface>` element that attaches a domain to
+    /// the endpoint (`virsh attach-device DOMAIN FILE --config`, or paste it
+    /// with `virsh edit DOMAIN`).
+    #[command(
+        name = "libvirt-xml",
+        after_help = "Example:\n  macvswitch libvirt-xml vm1 > vm1-net.xml\n  virsh attach-device guest1 vm1-net.xml --config"
+    )]
+    LibvirtXml {
+        /// The endpoint.
+        name: IfName,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// The endpoint whose tap the command gets.
+    pub name: IfName,
+    /// The fd number of the first queue.
+    #[arg(long = "fd", value_name = "N", default_value_t = 3)]
+    pub fd: i32,
+    /// Open the tap this many times, as fds N..N+Q-1: one queue each (QEMU's
+    /// `fds=3:4:…` with `mq=on`).
+    #[arg(long, value_name = "Q", default_value_t = 1)]
+    pub queues: u32,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<std::ffi::OsString>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod datapath;
 pub mod endpoint;
 pub mod error;
+pub mod handoff;
 pub mod isolation;
 pub mod netlink;
 pub mod policy;

@@ -294,6 +294,17 @@ async fn run(cli: Cli) -> Result<(), Error> {
             }
         }
         Command::Daemon => macvswitch::daemon::run(&instance).await?,
+        Command::Exec(args) => {
+            let record = instance.get(&args.name)?;
+            let tap = instance.tap_path(&args.name);
+            match macvswitch::handoff::exec(&record, &tap, args.fd, args.queues, &args.command)? {}
+        }
+        Command::LibvirtXml { name } => {
+            print!(
+                "{}",
+                macvswitch::handoff::libvirt_xml(&instance.get(&name)?)?
+            );
+        }
     }
     Ok(())
 }

@@ -100,7 +100,7 @@ pub fn endpoint_details(instance: &Instance, r: &EndpointRecord) -> String {
         .priority
         .map_or("kept from the guest".to_string(), |p| p.get().to_string());
     format!(
-        "{}: lower {} mode {} mac {} ifindex {}\n  vlans: {}\n  isolation: {}\n  priority: {priority}\n  mtu: {}\n  mac spoofing: {}\n  tap: {}\n  attach: {}\n",
+        "{}: lower {} mode {} mac {} ifindex {}\n  vlans: {}\n  isolation: {}\n  priority: {priority}\n  mtu: {}\n  mac spoofing: {}\n  tap: {}\n  attach: {}\n  qemu: {}\n",
         r.name,
         r.lower,
         r.mode,
@@ -116,6 +116,7 @@ pub fn endpoint_details(instance: &Instance, r: &EndpointRecord) -> String {
         },
         instance.tap_path(&r.name).display(),
         attach_text(r.attach),
+        crate::handoff::qemu_fragment(r),
     )
 }
 

@@ -15,7 +15,7 @@ use std::{
 use crate::error::{Error, Result};
 
 /// Reads `MAJOR:MINOR` of the macvtap's tap device from sysfs.
-fn device_number(ifname: &str, ifindex: u32) -> Result<(u32, u32)> {
+pub fn device_number(ifname: &str, ifindex: u32) -> Result<(u32, u32)> {
     let path = format!("/sys/class/net/{ifname}/macvtap/tap{ifindex}/dev");
     let text = fs::read_to_string(&path).map_err(|e| Error::io(format!("reading {path}"), e))?;
     let parse = || {
