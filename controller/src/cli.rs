@@ -125,6 +125,23 @@ pub enum Command {
         /// The endpoint.
         name: IfName,
     },
+    /// Print a shell completion script.
+    #[command(
+        after_help = "Examples:\n  macvswitch completions bash > /etc/bash_completion.d/macvswitch\n  macvswitch completions zsh > \"${fpath[1]}/_macvswitch\"\n  macvswitch completions fish > ~/.config/fish/completions/macvswitch.fish"
+    )]
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages for the command and every subcommand into DIR
+    /// (`cargo xtask man` writes them to target/man).
+    #[command(hide = true)]
+    Man {
+        /// Where the pages go (created if missing).
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -357,4 +374,39 @@ fn parse_mark_mask(text: &str) -> Result<u32, String> {
     macvswitch_common::MarkCarriage::new(mask, 0)
         .map(|_| mask)
         .map_err(crate::session::mask_rule)
+}
+
+/// Writes `macvswitch.1` and one page per subcommand
+/// (`macvswitch-endpoint-add.1`, …) into `dir`; returns the files written.
+pub fn write_man_pages(dir: &std::path::Path) -> std::io::Result<Vec<PathBuf>> {
+    use clap::CommandFactory as _;
+    std::fs::create_dir_all(dir)?;
+    let mut written = Vec::new();
+    let mut command = Cli::command();
+    command.build();
+    write_man_page(dir, &command, "macvswitch", &mut written)?;
+    Ok(written)
+}
+
+fn write_man_page(
+    dir: &std::path::Path,
+    command: &clap::Command,
+    name: &str,
+    written: &mut Vec<PathBuf>,
+) -> std::io::Result<()> {
+    if command.is_hide_set() {
+        return Ok(());
+    }
+    let page = command.clone().name(name.to_string());
+    let mut bytes = Vec::new();
+    clap_mangen::Man::new(page).render(&mut bytes)?;
+    let path = dir.join(format!("{name}.1"));
+    std::fs::write(&path, bytes)?;
+    written.push(path);
+    for sub in command.get_subcommands() {
+        if sub.get_name() != "help" {
+            write_man_page(dir, sub, &format!("{name}-{}", sub.get_name()), written)?;
+        }
+    }
+    Ok(())
 }

@@ -299,6 +299,15 @@ async fn run(cli: Cli) -> Result<(), Error> {
             let tap = instance.tap_path(&args.name);
             match macvswitch::handoff::exec(&record, &tap, args.fd, args.queues, &args.command)? {}
         }
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "macvswitch", &mut std::io::stdout());
+        }
+        Command::Man { dir } => {
+            let written = macvswitch::cli::write_man_pages(&dir)
+                .map_err(|e| Error::io(format!("writing man pages into {}", dir.display()), e))?;
+            println!("wrote {} man pages into {}", written.len(), dir.display());
+        }
         Command::LibvirtXml { name } => {
             print!(
                 "{}",

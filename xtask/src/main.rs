@@ -110,6 +110,9 @@ enum Task {
     },
     /// `cargo fmt --all --check` and `cargo clippy --workspace --all-targets -- -D warnings`.
     Lint,
+    /// Build `macvswitch` and write its man pages (the command and every
+    /// subcommand) into target/man.
+    Man,
 }
 
 fn main() -> ExitCode {
@@ -128,6 +131,11 @@ fn run_task(cli: Cli) -> Result<ExitCode> {
     let ws = run::Workspace::discover()?;
     match cli.task {
         Task::Setup => setup::setup(&ws)?,
+        Task::Man => {
+            let bin = ws.build_controller()?;
+            let dir = ws.target_dir.join("man");
+            run::check(std::process::Command::new(bin).arg("man").arg(&dir))?;
+        }
         Task::Demo { no_build } => {
             if !no_build {
                 ws.build_controller()?;

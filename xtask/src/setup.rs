@@ -20,6 +20,11 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("libc6-dev", "C runtime for linking"),
     ("zlib1g-dev", "libz for linking bpf-linker against LLVM"),
     ("iputils-ping", "ping in the host-port tests"),
+    ("systemd", "systemd-analyze, which checks the packaged unit"),
+    (
+        "util-linux",
+        "unshare, for tests that change /dev in a private mount namespace",
+    ),
 ];
 
 /// The bpf-linker release whose `llvm-NN` features are known to build here.
