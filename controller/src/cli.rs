@@ -155,6 +155,10 @@ pub struct ExecArgs {
     /// `fds=3:4:…` with `mq=on`).
     #[arg(long, value_name = "Q", default_value_t = 1)]
     pub queues: u32,
+    /// Run the command as this user (a name or uid), after opening the
+    /// tap as root: QEMU needs no access to the tap node itself.
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
     /// The command and its arguments, after `--`.
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<std::ffi::OsString>,

@@ -145,9 +145,11 @@ pub fn exec(
     tap: &Path,
     first_fd: i32,
     queues: u32,
+    user: Option<&str>,
     command: &[OsString],
 ) -> Result<std::convert::Infallible> {
     check_fds(first_fd, queues)?;
+    let user = user.map(lookup_user).transpose()?;
     let Some((program, args)) = command.split_first() else {
         return Err(Error::invalid(
             "COMMAND",
@@ -182,6 +184,11 @@ pub fn exec(
     let sources: Vec<i32> = opened.iter().map(|fd| fd.as_raw_fd()).collect();
     let mut cmd = Command::new(program);
     cmd.args(args);
+    if let Some((uid, gid)) = user {
+        // After the fds are open, as libvirt runs QEMU: the command runs as
+        // the user, with the user's group and no supplementary groups.
+        cmd.uid(uid).gid(gid);
+    }
     // SAFETY: the closure only calls dup2, which is async-signal-safe, and
     // allocates nothing.
     unsafe {
@@ -199,6 +206,42 @@ pub fn exec(
         format!("running {}", Path::new(program).display()),
         error,
     ))
+}
+
+/// (uid, gid) of `user`, a name or a number, from the password database.
+fn lookup_user(user: &str) -> Result<(u32, u32)> {
+    let unknown = || {
+        Error::invalid(
+            "--user",
+            user,
+            "no such user (a name or uid from the password database, e.g. libvirt-qemu)",
+        )
+    };
+    let Ok(name) = std::ffi::CString::new(user) else {
+        return Err(unknown());
+    };
+    // SAFETY: getpwnam_r/getpwuid_r write only into the buffers we pass.
+    let mut entry: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    let mut found: *mut libc::passwd = std::ptr::null_mut();
+    let rc = match user.parse::<u32>() {
+        Ok(uid) => unsafe {
+            libc::getpwuid_r(uid, &mut entry, buf.as_mut_ptr(), buf.len(), &mut found)
+        },
+        Err(_) => unsafe {
+            libc::getpwnam_r(
+                name.as_ptr(),
+                &mut entry,
+                buf.as_mut_ptr(),
+                buf.len(),
+                &mut found,
+            )
+        },
+    };
+    if rc != 0 || found.is_null() {
+        return Err(unknown());
+    }
+    Ok((entry.pw_uid, entry.pw_gid))
 }
 
 /// The node must be the endpoint's tap device, not a stale or foreign one.

@@ -297,7 +297,14 @@ async fn run(cli: Cli) -> Result<(), Error> {
         Command::Exec(args) => {
             let record = instance.get(&args.name)?;
             let tap = instance.tap_path(&args.name);
-            match macvswitch::handoff::exec(&record, &tap, args.fd, args.queues, &args.command)? {}
+            match macvswitch::handoff::exec(
+                &record,
+                &tap,
+                args.fd,
+                args.queues,
+                args.user.as_deref(),
+                &args.command,
+            )? {}
         }
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();

@@ -6,6 +6,11 @@
 use std::os::unix::fs::MetadataExt as _;
 use std::process::{Command, Output};
 
+use std::time::Duration;
+
+use macvswitch_tests::frame::{Marker, marked};
+use macvswitch_tests::topology::{SWITCH_MAC, SWITCH_PORT};
+use macvswitch_tests::wire::WireSocket;
 use macvswitch_tests::{Harness, controller, require_root};
 
 /// (major, minor) of the tap node `macvswitch` made for the endpoint.
@@ -59,6 +64,41 @@ fn exec_gives_the_command_one_fd_per_queue() {
             && shown.contains(&format!("netdev=n0,mac={mac}")),
         "{shown}"
     );
+}
+
+#[test]
+fn exec_runs_the_command_as_another_user_with_the_tap_open() {
+    require_root!();
+    let h = Harness::new();
+    h.add("ep0", &[]);
+    let ep = h.show("ep0");
+    // The command cannot open the node itself, but has it as fd 3: a frame
+    // it writes there (after the virtio-net header the tap expects)
+    // reaches the wire.
+    let marker = Marker::new();
+    let frame = marked(SWITCH_MAC, ep.mac, &marker);
+    let bytes: String = [0u8; 10]
+        .iter()
+        .chain(&frame)
+        .map(|b| format!("\\{b:03o}"))
+        .collect();
+    let wire = WireSocket::open(&h.topo.switch, SWITCH_PORT);
+    let out = h.ctl.ok(&[
+        "exec",
+        "ep0",
+        "--user",
+        "nobody",
+        "--",
+        "sh",
+        "-c",
+        &format!("id -u; id -G; printf '{bytes}' >&3"),
+    ]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines, ["65534", "65534"], "uid and no supplementary groups: {out}");
+    let sent = wire.recv_matching(Duration::from_secs(2), |f| marker.is_in(&f.bytes));
+    assert!(sent.is_some(), "the frame written to fd 3 as nobody never reached the wire");
+    let out = h.ctl.run(&["exec", "ep0", "--user", "no-such-user-here", "--", "true"]);
+    assert_refused(&out, "--user no-such-user-here");
 }
 
 #[test]
