@@ -94,10 +94,19 @@ fn exec_runs_the_command_as_another_user_with_the_tap_open() {
         &format!("id -u; id -G; printf '{bytes}' >&3"),
     ]);
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines, ["65534", "65534"], "uid and no supplementary groups: {out}");
+    assert_eq!(
+        lines,
+        ["65534", "65534"],
+        "uid and no supplementary groups: {out}"
+    );
     let sent = wire.recv_matching(Duration::from_secs(2), |f| marker.is_in(&f.bytes));
-    assert!(sent.is_some(), "the frame written to fd 3 as nobody never reached the wire");
-    let out = h.ctl.run(&["exec", "ep0", "--user", "no-such-user-here", "--", "true"]);
+    assert!(
+        sent.is_some(),
+        "the frame written to fd 3 as nobody never reached the wire"
+    );
+    let out = h
+        .ctl
+        .run(&["exec", "ep0", "--user", "no-such-user-here", "--", "true"]);
     assert_refused(&out, "--user no-such-user-here");
 }
 
