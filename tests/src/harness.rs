@@ -14,6 +14,17 @@ pub const ARRIVE: Duration = Duration::from_secs(2);
 /// How long to watch for a frame that must not arrive.
 pub const ABSENT: Duration = Duration::from_millis(300);
 
+/// `uplink set` arguments for the usual host port: host0 on VLAN 10 with
+/// 192.0.2.1/24.
+pub const HOST_PORT_10: [&str; 6] = [
+    "--host-port",
+    "host0",
+    "--vlan",
+    "10",
+    "--address",
+    "192.0.2.1/24",
+];
+
 /// Fields of `endpoint show --json` that tests use.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
@@ -83,6 +94,41 @@ impl Harness {
 
     pub fn list(&self) -> Value {
         self.ctl.json(&["endpoint", "list", "--json"])
+    }
+
+    /// `endpoint add NAME --lower lower0 --mode MODE --vlan 10 GROUP...`:
+    /// a private-VLAN member, `GROUP` being `--isolated`, `--community C`
+    /// or nothing (promiscuous).
+    pub fn add_pvlan(&self, name: &str, mode: &str, group: &[&str]) -> Endpoint {
+        let mut args = vec!["--mode", mode, "--vlan", "10"];
+        args.extend_from_slice(group);
+        self.add(name, &args)
+    }
+
+    /// `uplink set lower0 ARGS...`.
+    pub fn uplink_set(&self, args: &[&str]) {
+        let mut all = vec!["uplink", "set", crate::topology::LOWER];
+        all.extend_from_slice(args);
+        self.ctl.ok(&all);
+    }
+
+    /// `uplink show lower0 --json`.
+    pub fn uplink(&self) -> Value {
+        self.ctl
+            .json(&["uplink", "show", crate::topology::LOWER, "--json"])
+    }
+
+    /// The names `endpoint list` reports, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let list = self.list();
+        let mut v: Vec<String> = list
+            .as_array()
+            .unwrap_or_else(|| panic!("endpoint list --json is not an array: {list}"))
+            .iter()
+            .map(|e| e["name"].as_str().expect("name").to_string())
+            .collect();
+        v.sort();
+        v
     }
 
     /// Opens the endpoint's tap node as the guest.

@@ -2,6 +2,7 @@
 //! tagging guest frames, untagging wire frames, and the drop rules.
 //! Root-only: each test builds its own namespaces and bpffs.
 
+use macvswitch_tests::expect::{absent, assert_drops_at_least, at_guest, on_wire};
 use macvswitch_tests::frame::{
     self, BROADCAST, ETHERTYPE_TEST, Marker, TPID_8021AD, TPID_8021Q, marked, marked_tagged,
     test_mac,
@@ -181,12 +182,7 @@ fn guest_tagged_frames_are_dropped_and_counted() {
             "guest 802.1ad-tagged frame reached the wire: {f:?}"
         );
     }
-    let n = h.drops("ep0", "guest-tagged");
-    assert!(
-        n >= 2,
-        "guest-tagged drops = {n}, stats: {}",
-        h.stats("ep0")
-    );
+    assert_drops_at_least(&h, "ep0", &[("guest-tagged", 2)]);
 }
 
 #[test]
@@ -209,18 +205,15 @@ fn spoofed_source_is_dropped_unless_allowed() {
             "spoofed frame from ep0 reached the wire: {f:?}"
         );
     }
-    let n = h.drops("ep0", "spoofed-source");
-    assert!(
-        n >= 1,
-        "spoofed-source drops = {n}, stats: {}",
-        h.stats("ep0")
-    );
+    assert_drops_at_least(&h, "ep0", &[("spoofed-source", 1)]);
 
     let spoof1 = Marker::new();
     tap1.write(&marked(SWITCH_MAC, test_mac(0x78), &spoof1));
-    let f = wire
-        .recv_matching(ARRIVE, |f| spoof1.is_in(&f.bytes))
-        .expect("spoofed frame from ep1 (--allow-mac-spoofing) not on the wire");
+    let f = on_wire(
+        &wire,
+        &spoof1,
+        "spoofed frame from ep1 (--allow-mac-spoofing) not on the wire",
+    );
     assert_eq!(f.vid(), Some(10));
     assert_eq!(&f.bytes[6..12], &test_mac(0x78));
     assert_eq!(h.drops("ep1", "spoofed-source"), 0);
@@ -238,44 +231,35 @@ fn untagged_port_passes_only_untagged_frames() {
     // guest -> wire: untagged stays untagged.
     let m = Marker::new();
     tap.write(&marked(SWITCH_MAC, ep.mac, &m));
-    let f = wire
-        .recv_matching(ARRIVE, |f| m.is_in(&f.bytes))
-        .expect("guest frame from untagged port not on the wire");
+    let f = on_wire(&wire, &m, "guest frame from untagged port not on the wire");
     assert_eq!(f.vlan, None, "untagged port tagged a frame: {f:?}");
     assert_eq!(frame::outer_ethertype(&f.bytes), Some(ETHERTYPE_TEST));
 
     // wire -> guest: untagged is delivered as is.
     let m = Marker::new();
     wire.send(&marked(ep.mac, SWITCH_MAC, &m));
-    let f = tap
-        .read_matching(ARRIVE, |f| m.is_in(f))
-        .expect("untagged wire frame not delivered to untagged port");
+    let f = at_guest(
+        &tap,
+        &m,
+        "untagged wire frame not delivered to untagged port",
+    );
     assert_eq!(frame::outer_ethertype(&f), Some(ETHERTYPE_TEST));
 
     // wire -> guest: tagged is dropped.
     let m = Marker::new();
     wire.send(&marked_tagged(ep.mac, SWITCH_MAC, 10, &m));
-    assert!(
-        tap.read_matching(ABSENT, |f| m.is_in(f)).is_none(),
-        "tagged wire frame delivered to an untagged port"
+    absent(
+        &tap,
+        &[(&m, "tagged wire frame delivered to an untagged port")],
     );
-    let n = h.drops("ep0", "tagged-on-untagged-port");
-    assert!(
-        n >= 1,
-        "tagged-on-untagged-port drops = {n}, stats: {}",
-        h.stats("ep0")
-    );
+    assert_drops_at_least(&h, "ep0", &[("tagged-on-untagged-port", 1)]);
 
     // guest -> wire: a guest-tagged frame is dropped here too.
     let m = Marker::new();
     tap.write(&marked_tagged(SWITCH_MAC, ep.mac, 10, &m));
-    assert!(
-        wire.recv_matching(ABSENT, |f| m.is_in(&f.bytes)).is_none(),
-        "guest-tagged frame from untagged port reached the wire"
+    absent(
+        &wire,
+        &[(&m, "guest-tagged frame from untagged port reached the wire")],
     );
-    assert!(
-        h.drops("ep0", "guest-tagged") >= 1,
-        "stats: {}",
-        h.stats("ep0")
-    );
+    assert_drops_at_least(&h, "ep0", &[("guest-tagged", 1)]);
 }

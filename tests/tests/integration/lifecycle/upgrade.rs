@@ -13,19 +13,19 @@
 //!   VLANs. The incompatible map is made with the bpf(2) syscall directly.
 
 use std::collections::BTreeMap;
-use std::ffi::CString;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use macvswitch_tests::attach;
+use macvswitch_tests::bpf::{MapLayout, pin_map, pinned_layout};
+use macvswitch_tests::expect::Receive;
 use macvswitch_tests::frame::{self, ETHERTYPE_TEST, Marker, eth, tagged};
 use macvswitch_tests::harness::ARRIVE;
 use macvswitch_tests::lifecycle::{Rng, assert_consistent, command, run_and_kill};
 use macvswitch_tests::topology::{LOWER, SWITCH_MAC};
+use macvswitch_tests::wire::WireFrame;
 use macvswitch_tests::{Harness, require_root};
 
 /// Frames per direction, one per millisecond.
@@ -316,88 +316,6 @@ fn stream_through_reloads_kills_and_an_upgrade(mode: Option<&str>) {
     );
 }
 
-// ---- bpf(2), just enough to make and pin an incompatible map ----
-
-const BPF_MAP_CREATE: libc::c_long = 0;
-const BPF_OBJ_PIN: libc::c_long = 6;
-const BPF_OBJ_GET: libc::c_long = 7;
-
-fn bpf(cmd: libc::c_long, attr: &mut [u8; 128]) -> std::io::Result<libc::c_long> {
-    // SAFETY: attr is a zero-initialised buffer the size we pass; the
-    // kernel reads (and for some commands writes) within it.
-    let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), attr.len()) };
-    if rc < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(rc)
-    }
-}
-
-fn put_u32(attr: &mut [u8; 128], at: usize, v: u32) {
-    attr[at..at + 4].copy_from_slice(&v.to_ne_bytes());
-}
-
-/// What fdinfo says about a map.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct MapLayout {
-    map_type: u32,
-    key_size: u32,
-    value_size: u32,
-    max_entries: u32,
-}
-
-fn pinned_layout(path: &Path) -> MapLayout {
-    let c = CString::new(path.as_os_str().as_bytes()).unwrap();
-    let mut attr = [0u8; 128];
-    attr[0..8].copy_from_slice(&(c.as_ptr() as u64).to_ne_bytes());
-    let fd = bpf(BPF_OBJ_GET, &mut attr)
-        .unwrap_or_else(|e| panic!("BPF_OBJ_GET {}: {e}", path.display()));
-    // SAFETY: a fresh fd the kernel just returned.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    let info =
-        std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).expect("fdinfo");
-    let field = |name: &str| -> u32 {
-        info.lines()
-            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no {name} in fdinfo:\n{info}"))
-    };
-    MapLayout {
-        map_type: field("map_type:"),
-        key_size: field("key_size:"),
-        value_size: field("value_size:"),
-        max_entries: field("max_entries:"),
-    }
-}
-
-/// Replaces the map pinned at `path` by a new, empty one with `layout`.
-fn pin_map(path: &Path, name: &str, layout: MapLayout) {
-    // Kernels before 5.11 charge maps to RLIMIT_MEMLOCK (64 KiB by default
-    // before 5.16); aya lifts it for the controller, this raw call must too.
-    let unlimited = libc::rlimit {
-        rlim_cur: libc::RLIM_INFINITY,
-        rlim_max: libc::RLIM_INFINITY,
-    };
-    // SAFETY: a valid rlimit for the call's duration.
-    unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };
-    let mut attr = [0u8; 128];
-    put_u32(&mut attr, 0, layout.map_type);
-    put_u32(&mut attr, 4, layout.key_size);
-    put_u32(&mut attr, 8, layout.value_size);
-    put_u32(&mut attr, 12, layout.max_entries);
-    let n = name.len().min(15);
-    attr[28..28 + n].copy_from_slice(&name.as_bytes()[..n]);
-    let fd =
-        bpf(BPF_MAP_CREATE, &mut attr).unwrap_or_else(|e| panic!("BPF_MAP_CREATE {layout:?}: {e}"));
-    // SAFETY: a fresh fd the kernel just returned.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    std::fs::remove_file(path).unwrap_or_else(|e| panic!("unpinning {}: {e}", path.display()));
-    let c = CString::new(path.as_os_str().as_bytes()).unwrap();
-    let mut attr = [0u8; 128];
-    attr[0..8].copy_from_slice(&(c.as_ptr() as u64).to_ne_bytes());
-    put_u32(&mut attr, 8, fd.as_raw_fd() as u32);
-    bpf(BPF_OBJ_PIN, &mut attr).unwrap_or_else(|e| panic!("BPF_OBJ_PIN {}: {e}", path.display()));
-}
-
 /// A guest frame of `ep` reaches the wire on `vlan`, and a wire frame on
 /// `vlan` reaches the guest untagged.
 fn assert_traffic(h: &Harness, name: &str, vlan: u16, context: &str) {
@@ -488,23 +406,24 @@ fn incompatible_pinned_maps_are_recreated_loudly_and_traffic_flows() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-/// Reads `seq`s of `marker` with `read` until the senders stop and it has
-/// been quiet for half a second.
-fn collect(
+/// Reads `seq`s of `marker` at `rx`, each with whether `ok` holds for its
+/// frame, until the senders stop and it has been quiet for half a second.
+fn collect<R: Receive>(
+    rx: &R,
+    ok: impl Fn(&R::Frame) -> bool,
+    marker: &Marker,
     sending: &AtomicBool,
     budget: Duration,
-    read: &dyn Fn() -> Option<(Vec<u8>, bool)>,
-    marker: &Marker,
 ) -> Vec<(u32, bool)> {
     let deadline = Instant::now() + budget;
     let mut got = Vec::new();
     let mut quiet_since = None;
     while Instant::now() < deadline {
-        match read() {
-            Some((bytes, ok)) => {
+        match rx.next_within(Duration::from_millis(50)) {
+            Some(f) => {
                 quiet_since = None;
-                if let Some(seq) = seq_of(marker, &bytes) {
-                    got.push((seq, ok));
+                if let Some(seq) = seq_of(marker, R::bytes(&f)) {
+                    got.push((seq, ok(&f)));
                 }
             }
             None if sending.load(Ordering::Relaxed) => {}
@@ -519,10 +438,14 @@ fn collect(
     got
 }
 
-/// A frame at the guest, and whether it is untagged.
-fn untagged(f: Vec<u8>) -> (Vec<u8>, bool) {
-    let ok = frame::outer_ethertype(&f) == Some(ETHERTYPE_TEST);
-    (f, ok)
+/// A frame on the wire is tagged VLAN 10 in metadata only.
+fn tagged_in_metadata(f: &WireFrame) -> bool {
+    f.vid() == Some(VLAN) && frame::parse(&f.bytes).is_some_and(|p| p.tags.is_empty())
+}
+
+/// A frame at the guest is untagged.
+fn untagged(f: &[u8]) -> bool {
+    frame::outer_ethertype(f) == Some(ETHERTYPE_TEST)
 }
 
 /// The previous release's binary (`cargo xtask test` builds it from git).
@@ -591,36 +514,9 @@ fn endpoints_of_the_previous_release_are_taken_over_under_a_paced_stream() {
                 ));
             })
         });
-        let wire_rx = s.spawn(|| {
-            collect(
-                &sending,
-                budget,
-                &|| {
-                    wire.recv_timeout(Duration::from_millis(50)).map(|f| {
-                        let inline = frame::parse(&f.bytes).map(|p| p.tags.len());
-                        let ok = f.vid() == Some(VLAN) && inline == Some(0);
-                        (f.bytes, ok)
-                    })
-                },
-                &up,
-            )
-        });
-        let tap0_rx = s.spawn(|| {
-            collect(
-                &sending,
-                budget,
-                &|| tap0.read_timeout(Duration::from_millis(50)).map(untagged),
-                &down,
-            )
-        });
-        let tap1_rx = s.spawn(|| {
-            collect(
-                &sending,
-                budget,
-                &|| tap1.read_timeout(Duration::from_millis(50)).map(untagged),
-                &local,
-            )
-        });
+        let wire_rx = s.spawn(|| collect(&wire, tagged_in_metadata, &up, &sending, budget));
+        let tap0_rx = s.spawn(|| collect(&tap0, |f| untagged(f), &down, &sending, budget));
+        let tap1_rx = s.spawn(|| collect(&tap1, |f| untagged(f), &local, &sending, budget));
         // VLAN 20 must see none of VLAN 10's frames, before, during or
         // after the takeover.
         let tap2_rx = s.spawn(|| {

@@ -3,29 +3,60 @@
 //! popped, which drop reason counts, and the per-VLAN counters.
 //! Root-only: each test builds its own namespaces and bpffs.
 
-use macvswitch_tests::frame::{
-    self, BROADCAST, ETHERTYPE_TEST, Marker, TPID_8021AD, TPID_8021Q, marked, test_mac,
+use macvswitch_tests::expect::{
+    Refused, absent, assert_drops, at_guest, drops_of, on_wire, send_refused,
 };
-use macvswitch_tests::harness::{ABSENT, ARRIVE, Endpoint};
-use macvswitch_tests::tap::Tap;
+use macvswitch_tests::frame::{
+    self, BROADCAST, ETHERTYPE_TEST, Marker, TPID_8021Q, ad_frame, marked, q_frame, stacked,
+    test_mac,
+};
+use macvswitch_tests::harness::Endpoint;
 use macvswitch_tests::topology::SWITCH_MAC;
-use macvswitch_tests::wire::{WireFrame, WireSocket};
+use macvswitch_tests::wire::WireFrame;
 use macvswitch_tests::{Harness, require_root};
 
-/// Test frame with one inline 802.1Q tag carrying the full TCI (PCP, DEI, VID).
-fn q_frame(dst: frame::Mac, src: frame::Mac, tci: u16, m: &Marker) -> Vec<u8> {
-    frame::tagged(dst, src, TPID_8021Q, tci, ETHERTYPE_TEST, &m.0)
-}
+/// Guest frames a trunk 10,20 must not send, by drop reason.
+const GUEST_REFUSED: &[Refused] = &[
+    Refused {
+        what: "VID 30 guest frame",
+        build: |d, s, m| q_frame(d, s, 30, m),
+        reason: "wrong-vlan",
+    },
+    Refused {
+        what: "untagged guest frame",
+        build: marked,
+        reason: "untagged",
+    },
+    Refused {
+        what: "802.1ad guest frame",
+        build: |d, s, m| ad_frame(d, s, 10, m),
+        reason: "foreign-tpid",
+    },
+    Refused {
+        what: "double-tagged guest frame",
+        build: |d, s, m| stacked(d, s, (TPID_8021Q, 10), (TPID_8021Q, 20), m),
+        reason: "stacked-tag",
+    },
+];
 
-fn on_wire(wire: &WireSocket, m: &Marker, what: &str) -> WireFrame {
-    wire.recv_matching(ARRIVE, |f| m.is_in(&f.bytes))
-        .unwrap_or_else(|| panic!("{what}: not seen on sw0"))
-}
-
-fn at_guest(tap: &Tap, m: &Marker, what: &str) -> Vec<u8> {
-    tap.read_matching(ARRIVE, |f| m.is_in(f))
-        .unwrap_or_else(|| panic!("{what}: not delivered to the guest"))
-}
+/// Wire frames a trunk 10,20 without a native VLAN must not deliver.
+const WIRE_REFUSED: &[Refused] = &[
+    Refused {
+        what: "VID 30 wire frame to trunk 10,20",
+        build: |d, s, m| q_frame(d, s, 30, m),
+        reason: "wrong-vlan",
+    },
+    Refused {
+        what: "untagged wire frame to a trunk without native",
+        build: marked,
+        reason: "untagged",
+    },
+    Refused {
+        what: "802.1ad wire frame to a trunk",
+        build: |d, s, m| ad_frame(d, s, 10, m),
+        reason: "foreign-tpid",
+    },
+];
 
 /// The frame's inline bytes carry no tag: the tag (if any) is in metadata.
 fn assert_inline_untagged(f: &WireFrame, what: &str) {
@@ -91,52 +122,18 @@ fn guest_frames_outside_the_trunk_are_dropped_by_reason() {
     let tap = h.tap(&ep);
     let wire = h.topo.wire();
 
-    let wrong = Marker::new();
-    tap.write(&q_frame(SWITCH_MAC, ep.mac, 30, &wrong));
-    let untagged = Marker::new();
-    tap.write(&marked(SWITCH_MAC, ep.mac, &untagged));
-    let ad = Marker::new();
-    tap.write(&frame::tagged(
-        SWITCH_MAC,
-        ep.mac,
-        TPID_8021AD,
-        10,
-        ETHERTYPE_TEST,
-        &ad.0,
-    ));
-    let stacked = Marker::new();
-    tap.write(&frame::double_tagged(
-        SWITCH_MAC,
-        ep.mac,
-        (TPID_8021Q, 10),
-        (TPID_8021Q, 20),
-        ETHERTYPE_TEST,
-        &stacked.0,
-    ));
+    let sent = send_refused(GUEST_REFUSED, SWITCH_MAC, ep.mac, |f| tap.write(f));
     // A frame that made it would be on the wire long before this one.
     let ok = Marker::new();
     tap.write(&q_frame(SWITCH_MAC, ep.mac, 10, &ok));
-    let mut seen_ok = false;
-    for f in wire.recv_all(ABSENT) {
-        for (m, what) in [
-            (&wrong, "VID 30"),
-            (&untagged, "untagged"),
-            (&ad, "802.1ad"),
-            (&stacked, "double-tagged"),
-        ] {
-            assert!(
-                !m.is_in(&f.bytes),
-                "{what} guest frame reached the wire: {f:?}"
-            );
-        }
-        seen_ok |= ok.is_in(&f.bytes);
-    }
-    assert!(seen_ok, "the allowed VID 10 frame did not reach the wire");
+    let seen = absent(&wire, &sent);
+    assert!(
+        seen.iter().any(|f| ok.is_in(&f.bytes)),
+        "the allowed VID 10 frame did not reach the wire"
+    );
 
+    assert_drops(&h, "t0", &drops_of(GUEST_REFUSED));
     let s = h.stats("t0");
-    for reason in ["wrong-vlan", "untagged", "foreign-tpid", "stacked-tag"] {
-        assert_eq!(s["drops"][reason], 1, "drops.{reason}: stats {s}");
-    }
     // No counter row for a VLAN the port does not carry.
     assert!(h.vlan_stats("t0", 30).is_none(), "VLAN 30 row: {s}");
 }
@@ -160,37 +157,10 @@ fn wire_frames_of_allowed_vlans_arrive_tagged_others_are_dropped() {
         assert_eq!(p.ethertype, ETHERTYPE_TEST, "{what}");
     }
 
-    let wrong = Marker::new();
-    wire.send(&q_frame(ep.mac, SWITCH_MAC, 30, &wrong));
-    let untagged = Marker::new();
-    wire.send(&marked(ep.mac, SWITCH_MAC, &untagged));
-    let ad = Marker::new();
-    wire.send(&frame::tagged(
-        ep.mac,
-        SWITCH_MAC,
-        TPID_8021AD,
-        10,
-        ETHERTYPE_TEST,
-        &ad.0,
-    ));
-    for f in tap.read_all(ABSENT) {
-        assert!(
-            !wrong.is_in(&f),
-            "VID 30 delivered to trunk 10,20: {f:02x?}"
-        );
-        assert!(
-            !untagged.is_in(&f),
-            "untagged delivered to trunk without native: {f:02x?}"
-        );
-        assert!(
-            !ad.is_in(&f),
-            "802.1ad frame delivered to a trunk: {f:02x?}"
-        );
-    }
+    let sent = send_refused(WIRE_REFUSED, ep.mac, SWITCH_MAC, |f| wire.send(f));
+    absent(&tap, &sent);
+    assert_drops(&h, "t0", &drops_of(WIRE_REFUSED));
     let s = h.stats("t0");
-    assert_eq!(s["drops"]["wrong-vlan"], 1, "stats: {s}");
-    assert_eq!(s["drops"]["untagged"], 1, "stats: {s}");
-    assert_eq!(s["drops"]["foreign-tpid"], 1, "stats: {s}");
     assert_eq!(h.vlan_packets("t0", 10, "to_guest"), 1, "stats: {s}");
     assert_eq!(h.vlan_packets("t0", 20, "to_guest"), 2, "stats: {s}");
     assert_eq!(h.vlan_packets("t0", 10, "from_guest"), 0, "stats: {s}");
@@ -235,9 +205,12 @@ fn native_untagged_pushes_and_pops_the_native_vlan() {
     assert_eq!(frame::parse(&f).unwrap().tags, [(TPID_8021Q, 10)]);
     let m = Marker::new();
     wire.send(&marked(ep.mac, SWITCH_MAC, &m));
-    assert!(
-        tap.read_matching(ABSENT, |f| m.is_in(f)).is_none(),
-        "untagged wire frame delivered to a trunk (native is a VLAN, not 'untagged')"
+    absent(
+        &tap,
+        &[(
+            m,
+            "untagged wire frame to a trunk (native is a VLAN, not 'untagged')",
+        )],
     );
 
     let s = h.stats("t0");
@@ -318,11 +291,6 @@ fn spoofed_source_on_a_trunk_is_dropped_before_any_tag() {
     let wire = h.topo.wire();
     let m = Marker::new();
     tap.write(&q_frame(SWITCH_MAC, test_mac(0x42), 10, &m));
-    assert!(
-        wire.recv_matching(ABSENT, |f| m.is_in(&f.bytes)).is_none(),
-        "spoofed tagged frame reached the wire"
-    );
-    let s = h.stats("t0");
-    assert_eq!(s["drops"]["spoofed-source"], 1, "stats: {s}");
-    assert_eq!(s["drops"]["wrong-vlan"], 0, "stats: {s}");
+    absent(&wire, &[(m, "spoofed tagged guest frame")]);
+    assert_drops(&h, "t0", &[("spoofed-source", 1), ("wrong-vlan", 0)]);
 }

@@ -5,45 +5,57 @@
 //! path moves the outer S-tag into metadata before the macvtap sees it.
 //! Root-only: each test builds its own namespaces and bpffs.
 
-use macvswitch_tests::frame::{
-    self, BROADCAST, ETHERTYPE_TEST, Marker, TPID_8021AD, TPID_8021Q, marked,
+use macvswitch_tests::expect::{
+    Refused, absent, assert_drops, at_guest, drops_of, on_wire, send_refused,
 };
-use macvswitch_tests::harness::{ABSENT, ARRIVE, Endpoint};
-use macvswitch_tests::tap::Tap;
+use macvswitch_tests::frame::{
+    self, BROADCAST, ETHERTYPE_TEST, Marker, TPID_8021AD, TPID_8021Q, ad_frame, marked, q_frame,
+    stacked, tags,
+};
+use macvswitch_tests::harness::Endpoint;
 use macvswitch_tests::topology::SWITCH_MAC;
-use macvswitch_tests::wire::{WireFrame, WireSocket};
 use macvswitch_tests::{Harness, require_root};
 
-fn on_wire(wire: &WireSocket, m: &Marker, what: &str) -> WireFrame {
-    wire.recv_matching(ARRIVE, |f| m.is_in(&f.bytes))
-        .unwrap_or_else(|| panic!("{what}: not seen on sw0"))
-}
+/// Wire frames a tunnel 100 must not deliver, by drop reason.
+const WIRE_REFUSED: &[Refused] = &[
+    Refused {
+        what: "wire S-VID 101 + C 7 to tunnel 100",
+        build: |d, s, m| stacked(d, s, (TPID_8021AD, 101), (TPID_8021Q, 7), m),
+        reason: "wrong-vlan",
+    },
+    Refused {
+        what: "wire 802.1Q 100 + C 7 to a tunnel",
+        build: |d, s, m| stacked(d, s, (TPID_8021Q, 100), (TPID_8021Q, 7), m),
+        reason: "foreign-tpid",
+    },
+    Refused {
+        what: "wire 802.1Q 100 to a tunnel",
+        build: |d, s, m| q_frame(d, s, 100, m),
+        reason: "foreign-tpid",
+    },
+    Refused {
+        what: "untagged wire frame to a tunnel",
+        build: marked,
+        reason: "untagged",
+    },
+];
 
-fn at_guest(tap: &Tap, m: &Marker, what: &str) -> Vec<u8> {
-    tap.read_matching(ARRIVE, |f| m.is_in(f))
-        .unwrap_or_else(|| panic!("{what}: not delivered to the guest"))
-}
-
-/// Customer frame with one inline C-tag.
-fn c_frame(dst: frame::Mac, src: frame::Mac, ctci: u16, m: &Marker) -> Vec<u8> {
-    frame::tagged(dst, src, TPID_8021Q, ctci, ETHERTYPE_TEST, &m.0)
-}
+/// Guest frames a tunnel 100 must not send: the guest's own 802.1ad tag
+/// is not a customer tag.
+const GUEST_REFUSED: &[Refused] = &[Refused {
+    what: "guest 802.1ad frame",
+    build: |d, s, m| ad_frame(d, s, 100, m),
+    reason: "foreign-tpid",
+}];
 
 /// Wire frame: S-tag `stci` (0x88a8) over C-tag `ctci`.
 fn s_c_frame(dst: frame::Mac, stci: u16, ctci: u16, m: &Marker) -> Vec<u8> {
-    frame::double_tagged(
-        dst,
-        SWITCH_MAC,
-        (TPID_8021AD, stci),
-        (TPID_8021Q, ctci),
-        ETHERTYPE_TEST,
-        &m.0,
-    )
+    stacked(dst, SWITCH_MAC, (TPID_8021AD, stci), (TPID_8021Q, ctci), m)
 }
 
 /// Wire frame: S-tag `stci` over an untagged customer frame.
 fn s_frame(dst: frame::Mac, stci: u16, m: &Marker) -> Vec<u8> {
-    frame::tagged(dst, SWITCH_MAC, TPID_8021AD, stci, ETHERTYPE_TEST, &m.0)
+    ad_frame(dst, SWITCH_MAC, stci, m)
 }
 
 fn tunnel(h: &Harness, name: &str, extra: &[&str]) -> Endpoint {
@@ -76,7 +88,7 @@ fn guest_frames_leave_under_an_8021ad_s_tag_with_customer_tags_kept() {
     // C-tag 7 with PCP 3: S-tag 100 takes the customer's PCP, C-tag kept inline.
     for (dst, ctci) in [(SWITCH_MAC, 0x6007_u16), (BROADCAST, 0x0007)] {
         let m = Marker::new();
-        tap.write(&c_frame(dst, ep.mac, ctci, &m));
+        tap.write(&q_frame(dst, ep.mac, ctci, &m));
         let what = format!("guest frame with C-tag {ctci:#06x}");
         let f = on_wire(&wire, &m, &what);
         assert_eq!(
@@ -105,7 +117,7 @@ fn priority_sets_the_pcp_of_the_s_tag() {
     let tap = h.tap(&ep);
     let wire = h.topo.wire();
     let m = Marker::new();
-    tap.write(&c_frame(SWITCH_MAC, ep.mac, 0x2007, &m));
+    tap.write(&q_frame(SWITCH_MAC, ep.mac, 0x2007, &m));
     let f = on_wire(&wire, &m, "guest frame with C-tag 7 PCP 1");
     assert_eq!(f.vlan, Some((TPID_8021AD, 0xc064)), "S-tag: {f:?}");
     assert_eq!(
@@ -140,46 +152,13 @@ fn wire_frames_under_the_s_tag_arrive_with_the_s_tag_removed() {
     let m = Marker::new();
     wire.send(&s_frame(ep.mac, 100, &m));
     let f = at_guest(&tap, &m, "wire S100 over untagged");
-    assert!(frame::parse(&f).unwrap().tags.is_empty(), "{f:02x?}");
+    assert!(tags(&f).is_empty(), "{f:02x?}");
 
     // Other S-VIDs, a plain 802.1Q tag 100, untagged: all dropped.
-    let other = Marker::new();
-    wire.send(&s_c_frame(ep.mac, 101, 7, &other));
-    let plain = Marker::new();
-    wire.send(&frame::double_tagged(
-        ep.mac,
-        SWITCH_MAC,
-        (TPID_8021Q, 100),
-        (TPID_8021Q, 7),
-        ETHERTYPE_TEST,
-        &plain.0,
-    ));
-    let plain_single = Marker::new();
-    wire.send(&c_frame(ep.mac, SWITCH_MAC, 100, &plain_single));
-    let untagged = Marker::new();
-    wire.send(&marked(ep.mac, SWITCH_MAC, &untagged));
-    for f in tap.read_all(ABSENT) {
-        assert!(
-            !other.is_in(&f),
-            "S-VID 101 delivered to tunnel 100: {f:02x?}"
-        );
-        assert!(
-            !plain.is_in(&f),
-            "802.1Q 100 + C 7 delivered to tunnel: {f:02x?}"
-        );
-        assert!(
-            !plain_single.is_in(&f),
-            "802.1Q 100 delivered to tunnel: {f:02x?}"
-        );
-        assert!(
-            !untagged.is_in(&f),
-            "untagged delivered to tunnel: {f:02x?}"
-        );
-    }
+    let sent = send_refused(WIRE_REFUSED, ep.mac, SWITCH_MAC, |f| wire.send(f));
+    absent(&tap, &sent);
+    assert_drops(&h, "q0", &drops_of(WIRE_REFUSED));
     let s = h.stats("q0");
-    assert_eq!(s["drops"]["wrong-vlan"], 1, "stats: {s}");
-    assert_eq!(s["drops"]["foreign-tpid"], 2, "stats: {s}");
-    assert_eq!(s["drops"]["untagged"], 1, "stats: {s}");
     assert_eq!(h.vlan_packets("q0", 7, "to_guest"), 2, "stats: {s}");
     assert_eq!(h.vlan_packets("q0", 0, "to_guest"), 1, "stats: {s}");
 }
@@ -195,7 +174,7 @@ fn tunnel_cvlans_limit_customer_vlans_both_ways() {
 
     // Allowed C-VID 7 passes both ways.
     let m = Marker::new();
-    tap.write(&c_frame(SWITCH_MAC, ep.mac, 7, &m));
+    tap.write(&q_frame(SWITCH_MAC, ep.mac, 7, &m));
     let f = on_wire(&wire, &m, "guest C7");
     assert_eq!(f.vlan, Some((TPID_8021AD, 100)), "{f:?}");
     let m = Marker::new();
@@ -204,25 +183,18 @@ fn tunnel_cvlans_limit_customer_vlans_both_ways() {
 
     // C-VID 8 and untagged customer frames: dropped both ways.
     let g8 = Marker::new();
-    tap.write(&c_frame(SWITCH_MAC, ep.mac, 8, &g8));
+    tap.write(&q_frame(SWITCH_MAC, ep.mac, 8, &g8));
     let gu = Marker::new();
     tap.write(&marked(SWITCH_MAC, ep.mac, &gu));
     let w8 = Marker::new();
     wire.send(&s_c_frame(ep.mac, 100, 8, &w8));
-    for f in wire.recv_all(ABSENT) {
-        assert!(!g8.is_in(&f.bytes), "guest C-VID 8 reached the wire: {f:?}");
-        assert!(
-            !gu.is_in(&f.bytes),
-            "untagged customer frame reached the wire: {f:?}"
-        );
-    }
-    assert!(
-        tap.read_matching(ABSENT, |f| w8.is_in(f)).is_none(),
-        "wire C-VID 8 delivered to the guest"
+    absent(
+        &wire,
+        &[(g8, "guest C-VID 8"), (gu, "untagged customer frame")],
     );
+    absent(&tap, &[(w8, "wire C-VID 8")]);
+    assert_drops(&h, "q0", &[("cvlan-not-allowed", 2), ("untagged", 1)]);
     let s = h.stats("q0");
-    assert_eq!(s["drops"]["cvlan-not-allowed"], 2, "stats: {s}");
-    assert_eq!(s["drops"]["untagged"], 1, "stats: {s}");
     assert_eq!(h.vlan_packets("q0", 7, "from_guest"), 1, "stats: {s}");
     assert_eq!(h.vlan_packets("q0", 7, "to_guest"), 1, "stats: {s}");
     assert!(h.vlan_stats("q0", 8).is_none(), "VLAN 8 row: {s}");
@@ -236,20 +208,7 @@ fn guest_8021ad_frame_into_a_tunnel_is_dropped() {
     let tap = h.tap(&ep);
     let wire = h.topo.wire();
 
-    // A guest's own 802.1ad tag: not a customer tag.
-    let ad = Marker::new();
-    tap.write(&frame::tagged(
-        SWITCH_MAC,
-        ep.mac,
-        TPID_8021AD,
-        100,
-        ETHERTYPE_TEST,
-        &ad.0,
-    ));
-    assert!(
-        wire.recv_matching(ABSENT, |f| ad.is_in(&f.bytes)).is_none(),
-        "guest 802.1ad frame reached the wire"
-    );
-    let s = h.stats("q0");
-    assert_eq!(s["drops"]["foreign-tpid"], 1, "stats: {s}");
+    let sent = send_refused(GUEST_REFUSED, SWITCH_MAC, ep.mac, |f| tap.write(f));
+    absent(&wire, &sent);
+    assert_drops(&h, "q0", &drops_of(GUEST_REFUSED));
 }
