@@ -1,6 +1,6 @@
 //! Expectations the integration tests share: a marked frame arrives at the
 //! guest ([`at_guest`]) or on the wire ([`on_wire`]), marked frames do not
-//! arrive anywhere ([`absent`]), an endpoint counted exactly these drops
+//! arrive anywhere ([`absent`], [`all_absent`]), an endpoint counted exactly these drops
 //! ([`assert_drops`]), and tables of frames a port must refuse
 //! ([`Refused`], [`send_refused`]).
 //!
@@ -16,6 +16,7 @@ use crate::Harness;
 use crate::frame::{Mac, Marker};
 use crate::harness::{ABSENT, ARRIVE};
 use crate::tap::Tap;
+use crate::topology::SWITCH_MAC;
 use crate::wire::{WireFrame, WireSocket};
 
 /// Where frames arrive: a guest's tap or the wire.
@@ -118,9 +119,14 @@ pub fn copies<R: Receive>(rx: &R, m: &Marker, window: Duration) -> usize {
         .count()
 }
 
+/// The frame carrying `m` (`what`) does not reach `rx` within [`ABSENT`].
+pub fn absent<R: Receive>(rx: &R, m: &Marker, what: &str) {
+    all_absent(rx, &[(m, what)]);
+}
+
 /// None of the `sent` markers reaches `rx` within [`ABSENT`]; returns every
 /// frame that did arrive meanwhile (for a control frame sent last).
-pub fn absent<R: Receive, M: Borrow<Marker>>(rx: &R, sent: &[(M, &str)]) -> Vec<R::Frame> {
+pub fn all_absent<R: Receive, M: Borrow<Marker>>(rx: &R, sent: &[(M, &str)]) -> Vec<R::Frame> {
     let got = rx.all_within(ABSENT);
     for f in &got {
         for (m, what) in sent {
@@ -169,7 +175,7 @@ pub struct Refused {
 }
 
 /// Sends every row of `table` (from `src` to `dst`) through `send`; returns
-/// the markers with what each frame is, for [`absent`].
+/// the markers with what each frame is, for [`all_absent`].
 pub fn send_refused(
     table: &[Refused],
     dst: Mac,
@@ -184,6 +190,28 @@ pub fn send_refused(
             (m, r.what)
         })
         .collect()
+}
+
+/// Which way a table of refused frames goes.
+#[derive(Clone, Copy, Debug)]
+pub enum Way {
+    GuestToWire,
+    WireToGuest,
+}
+
+/// Sends every row of `table` between the guest (`tap`, whose MAC is
+/// `mac`) and the wire, the given way, and checks that none arrives.
+pub fn refused(tap: &Tap, mac: Mac, wire: &WireSocket, way: Way, table: &[Refused]) {
+    match way {
+        Way::WireToGuest => {
+            let sent = send_refused(table, mac, SWITCH_MAC, |f| wire.send(f));
+            all_absent(tap, &sent);
+        }
+        Way::GuestToWire => {
+            let sent = send_refused(table, SWITCH_MAC, mac, |f| tap.write(f));
+            all_absent(wire, &sent);
+        }
+    }
 }
 
 /// The drops a table must add up to: one per row, by reason.

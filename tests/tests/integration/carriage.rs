@@ -92,10 +92,8 @@ fn host_marks_without_the_pattern_cannot_put_a_frame_into_a_vlan() {
         peer.send(&marked(a10.mac, PEER_MAC, &m));
         absent(
             &ta,
-            &[(
-                &m,
-                &format!("mark {mark:#010x} put an untagged frame into VLAN 10"),
-            )],
+            &m,
+            &format!("mark {mark:#010x} put an untagged frame into VLAN 10"),
         );
         let m = Marker::new();
         peer.send(&marked(plain.mac, PEER_MAC, &m));
@@ -109,10 +107,8 @@ fn host_marks_without_the_pattern_cannot_put_a_frame_into_a_vlan() {
         peer.send(&marked_tagged(a10.mac, PEER_MAC, 20, &m));
         absent(
             &ta,
-            &[(
-                &m,
-                &format!("mark {mark:#010x} moved a VLAN 20 frame into VLAN 10"),
-            )],
+            &m,
+            &format!("mark {mark:#010x} moved a VLAN 20 frame into VLAN 10"),
         );
     }
     assert!(h.drops("a10", "untagged") >= foreign.len() as u64);

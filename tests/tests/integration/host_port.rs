@@ -227,7 +227,7 @@ fn host_reaches_guests_through_the_host_port() {
     // ... while the isolation against the other guest holds.
     let m = macvswitch_tests::frame::Marker::new();
     tiso.write(&macvswitch_tests::frame::marked(g10.mac, iso.mac, &m));
-    absent(&t10, &[(&m, "isolated guest reached g10")]);
+    absent(&t10, &m, "isolated guest reached g10");
 }
 
 #[test]

@@ -4,7 +4,7 @@
 //! device's egress sends frames for local endpoints back in.
 //! Root-only: each test builds its own namespaces and bpffs.
 
-use macvswitch_tests::expect::{assert_drops_at_least, at_guest, copies, on_wire};
+use macvswitch_tests::expect::{absent, assert_drops_at_least, at_guest, copies, on_wire};
 use macvswitch_tests::frame::{BROADCAST, Marker, marked};
 use macvswitch_tests::harness::{ABSENT, ARRIVE};
 use macvswitch_tests::topology::LOWER;
@@ -43,10 +43,10 @@ fn vepa_relay_off_on_off() {
     ta.write(&marked(b.mac, a.mac, &m));
     let w = on_wire(&wire, &m, "relay off: VEPA unicast a -> b not on the wire");
     assert_eq!(w.vid(), Some(10), "{w:?}");
-    assert_eq!(
-        copies(&tb, &m, ABSENT),
-        0,
-        "relay off: VEPA unicast delivered to b without a hairpin"
+    absent(
+        &tb,
+        &m,
+        "relay off: VEPA unicast delivered to b without a hairpin",
     );
 
     // Relay on.
@@ -66,13 +66,13 @@ fn vepa_relay_off_on_off() {
     let m = Marker::new();
     ta.write(&marked(b.mac, a.mac, &m));
     at_guest(&tb, &m, "relay on: unicast a -> b not delivered");
-    assert_eq!(copies(&tb, &m, ABSENT), 0, "relay on: b got a second copy");
+    absent(&tb, &m, "relay on: b got a second copy");
     assert_eq!(
         wire_copies(&wire, &m),
         Vec::<Option<u16>>::new(),
         "relay on: relayed unicast also on the wire"
     );
-    assert_eq!(copies(&ta, &m, ABSENT), 0, "relay on: a got its unicast");
+    absent(&ta, &m, "relay on: a got its unicast");
     assert_eq!(relayed(&h, "unicast"), uni0 + 1, "{}", h.uplink());
 
     // Broadcast from a: b once, the wire once (tagged 10), not a, not c
@@ -80,25 +80,17 @@ fn vepa_relay_off_on_off() {
     let m = Marker::new();
     ta.write(&marked(BROADCAST, a.mac, &m));
     at_guest(&tb, &m, "relay on: broadcast from a not delivered to b");
-    assert_eq!(
-        copies(&tb, &m, ABSENT),
-        0,
-        "relay on: b got the broadcast twice"
-    );
+    absent(&tb, &m, "relay on: b got the broadcast twice");
     assert_eq!(
         wire_copies(&wire, &m),
         [Some(10)],
         "relay on: broadcast from a not on the wire exactly once, tagged 10"
     );
-    assert_eq!(
-        copies(&ta, &m, ABSENT),
-        0,
-        "relay on: a got its own broadcast"
-    );
-    assert_eq!(
-        copies(&tc, &m, ABSENT),
-        0,
-        "relay on: VLAN 10 broadcast relayed to the VLAN 20 endpoint"
+    absent(&ta, &m, "relay on: a got its own broadcast");
+    absent(
+        &tc,
+        &m,
+        "relay on: VLAN 10 broadcast relayed to the VLAN 20 endpoint",
     );
     assert!(
         relayed(&h, "multicast") > multi0,
@@ -109,11 +101,7 @@ fn vepa_relay_off_on_off() {
     // Unicast a -> c (VLAN 10 to 20) is relayed, and dropped at c.
     let m = Marker::new();
     ta.write(&marked(c.mac, a.mac, &m));
-    assert_eq!(
-        copies(&tc, &m, ABSENT),
-        0,
-        "relay on: VLAN 10 unicast delivered to VLAN 20"
-    );
+    absent(&tc, &m, "relay on: VLAN 10 unicast delivered to VLAN 20");
 
     // Relay off again: back to kernel behaviour.
     h.uplink_set(&["--reflective-relay", "off"]);
@@ -124,19 +112,11 @@ fn vepa_relay_off_on_off() {
     ta.write(&marked(b.mac, a.mac, &m));
     let w = on_wire(&wire, &m, "relay off again: unicast a -> b not on the wire");
     assert_eq!(w.vid(), Some(10), "{w:?}");
-    assert_eq!(
-        copies(&tb, &m, ABSENT),
-        0,
-        "relay off again: unicast still relayed to b"
-    );
+    absent(&tb, &m, "relay off again: unicast still relayed to b");
     let m = Marker::new();
     ta.write(&marked(BROADCAST, a.mac, &m));
     assert_eq!(wire_copies(&wire, &m), [Some(10)]);
-    assert_eq!(
-        copies(&tb, &m, ABSENT),
-        0,
-        "relay off again: broadcast still relayed to b"
-    );
+    absent(&tb, &m, "relay off again: broadcast still relayed to b");
     assert_eq!(relayed(&h, "unicast"), uni1, "{}", h.uplink());
 }
 
@@ -159,14 +139,10 @@ fn relay_keeps_isolation_and_communities() {
     // Not another community, not an isolated endpoint.
     let m = Marker::new();
     tb1.write(&marked(red.mac, blue1.mac, &m));
-    assert_eq!(copies(&tr, &m, ABSENT), 0, "relayed blue -> red delivered");
+    absent(&tr, &m, "relayed blue -> red delivered");
     let m = Marker::new();
     ti.write(&marked(blue1.mac, iso.mac, &m));
-    assert_eq!(
-        copies(&tb1, &m, ABSENT),
-        0,
-        "relayed isolated -> blue delivered"
-    );
+    absent(&tb1, &m, "relayed isolated -> blue delivered");
     assert_drops_at_least(&h, "red", &[("isolation", 1)]);
     assert_drops_at_least(&h, "blue1", &[("isolation", 1)]);
 
@@ -176,10 +152,10 @@ fn relay_keeps_isolation_and_communities() {
     ti.write(&marked(BROADCAST, iso.mac, &m));
     assert_eq!(wire_copies(&wire, &m), [Some(10)]);
     for (tap, name) in [(&tb1, "blue1"), (&tb2, "blue2"), (&tr, "red"), (&ti, "iso")] {
-        assert_eq!(
-            copies(tap, &m, ABSENT),
-            0,
-            "relayed broadcast from the isolated endpoint at {name}"
+        absent(
+            tap,
+            &m,
+            &format!("relayed broadcast from the isolated endpoint at {name}"),
         );
     }
     // A broadcast from blue1 reaches blue2 once, and the wire.
@@ -188,7 +164,7 @@ fn relay_keeps_isolation_and_communities() {
     assert_eq!(wire_copies(&wire, &m), [Some(10)]);
     assert_eq!(copies(&tb2, &m, ARRIVE), 1, "blue broadcast at blue2");
     for (tap, name) in [(&tb1, "blue1"), (&tr, "red"), (&ti, "iso")] {
-        assert_eq!(copies(tap, &m, ABSENT), 0, "blue broadcast at {name}");
+        absent(tap, &m, &format!("blue broadcast at {name}"));
     }
 }
 

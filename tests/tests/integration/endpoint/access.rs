@@ -2,9 +2,11 @@
 //! tagging guest frames, untagging wire frames, and the drop rules.
 //! Root-only: each test builds its own namespaces and bpffs.
 
-use macvswitch_tests::expect::{absent, assert_drops_at_least, at_guest, on_wire};
+use macvswitch_tests::expect::{
+    Refused, Way, absent, assert_drops_at_least, at_guest, drops_of, on_wire, refused,
+};
 use macvswitch_tests::frame::{
-    self, BROADCAST, ETHERTYPE_TEST, Marker, TPID_8021AD, TPID_8021Q, marked, marked_tagged,
+    self, BROADCAST, ETHERTYPE_TEST, Marker, TPID_8021Q, ad_frame, marked, marked_tagged, stacked,
     test_mac,
 };
 use macvswitch_tests::harness::{ABSENT, ARRIVE};
@@ -73,116 +75,74 @@ fn wire_frame_tagged_with_vid_reaches_guest_untagged() {
     );
 }
 
-#[test]
-fn wrong_vid_and_untagged_wire_frames_are_dropped_and_counted() {
-    require_root!();
-    let h = Harness::new();
-    let ep = h.add("ep0", &["--vlan", "10"]);
-    let tap = h.tap(&ep);
-    let wire = h.topo.wire();
+/// Wire frames an access port on VLAN 10 must not deliver: another VID,
+/// twice, and untagged.
+const WRONG_VID_AND_UNTAGGED: &[Refused] = &[
+    Refused {
+        what: "VID 20 frame to a VLAN 10 guest",
+        build: |d, s, m| marked_tagged(d, s, 20, m),
+        reason: "wrong-vlan",
+    },
+    Refused {
+        what: "second VID 20 frame to a VLAN 10 guest",
+        build: |d, s, m| marked_tagged(d, s, 20, m),
+        reason: "wrong-vlan",
+    },
+    Refused {
+        what: "untagged wire frame to a VLAN 10 guest",
+        build: marked,
+        reason: "untagged",
+    },
+];
 
-    let wrong: Vec<Marker> = (0..2).map(|_| Marker::new()).collect();
-    for m in &wrong {
-        wire.send(&marked_tagged(ep.mac, SWITCH_MAC, 20, m));
-    }
-    let untagged = Marker::new();
-    wire.send(&marked(ep.mac, SWITCH_MAC, &untagged));
+/// Wire frames with the right VID in the wrong tag: an 802.1ad S-tag (not
+/// our TPID), and Q-in-Q (the right outer C-tag, another tag inside).
+const FOREIGN_AND_STACKED: &[Refused] = &[
+    Refused {
+        what: "802.1ad-tagged frame",
+        build: |d, s, m| ad_frame(d, s, 10, m),
+        reason: "foreign-tpid",
+    },
+    Refused {
+        what: "double-tagged frame",
+        build: |d, s, m| stacked(d, s, (TPID_8021Q, 10), (TPID_8021Q, 30), m),
+        reason: "stacked-tag",
+    },
+];
 
-    let got = tap.read_all(ABSENT);
-    for f in &got {
-        assert!(
-            !wrong.iter().any(|m| m.is_in(f)),
-            "VID 20 frame was delivered to a VLAN 10 guest: {f:02x?}"
-        );
-        assert!(
-            !untagged.is_in(f),
-            "untagged wire frame was delivered to a VLAN 10 guest: {f:02x?}"
-        );
-    }
-    let s = h.stats("ep0");
-    assert!(
-        s["drops"]["wrong-vlan"].as_u64().unwrap_or(0) >= 2,
-        "stats: {s}"
-    );
-    assert!(
-        s["drops"]["untagged"].as_u64().unwrap_or(0) >= 1,
-        "stats: {s}"
-    );
+/// Guest frames that carry a tag of their own.
+const GUEST_TAGGED: &[Refused] = &[
+    Refused {
+        what: "guest 802.1Q-tagged frame",
+        build: |d, s, m| marked_tagged(d, s, 10, m),
+        reason: "guest-tagged",
+    },
+    Refused {
+        what: "guest 802.1ad-tagged frame",
+        build: |d, s, m| ad_frame(d, s, 20, m),
+        reason: "guest-tagged",
+    },
+];
+
+macvswitch_tests::cases! { refused_and_counted:
+    wrong_vid_and_untagged_wire_frames_are_dropped_and_counted =>
+        (Way::WireToGuest, WRONG_VID_AND_UNTAGGED),
+    foreign_tpid_and_stacked_wire_tags_are_dropped_and_counted =>
+        (Way::WireToGuest, FOREIGN_AND_STACKED),
+    guest_tagged_frames_are_dropped_and_counted => (Way::GuestToWire, GUEST_TAGGED),
 }
 
-#[test]
-fn foreign_tpid_and_stacked_wire_tags_are_dropped_and_counted() {
+/// An access port on VLAN 10 refuses each frame of `table` coming `way`,
+/// and counts it under its reason (at least: the kernel's own frames may
+/// add to a count).
+fn refused_and_counted((way, table): (Way, &[Refused])) {
     require_root!();
     let h = Harness::new();
     let ep = h.add("ep0", &["--vlan", "10"]);
     let tap = h.tap(&ep);
     let wire = h.topo.wire();
-
-    // 802.1ad S-tag with the right VID: not our TPID.
-    let sa = Marker::new();
-    wire.send(&frame::tagged(
-        ep.mac,
-        SWITCH_MAC,
-        TPID_8021AD,
-        10,
-        ETHERTYPE_TEST,
-        &sa.0,
-    ));
-    // Q-in-Q: correct outer C-tag, but another tag inside.
-    let qq = Marker::new();
-    wire.send(&frame::double_tagged(
-        ep.mac,
-        SWITCH_MAC,
-        (TPID_8021Q, 10),
-        (TPID_8021Q, 30),
-        ETHERTYPE_TEST,
-        &qq.0,
-    ));
-    for f in tap.read_all(ABSENT) {
-        assert!(!sa.is_in(&f), "802.1ad-tagged frame delivered: {f:02x?}");
-        assert!(!qq.is_in(&f), "double-tagged frame delivered: {f:02x?}");
-    }
-    let s = h.stats("ep0");
-    assert!(
-        s["drops"]["foreign-tpid"].as_u64().unwrap_or(0) >= 1,
-        "stats: {s}"
-    );
-    assert!(
-        s["drops"]["stacked-tag"].as_u64().unwrap_or(0) >= 1,
-        "stats: {s}"
-    );
-}
-
-#[test]
-fn guest_tagged_frames_are_dropped_and_counted() {
-    require_root!();
-    let h = Harness::new();
-    let ep = h.add("ep0", &["--vlan", "10"]);
-    let tap = h.tap(&ep);
-    let wire = h.topo.wire();
-
-    let q = Marker::new();
-    tap.write(&marked_tagged(SWITCH_MAC, ep.mac, 10, &q));
-    let ad = Marker::new();
-    tap.write(&frame::tagged(
-        SWITCH_MAC,
-        ep.mac,
-        TPID_8021AD,
-        20,
-        ETHERTYPE_TEST,
-        &ad.0,
-    ));
-    for f in wire.recv_all(ABSENT) {
-        assert!(
-            !q.is_in(&f.bytes),
-            "guest 802.1Q-tagged frame reached the wire: {f:?}"
-        );
-        assert!(
-            !ad.is_in(&f.bytes),
-            "guest 802.1ad-tagged frame reached the wire: {f:?}"
-        );
-    }
-    assert_drops_at_least(&h, "ep0", &[("guest-tagged", 2)]);
+    refused(&tap, ep.mac, &wire, way, table);
+    assert_drops_at_least(&h, "ep0", &drops_of(table));
 }
 
 #[test]
@@ -248,10 +208,7 @@ fn untagged_port_passes_only_untagged_frames() {
     // wire -> guest: tagged is dropped.
     let m = Marker::new();
     wire.send(&marked_tagged(ep.mac, SWITCH_MAC, 10, &m));
-    absent(
-        &tap,
-        &[(&m, "tagged wire frame delivered to an untagged port")],
-    );
+    absent(&tap, &m, "tagged wire frame delivered to an untagged port");
     assert_drops_at_least(&h, "ep0", &[("tagged-on-untagged-port", 1)]);
 
     // guest -> wire: a guest-tagged frame is dropped here too.
@@ -259,7 +216,8 @@ fn untagged_port_passes_only_untagged_frames() {
     tap.write(&marked_tagged(SWITCH_MAC, ep.mac, 10, &m));
     absent(
         &wire,
-        &[(&m, "guest-tagged frame from untagged port reached the wire")],
+        &m,
+        "guest-tagged frame from untagged port reached the wire",
     );
     assert_drops_at_least(&h, "ep0", &[("guest-tagged", 1)]);
 }

@@ -4,10 +4,10 @@
 //! private mode (where the kernel alone delivers a reflected unicast).
 //! Root-only: each test builds its own namespaces and bpffs.
 
-use macvswitch_tests::expect::{assert_drops_at_least, at_guest, copies, on_wire};
+use macvswitch_tests::expect::{absent, assert_drops_at_least, at_guest, copies, on_wire};
 use macvswitch_tests::frame::{BROADCAST, Marker, marked};
 use macvswitch_tests::hairpin::Hairpin;
-use macvswitch_tests::harness::{ABSENT, ARRIVE};
+use macvswitch_tests::harness::ARRIVE;
 use macvswitch_tests::{Harness, require_root};
 
 #[test]
@@ -28,8 +28,8 @@ fn vepa_through_a_hairpin_switch() {
     let w = on_wire(&wire, &m, "unicast a -> b not on the wire");
     assert_eq!(w.vid(), Some(10), "{w:?}");
     at_guest(&tb, &m, "unicast a -> b not delivered through the hairpin");
-    assert_eq!(copies(&tb, &m, ABSENT), 0, "b got a second copy");
-    assert_eq!(copies(&ta, &m, ABSENT), 0, "a got its unicast back");
+    absent(&tb, &m, "b got a second copy");
+    absent(&ta, &m, "a got its unicast back");
 
     // Broadcast from a: b once, not a, not c (VLAN 20).
     let m = Marker::new();
@@ -39,9 +39,9 @@ fn vepa_through_a_hairpin_switch() {
         &m,
         "broadcast a -> b not delivered through the hairpin",
     );
-    assert_eq!(copies(&tb, &m, ABSENT), 0, "b got the broadcast twice");
-    assert_eq!(copies(&ta, &m, ABSENT), 0, "a got its own broadcast back");
-    assert_eq!(copies(&tc, &m, ABSENT), 0, "VLAN 10 broadcast at VLAN 20");
+    absent(&tb, &m, "b got the broadcast twice");
+    absent(&ta, &m, "a got its own broadcast back");
+    absent(&tc, &m, "VLAN 10 broadcast at VLAN 20");
     assert!(hairpin.stop() >= 2);
 }
 
@@ -68,18 +68,10 @@ fn isolation_holds_for_reflected_frames() {
     let m = Marker::new();
     ti.write(&marked(open.mac, iso.mac, &m));
     on_wire(&wire, &m, "isolated endpoint's unicast not on the wire");
-    assert_eq!(
-        copies(&to, &m, ABSENT),
-        0,
-        "reflected isolated -> open delivered"
-    );
+    absent(&to, &m, "reflected isolated -> open delivered");
     let m = Marker::new();
     to.write(&marked(iso.mac, open.mac, &m));
-    assert_eq!(
-        copies(&ti, &m, ABSENT),
-        0,
-        "reflected open -> isolated delivered"
-    );
+    absent(&ti, &m, "reflected open -> isolated delivered");
     assert_drops_at_least(&h, "open", &[("isolation", 1)]);
     assert_drops_at_least(&h, "iso", &[("isolation", 1)]);
 
@@ -95,27 +87,15 @@ fn isolation_holds_for_reflected_frames() {
         "reflected blue broadcast at blue1"
     );
     for (tap, name) in [(&tb2, "blue2"), (&tr, "red"), (&to, "open"), (&ti, "iso")] {
-        assert_eq!(
-            copies(tap, &m, ABSENT),
-            0,
-            "reflected blue broadcast at {name}"
-        );
+        absent(tap, &m, &format!("reflected blue broadcast at {name}"));
     }
     // Different communities do not.
     let m = Marker::new();
     tb1.write(&marked(red.mac, blue1.mac, &m));
-    assert_eq!(
-        copies(&tr, &m, ABSENT),
-        0,
-        "reflected blue -> red delivered"
-    );
+    absent(&tr, &m, "reflected blue -> red delivered");
     let m = Marker::new();
     tr.write(&marked(blue1.mac, red.mac, &m));
-    assert_eq!(
-        copies(&tb1, &m, ABSENT),
-        0,
-        "reflected red -> blue delivered"
-    );
+    absent(&tb1, &m, "reflected red -> blue delivered");
     assert_drops_at_least(&h, "red", &[("isolation", 1)]);
     assert_drops_at_least(&h, "blue1", &[("isolation", 1)]);
 
@@ -123,7 +103,7 @@ fn isolation_holds_for_reflected_frames() {
     let m = Marker::new();
     ti.write(&marked(BROADCAST, iso.mac, &m));
     for (tap, name) in [(&ti, "iso"), (&to, "open"), (&tb1, "blue1"), (&tr, "red")] {
-        assert_eq!(copies(tap, &m, ABSENT), 0, "isolated broadcast at {name}");
+        absent(tap, &m, &format!("isolated broadcast at {name}"));
     }
 }
 
@@ -191,9 +171,9 @@ fn private_mode_behind_a_hairpin() {
     assert_drops_at_least(&h, "b", &[("isolation", 1)]);
     let m = Marker::new();
     tb.write(&marked(a.mac, b.mac, &m));
-    assert_eq!(
-        copies(&ta, &m, ABSENT),
-        0,
-        "private mode: reflected unicast to the isolated endpoint delivered"
+    absent(
+        &ta,
+        &m,
+        "private mode: reflected unicast to the isolated endpoint delivered",
     );
 }

@@ -50,7 +50,8 @@ fn priority_tagged_guest_frames_get_the_port_tag_with_the_guest_pcp() {
     tap.write(&q_frame(SWITCH_MAC, t.mac, 0xb000, &m));
     absent(
         &wire,
-        &[(&m, "priority-tagged frame left a trunk without native")],
+        &m,
+        "priority-tagged frame left a trunk without native",
     );
     assert_eq!(h.drops("t", "untagged"), 1, "stats: {}", h.stats("t"));
 }
@@ -154,11 +155,8 @@ fn truncated_and_stacked_tags_are_dropped_by_reason() {
         ETHERTYPE_TEST,
         &mq.0,
     ));
-    absent(&tt, &[(&mt, "double-tagged 10/20 delivered to a trunk")]);
-    absent(
-        &tq,
-        &[(&mq, "S100 over an 802.1ad tag delivered to a tunnel")],
-    );
+    absent(&tt, &mt, "double-tagged 10/20 delivered to a trunk");
+    absent(&tq, &mq, "S100 over an 802.1ad tag delivered to a tunnel");
     for name in ["a", "t", "q"] {
         assert_eq!(h.drops(name, "runt"), 2, "{name}: stats {}", h.stats(name));
     }

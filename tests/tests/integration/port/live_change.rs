@@ -159,10 +159,7 @@ fn set_changes_policy_in_place_without_losing_untouched_vlans() {
         "untagged frame not sent on native 40 after set",
     );
     assert_eq!(f.vlan, Some((TPID_8021Q, 40)), "{f:?}");
-    absent(
-        &wire,
-        &[(&m20, "VLAN 20 still leaves after set --trunk 10,30")],
-    );
+    absent(&wire, &m20, "VLAN 20 still leaves after set --trunk 10,30");
     assert_drops_at_least(&h, "t0", &[("wrong-vlan", 1)]);
 
     let w20 = Marker::new();
@@ -177,7 +174,8 @@ fn set_changes_policy_in_place_without_losing_untouched_vlans() {
     assert!(frame::parse(&f).unwrap().tags.is_empty(), "{f:02x?}");
     absent(
         &tap,
-        &[(&w20, "VLAN 20 still delivered after set --trunk 10,30")],
+        &w20,
+        "VLAN 20 still delivered after set --trunk 10,30",
     );
 
     // The stream's VLAN kept its counter row; 20's row is gone.

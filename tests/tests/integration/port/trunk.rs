@@ -4,7 +4,8 @@
 //! Root-only: each test builds its own namespaces and bpffs.
 
 use macvswitch_tests::expect::{
-    Refused, absent, assert_drops, at_guest, drops_of, on_wire, send_refused,
+    Refused, Way, absent, all_absent, assert_drops, at_guest, drops_of, on_wire, refused,
+    send_refused,
 };
 use macvswitch_tests::frame::{
     self, BROADCAST, ETHERTYPE_TEST, Marker, TPID_8021Q, ad_frame, marked, q_frame, stacked,
@@ -126,7 +127,7 @@ fn guest_frames_outside_the_trunk_are_dropped_by_reason() {
     // A frame that made it would be on the wire long before this one.
     let ok = Marker::new();
     tap.write(&q_frame(SWITCH_MAC, ep.mac, 10, &ok));
-    let seen = absent(&wire, &sent);
+    let seen = all_absent(&wire, &sent);
     assert!(
         seen.iter().any(|f| ok.is_in(&f.bytes)),
         "the allowed VID 10 frame did not reach the wire"
@@ -157,8 +158,7 @@ fn wire_frames_of_allowed_vlans_arrive_tagged_others_are_dropped() {
         assert_eq!(p.ethertype, ETHERTYPE_TEST, "{what}");
     }
 
-    let sent = send_refused(WIRE_REFUSED, ep.mac, SWITCH_MAC, |f| wire.send(f));
-    absent(&tap, &sent);
+    refused(&tap, ep.mac, &wire, Way::WireToGuest, WIRE_REFUSED);
     assert_drops(&h, "t0", &drops_of(WIRE_REFUSED));
     let s = h.stats("t0");
     assert_eq!(h.vlan_packets("t0", 10, "to_guest"), 1, "stats: {s}");
@@ -207,10 +207,8 @@ fn native_untagged_pushes_and_pops_the_native_vlan() {
     wire.send(&marked(ep.mac, SWITCH_MAC, &m));
     absent(
         &tap,
-        &[(
-            m,
-            "untagged wire frame to a trunk (native is a VLAN, not 'untagged')",
-        )],
+        &m,
+        "untagged wire frame to a trunk (native is a VLAN, not 'untagged')",
     );
 
     let s = h.stats("t0");
@@ -291,6 +289,6 @@ fn spoofed_source_on_a_trunk_is_dropped_before_any_tag() {
     let wire = h.topo.wire();
     let m = Marker::new();
     tap.write(&q_frame(SWITCH_MAC, test_mac(0x42), 10, &m));
-    absent(&wire, &[(m, "spoofed tagged guest frame")]);
+    absent(&wire, &m, "spoofed tagged guest frame");
     assert_drops(&h, "t0", &[("spoofed-source", 1), ("wrong-vlan", 0)]);
 }
