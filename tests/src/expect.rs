@@ -13,7 +13,7 @@ use std::fmt::Debug;
 use std::time::{Duration, Instant};
 
 use crate::Harness;
-use crate::frame::{Mac, Marker};
+use crate::frame::{self, Mac, Marker};
 use crate::harness::{ABSENT, ARRIVE};
 use crate::tap::Tap;
 use crate::topology::SWITCH_MAC;
@@ -167,11 +167,22 @@ pub fn assert_drops_at_least(h: &Harness, endpoint: &str, expected: &[(&str, u64
 }
 
 /// One row of a table of frames a port must refuse: what the frame is,
-/// how to build it around a marker, and the drop reason it counts under.
+/// the drop reason it counts under, and its inline tags, (TPID, TCI)
+/// outermost first, around a marker ([`frame::with_tags`]).
 pub struct Refused {
     pub what: &'static str,
-    pub build: fn(dst: Mac, src: Mac, m: &Marker) -> Vec<u8>,
     pub reason: &'static str,
+    pub tags: &'static [(u16, u16)],
+}
+
+impl Refused {
+    pub const fn new(
+        what: &'static str,
+        reason: &'static str,
+        tags: &'static [(u16, u16)],
+    ) -> Refused {
+        Refused { what, reason, tags }
+    }
 }
 
 /// Sends every row of `table` (from `src` to `dst`) through `send`; returns
@@ -186,7 +197,7 @@ pub fn send_refused(
         .iter()
         .map(|r| {
             let m = Marker::new();
-            send(&(r.build)(dst, src, &m));
+            send(&frame::with_tags(dst, src, r.tags, &m));
             (m, r.what)
         })
         .collect()

@@ -203,6 +203,17 @@ pub fn stacked(dst: Mac, src: Mac, outer: (u16, u16), inner: (u16, u16), m: &Mar
     double_tagged(dst, src, outer, inner, ETHERTYPE_TEST, &m.0)
 }
 
+/// Test frame carrying `m` under the inline `tags`, (TPID, TCI) outermost
+/// first: untagged, one tag or two.
+pub fn with_tags(dst: Mac, src: Mac, tags: &[(u16, u16)], m: &Marker) -> Vec<u8> {
+    match tags {
+        [] => marked(dst, src, m),
+        [(tpid, tci)] => tagged(dst, src, *tpid, *tci, ETHERTYPE_TEST, &m.0),
+        [outer, inner] => stacked(dst, src, *outer, *inner, m),
+        _ => panic!("a test frame has at most two tags: {tags:x?}"),
+    }
+}
+
 /// The inline tags of `f`, (TPID, TCI) outermost first.
 pub fn tags(f: &[u8]) -> Vec<(u16, u16)> {
     parse(f)

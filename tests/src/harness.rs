@@ -7,6 +7,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::frame::{Mac, parse_mac};
+use crate::tap::Tap;
+use crate::wire::WireSocket;
 use crate::{BpffsGuard, Controller, TempStateDir, Topology};
 
 /// How long to wait for a frame that should arrive.
@@ -178,6 +180,39 @@ impl Harness {
         s[dir]["packets"]
             .as_u64()
             .unwrap_or_else(|| panic!("stats {name}: no {dir}.packets: {s}"))
+    }
+}
+
+/// The fixture of a test of one endpoint against the wire: its harness,
+/// the endpoint, its tap (open before anything is sent: a macvtap drops
+/// frames while no fd is open) and an AF_PACKET socket on the wire.
+/// Destructure it, binding the harness (as `_h` where a test does not use
+/// it; never `..`, which would drop it and its namespaces at once):
+/// `let OnePort { h, ep, tap, wire } = OnePort::new(..)`.
+pub struct OnePort {
+    pub h: Harness,
+    pub ep: Endpoint,
+    pub tap: Tap,
+    pub wire: WireSocket,
+}
+
+impl OnePort {
+    /// `endpoint add NAME --lower lower0 EXTRA...` in a fresh harness.
+    pub fn new(name: &str, extra: &[&str]) -> OnePort {
+        let h = Harness::new();
+        let ep = h.add(name, extra);
+        let tap = h.tap(&ep);
+        let wire = h.topo.wire();
+        OnePort { h, ep, tap, wire }
+    }
+
+    /// As [`OnePort::new`], for a port whose `show` must report `policy`
+    /// ("access", "trunk", "tunnel", ...).
+    pub fn with_policy(name: &str, policy: &str, extra: &[&str]) -> OnePort {
+        let port = OnePort::new(name, extra);
+        let raw = &port.ep.raw;
+        assert_eq!(raw["policy"], policy, "show: {raw}");
+        port
     }
 }
 

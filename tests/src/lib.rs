@@ -33,7 +33,7 @@ pub mod wire;
 
 pub use bpffs::{BpffsGuard, TempStateDir};
 pub use controller::Controller;
-pub use harness::Harness;
+pub use harness::{Harness, OnePort};
 pub use netns::NetNs;
 pub use topology::Topology;
 

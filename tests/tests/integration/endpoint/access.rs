@@ -6,21 +6,23 @@ use macvswitch_tests::expect::{
     Refused, Way, absent, assert_drops_at_least, at_guest, drops_of, on_wire, refused,
 };
 use macvswitch_tests::frame::{
-    self, BROADCAST, ETHERTYPE_TEST, Marker, TPID_8021Q, ad_frame, marked, marked_tagged, stacked,
+    self, BROADCAST, ETHERTYPE_TEST, Marker, TPID_8021AD, TPID_8021Q, marked, marked_tagged,
     test_mac,
 };
 use macvswitch_tests::harness::{ABSENT, ARRIVE};
 use macvswitch_tests::topology::SWITCH_MAC;
-use macvswitch_tests::{Harness, require_root};
+use macvswitch_tests::{Harness, OnePort, require_root};
 
 #[test]
 fn guest_frame_leaves_tagged_with_its_vid() {
     require_root!();
-    let h = Harness::new();
-    let ep = h.add("ep0", &["--vlan", "10"]);
+    let OnePort {
+        h: _h,
+        ep,
+        tap,
+        wire,
+    } = OnePort::new("ep0", &["--vlan", "10"]);
     assert_eq!(ep.vlan, Some(10), "show: {}", ep.raw);
-    let tap = h.tap(&ep);
-    let wire = h.topo.wire();
 
     for dst in [SWITCH_MAC, BROADCAST] {
         let m = Marker::new();
@@ -41,11 +43,8 @@ fn guest_frame_leaves_tagged_with_its_vid() {
 #[test]
 fn wire_frame_tagged_with_vid_reaches_guest_untagged() {
     require_root!();
-    let h = Harness::new();
-    let ep = h.add("ep0", &["--vlan", "10"]);
+    let OnePort { h, ep, tap, wire } = OnePort::new("ep0", &["--vlan", "10"]);
     // Open before sending: macvtap drops frames while no fd is open.
-    let tap = h.tap(&ep);
-    let wire = h.topo.wire();
 
     // Plain VID 10, VID 10 with PCP 5 (TCI 0xa00a), and a broadcast.
     for (dst, tci) in [(ep.mac, 10u16), (ep.mac, 0xa00a), (BROADCAST, 10)] {
@@ -77,51 +76,26 @@ fn wire_frame_tagged_with_vid_reaches_guest_untagged() {
 
 /// Wire frames an access port on VLAN 10 must not deliver: another VID,
 /// twice, and untagged.
+#[rustfmt::skip]
 const WRONG_VID_AND_UNTAGGED: &[Refused] = &[
-    Refused {
-        what: "VID 20 frame to a VLAN 10 guest",
-        build: |d, s, m| marked_tagged(d, s, 20, m),
-        reason: "wrong-vlan",
-    },
-    Refused {
-        what: "second VID 20 frame to a VLAN 10 guest",
-        build: |d, s, m| marked_tagged(d, s, 20, m),
-        reason: "wrong-vlan",
-    },
-    Refused {
-        what: "untagged wire frame to a VLAN 10 guest",
-        build: marked,
-        reason: "untagged",
-    },
+    Refused::new("VID 20 frame to a VLAN 10 guest", "wrong-vlan", &[(TPID_8021Q, 20)]),
+    Refused::new("second VID 20 frame to a VLAN 10 guest", "wrong-vlan", &[(TPID_8021Q, 20)]),
+    Refused::new("untagged wire frame to a VLAN 10 guest", "untagged", &[]),
 ];
 
 /// Wire frames with the right VID in the wrong tag: an 802.1ad S-tag (not
 /// our TPID), and Q-in-Q (the right outer C-tag, another tag inside).
+#[rustfmt::skip]
 const FOREIGN_AND_STACKED: &[Refused] = &[
-    Refused {
-        what: "802.1ad-tagged frame",
-        build: |d, s, m| ad_frame(d, s, 10, m),
-        reason: "foreign-tpid",
-    },
-    Refused {
-        what: "double-tagged frame",
-        build: |d, s, m| stacked(d, s, (TPID_8021Q, 10), (TPID_8021Q, 30), m),
-        reason: "stacked-tag",
-    },
+    Refused::new("802.1ad-tagged frame", "foreign-tpid", &[(TPID_8021AD, 10)]),
+    Refused::new("double-tagged frame", "stacked-tag", &[(TPID_8021Q, 10), (TPID_8021Q, 30)]),
 ];
 
 /// Guest frames that carry a tag of their own.
+#[rustfmt::skip]
 const GUEST_TAGGED: &[Refused] = &[
-    Refused {
-        what: "guest 802.1Q-tagged frame",
-        build: |d, s, m| marked_tagged(d, s, 10, m),
-        reason: "guest-tagged",
-    },
-    Refused {
-        what: "guest 802.1ad-tagged frame",
-        build: |d, s, m| ad_frame(d, s, 20, m),
-        reason: "guest-tagged",
-    },
+    Refused::new("guest 802.1Q-tagged frame", "guest-tagged", &[(TPID_8021Q, 10)]),
+    Refused::new("guest 802.1ad-tagged frame", "guest-tagged", &[(TPID_8021AD, 20)]),
 ];
 
 macvswitch_tests::cases! { refused_and_counted:
@@ -137,10 +111,7 @@ macvswitch_tests::cases! { refused_and_counted:
 /// add to a count).
 fn refused_and_counted((way, table): (Way, &[Refused])) {
     require_root!();
-    let h = Harness::new();
-    let ep = h.add("ep0", &["--vlan", "10"]);
-    let tap = h.tap(&ep);
-    let wire = h.topo.wire();
+    let OnePort { h, ep, tap, wire } = OnePort::new("ep0", &["--vlan", "10"]);
     refused(&tap, ep.mac, &wire, way, table);
     assert_drops_at_least(&h, "ep0", &drops_of(table));
 }
@@ -182,11 +153,8 @@ fn spoofed_source_is_dropped_unless_allowed() {
 #[test]
 fn untagged_port_passes_only_untagged_frames() {
     require_root!();
-    let h = Harness::new();
-    let ep = h.add("ep0", &[]);
+    let OnePort { h, ep, tap, wire } = OnePort::new("ep0", &[]);
     assert!(ep.raw["vlan"].is_null(), "vlan should be null: {}", ep.raw);
-    let tap = h.tap(&ep);
-    let wire = h.topo.wire();
 
     // guest -> wire: untagged stays untagged.
     let m = Marker::new();

@@ -8,55 +8,27 @@ use macvswitch_tests::expect::{
     send_refused,
 };
 use macvswitch_tests::frame::{
-    self, BROADCAST, ETHERTYPE_TEST, Marker, TPID_8021Q, ad_frame, marked, q_frame, stacked,
-    test_mac,
+    self, BROADCAST, ETHERTYPE_TEST, Marker, TPID_8021AD, TPID_8021Q, marked, q_frame, test_mac,
 };
-use macvswitch_tests::harness::Endpoint;
 use macvswitch_tests::topology::SWITCH_MAC;
 use macvswitch_tests::wire::WireFrame;
-use macvswitch_tests::{Harness, require_root};
+use macvswitch_tests::{OnePort, require_root};
 
 /// Guest frames a trunk 10,20 must not send, by drop reason.
+#[rustfmt::skip]
 const GUEST_REFUSED: &[Refused] = &[
-    Refused {
-        what: "VID 30 guest frame",
-        build: |d, s, m| q_frame(d, s, 30, m),
-        reason: "wrong-vlan",
-    },
-    Refused {
-        what: "untagged guest frame",
-        build: marked,
-        reason: "untagged",
-    },
-    Refused {
-        what: "802.1ad guest frame",
-        build: |d, s, m| ad_frame(d, s, 10, m),
-        reason: "foreign-tpid",
-    },
-    Refused {
-        what: "double-tagged guest frame",
-        build: |d, s, m| stacked(d, s, (TPID_8021Q, 10), (TPID_8021Q, 20), m),
-        reason: "stacked-tag",
-    },
+    Refused::new("VID 30 guest frame", "wrong-vlan", &[(TPID_8021Q, 30)]),
+    Refused::new("untagged guest frame", "untagged", &[]),
+    Refused::new("802.1ad guest frame", "foreign-tpid", &[(TPID_8021AD, 10)]),
+    Refused::new("double-tagged guest frame", "stacked-tag", &[(TPID_8021Q, 10), (TPID_8021Q, 20)]),
 ];
 
 /// Wire frames a trunk 10,20 without a native VLAN must not deliver.
+#[rustfmt::skip]
 const WIRE_REFUSED: &[Refused] = &[
-    Refused {
-        what: "VID 30 wire frame to trunk 10,20",
-        build: |d, s, m| q_frame(d, s, 30, m),
-        reason: "wrong-vlan",
-    },
-    Refused {
-        what: "untagged wire frame to a trunk without native",
-        build: marked,
-        reason: "untagged",
-    },
-    Refused {
-        what: "802.1ad wire frame to a trunk",
-        build: |d, s, m| ad_frame(d, s, 10, m),
-        reason: "foreign-tpid",
-    },
+    Refused::new("VID 30 wire frame to trunk 10,20", "wrong-vlan", &[(TPID_8021Q, 30)]),
+    Refused::new("untagged wire frame to a trunk without native", "untagged", &[]),
+    Refused::new("802.1ad wire frame to a trunk", "foreign-tpid", &[(TPID_8021AD, 10)]),
 ];
 
 /// The frame's inline bytes carry no tag: the tag (if any) is in metadata.
@@ -66,21 +38,16 @@ fn assert_inline_untagged(f: &WireFrame, what: &str) {
     assert_eq!(p.ethertype, ETHERTYPE_TEST, "{what}: {f:?}");
 }
 
-fn trunk(h: &Harness, name: &str, extra: &[&str]) -> Endpoint {
-    let ep = h.add(name, extra);
-    assert_eq!(ep.raw["policy"], "trunk", "show: {}", ep.raw);
-    ep
+fn trunk(name: &str, extra: &[&str]) -> OnePort {
+    OnePort::with_policy(name, "trunk", extra)
 }
 
 #[test]
 fn guest_frames_of_allowed_vlans_leave_unchanged_with_their_priority() {
     require_root!();
-    let h = Harness::new();
-    let ep = trunk(&h, "t0", &["--trunk", "10,20"]);
+    let OnePort { h, ep, tap, wire } = trunk("t0", &["--trunk", "10,20"]);
     assert_eq!(ep.raw["trunk"], "10,20", "show: {}", ep.raw);
     assert!(ep.raw["native"].is_null(), "show: {}", ep.raw);
-    let tap = h.tap(&ep);
-    let wire = h.topo.wire();
 
     // (dst, TCI): PCP 3 + DEI on 10, PCP 7 on 20, plain 20, a broadcast on 10.
     let cases = [
@@ -118,10 +85,7 @@ fn guest_frames_of_allowed_vlans_leave_unchanged_with_their_priority() {
 #[test]
 fn guest_frames_outside_the_trunk_are_dropped_by_reason() {
     require_root!();
-    let h = Harness::new();
-    let ep = trunk(&h, "t0", &["--trunk", "10,20"]);
-    let tap = h.tap(&ep);
-    let wire = h.topo.wire();
+    let OnePort { h, ep, tap, wire } = trunk("t0", &["--trunk", "10,20"]);
 
     let sent = send_refused(GUEST_REFUSED, SWITCH_MAC, ep.mac, |f| tap.write(f));
     // A frame that made it would be on the wire long before this one.
@@ -142,10 +106,7 @@ fn guest_frames_outside_the_trunk_are_dropped_by_reason() {
 #[test]
 fn wire_frames_of_allowed_vlans_arrive_tagged_others_are_dropped() {
     require_root!();
-    let h = Harness::new();
-    let ep = trunk(&h, "t0", &["--trunk", "10,20"]);
-    let tap = h.tap(&ep);
-    let wire = h.topo.wire();
+    let OnePort { h, ep, tap, wire } = trunk("t0", &["--trunk", "10,20"]);
 
     for (dst, tci) in [(ep.mac, 0x600a_u16), (ep.mac, 0x0014), (BROADCAST, 0xb014)] {
         let m = Marker::new();
@@ -169,12 +130,9 @@ fn wire_frames_of_allowed_vlans_arrive_tagged_others_are_dropped() {
 #[test]
 fn native_untagged_pushes_and_pops_the_native_vlan() {
     require_root!();
-    let h = Harness::new();
-    let ep = trunk(&h, "t0", &["--trunk", "10,20", "--native", "30"]);
+    let OnePort { h, ep, tap, wire } = trunk("t0", &["--trunk", "10,20", "--native", "30"]);
     assert_eq!(ep.raw["native"], 30, "show: {}", ep.raw);
     assert_eq!(ep.raw["native_tagged"], false, "show: {}", ep.raw);
-    let tap = h.tap(&ep);
-    let wire = h.topo.wire();
 
     // guest -> wire: untagged goes into 30 (PCP 0), tagged 10 untouched.
     let m = Marker::new();
@@ -221,16 +179,17 @@ fn native_untagged_pushes_and_pops_the_native_vlan() {
 #[test]
 fn native_tagged_delivers_the_native_vlan_tagged() {
     require_root!();
-    let h = Harness::new();
-    let ep = trunk(
-        &h,
+    let OnePort {
+        h: _h,
+        ep,
+        tap,
+        wire,
+    } = trunk(
         "t0",
         &["--trunk", "10,20", "--native", "30", "--native-tagged"],
     );
     assert_eq!(ep.raw["native"], 30, "show: {}", ep.raw);
     assert_eq!(ep.raw["native_tagged"], true, "show: {}", ep.raw);
-    let tap = h.tap(&ep);
-    let wire = h.topo.wire();
 
     let m = Marker::new();
     wire.send(&q_frame(ep.mac, SWITCH_MAC, 0x601e, &m));
@@ -252,15 +211,16 @@ fn native_tagged_delivers_the_native_vlan_tagged() {
 #[test]
 fn priority_sets_the_pcp_of_pushed_tags_only() {
     require_root!();
-    let h = Harness::new();
-    let ep = trunk(
-        &h,
+    let OnePort {
+        h: _h,
+        ep,
+        tap,
+        wire,
+    } = trunk(
         "t0",
         &["--trunk", "10", "--native", "30", "--priority", "5"],
     );
     assert_eq!(ep.raw["priority"], 5, "show: {}", ep.raw);
-    let tap = h.tap(&ep);
-    let wire = h.topo.wire();
 
     // Pushed native tag: PCP 5.
     let m = Marker::new();
@@ -283,10 +243,12 @@ fn priority_sets_the_pcp_of_pushed_tags_only() {
 #[test]
 fn spoofed_source_on_a_trunk_is_dropped_before_any_tag() {
     require_root!();
-    let h = Harness::new();
-    let ep = trunk(&h, "t0", &["--trunk", "10"]);
-    let tap = h.tap(&ep);
-    let wire = h.topo.wire();
+    let OnePort {
+        h,
+        ep: _,
+        tap,
+        wire,
+    } = trunk("t0", &["--trunk", "10"]);
     let m = Marker::new();
     tap.write(&q_frame(SWITCH_MAC, test_mac(0x42), 10, &m));
     absent(&wire, &m, "spoofed tagged guest frame");

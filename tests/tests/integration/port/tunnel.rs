@@ -12,41 +12,24 @@ use macvswitch_tests::frame::{
     self, BROADCAST, ETHERTYPE_TEST, Marker, TPID_8021AD, TPID_8021Q, ad_frame, marked, q_frame,
     stacked, tags,
 };
-use macvswitch_tests::harness::Endpoint;
 use macvswitch_tests::topology::SWITCH_MAC;
-use macvswitch_tests::{Harness, require_root};
+use macvswitch_tests::{OnePort, require_root};
 
 /// Wire frames a tunnel 100 must not deliver, by drop reason.
+#[rustfmt::skip]
 const WIRE_REFUSED: &[Refused] = &[
-    Refused {
-        what: "wire S-VID 101 + C 7 to tunnel 100",
-        build: |d, s, m| stacked(d, s, (TPID_8021AD, 101), (TPID_8021Q, 7), m),
-        reason: "wrong-vlan",
-    },
-    Refused {
-        what: "wire 802.1Q 100 + C 7 to a tunnel",
-        build: |d, s, m| stacked(d, s, (TPID_8021Q, 100), (TPID_8021Q, 7), m),
-        reason: "foreign-tpid",
-    },
-    Refused {
-        what: "wire 802.1Q 100 to a tunnel",
-        build: |d, s, m| q_frame(d, s, 100, m),
-        reason: "foreign-tpid",
-    },
-    Refused {
-        what: "untagged wire frame to a tunnel",
-        build: marked,
-        reason: "untagged",
-    },
+    Refused::new("wire S-VID 101 + C 7 to tunnel 100", "wrong-vlan", &[(TPID_8021AD, 101), (TPID_8021Q, 7)]),
+    Refused::new("wire 802.1Q 100 + C 7 to a tunnel", "foreign-tpid", &[(TPID_8021Q, 100), (TPID_8021Q, 7)]),
+    Refused::new("wire 802.1Q 100 to a tunnel", "foreign-tpid", &[(TPID_8021Q, 100)]),
+    Refused::new("untagged wire frame to a tunnel", "untagged", &[]),
 ];
 
 /// Guest frames a tunnel 100 must not send: the guest's own 802.1ad tag
 /// is not a customer tag.
-const GUEST_REFUSED: &[Refused] = &[Refused {
-    what: "guest 802.1ad frame",
-    build: |d, s, m| ad_frame(d, s, 100, m),
-    reason: "foreign-tpid",
-}];
+#[rustfmt::skip]
+const GUEST_REFUSED: &[Refused] = &[
+    Refused::new("guest 802.1ad frame", "foreign-tpid", &[(TPID_8021AD, 100)]),
+];
 
 /// Wire frame: S-tag `stci` (0x88a8) over C-tag `ctci`.
 fn s_c_frame(dst: frame::Mac, stci: u16, ctci: u16, m: &Marker) -> Vec<u8> {
@@ -58,20 +41,15 @@ fn s_frame(dst: frame::Mac, stci: u16, m: &Marker) -> Vec<u8> {
     ad_frame(dst, SWITCH_MAC, stci, m)
 }
 
-fn tunnel(h: &Harness, name: &str, extra: &[&str]) -> Endpoint {
-    let ep = h.add(name, extra);
-    assert_eq!(ep.raw["policy"], "tunnel", "show: {}", ep.raw);
-    ep
+fn tunnel(name: &str, extra: &[&str]) -> OnePort {
+    OnePort::with_policy(name, "tunnel", extra)
 }
 
 #[test]
 fn guest_frames_leave_under_an_8021ad_s_tag_with_customer_tags_kept() {
     require_root!();
-    let h = Harness::new();
-    let ep = tunnel(&h, "q0", &["--tunnel", "100"]);
+    let OnePort { h, ep, tap, wire } = tunnel("q0", &["--tunnel", "100"]);
     assert_eq!(ep.raw["tunnel"], 100, "show: {}", ep.raw);
-    let tap = h.tap(&ep);
-    let wire = h.topo.wire();
 
     // Untagged customer frame: S-tag 100 in metadata, bytes untagged.
     let m = Marker::new();
@@ -111,11 +89,13 @@ fn guest_frames_leave_under_an_8021ad_s_tag_with_customer_tags_kept() {
 #[test]
 fn priority_sets_the_pcp_of_the_s_tag() {
     require_root!();
-    let h = Harness::new();
-    let ep = tunnel(&h, "q0", &["--tunnel", "100", "--priority", "6"]);
+    let OnePort {
+        h: _h,
+        ep,
+        tap,
+        wire,
+    } = tunnel("q0", &["--tunnel", "100", "--priority", "6"]);
     assert_eq!(ep.raw["priority"], 6, "show: {}", ep.raw);
-    let tap = h.tap(&ep);
-    let wire = h.topo.wire();
     let m = Marker::new();
     tap.write(&q_frame(SWITCH_MAC, ep.mac, 0x2007, &m));
     let f = on_wire(&wire, &m, "guest frame with C-tag 7 PCP 1");
@@ -130,10 +110,7 @@ fn priority_sets_the_pcp_of_the_s_tag() {
 #[test]
 fn wire_frames_under_the_s_tag_arrive_with_the_s_tag_removed() {
     require_root!();
-    let h = Harness::new();
-    let ep = tunnel(&h, "q0", &["--tunnel", "100"]);
-    let tap = h.tap(&ep);
-    let wire = h.topo.wire();
+    let OnePort { h, ep, tap, wire } = tunnel("q0", &["--tunnel", "100"]);
 
     // S 100 (PCP 5) + C 7 (PCP 2): the guest sees exactly the C-tag.
     for (dst, ctci) in [(ep.mac, 0x4007_u16), (BROADCAST, 0x0007)] {
@@ -165,11 +142,8 @@ fn wire_frames_under_the_s_tag_arrive_with_the_s_tag_removed() {
 #[test]
 fn tunnel_cvlans_limit_customer_vlans_both_ways() {
     require_root!();
-    let h = Harness::new();
-    let ep = tunnel(&h, "q0", &["--tunnel", "100", "--tunnel-cvlans", "7"]);
+    let OnePort { h, ep, tap, wire } = tunnel("q0", &["--tunnel", "100", "--tunnel-cvlans", "7"]);
     assert_eq!(ep.raw["tunnel_cvlans"], "7", "show: {}", ep.raw);
-    let tap = h.tap(&ep);
-    let wire = h.topo.wire();
 
     // Allowed C-VID 7 passes both ways.
     let m = Marker::new();
@@ -202,10 +176,7 @@ fn tunnel_cvlans_limit_customer_vlans_both_ways() {
 #[test]
 fn guest_8021ad_frame_into_a_tunnel_is_dropped() {
     require_root!();
-    let h = Harness::new();
-    let ep = tunnel(&h, "q0", &["--tunnel", "100"]);
-    let tap = h.tap(&ep);
-    let wire = h.topo.wire();
+    let OnePort { h, ep, tap, wire } = tunnel("q0", &["--tunnel", "100"]);
 
     refused(&tap, ep.mac, &wire, Way::GuestToWire, GUEST_REFUSED);
     assert_drops(&h, "q0", &drops_of(GUEST_REFUSED));
