@@ -186,9 +186,10 @@ impl Harness {
 /// The fixture of a test of one endpoint against the wire: its harness,
 /// the endpoint, its tap (open before anything is sent: a macvtap drops
 /// frames while no fd is open) and an AF_PACKET socket on the wire.
-/// Destructure it, binding the harness (as `_h` where a test does not use
-/// it; never `..`, which would drop it and its namespaces at once):
-/// `let OnePort { h, ep, tap, wire } = OnePort::new(..)`.
+/// Destructure it with the harness bound, `let OnePort { h, ep, tap, wire }
+/// = OnePort::new(..)`, or by reference, `let OnePort { ep, tap, wire, .. }
+/// = &port`: destructuring the value with `..` would drop the harness, and
+/// its namespaces, at once.
 pub struct OnePort {
     pub h: Harness,
     pub ep: Endpoint,

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use macvswitch_tests::expect::at_guest;
 use macvswitch_tests::frame::{ETHERTYPE_TEST, Marker, marked, marked_tagged, outer_ethertype};
 use macvswitch_tests::harness::{ARRIVE, Endpoint};
 use macvswitch_tests::topology::{LOWER, SWITCH_MAC};
@@ -189,9 +190,11 @@ fn wire_frame_reaches_guest(ep: &Endpoint, wire: &WireSocket, vid: u16) {
     let tap = macvswitch_tests::tap::Tap::open(&ep.tap);
     let m = Marker::new();
     wire.send(&marked_tagged(ep.mac, SWITCH_MAC, vid, &m));
-    let frame = tap
-        .read_matching(ARRIVE, |f| m.is_in(f))
-        .unwrap_or_else(|| panic!("{}: a wire frame never reached the guest", ep.name));
+    let frame = at_guest(
+        &tap,
+        &m,
+        &format!("{}: a wire frame never reached the guest", ep.name),
+    );
     assert_eq!(
         outer_ethertype(&frame),
         Some(ETHERTYPE_TEST),

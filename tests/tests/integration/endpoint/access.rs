@@ -9,27 +9,25 @@ use macvswitch_tests::frame::{
     self, BROADCAST, ETHERTYPE_TEST, Marker, TPID_8021AD, TPID_8021Q, marked, marked_tagged,
     test_mac,
 };
-use macvswitch_tests::harness::{ABSENT, ARRIVE};
+use macvswitch_tests::harness::ABSENT;
 use macvswitch_tests::topology::SWITCH_MAC;
 use macvswitch_tests::{Harness, OnePort, require_root};
 
 #[test]
 fn guest_frame_leaves_tagged_with_its_vid() {
     require_root!();
-    let OnePort {
-        h: _h,
-        ep,
-        tap,
-        wire,
-    } = OnePort::new("ep0", &["--vlan", "10"]);
+    let port = OnePort::new("ep0", &["--vlan", "10"]);
+    let OnePort { ep, tap, wire, .. } = &port;
     assert_eq!(ep.vlan, Some(10), "show: {}", ep.raw);
 
     for dst in [SWITCH_MAC, BROADCAST] {
         let m = Marker::new();
         tap.write(&marked(dst, ep.mac, &m));
-        let f = wire
-            .recv_matching(ARRIVE, |f| m.is_in(&f.bytes))
-            .unwrap_or_else(|| panic!("guest frame to {} not seen on sw0", frame::fmt_mac(&dst)));
+        let f = on_wire(
+            wire,
+            &m,
+            &format!("guest frame to {} not seen on sw0", frame::fmt_mac(&dst)),
+        );
         assert_eq!(f.vlan.map(|v| v.0), Some(TPID_8021Q), "tpid: {f:?}");
         assert_eq!(f.vid(), Some(10), "frame left with wrong/no VLAN: {f:?}");
         let p = frame::parse(&f.bytes).unwrap();
@@ -50,14 +48,14 @@ fn wire_frame_tagged_with_vid_reaches_guest_untagged() {
     for (dst, tci) in [(ep.mac, 10u16), (ep.mac, 0xa00a), (BROADCAST, 10)] {
         let m = Marker::new();
         wire.send(&marked_tagged(dst, SWITCH_MAC, tci, &m));
-        let f = tap
-            .read_matching(ARRIVE, |f| m.is_in(f))
-            .unwrap_or_else(|| {
-                panic!(
-                    "wire frame (dst {}, tci {tci:#x}) not delivered to guest",
-                    frame::fmt_mac(&dst)
-                )
-            });
+        let f = at_guest(
+            &tap,
+            &m,
+            &format!(
+                "wire frame (dst {}, tci {tci:#x}) not delivered to guest",
+                frame::fmt_mac(&dst)
+            ),
+        );
         assert_eq!(
             frame::outer_ethertype(&f),
             Some(ETHERTYPE_TEST),

@@ -20,9 +20,8 @@ use std::time::{Duration, Instant};
 
 use macvswitch_tests::attach;
 use macvswitch_tests::bpf::{MapLayout, pin_map, pinned_layout};
-use macvswitch_tests::expect::Receive;
-use macvswitch_tests::frame::{self, ETHERTYPE_TEST, Marker, eth, tagged};
-use macvswitch_tests::harness::ARRIVE;
+use macvswitch_tests::expect::{Receive, at_guest, on_wire};
+use macvswitch_tests::frame::{self, ETHERTYPE_TEST, Mac, Marker, eth, tagged};
 use macvswitch_tests::lifecycle::{Rng, assert_consistent, command, run_and_kill};
 use macvswitch_tests::topology::{LOWER, SWITCH_MAC};
 use macvswitch_tests::wire::WireFrame;
@@ -37,6 +36,25 @@ fn payload(m: &Marker, seq: u32) -> Vec<u8> {
     let mut p = m.0.to_vec();
     p.extend_from_slice(&seq.to_be_bytes());
     p
+}
+
+/// Stream frame `seq` of `m` from `src` to `dst`, untagged (as a guest
+/// sends it).
+fn stream_frame(dst: Mac, src: Mac, m: &Marker, seq: u32) -> Vec<u8> {
+    eth(dst, src, ETHERTYPE_TEST, &payload(m, seq))
+}
+
+/// Stream frame `seq` of `m` from the switch to `dst`, tagged `VLAN` (as
+/// the wire sends it).
+fn wire_stream_frame(dst: Mac, m: &Marker, seq: u32) -> Vec<u8> {
+    tagged(
+        dst,
+        SWITCH_MAC,
+        frame::TPID_8021Q,
+        VLAN,
+        ETHERTYPE_TEST,
+        &payload(m, seq),
+    )
 }
 
 /// The sequence number of one of our stream frames, if `bytes` is one.
@@ -163,71 +181,19 @@ fn stream_through_reloads_kills_and_an_upgrade(mode: Option<&str>) {
         // Guest -> wire.
         let guest_tx = s.spawn(|| {
             paced(|seq| {
-                tap.write(&eth(SWITCH_MAC, ep.mac, ETHERTYPE_TEST, &payload(&up, seq)));
+                tap.write(&stream_frame(SWITCH_MAC, ep.mac, &up, seq));
             })
         });
         // Wire -> guest.
         let wire_tx = s.spawn(|| {
             paced(|seq| {
-                wire.send(&tagged(
-                    ep.mac,
-                    SWITCH_MAC,
-                    frame::TPID_8021Q,
-                    VLAN,
-                    ETHERTYPE_TEST,
-                    &payload(&down, seq),
-                ));
+                wire.send(&wire_stream_frame(ep.mac, &down, seq));
             })
         });
         // The wire's view: (seq, tagged with VLAN 10 in metadata).
-        let wire_rx = s.spawn(|| {
-            let deadline = Instant::now() + budget;
-            let mut got = Vec::new();
-            let mut quiet_since = None;
-            while Instant::now() < deadline {
-                match wire.recv_timeout(Duration::from_millis(50)) {
-                    Some(f) => {
-                        quiet_since = None;
-                        if let Some(seq) = seq_of(&up, &f.bytes) {
-                            let inline = frame::parse(&f.bytes).map(|p| p.tags.len());
-                            got.push((seq, f.vid() == Some(VLAN) && inline == Some(0)));
-                        }
-                    }
-                    None if sending.load(Ordering::Relaxed) => {}
-                    None => {
-                        let since = *quiet_since.get_or_insert_with(Instant::now);
-                        if since.elapsed() > Duration::from_millis(500) {
-                            break;
-                        }
-                    }
-                }
-            }
-            got
-        });
+        let wire_rx = s.spawn(|| collect(&wire, tagged_in_metadata, &up, &sending, budget));
         // The guest's view: (seq, untagged).
-        let tap_rx = s.spawn(|| {
-            let deadline = Instant::now() + budget;
-            let mut got = Vec::new();
-            let mut quiet_since = None;
-            while Instant::now() < deadline {
-                match tap.read_timeout(Duration::from_millis(50)) {
-                    Some(f) => {
-                        quiet_since = None;
-                        if let Some(seq) = seq_of(&down, &f) {
-                            got.push((seq, frame::outer_ethertype(&f) == Some(ETHERTYPE_TEST)));
-                        }
-                    }
-                    None if sending.load(Ordering::Relaxed) => {}
-                    None => {
-                        let since = *quiet_since.get_or_insert_with(Instant::now);
-                        if since.elapsed() > Duration::from_millis(500) {
-                            break;
-                        }
-                    }
-                }
-            }
-            got
-        });
+        let tap_rx = s.spawn(|| collect(&tap, |f| untagged(f), &down, &sending, budget));
 
         // Meanwhile, the controller's life.
         let mut steps = Vec::new();
@@ -324,15 +290,19 @@ fn assert_traffic(h: &Harness, name: &str, vlan: u16, context: &str) {
     let wire = h.topo.wire();
     let m = Marker::new();
     tap.write(&frame::marked(SWITCH_MAC, ep.mac, &m));
-    let f = wire
-        .recv_matching(ARRIVE, |f| m.is_in(&f.bytes))
-        .unwrap_or_else(|| panic!("{context}: {name}'s frame not on the wire"));
+    let f = on_wire(
+        &wire,
+        &m,
+        &format!("{context}: {name}'s frame not on the wire"),
+    );
     assert_eq!(f.vid(), Some(vlan), "{context}: {name}: {f:?}");
     let m = Marker::new();
     wire.send(&frame::marked_tagged(ep.mac, SWITCH_MAC, vlan, &m));
-    let f = tap
-        .read_matching(ARRIVE, |f| m.is_in(f))
-        .unwrap_or_else(|| panic!("{context}: wire frame on VLAN {vlan} not at {name}"));
+    let f = at_guest(
+        &tap,
+        &m,
+        &format!("{context}: wire frame on VLAN {vlan} not at {name}"),
+    );
     assert_eq!(
         frame::outer_ethertype(&f),
         Some(ETHERTYPE_TEST),
@@ -488,30 +458,13 @@ fn endpoints_of_the_previous_release_are_taken_over_under_a_paced_stream() {
     let (from_guest, to_guest, between, crossed) = std::thread::scope(|s| {
         let guest_tx = s.spawn(|| {
             paced(|seq| {
-                tap0.write(&eth(
-                    SWITCH_MAC,
-                    ep0.mac,
-                    ETHERTYPE_TEST,
-                    &payload(&up, seq),
-                ));
-                tap0.write(&eth(
-                    ep1.mac,
-                    ep0.mac,
-                    ETHERTYPE_TEST,
-                    &payload(&local, seq),
-                ));
+                tap0.write(&stream_frame(SWITCH_MAC, ep0.mac, &up, seq));
+                tap0.write(&stream_frame(ep1.mac, ep0.mac, &local, seq));
             })
         });
         let wire_tx = s.spawn(|| {
             paced(|seq| {
-                wire.send(&tagged(
-                    ep0.mac,
-                    SWITCH_MAC,
-                    frame::TPID_8021Q,
-                    VLAN,
-                    ETHERTYPE_TEST,
-                    &payload(&down, seq),
-                ));
+                wire.send(&wire_stream_frame(ep0.mac, &down, seq));
             })
         });
         let wire_rx = s.spawn(|| collect(&wire, tagged_in_metadata, &up, &sending, budget));

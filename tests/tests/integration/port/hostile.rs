@@ -6,7 +6,7 @@
 use macvswitch_tests::expect::{absent, at_guest, on_wire};
 use macvswitch_tests::frame::{self, ETHERTYPE_TEST, Marker, TPID_8021AD, TPID_8021Q};
 use macvswitch_tests::frame::{q_frame, tags};
-use macvswitch_tests::harness::{ABSENT, ARRIVE};
+use macvswitch_tests::harness::ABSENT;
 use macvswitch_tests::topology::SWITCH_MAC;
 use macvswitch_tests::{Harness, require_root};
 
@@ -32,9 +32,11 @@ fn priority_tagged_guest_frames_get_the_port_tag_with_the_guest_pcp() {
         let tap = h.tap(ep);
         let m = Marker::new();
         tap.write(&q_frame(SWITCH_MAC, ep.mac, 0xb000, &m));
-        let f = wire
-            .recv_matching(ARRIVE, |f| m.is_in(&f.bytes))
-            .unwrap_or_else(|| panic!("{}: priority-tagged guest frame not on the wire", ep.name));
+        let f = on_wire(
+            &wire,
+            &m,
+            &format!("{}: priority-tagged guest frame not on the wire", ep.name),
+        );
         assert_eq!(f.vlan, expect, "{}: {f:?}", ep.name);
         assert!(
             tags(&f.bytes).is_empty(),

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use macvswitch_tests::expect::{absent, assert_drops_at_least, at_guest, on_wire};
 use macvswitch_tests::frame::{self, ETHERTYPE_TEST, Marker, TPID_8021Q, marked};
-use macvswitch_tests::harness::ARRIVE;
 use macvswitch_tests::topology::SWITCH_MAC;
 use macvswitch_tests::{OnePort, require_root};
 
@@ -44,8 +43,11 @@ fn set_changes_policy_in_place_without_losing_untouched_vlans() {
     for vid in [10, 20] {
         let m = Marker::new();
         tap.write(&q_frame(SWITCH_MAC, ep.mac, vid, &m.0));
-        wire.recv_matching(ARRIVE, |f| m.is_in(&f.bytes))
-            .unwrap_or_else(|| panic!("VLAN {vid} does not pass before the change"));
+        on_wire(
+            &wire,
+            &m,
+            &format!("VLAN {vid} does not pass before the change"),
+        );
     }
 
     let stream = Marker::new();
@@ -207,9 +209,11 @@ fn set_switches_port_kinds_on_the_same_fd() {
         }
         let m = Marker::new();
         tap.write(&marked(SWITCH_MAC, ep.mac, &m));
-        let f = wire
-            .recv_matching(ARRIVE, |f| m.is_in(&f.bytes))
-            .unwrap_or_else(|| panic!("after set {args:?}: untagged guest frame not on the wire"));
+        let f = on_wire(
+            &wire,
+            &m,
+            &format!("after set {args:?}: untagged guest frame not on the wire"),
+        );
         assert_eq!(f.vlan, expect, "after set {args:?}: {f:?}");
         assert_eq!(h.show("e0").ifindex, ep.ifindex, "after set {args:?}");
     }

@@ -179,21 +179,17 @@ fn native_untagged_pushes_and_pops_the_native_vlan() {
 #[test]
 fn native_tagged_delivers_the_native_vlan_tagged() {
     require_root!();
-    let OnePort {
-        h: _h,
-        ep,
-        tap,
-        wire,
-    } = trunk(
+    let port = trunk(
         "t0",
         &["--trunk", "10,20", "--native", "30", "--native-tagged"],
     );
+    let OnePort { ep, tap, wire, .. } = &port;
     assert_eq!(ep.raw["native"], 30, "show: {}", ep.raw);
     assert_eq!(ep.raw["native_tagged"], true, "show: {}", ep.raw);
 
     let m = Marker::new();
     wire.send(&q_frame(ep.mac, SWITCH_MAC, 0x601e, &m));
-    let f = at_guest(&tap, &m, "wire frame on native 30");
+    let f = at_guest(tap, &m, "wire frame on native 30");
     assert_eq!(
         frame::parse(&f).unwrap().tags,
         [(TPID_8021Q, 0x601e)],
@@ -203,7 +199,7 @@ fn native_tagged_delivers_the_native_vlan_tagged() {
     // Untagged guest frames are still accepted into the native VLAN.
     let m = Marker::new();
     tap.write(&marked(SWITCH_MAC, ep.mac, &m));
-    let f = on_wire(&wire, &m, "untagged guest frame");
+    let f = on_wire(wire, &m, "untagged guest frame");
     assert_eq!(f.vlan, Some((TPID_8021Q, 30)), "{f:?}");
     assert_inline_untagged(&f, "untagged guest frame");
 }
@@ -211,32 +207,28 @@ fn native_tagged_delivers_the_native_vlan_tagged() {
 #[test]
 fn priority_sets_the_pcp_of_pushed_tags_only() {
     require_root!();
-    let OnePort {
-        h: _h,
-        ep,
-        tap,
-        wire,
-    } = trunk(
+    let port = trunk(
         "t0",
         &["--trunk", "10", "--native", "30", "--priority", "5"],
     );
+    let OnePort { ep, tap, wire, .. } = &port;
     assert_eq!(ep.raw["priority"], 5, "show: {}", ep.raw);
 
     // Pushed native tag: PCP 5.
     let m = Marker::new();
     tap.write(&marked(SWITCH_MAC, ep.mac, &m));
-    let f = on_wire(&wire, &m, "untagged guest frame");
+    let f = on_wire(wire, &m, "untagged guest frame");
     assert_eq!(f.vlan, Some((TPID_8021Q, 0xa01e)), "pushed tag: {f:?}");
     // A priority-tagged frame (PCP 2) also gets the configured PCP 5.
     let m = Marker::new();
     tap.write(&q_frame(SWITCH_MAC, ep.mac, 0x4000, &m));
-    let f = on_wire(&wire, &m, "priority-tagged guest frame");
+    let f = on_wire(wire, &m, "priority-tagged guest frame");
     assert_eq!(f.vlan, Some((TPID_8021Q, 0xa01e)), "pushed tag: {f:?}");
     assert_inline_untagged(&f, "priority-tagged guest frame");
     // The guest's own tag keeps its PCP 2.
     let m = Marker::new();
     tap.write(&q_frame(SWITCH_MAC, ep.mac, 0x400a, &m));
-    let f = on_wire(&wire, &m, "guest frame tagged 10");
+    let f = on_wire(wire, &m, "guest frame tagged 10");
     assert_eq!(f.vlan, Some((TPID_8021Q, 0x400a)), "guest tag: {f:?}");
 }
 

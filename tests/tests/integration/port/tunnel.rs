@@ -89,16 +89,12 @@ fn guest_frames_leave_under_an_8021ad_s_tag_with_customer_tags_kept() {
 #[test]
 fn priority_sets_the_pcp_of_the_s_tag() {
     require_root!();
-    let OnePort {
-        h: _h,
-        ep,
-        tap,
-        wire,
-    } = tunnel("q0", &["--tunnel", "100", "--priority", "6"]);
+    let port = tunnel("q0", &["--tunnel", "100", "--priority", "6"]);
+    let OnePort { ep, tap, wire, .. } = &port;
     assert_eq!(ep.raw["priority"], 6, "show: {}", ep.raw);
     let m = Marker::new();
     tap.write(&q_frame(SWITCH_MAC, ep.mac, 0x2007, &m));
-    let f = on_wire(&wire, &m, "guest frame with C-tag 7 PCP 1");
+    let f = on_wire(wire, &m, "guest frame with C-tag 7 PCP 1");
     assert_eq!(f.vlan, Some((TPID_8021AD, 0xc064)), "S-tag: {f:?}");
     assert_eq!(
         frame::parse(&f.bytes).unwrap().tags,
