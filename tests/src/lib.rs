@@ -13,7 +13,8 @@
 //! - [`expect`]: shared expectations (`at_guest`, `on_wire`, `absent`,
 //!   `assert_drops`, tables of refused frames);
 //! - [`hairpin`]: a switch port that sends every frame back (reflective relay);
-//! - [`harness`]: all of the above bundled for one test;
+//! - [`harness`]: all of the above bundled for one test (`Harness`), and the
+//!   one-endpoint-against-the-wire fixture (`OnePort`);
 //! - [`lifecycle`]: SIGKILLing the CLI and checking state against kernel;
 //! - [`attach`]: what is attached, as TCX pins or clsact filters.
 
