@@ -166,6 +166,23 @@ pub fn assert_drops_at_least(h: &Harness, endpoint: &str, expected: &[(&str, u64
     }
 }
 
+/// `endpoint`'s per-VLAN counters: `(vid, dir, n)` for `vlans[vid].<dir>
+/// .packets == n`, dir being "to_guest" or "from_guest" (0 where `stats`
+/// has no row for the VID).
+pub fn assert_vlan_packets(h: &Harness, endpoint: &str, expected: &[(u16, &str, u64)]) {
+    let s = h.stats(endpoint);
+    let rows = s["vlans"]
+        .as_array()
+        .unwrap_or_else(|| panic!("stats {endpoint}: no vlans array: {s}"));
+    for (vid, dir, n) in expected {
+        let got = rows
+            .iter()
+            .find(|v| v["vid"].as_u64() == Some(u64::from(*vid)))
+            .map_or(0, |v| v[dir]["packets"].as_u64().unwrap_or(0));
+        assert_eq!(got, *n, "{endpoint}: vlans[{vid}].{dir}.packets: stats {s}");
+    }
+}
+
 /// One row of a table of frames a port must refuse: what the frame is,
 /// the drop reason it counts under, and its inline tags, (TPID, TCI)
 /// outermost first, around a marker ([`frame::with_tags`]).

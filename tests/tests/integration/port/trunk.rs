@@ -4,8 +4,8 @@
 //! Root-only: each test builds its own namespaces and bpffs.
 
 use macvswitch_tests::expect::{
-    Refused, Way, absent, all_absent, assert_drops, at_guest, drops_of, on_wire, refused,
-    send_refused,
+    Refused, Way, absent, all_absent, assert_drops, assert_vlan_packets, at_guest, drops_of,
+    on_wire, refused, send_refused,
 };
 use macvswitch_tests::frame::{
     self, BROADCAST, ETHERTYPE_TEST, Marker, TPID_8021AD, TPID_8021Q, marked, q_frame, test_mac,
@@ -72,8 +72,7 @@ fn guest_frames_of_allowed_vlans_leave_unchanged_with_their_priority() {
     }
 
     let s = h.stats("t0");
-    assert_eq!(h.vlan_packets("t0", 10, "from_guest"), 2, "stats: {s}");
-    assert_eq!(h.vlan_packets("t0", 20, "from_guest"), 2, "stats: {s}");
+    assert_vlan_packets(&h, "t0", &[(10, "from_guest", 2), (20, "from_guest", 2)]);
     assert_eq!(s["from_guest"]["packets"], 4, "stats: {s}");
     let v10 = h.vlan_stats("t0", 10).expect("no VLAN 10 row");
     assert!(
@@ -121,10 +120,15 @@ fn wire_frames_of_allowed_vlans_arrive_tagged_others_are_dropped() {
 
     refused(&tap, ep.mac, &wire, Way::WireToGuest, WIRE_REFUSED);
     assert_drops(&h, "t0", &drops_of(WIRE_REFUSED));
-    let s = h.stats("t0");
-    assert_eq!(h.vlan_packets("t0", 10, "to_guest"), 1, "stats: {s}");
-    assert_eq!(h.vlan_packets("t0", 20, "to_guest"), 2, "stats: {s}");
-    assert_eq!(h.vlan_packets("t0", 10, "from_guest"), 0, "stats: {s}");
+    assert_vlan_packets(
+        &h,
+        "t0",
+        &[
+            (10, "to_guest", 1),
+            (20, "to_guest", 2),
+            (10, "from_guest", 0),
+        ],
+    );
 }
 
 #[test]
@@ -169,11 +173,16 @@ fn native_untagged_pushes_and_pops_the_native_vlan() {
         "untagged wire frame to a trunk (native is a VLAN, not 'untagged')",
     );
 
-    let s = h.stats("t0");
-    assert_eq!(h.vlan_packets("t0", 30, "from_guest"), 2, "stats: {s}");
-    assert_eq!(h.vlan_packets("t0", 30, "to_guest"), 1, "stats: {s}");
-    assert_eq!(h.vlan_packets("t0", 10, "from_guest"), 1, "stats: {s}");
-    assert_eq!(h.vlan_packets("t0", 10, "to_guest"), 1, "stats: {s}");
+    assert_vlan_packets(
+        &h,
+        "t0",
+        &[
+            (30, "from_guest", 2),
+            (30, "to_guest", 1),
+            (10, "from_guest", 1),
+            (10, "to_guest", 1),
+        ],
+    );
 }
 
 #[test]

@@ -6,7 +6,8 @@
 //! Root-only: each test builds its own namespaces and bpffs.
 
 use macvswitch_tests::expect::{
-    Refused, Way, absent, all_absent, assert_drops, at_guest, drops_of, on_wire, refused,
+    Refused, Way, absent, all_absent, assert_drops, assert_vlan_packets, at_guest, drops_of,
+    on_wire, refused,
 };
 use macvswitch_tests::frame::{
     self, BROADCAST, ETHERTYPE_TEST, Marker, TPID_8021AD, TPID_8021Q, ad_frame, marked, q_frame,
@@ -81,8 +82,7 @@ fn guest_frames_leave_under_an_8021ad_s_tag_with_customer_tags_kept() {
 
     // Counters per customer VLAN, 0 for untagged customer frames.
     let s = h.stats("q0");
-    assert_eq!(h.vlan_packets("q0", 0, "from_guest"), 1, "stats: {s}");
-    assert_eq!(h.vlan_packets("q0", 7, "from_guest"), 2, "stats: {s}");
+    assert_vlan_packets(&h, "q0", &[(0, "from_guest", 1), (7, "from_guest", 2)]);
     assert_eq!(s["from_guest"]["packets"], 3, "stats: {s}");
 }
 
@@ -130,9 +130,7 @@ fn wire_frames_under_the_s_tag_arrive_with_the_s_tag_removed() {
     // Other S-VIDs, a plain 802.1Q tag 100, untagged: all dropped.
     refused(&tap, ep.mac, &wire, Way::WireToGuest, WIRE_REFUSED);
     assert_drops(&h, "q0", &drops_of(WIRE_REFUSED));
-    let s = h.stats("q0");
-    assert_eq!(h.vlan_packets("q0", 7, "to_guest"), 2, "stats: {s}");
-    assert_eq!(h.vlan_packets("q0", 0, "to_guest"), 1, "stats: {s}");
+    assert_vlan_packets(&h, "q0", &[(7, "to_guest", 2), (0, "to_guest", 1)]);
 }
 
 #[test]
@@ -164,8 +162,7 @@ fn tunnel_cvlans_limit_customer_vlans_both_ways() {
     absent(&tap, &w8, "wire C-VID 8");
     assert_drops(&h, "q0", &[("cvlan-not-allowed", 2), ("untagged", 1)]);
     let s = h.stats("q0");
-    assert_eq!(h.vlan_packets("q0", 7, "from_guest"), 1, "stats: {s}");
-    assert_eq!(h.vlan_packets("q0", 7, "to_guest"), 1, "stats: {s}");
+    assert_vlan_packets(&h, "q0", &[(7, "from_guest", 1), (7, "to_guest", 1)]);
     assert!(h.vlan_stats("q0", 8).is_none(), "VLAN 8 row: {s}");
 }
 
