@@ -186,6 +186,41 @@ pub const fn vid(tci: u16) -> u16 {
     tci & 0x0fff
 }
 
+/// Test frame carrying `m` under one inline 802.1Q tag with the full TCI
+/// (PCP, DEI, VID).
+pub fn q_frame(dst: Mac, src: Mac, tci: u16, m: &Marker) -> Vec<u8> {
+    tagged(dst, src, TPID_8021Q, tci, ETHERTYPE_TEST, &m.0)
+}
+
+/// Test frame carrying `m` under one inline 802.1ad tag.
+pub fn ad_frame(dst: Mac, src: Mac, tci: u16, m: &Marker) -> Vec<u8> {
+    tagged(dst, src, TPID_8021AD, tci, ETHERTYPE_TEST, &m.0)
+}
+
+/// Test frame carrying `m` under two inline tags, `outer` then `inner`,
+/// each (TPID, TCI).
+pub fn stacked(dst: Mac, src: Mac, outer: (u16, u16), inner: (u16, u16), m: &Marker) -> Vec<u8> {
+    double_tagged(dst, src, outer, inner, ETHERTYPE_TEST, &m.0)
+}
+
+/// Test frame carrying `m` under the inline `tags`, (TPID, TCI) outermost
+/// first: untagged, one tag or two.
+pub fn with_tags(dst: Mac, src: Mac, tags: &[(u16, u16)], m: &Marker) -> Vec<u8> {
+    match tags {
+        [] => marked(dst, src, m),
+        [(tpid, tci)] => tagged(dst, src, *tpid, *tci, ETHERTYPE_TEST, &m.0),
+        [outer, inner] => stacked(dst, src, *outer, *inner, m),
+        _ => panic!("a test frame has at most two tags: {tags:x?}"),
+    }
+}
+
+/// The inline tags of `f`, (TPID, TCI) outermost first.
+pub fn tags(f: &[u8]) -> Vec<(u16, u16)> {
+    parse(f)
+        .unwrap_or_else(|| panic!("unparsable frame {f:02x?}"))
+        .tags
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

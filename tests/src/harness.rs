@@ -7,12 +7,25 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::frame::{Mac, parse_mac};
+use crate::tap::Tap;
+use crate::wire::WireSocket;
 use crate::{BpffsGuard, Controller, TempStateDir, Topology};
 
 /// How long to wait for a frame that should arrive.
 pub const ARRIVE: Duration = Duration::from_secs(2);
 /// How long to watch for a frame that must not arrive.
 pub const ABSENT: Duration = Duration::from_millis(300);
+
+/// `uplink set` arguments for the usual host port: host0 on VLAN 10 with
+/// 192.0.2.1/24.
+pub const HOST_PORT_10: [&str; 6] = [
+    "--host-port",
+    "host0",
+    "--vlan",
+    "10",
+    "--address",
+    "192.0.2.1/24",
+];
 
 /// Fields of `endpoint show --json` that tests use.
 #[derive(Debug, Clone)]
@@ -85,6 +98,41 @@ impl Harness {
         self.ctl.json(&["endpoint", "list", "--json"])
     }
 
+    /// `endpoint add NAME --lower lower0 --mode MODE --vlan 10 GROUP...`:
+    /// a private-VLAN member, `GROUP` being `--isolated`, `--community C`
+    /// or nothing (promiscuous).
+    pub fn add_pvlan(&self, name: &str, mode: &str, group: &[&str]) -> Endpoint {
+        let mut args = vec!["--mode", mode, "--vlan", "10"];
+        args.extend_from_slice(group);
+        self.add(name, &args)
+    }
+
+    /// `uplink set lower0 ARGS...`.
+    pub fn uplink_set(&self, args: &[&str]) {
+        let mut all = vec!["uplink", "set", crate::topology::LOWER];
+        all.extend_from_slice(args);
+        self.ctl.ok(&all);
+    }
+
+    /// `uplink show lower0 --json`.
+    pub fn uplink(&self) -> Value {
+        self.ctl
+            .json(&["uplink", "show", crate::topology::LOWER, "--json"])
+    }
+
+    /// The names `endpoint list` reports, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let list = self.list();
+        let mut v: Vec<String> = list
+            .as_array()
+            .unwrap_or_else(|| panic!("endpoint list --json is not an array: {list}"))
+            .iter()
+            .map(|e| e["name"].as_str().expect("name").to_string())
+            .collect();
+        v.sort();
+        v
+    }
+
     /// Opens the endpoint's tap node as the guest.
     pub fn tap(&self, ep: &Endpoint) -> crate::tap::Tap {
         crate::tap::Tap::open(&ep.tap)
@@ -132,6 +180,40 @@ impl Harness {
         s[dir]["packets"]
             .as_u64()
             .unwrap_or_else(|| panic!("stats {name}: no {dir}.packets: {s}"))
+    }
+}
+
+/// The fixture of a test of one endpoint against the wire: its harness,
+/// the endpoint, its tap (open before anything is sent: a macvtap drops
+/// frames while no fd is open) and an AF_PACKET socket on the wire.
+/// Destructure it with the harness bound, `let OnePort { h, ep, tap, wire }
+/// = OnePort::new(..)`, or by reference, `let OnePort { ep, tap, wire, .. }
+/// = &port`: destructuring the value with `..` would drop the harness, and
+/// its namespaces, at once.
+pub struct OnePort {
+    pub h: Harness,
+    pub ep: Endpoint,
+    pub tap: Tap,
+    pub wire: WireSocket,
+}
+
+impl OnePort {
+    /// `endpoint add NAME --lower lower0 EXTRA...` in a fresh harness.
+    pub fn new(name: &str, extra: &[&str]) -> OnePort {
+        let h = Harness::new();
+        let ep = h.add(name, extra);
+        let tap = h.tap(&ep);
+        let wire = h.topo.wire();
+        OnePort { h, ep, tap, wire }
+    }
+
+    /// As [`OnePort::new`], for a port whose `show` must report `policy`
+    /// ("access", "trunk", "tunnel", ...).
+    pub fn with_policy(name: &str, policy: &str, extra: &[&str]) -> OnePort {
+        let port = OnePort::new(name, extra);
+        let raw = &port.ep.raw;
+        assert_eq!(raw["policy"], policy, "show: {raw}");
+        port
     }
 }
 

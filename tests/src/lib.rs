@@ -5,18 +5,24 @@
 //! - [`netns`]: named network namespaces that delete themselves on drop;
 //! - [`topology`]: the standard "host" (lower device) / "switch" (wire) pair;
 //! - [`bpffs`]: a private bpffs instance and a private state directory;
+//! - [`bpf`]: raw bpf(2) on pinned maps (read a value, a layout; pin one);
 //! - [`controller`]: runs the real `macvswitch` binary inside the host netns;
 //! - [`wire`]: AF_PACKET socket that reports the VLAN tag from skb metadata;
 //! - [`tap`]: plain-frame access to a macvtap character device;
 //! - [`frame`]: Ethernet frame builders / parsers with per-test markers;
+//! - [`expect`]: shared expectations (`at_guest`, `on_wire`, `absent`,
+//!   `assert_drops`, tables of refused frames);
 //! - [`hairpin`]: a switch port that sends every frame back (reflective relay);
-//! - [`harness`]: all of the above bundled for one test;
+//! - [`harness`]: all of the above bundled for one test (`Harness`), and the
+//!   one-endpoint-against-the-wire fixture (`OnePort`);
 //! - [`lifecycle`]: SIGKILLing the CLI and checking state against kernel;
 //! - [`attach`]: what is attached, as TCX pins or clsact filters.
 
 pub mod attach;
+pub mod bpf;
 pub mod bpffs;
 pub mod controller;
+pub mod expect;
 pub mod frame;
 pub mod hairpin;
 pub mod harness;
@@ -28,7 +34,7 @@ pub mod wire;
 
 pub use bpffs::{BpffsGuard, TempStateDir};
 pub use controller::Controller;
-pub use harness::Harness;
+pub use harness::{Harness, OnePort};
 pub use netns::NetNs;
 pub use topology::Topology;
 
@@ -61,6 +67,27 @@ macro_rules! require_root {
         if !$crate::root_or_skip() {
             return;
         }
+    };
+}
+
+/// One `#[test]` per row of a table, each calling `$run` with its row, so
+/// that the rows run in parallel and are filtered by name like any test:
+///
+/// ```ignore
+/// cases! { private_vlans:
+///     bridge_mode_private_vlans => Path::Bridge,
+///     vepa_with_relay_private_vlans => Path::Relay,
+/// }
+/// ```
+#[macro_export]
+macro_rules! cases {
+    ($run:path: $($name:ident => $row:expr),+ $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                $run($row)
+            }
+        )+
     };
 }
 

@@ -11,6 +11,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::expect::Receive;
 use crate::netns::NetNs;
 use crate::wire::poll_in;
 
@@ -149,12 +150,7 @@ impl Tap {
 
     /// Everything delivered during `window`.
     pub fn read_all(&self, window: Duration) -> Vec<Vec<u8>> {
-        let deadline = Instant::now() + window;
-        let mut out = Vec::new();
-        while let Some(f) = self.read_timeout(deadline.saturating_duration_since(Instant::now())) {
-            out.push(f);
-        }
-        out
+        self.all_within(window)
     }
 
     /// First frame satisfying `pred` within `timeout`.
@@ -163,13 +159,7 @@ impl Tap {
         timeout: Duration,
         mut pred: impl FnMut(&[u8]) -> bool,
     ) -> Option<Vec<u8>> {
-        let deadline = Instant::now() + timeout;
-        while let Some(f) = self.read_timeout(deadline.saturating_duration_since(Instant::now())) {
-            if pred(&f) {
-                return Some(f);
-            }
-        }
-        None
+        self.first_matching(timeout, |f| pred(f))
     }
 }
 

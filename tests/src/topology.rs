@@ -42,6 +42,15 @@ impl Topology {
             ]);
             ns.ip_ok(&["link", "set", "lo", "up"]);
         }
+        let topo = Topology { host, switch };
+        topo.cable();
+        topo
+    }
+
+    /// The veth pair lower0 (host) -- sw0 (switch), both up; also to plug
+    /// the lower device back in after a test removed it.
+    pub fn cable(&self) {
+        let (host, switch) = (&self.host, &self.switch);
         // Create both ends in the host ns, then move the peer: neither step
         // touches the root namespace.
         host.ip_ok(&[
@@ -61,7 +70,6 @@ impl Topology {
         host.ip_ok(&["link", "set", SWITCH_PORT, "netns", switch.name()]);
         host.ip_ok(&["link", "set", LOWER, "up"]);
         switch.ip_ok(&["link", "set", SWITCH_PORT, "up"]);
-        Topology { host, switch }
     }
 
     /// An AF_PACKET socket on `sw0`: what the trunk switch sees.

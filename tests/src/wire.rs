@@ -7,6 +7,7 @@
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
+use crate::expect::Receive;
 use crate::netns::NetNs;
 
 // From <linux/if_packet.h>; defined here so the pure parser is testable
@@ -198,27 +199,16 @@ impl WireSocket {
 
     /// Everything incoming during `window`.
     pub fn recv_all(&self, window: Duration) -> Vec<WireFrame> {
-        let deadline = Instant::now() + window;
-        let mut out = Vec::new();
-        while let Some(f) = self.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            out.push(f);
-        }
-        out
+        self.all_within(window)
     }
 
     /// First incoming frame satisfying `pred` within `timeout`.
     pub fn recv_matching(
         &self,
         timeout: Duration,
-        mut pred: impl FnMut(&WireFrame) -> bool,
+        pred: impl FnMut(&WireFrame) -> bool,
     ) -> Option<WireFrame> {
-        let deadline = Instant::now() + timeout;
-        while let Some(f) = self.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            if pred(&f) {
-                return Some(f);
-            }
-        }
-        None
+        self.first_matching(timeout, pred)
     }
 
     /// Discards anything already queued.

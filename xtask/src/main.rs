@@ -81,7 +81,8 @@ enum Task {
     /// failed; exits non-zero if anything failed.
     ///
     /// `cargo xtask vm-test --kernel 6.1 --kernel 5.10 --quick`;
-    /// arguments after `--` go to every test binary (a test-name filter).
+    /// arguments after `--` filter by test name (`--skip` too) or go to
+    /// libtest as options.
     VmTest {
         /// An entry of the matrix, repeatable: 5.10, 6.1, newest, host,
         /// host-clsact (default: all, in that order).
@@ -91,8 +92,9 @@ enum Task {
         /// upgrade/reload and del/reset tests.
         #[arg(long)]
         quick: bool,
-        /// Only these test binaries (comma-separated cargo target names,
-        /// e.g. port_trunk,host_port); adds to --quick.
+        /// Only these areas of the integration tests (comma-separated
+        /// module paths, e.g. port::trunk,host_port; `port` is every port
+        /// module); adds to --quick.
         #[arg(long, value_delimiter = ',')]
         tests: Vec<String>,
         /// vCPUs per guest.
@@ -101,10 +103,10 @@ enum Task {
         /// Memory per guest, in MiB.
         #[arg(long, default_value_t = 1024)]
         memory: u32,
-        /// Time limit for one test binary, in minutes.
+        /// Time limit for one area's run, in minutes.
         #[arg(long, default_value_t = 20)]
         timeout: u64,
-        /// Arguments for the test binaries, after `--`.
+        /// Test-name filters and libtest options, after `--`.
         #[arg(last = true)]
         test_args: Vec<String>,
     },

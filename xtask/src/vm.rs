@@ -2,8 +2,9 @@
 //! kernels, the way aya tests itself. Debian's kernels (bullseye's 5.10 and
 //! bookworm's 6.1, which attach with clsact, and the newest the system's
 //! apt sources offer) boot under QEMU with TCG, each with an initramfs built
-//! here that mounts the host's root over 9p and runs the test binaries and
-//! the real `macvswitch` binary from it; the host kernel runs them directly,
+//! here that mounts the host's root over 9p and runs the integration-test
+//! binary, one area module at a time, and the real `macvswitch` binary
+//! from it; the host kernel runs them directly,
 //! once as the controller chooses (TCX) and once with clsact forced.
 //!
 //! Everything downloaded or unpacked stays in `target/vm-cache/`; each
@@ -14,37 +15,22 @@ mod guest;
 mod initramfs;
 mod kernels;
 mod report;
+mod select;
 
 use std::fs;
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 
 use crate::run::{self, Workspace};
 use crate::setup;
-use guest::{RunSpec, TestBin, Timing, Vm};
+use guest::{RunSpec, Timing, Vm};
 use kernels::{Apt, Kernel, Pick, Source};
-use report::BinResult;
+use report::RunResult;
+use select::{TestArgs, TestRun};
 
 /// Every entry of the matrix, in the order it runs.
 pub const ENTRIES: &[&str] = &["5.10", "6.1", "newest", "host", "host-clsact"];
-
-/// The CI subset (`--quick`): access, trunk and tunnel ports, relay, the
-/// host port, upgrade and reload, del and reset, the attach modes and tags
-/// carried in the mark.
-const QUICK: &[&str] = &[
-    "attach_modes",
-    "carriage_mark",
-    "endpoint_access",
-    "port_trunk",
-    "port_tunnel",
-    "relay_vepa",
-    "host_port",
-    "lifecycle_upgrade",
-    "endpoint_lifecycle",
-];
 
 /// Debian packages the VM entries need on the host.
 const VM_PACKAGES: &[(&str, &str)] = &[
@@ -123,7 +109,7 @@ struct Outcome {
     label: &'static str,
     release: String,
     attach: String,
-    result: std::result::Result<(Timing, Vec<BinResult>), String>,
+    result: std::result::Result<(Timing, Vec<RunResult>), String>,
 }
 
 /// Returns whether every selected test passed.
@@ -145,12 +131,14 @@ pub fn vm_test(ws: &Workspace, opts: &Options) -> Result<bool> {
         setup::apt_install(VM_PACKAGES)?;
     }
     let controller = ws.build_controller()?;
-    let bins = select(test_bins(ws)?, opts)?;
+    let args = TestArgs::parse(&opts.test_args);
+    let runs = select::select(select::test_runs(ws)?, &opts.tests, opts.quick, &args)?;
     println!(
-        "==> vm-test: {} test binaries: {}",
-        bins.len(),
-        bins.iter()
-            .map(|b| b.name.as_str())
+        "==> vm-test: {} tests in {} runs: {}",
+        runs.iter().map(|r| r.tests.len()).sum::<usize>(),
+        runs.len(),
+        runs.iter()
+            .map(|r| r.name.as_str())
             .collect::<Vec<_>>()
             .join(" ")
     );
@@ -192,8 +180,8 @@ pub fn vm_test(ws: &Workspace, opts: &Options) -> Result<bool> {
         kernels.push(Ok(Some(k)));
     }
 
-    let per_binary = Duration::from_secs(opts.timeout_min * 60);
-    let mut test_args = opts.test_args.clone();
+    let per_run = Duration::from_secs(opts.timeout_min * 60);
+    let mut test_args = args.options.clone();
     let mut outcomes = Vec::new();
     for (entry, kernel) in entries.iter().zip(kernels) {
         let label = entry.label();
@@ -219,29 +207,29 @@ pub fn vm_test(ws: &Workspace, opts: &Options) -> Result<bool> {
                 }
                 let spec = RunSpec {
                     label,
-                    bins: &bins,
+                    runs: &runs,
                     controller: &controller,
                     env: &[],
                     test_args: &test_args,
                     results: &results,
-                    per_binary,
+                    per_run,
                 };
                 let vm = Vm {
                     kernel: &kernel,
                     initramfs: &initramfs,
                     smp: opts.smp,
                     memory_mib: opts.memory_mib,
-                    limit: per_binary * u32::try_from(bins.len()).unwrap_or(u32::MAX)
+                    limit: per_run * u32::try_from(runs.len()).unwrap_or(u32::MAX)
                         + Duration::from_secs(300),
                     workspace: &ws.root,
                 };
                 let timing = guest::run_in_vm(&spec, &vm)?;
-                test_args.retain(|a| opts.test_args.contains(a));
+                test_args.retain(|a| args.options.contains(a));
                 Outcome {
                     label,
                     attach: expected_attach(&kernel.release, false),
                     release: kernel.release.clone(),
-                    result: Ok((timing, report::read(&results, &bins))),
+                    result: Ok((timing, report::read(&results, &runs))),
                 }
             }
             (Entry::Host { clsact, .. }, _) => {
@@ -254,26 +242,26 @@ pub fn vm_test(ws: &Workspace, opts: &Options) -> Result<bool> {
                 };
                 let spec = RunSpec {
                     label,
-                    bins: &bins,
+                    runs: &runs,
                     controller: &controller,
                     env,
-                    test_args: &opts.test_args,
+                    test_args: &args.options,
                     results: &results,
-                    per_binary,
+                    per_run,
                 };
                 let timing = guest::run_on_host(&spec)?;
                 Outcome {
                     label,
                     attach: expected_attach(&release, *clsact),
                     release,
-                    result: Ok((timing, report::read(&results, &bins))),
+                    result: Ok((timing, report::read(&results, &runs))),
                 }
             }
             (Entry::Debian { .. }, Ok(None)) => unreachable!("a Debian entry always has a kernel"),
         };
         outcomes.push(outcome);
     }
-    Ok(summarize(&outcomes, &cache, bins.len(), opts.quick))
+    Ok(summarize(&outcomes, &cache, &runs, opts.quick))
 }
 
 /// How the controller attaches on a kernel: TCX from 6.6 on, clsact
@@ -298,80 +286,15 @@ fn host_release() -> String {
         .unwrap_or_else(|_| "?".into())
 }
 
-/// The integration-test executables, built by
-/// `cargo test -p macvswitch-tests --no-run`.
-fn test_bins(ws: &Workspace) -> Result<Vec<TestBin>> {
-    let mut cmd = ws.cargo();
-    cmd.args([
-        "test",
-        "-p",
-        "macvswitch-tests",
-        "--no-run",
-        "--message-format=json",
-    ])
-    .stdout(Stdio::piped());
-    println!("$ {}", run::show(&cmd));
-    let out = cmd.output().context("cannot run cargo test --no-run")?;
-    if !out.status.success() {
-        bail!(
-            "`cargo test -p macvswitch-tests --no-run` failed ({})",
-            out.status
-        );
-    }
-    let mut bins = Vec::new();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
-        if msg["reason"] != "compiler-artifact" || msg["profile"]["test"] != true {
-            continue;
-        }
-        let (Some(name), Some(exe)) = (msg["target"]["name"].as_str(), msg["executable"].as_str())
-        else {
-            continue;
-        };
-        bins.push(TestBin {
-            name: name.replace('-', "_"),
-            path: PathBuf::from(exe),
-        });
-    }
-    if bins.is_empty() {
-        bail!("`cargo test -p macvswitch-tests --no-run` named no test executables");
-    }
-    bins.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(bins)
-}
-
-fn select(bins: Vec<TestBin>, opts: &Options) -> Result<Vec<TestBin>> {
-    let mut wanted: Vec<String> = opts.tests.clone();
-    if opts.quick {
-        wanted.extend(QUICK.iter().map(|s| s.to_string()));
-    }
-    if wanted.is_empty() {
-        return Ok(bins);
-    }
-    for w in &wanted {
-        if !bins.iter().any(|b| &b.name == w) {
-            bail!(
-                "--tests {w}: no such test binary; there are {}",
-                bins.iter()
-                    .map(|b| b.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-        }
-    }
-    Ok(bins
-        .into_iter()
-        .filter(|b| wanted.contains(&b.name))
-        .collect())
-}
-
 /// Prints the per-kernel table and every failure; true when all passed.
-fn summarize(outcomes: &[Outcome], cache: &std::path::Path, nbins: usize, quick: bool) -> bool {
+fn summarize(outcomes: &[Outcome], cache: &std::path::Path, runs: &[TestRun], quick: bool) -> bool {
     let what = if quick { "quick subset, " } else { "" };
     println!();
-    println!("==> vm-test summary ({what}{nbins} test binaries)");
+    println!(
+        "==> vm-test summary ({what}{} tests in {} runs)",
+        runs.iter().map(|r| r.tests.len()).sum::<usize>(),
+        runs.len()
+    );
     println!(
         "{:<12} {:<24} {:<16} {:>7} {:>8} {:>5} {:>6} {:>6} {:>7}",
         "entry", "kernel", "attach", "boot", "total", "ran", "passed", "failed", "ignored"
@@ -384,8 +307,8 @@ fn summarize(outcomes: &[Outcome], cache: &std::path::Path, nbins: usize, quick:
             Err(reason) => {
                 println!("{:<12} {reason}", o.label);
             }
-            Ok((timing, bins)) => {
-                let sum = |f: fn(&BinResult) -> usize| bins.iter().map(f).sum::<usize>();
+            Ok((timing, results)) => {
+                let sum = |f: fn(&RunResult) -> usize| results.iter().map(f).sum::<usize>();
                 let failed = sum(|b| b.failed.len());
                 all_passed += sum(|b| b.passed);
                 all_failed += failed;
@@ -398,7 +321,7 @@ fn summarize(outcomes: &[Outcome], cache: &std::path::Path, nbins: usize, quick:
                         .boot
                         .map_or("-".into(), |b| format!("{:.1} s", b.as_secs_f64())),
                     format!("{:.0} s", timing.total.as_secs_f64()),
-                    sum(BinResult::ran),
+                    sum(RunResult::ran),
                     sum(|b| b.passed),
                     failed,
                     sum(|b| b.ignored),
@@ -409,15 +332,17 @@ fn summarize(outcomes: &[Outcome], cache: &std::path::Path, nbins: usize, quick:
                         o.label
                     ));
                 }
-                for b in bins {
+                for b in results {
                     if let Some(why) = b.broken() {
                         problems.push(format!("{} {}: {why}", o.label, b.name));
                     }
                     for (test, why) in &b.failed {
-                        problems.push(format!("{} {}::{test}: {why}", o.label, b.name));
+                        problems.push(format!("{} {test}: {why}", o.label));
                     }
                 }
-                ok &= failed == 0 && bins.iter().all(|b| b.broken().is_none()) && !timing.timed_out;
+                ok &= failed == 0
+                    && results.iter().all(|b| b.broken().is_none())
+                    && !timing.timed_out;
             }
         }
     }

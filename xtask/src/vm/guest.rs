@@ -1,11 +1,12 @@
-//! Running the test binaries: inside a QEMU guest (TCG) booted from an
-//! unpacked Debian kernel and the initramfs, or directly on the host.
-//! Either way each binary leaves `NAME.out` (its output) and `NAME.rc` (its
-//! exit status) in the entry's results directory, which `report` reads.
+//! Running the test runs (an area of the integration binary each):
+//! inside a QEMU guest (TCG) booted from an unpacked Debian kernel and the
+//! initramfs, or directly on the host. Either way each run leaves
+//! `NAME.out` (its output) and `NAME.rc` (its exit status) in the entry's
+//! results directory, which `report` reads.
 
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::thread;
@@ -15,27 +16,22 @@ use anyhow::{Context, Result};
 
 use super::initramfs::{GUEST_RESULTS, RESULTS_TAG, ROOT_TAG, SCRIPT, WORK_ARG, WORK_TAG};
 use super::kernels::Kernel;
+use super::select::TestRun;
 use crate::run;
-
-/// One integration-test executable, named after its cargo target.
-pub struct TestBin {
-    pub name: String,
-    pub path: PathBuf,
-}
 
 /// What every run needs, host or guest.
 pub struct RunSpec<'a> {
     /// Printed before each line of output: `[6.1] ...`.
     pub label: &'a str,
-    pub bins: &'a [TestBin],
+    pub runs: &'a [TestRun],
     pub controller: &'a Path,
     /// Extra environment, e.g. `MACVSWITCH_ATTACH=clsact`.
     pub env: &'a [(&'a str, &'a str)],
-    /// Arguments for every test binary.
+    /// libtest options for every run (each adds `--exact` and its tests).
     pub test_args: &'a [String],
     pub results: &'a Path,
-    /// Limit for one test binary.
-    pub per_binary: Duration,
+    /// Limit for one run.
+    pub per_run: Duration,
 }
 
 /// How long a run took; `boot` is the time until the guest's test script
@@ -108,24 +104,24 @@ pub fn run_in_vm(spec: &RunSpec, vm: &Vm) -> Result<Timing> {
 pub fn run_on_host(spec: &RunSpec) -> Result<Timing> {
     fresh_dir(spec.results)?;
     let start = Instant::now();
-    for bin in spec.bins {
-        println!("[{}] == {}", spec.label, bin.name);
-        let mut cmd = Command::new(&bin.path);
+    for run in spec.runs {
+        println!("[{}] == {}", spec.label, run.name);
+        let mut cmd = Command::new(&run.path);
         cmd.env("MACVSWITCH_BIN", spec.controller)
             .envs(spec.env.iter().copied())
-            .args(spec.test_args);
-        let out = spec.results.join(format!("{}.out", bin.name));
-        let ran = stream(cmd, spec.label, &out, spec.per_binary, None)?;
+            .args(run.args(spec.test_args));
+        let out = spec.results.join(format!("{}.out", run.stem()));
+        let ran = stream(cmd, spec.label, &out, spec.per_run, None)?;
         // 124 as coreutils' timeout(1) says, like the guest does.
         let rc = ran.status.map_or(124, |s| s.code().unwrap_or(128));
         fs::write(
-            spec.results.join(format!("{}.rc", bin.name)),
+            spec.results.join(format!("{}.rc", run.stem())),
             format!("{rc}\n"),
         )?;
         println!(
             "[{}] {}: exit {rc} in {:.0} s",
             spec.label,
-            bin.name,
+            run.name,
             ran.elapsed.as_secs_f64()
         );
     }
@@ -136,9 +132,9 @@ pub fn run_on_host(spec: &RunSpec) -> Result<Timing> {
     })
 }
 
-/// The script the guest runs in the chroot of the host's root: every test
-/// binary in turn, each under timeout(1), its output both to the console
-/// and to the results directory.
+/// The script the guest runs in the chroot of the host's root: every run
+/// in turn, each under timeout(1), its output both to the console and to
+/// the results directory.
 fn guest_script(spec: &RunSpec) -> String {
     let q = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
     let mut s = String::from(
@@ -164,17 +160,17 @@ fn guest_script(spec: &RunSpec) -> String {
          \x20   {{ timeout -k 10 {secs} \"$@\"; echo $? > $R/$name.rc; }} 2>&1 | tee $R/$name.out\n\
          \x20   echo \"vm: $name: exit $(cat $R/$name.rc) in $(( $(date +%s) - t )) s\"\n\
          }}\n",
-        secs = spec.per_binary.as_secs()
+        secs = spec.per_run.as_secs()
     ));
-    for bin in spec.bins {
+    for run in spec.runs {
         s.push_str(&format!(
             "run {} {}",
-            bin.name,
-            q(&bin.path.to_string_lossy())
+            run.stem(),
+            q(&run.path.to_string_lossy())
         ));
-        for a in spec.test_args {
+        for a in run.args(spec.test_args) {
             s.push(' ');
-            s.push_str(&q(a));
+            s.push_str(&q(&a));
         }
         s.push('\n');
     }

@@ -29,7 +29,7 @@ const MODULES: &[&str] = &[
     "tun",
     "sch_ingress",
     "cls_bpf",
-    // A bridge port is a lower device macvswitch refuses (lower_validation).
+    // A bridge port is a lower device macvswitch refuses (endpoint::lower).
     "bridge",
 ];
 

@@ -5,12 +5,12 @@
 use std::fs;
 use std::path::Path;
 
-use super::guest::TestBin;
+use super::select::TestRun;
 
 #[derive(Default)]
-pub struct BinResult {
+pub struct RunResult {
     pub name: String,
-    /// None: the binary never finished (the guest died or was cut off).
+    /// None: the run never finished (the guest died or was cut off).
     pub rc: Option<i32>,
     pub passed: usize,
     pub ignored: usize,
@@ -18,13 +18,13 @@ pub struct BinResult {
     pub failed: Vec<(String, String)>,
 }
 
-impl BinResult {
+impl RunResult {
     pub fn ran(&self) -> usize {
         self.passed + self.failed.len()
     }
 
     /// Failed as a whole: a failed test, or a bad exit with none named
-    /// (a crash, a time-out, a binary that did not start).
+    /// (a crash, a time-out, an executable that did not start).
     pub fn broken(&self) -> Option<String> {
         match self.rc {
             None => Some("did not finish (guest died or was cut off)".into()),
@@ -36,14 +36,14 @@ impl BinResult {
     }
 }
 
-pub fn read(results: &Path, bins: &[TestBin]) -> Vec<BinResult> {
-    bins.iter()
+pub fn read(results: &Path, runs: &[TestRun]) -> Vec<RunResult> {
+    runs.iter()
         .map(|b| {
-            let rc = fs::read_to_string(results.join(format!("{}.rc", b.name)))
+            let rc = fs::read_to_string(results.join(format!("{}.rc", b.stem())))
                 .ok()
                 .and_then(|s| s.trim().parse().ok());
             let out =
-                fs::read_to_string(results.join(format!("{}.out", b.name))).unwrap_or_default();
+                fs::read_to_string(results.join(format!("{}.out", b.stem()))).unwrap_or_default();
             let mut r = parse(&out);
             r.name = b.name.clone();
             r.rc = rc;
@@ -57,8 +57,8 @@ pub fn read(results: &Path, bins: &[TestBin]) -> Vec<BinResult> {
 /// failed; K ignored`, which win when present (a test's children may write
 /// between a name and its verdict); a `---- NAME stdout ----` block holds
 /// each failure's panic.
-fn parse(out: &str) -> BinResult {
-    let mut r = BinResult::default();
+fn parse(out: &str) -> RunResult {
+    let mut r = RunResult::default();
     let mut failed = Vec::new();
     for line in out.lines() {
         let Some((name, verdict)) = line

@@ -7,9 +7,9 @@
 use std::net::{Ipv6Addr, UdpSocket};
 use std::time::{Duration, Instant};
 
+use macvswitch_tests::expect::{absent, at_guest, on_wire};
 use macvswitch_tests::frame::{self, BROADCAST, Mac, Marker, TPID_8021Q};
-use macvswitch_tests::harness::{ABSENT, ARRIVE};
-use macvswitch_tests::tap::Tap;
+use macvswitch_tests::harness::ARRIVE;
 use macvswitch_tests::topology::{SWITCH_MAC, SWITCH_PORT};
 use macvswitch_tests::{Harness, require_root};
 
@@ -133,11 +133,6 @@ fn icmpv6_type(f: &[u8]) -> Option<u8> {
     p.payload.get(40).copied()
 }
 
-fn at_guest(tap: &Tap, m: &Marker, what: &str) -> Vec<u8> {
-    tap.read_matching(ARRIVE, |f| m.is_in(f))
-        .unwrap_or_else(|| panic!("{what}: not delivered"))
-}
-
 #[test]
 fn endpoints_are_allmulticast() {
     require_root!();
@@ -176,14 +171,9 @@ fn neighbour_solicitations_and_arp_stay_in_their_vlan() {
     let f = at_guest(&tb, &m, "NS a10 -> b10");
     assert_eq!(icmpv6_type(&f), Some(ICMPV6_NS), "{f:02x?}");
     assert_eq!(f, ns, "NS changed on the way");
-    let w = wire
-        .recv_matching(ARRIVE, |f| m.is_in(&f.bytes))
-        .expect("NS from a10 not on the wire");
+    let w = on_wire(&wire, &m, "NS from a10 not on the wire");
     assert_eq!(w.vlan, Some((TPID_8021Q, 10)), "{w:?}");
-    assert!(
-        tc.read_matching(ABSENT, |f| m.is_in(f)).is_none(),
-        "NS from VLAN 10 delivered to VLAN 20"
-    );
+    absent(&tc, &m, "NS from VLAN 10 delivered to VLAN 20");
 
     // NS from the wire on VLAN 10: both VLAN 10 guests get it untagged
     // (a group no guest joined: only allmulticast lets it in), c does not.
@@ -194,33 +184,26 @@ fn neighbour_solicitations_and_arp_stay_in_their_vlan() {
         let f = at_guest(tap, &m, &format!("wire NS -> {name}"));
         assert_eq!(f, ns, "{name} got the NS altered");
     }
-    assert!(
-        tc.read_matching(ABSENT, |f| m.is_in(f)).is_none(),
-        "wire NS on VLAN 10 delivered to VLAN 20"
-    );
+    absent(&tc, &m, "wire NS on VLAN 10 delivered to VLAN 20");
 
     // ARP request from a: b and the wire (tagged 10), not c.
     let m = Marker::new();
     ta.write(&arp_request(a.mac, &m));
     let f = at_guest(&tb, &m, "ARP a10 -> b10");
     assert_eq!(frame::outer_ethertype(&f), Some(ETHERTYPE_ARP));
-    let w = wire
-        .recv_matching(ARRIVE, |f| m.is_in(&f.bytes))
-        .expect("ARP from a10 not on the wire");
+    let w = on_wire(&wire, &m, "ARP from a10 not on the wire");
     assert_eq!(w.vid(), Some(10), "{w:?}");
-    assert!(
-        tc.read_matching(ABSENT, |f| m.is_in(f)).is_none(),
-        "ARP from VLAN 10 delivered to VLAN 20"
-    );
+    absent(&tc, &m, "ARP from VLAN 10 delivered to VLAN 20");
 
     // ARP request from the wire on VLAN 20: only c.
     let m = Marker::new();
     wire.send(&with_tag(&arp_request(SWITCH_MAC, &m), 20));
     at_guest(&tc, &m, "wire ARP on 20 -> c20");
     for (tap, name) in [(&ta, "a10"), (&tb, "b10")] {
-        assert!(
-            tap.read_matching(ABSENT, |f| m.is_in(f)).is_none(),
-            "wire ARP on VLAN 20 delivered to {name}"
+        absent(
+            &tap,
+            &m,
+            &format!("wire ARP on VLAN 20 delivered to {name}"),
         );
     }
 }
@@ -251,10 +234,7 @@ fn multicast_to_trunk_and_tunnel_ports_keeps_their_tags() {
     wire.send(&sframe);
     let f = at_guest(&tq, &m, "wire S100 NS -> tunnel");
     assert_eq!(f, ns, "tunnel got: {f:02x?}");
-    assert!(
-        tt.read_matching(ABSENT, |f| m.is_in(f)).is_none(),
-        "S-tagged NS delivered to the trunk"
-    );
+    absent(&tt, &m, "S-tagged NS delivered to the trunk");
 }
 
 /// A real neighbour discovery between the kernel on the wire side (sw0 with

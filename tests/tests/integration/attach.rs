@@ -14,6 +14,9 @@ use macvswitch_tests::topology::LOWER;
 use macvswitch_tests::{Harness, require_root};
 use serde_json::Value;
 
+const ADD_EP0: [&str; 7] = ["endpoint", "add", "ep0", "--lower", LOWER, "--vlan", "10"];
+const RELAY_ON: [&str; 5] = ["uplink", "set", LOWER, "--reflective-relay", "on"];
+
 /// `args` with `--attach clsact` in front.
 fn clsact<'a>(args: &[&'a str]) -> Vec<&'a str> {
     let mut all = vec!["--attach", "clsact"];
@@ -58,30 +61,16 @@ fn foreign(h: &Harness, hook: &str) -> Vec<Value> {
         .collect()
 }
 
-fn uplink(h: &Harness) -> Value {
-    h.ctl.json(&["uplink", "show", LOWER, "--json"])
-}
-
 #[test]
 fn reload_and_restore_replace_the_clsact_filters_in_place() {
     require_root!();
     let h = Harness::new();
-    h.ctl.ok(&clsact(&[
-        "endpoint", "add", "ep0", "--lower", LOWER, "--vlan", "10",
-    ]));
-    h.ctl.ok(&clsact(&[
-        "uplink",
-        "set",
-        LOWER,
-        "--reflective-relay",
-        "on",
-        "--host-port",
-        "host0",
-        "--vlan",
-        "10",
-    ]));
+    h.ctl.ok(&clsact(&ADD_EP0));
+    h.ctl.ok(&clsact(
+        &[&RELAY_ON[..], &["--host-port", "host0", "--vlan", "10"]].concat(),
+    ));
     assert_eq!(h.show("ep0").raw["attach"], "clsact");
-    let up = uplink(&h);
+    let up = h.uplink();
     assert_eq!(up["attach"], "clsact", "{up}");
     assert_eq!(up["own_clsact"], true, "{up}");
     assert_eq!(up["host_port"]["attach"], "clsact", "{up}");
@@ -150,20 +139,13 @@ fn relay_off_and_reset_remove_our_filters_and_only_our_qdisc() {
     let h = Harness::new();
     h.ctl
         .ok(&clsact(&["endpoint", "add", "ep0", "--lower", LOWER]));
-    h.ctl.ok(&clsact(&[
-        "uplink",
-        "set",
-        LOWER,
-        "--reflective-relay",
-        "on",
-    ]));
+    h.ctl.ok(&clsact(&RELAY_ON));
     assert!(attach::qdiscs(&h.topo.host, LOWER).contains(&"clsact".to_string()));
     assert_only_ours(&h, LOWER, "egress", "relay on");
 
     // Relay off: the program stays while ep0 carries its tags in the
     // mark; once ep0 is gone too, our filter and the qdisc we made go.
-    h.ctl
-        .ok(&["uplink", "set", LOWER, "--reflective-relay", "off"]);
+    h.uplink_set(&["--reflective-relay", "off"]);
     assert_only_ours(&h, LOWER, "egress", "relay off, ep0 still there");
     h.ctl.ok(&["endpoint", "del", "ep0"]);
     let left = attach::filters(&h.topo.host, LOWER, "egress");
@@ -172,17 +154,11 @@ fn relay_off_and_reset_remove_our_filters_and_only_our_qdisc() {
         !attach::qdiscs(&h.topo.host, LOWER).contains(&"clsact".to_string()),
         "relay off left the clsact qdisc macvswitch made"
     );
-    assert_eq!(uplink(&h)["own_clsact"], false);
+    assert_eq!(h.uplink()["own_clsact"], false);
 
     // On again; an operator then hangs a filter of theirs on our qdisc:
     // `reset` takes ours and leaves theirs, and so the qdisc.
-    h.ctl.ok(&clsact(&[
-        "uplink",
-        "set",
-        LOWER,
-        "--reflective-relay",
-        "on",
-    ]));
+    h.ctl.ok(&clsact(&RELAY_ON));
     add_foreign_filter(&h, "ingress", 5);
     h.ctl.ok(&["reset"]);
     assert!(attach::ours(&h.topo.host, LOWER, "egress").is_empty());
@@ -200,17 +176,9 @@ fn reset_leaves_an_operators_qdisc_and_filters() {
     add_foreign_filter(&h, "ingress", 5);
     add_foreign_filter(&h, "egress", 5);
     add_foreign_filter(&h, "egress", 49152);
-    h.ctl.ok(&clsact(&[
-        "endpoint", "add", "ep0", "--lower", LOWER, "--vlan", "10",
-    ]));
-    h.ctl.ok(&clsact(&[
-        "uplink",
-        "set",
-        LOWER,
-        "--reflective-relay",
-        "on",
-    ]));
-    let up = uplink(&h);
+    h.ctl.ok(&clsact(&ADD_EP0));
+    h.ctl.ok(&clsact(&RELAY_ON));
+    let up = h.uplink();
     assert_eq!(up["own_clsact"], false, "the qdisc was there: {up}");
     assert_eq!(attach::ours(&h.topo.host, LOWER, "egress").len(), 1);
     h.ctl.ok(&["reload"]);
@@ -234,13 +202,7 @@ fn a_foreign_filter_at_our_priority_is_not_taken_over() {
         .host
         .exec_ok(&["tc", "qdisc", "add", "dev", LOWER, "clsact"]);
     add_foreign_filter(&h, "egress", PRIORITY);
-    let out = h.ctl.run(&clsact(&[
-        "uplink",
-        "set",
-        LOWER,
-        "--reflective-relay",
-        "on",
-    ]));
+    let out = h.ctl.run(&clsact(&RELAY_ON));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "stderr: {stderr}");

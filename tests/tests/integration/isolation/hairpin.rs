@@ -4,22 +4,18 @@
 //! private mode (where the kernel alone delivers a reflected unicast).
 //! Root-only: each test builds its own namespaces and bpffs.
 
+use macvswitch_tests::expect::{absent, assert_drops_at_least, at_guest, copies, on_wire};
 use macvswitch_tests::frame::{BROADCAST, Marker, marked};
 use macvswitch_tests::hairpin::Hairpin;
-use macvswitch_tests::harness::{ABSENT, ARRIVE};
-use macvswitch_tests::tap::Tap;
+use macvswitch_tests::harness::ARRIVE;
 use macvswitch_tests::{Harness, require_root};
-
-fn copies(tap: &Tap, m: &Marker, window: std::time::Duration) -> usize {
-    tap.read_all(window).iter().filter(|f| m.is_in(f)).count()
-}
 
 #[test]
 fn vepa_through_a_hairpin_switch() {
     require_root!();
     let h = Harness::new();
-    let a = h.add("a", &["--mode", "vepa", "--vlan", "10"]);
-    let b = h.add("b", &["--mode", "vepa", "--vlan", "10"]);
+    let a = h.add_pvlan("a", "vepa", &[]);
+    let b = h.add_pvlan("b", "vepa", &[]);
     let c = h.add("c20", &["--mode", "vepa", "--vlan", "20"]);
     let (ta, tb, tc) = (h.tap(&a), h.tap(&b), h.tap(&c));
     let wire = h.topo.wire();
@@ -29,27 +25,23 @@ fn vepa_through_a_hairpin_switch() {
     // delivered to b exactly once.
     let m = Marker::new();
     ta.write(&marked(b.mac, a.mac, &m));
-    let w = wire
-        .recv_matching(ARRIVE, |f| m.is_in(&f.bytes))
-        .expect("unicast a -> b not on the wire");
+    let w = on_wire(&wire, &m, "unicast a -> b not on the wire");
     assert_eq!(w.vid(), Some(10), "{w:?}");
-    assert!(
-        tb.read_matching(ARRIVE, |f| m.is_in(f)).is_some(),
-        "unicast a -> b not delivered through the hairpin"
-    );
-    assert_eq!(copies(&tb, &m, ABSENT), 0, "b got a second copy");
-    assert_eq!(copies(&ta, &m, ABSENT), 0, "a got its unicast back");
+    at_guest(&tb, &m, "unicast a -> b not delivered through the hairpin");
+    absent(&tb, &m, "b got a second copy");
+    absent(&ta, &m, "a got its unicast back");
 
     // Broadcast from a: b once, not a, not c (VLAN 20).
     let m = Marker::new();
     ta.write(&marked(BROADCAST, a.mac, &m));
-    assert!(
-        tb.read_matching(ARRIVE, |f| m.is_in(f)).is_some(),
-        "broadcast a -> b not delivered through the hairpin"
+    at_guest(
+        &tb,
+        &m,
+        "broadcast a -> b not delivered through the hairpin",
     );
-    assert_eq!(copies(&tb, &m, ABSENT), 0, "b got the broadcast twice");
-    assert_eq!(copies(&ta, &m, ABSENT), 0, "a got its own broadcast back");
-    assert_eq!(copies(&tc, &m, ABSENT), 0, "VLAN 10 broadcast at VLAN 20");
+    absent(&tb, &m, "b got the broadcast twice");
+    absent(&ta, &m, "a got its own broadcast back");
+    absent(&tc, &m, "VLAN 10 broadcast at VLAN 20");
     assert!(hairpin.stop() >= 2);
 }
 
@@ -57,20 +49,11 @@ fn vepa_through_a_hairpin_switch() {
 fn isolation_holds_for_reflected_frames() {
     require_root!();
     let h = Harness::new();
-    let iso = h.add("iso", &["--mode", "vepa", "--vlan", "10", "--isolated"]);
-    let open = h.add("open", &["--mode", "vepa", "--vlan", "10"]);
-    let blue1 = h.add(
-        "blue1",
-        &["--mode", "vepa", "--vlan", "10", "--community", "blue"],
-    );
-    let blue2 = h.add(
-        "blue2",
-        &["--mode", "vepa", "--vlan", "10", "--community", "blue"],
-    );
-    let red = h.add(
-        "red",
-        &["--mode", "vepa", "--vlan", "10", "--community", "red"],
-    );
+    let iso = h.add_pvlan("iso", "vepa", &["--isolated"]);
+    let open = h.add_pvlan("open", "vepa", &[]);
+    let blue1 = h.add_pvlan("blue1", "vepa", &["--community", "blue"]);
+    let blue2 = h.add_pvlan("blue2", "vepa", &["--community", "blue"]);
+    let red = h.add_pvlan("red", "vepa", &["--community", "red"]);
     let (ti, to, tb1, tb2, tr) = (
         h.tap(&iso),
         h.tap(&open),
@@ -84,40 +67,18 @@ fn isolation_holds_for_reflected_frames() {
     // Isolated -> open, and open -> isolated: reflected, then dropped.
     let m = Marker::new();
     ti.write(&marked(open.mac, iso.mac, &m));
-    assert!(
-        wire.recv_matching(ARRIVE, |f| m.is_in(&f.bytes)).is_some(),
-        "isolated endpoint's unicast not on the wire"
-    );
-    assert_eq!(
-        copies(&to, &m, ABSENT),
-        0,
-        "reflected isolated -> open delivered"
-    );
+    on_wire(&wire, &m, "isolated endpoint's unicast not on the wire");
+    absent(&to, &m, "reflected isolated -> open delivered");
     let m = Marker::new();
     to.write(&marked(iso.mac, open.mac, &m));
-    assert_eq!(
-        copies(&ti, &m, ABSENT),
-        0,
-        "reflected open -> isolated delivered"
-    );
-    assert!(
-        h.drops("open", "isolation") >= 1,
-        "stats: {}",
-        h.stats("open")
-    );
-    assert!(
-        h.drops("iso", "isolation") >= 1,
-        "stats: {}",
-        h.stats("iso")
-    );
+    absent(&ti, &m, "reflected open -> isolated delivered");
+    assert_drops_at_least(&h, "open", &[("isolation", 1)]);
+    assert_drops_at_least(&h, "iso", &[("isolation", 1)]);
 
     // Community members still talk through the hairpin.
     let m = Marker::new();
     tb1.write(&marked(blue2.mac, blue1.mac, &m));
-    assert!(
-        tb2.read_matching(ARRIVE, |f| m.is_in(f)).is_some(),
-        "reflected blue1 -> blue2 not delivered"
-    );
+    at_guest(&tb2, &m, "reflected blue1 -> blue2 not delivered");
     let m = Marker::new();
     tb2.write(&marked(BROADCAST, blue2.mac, &m));
     assert_eq!(
@@ -126,43 +87,23 @@ fn isolation_holds_for_reflected_frames() {
         "reflected blue broadcast at blue1"
     );
     for (tap, name) in [(&tb2, "blue2"), (&tr, "red"), (&to, "open"), (&ti, "iso")] {
-        assert_eq!(
-            copies(tap, &m, ABSENT),
-            0,
-            "reflected blue broadcast at {name}"
-        );
+        absent(tap, &m, &format!("reflected blue broadcast at {name}"));
     }
     // Different communities do not.
     let m = Marker::new();
     tb1.write(&marked(red.mac, blue1.mac, &m));
-    assert_eq!(
-        copies(&tr, &m, ABSENT),
-        0,
-        "reflected blue -> red delivered"
-    );
+    absent(&tr, &m, "reflected blue -> red delivered");
     let m = Marker::new();
     tr.write(&marked(blue1.mac, red.mac, &m));
-    assert_eq!(
-        copies(&tb1, &m, ABSENT),
-        0,
-        "reflected red -> blue delivered"
-    );
-    assert!(
-        h.drops("red", "isolation") >= 1,
-        "stats: {}",
-        h.stats("red")
-    );
-    assert!(
-        h.drops("blue1", "isolation") >= 1,
-        "stats: {}",
-        h.stats("blue1")
-    );
+    absent(&tb1, &m, "reflected red -> blue delivered");
+    assert_drops_at_least(&h, "red", &[("isolation", 1)]);
+    assert_drops_at_least(&h, "blue1", &[("isolation", 1)]);
 
     // Isolated broadcast: no local endpoint gets it back.
     let m = Marker::new();
     ti.write(&marked(BROADCAST, iso.mac, &m));
     for (tap, name) in [(&ti, "iso"), (&to, "open"), (&tb1, "blue1"), (&tr, "red")] {
-        assert_eq!(copies(tap, &m, ABSENT), 0, "isolated broadcast at {name}");
+        absent(tap, &m, &format!("isolated broadcast at {name}"));
     }
 }
 
@@ -173,8 +114,8 @@ fn sender_never_gets_its_own_frame_back() {
     // In private mode the kernel hands a broadcast that comes back from
     // the wire to its sender only; in VEPA mode a unicast the guest sent to
     // its own address comes back to it. The programs drop both.
-    let p = h.add("p", &["--mode", "private", "--vlan", "10"]);
-    let v = h.add("v", &["--mode", "vepa", "--vlan", "10"]);
+    let p = h.add_pvlan("p", "private", &[]);
+    let v = h.add_pvlan("v", "vepa", &[]);
     let (tp, tv) = (h.tap(&p), h.tap(&v));
     let hairpin = Hairpin::start(&h.topo);
 
@@ -185,7 +126,7 @@ fn sender_never_gets_its_own_frame_back() {
         0,
         "private-mode sender got its broadcast back"
     );
-    assert!(h.drops("p", "own-frame") >= 1, "stats: {}", h.stats("p"));
+    assert_drops_at_least(&h, "p", &[("own-frame", 1)]);
 
     let m = Marker::new();
     tv.write(&marked(v.mac, v.mac, &m));
@@ -194,7 +135,7 @@ fn sender_never_gets_its_own_frame_back() {
         0,
         "VEPA sender got its own unicast back"
     );
-    assert!(h.drops("v", "own-frame") >= 1, "stats: {}", h.stats("v"));
+    assert_drops_at_least(&h, "v", &[("own-frame", 1)]);
     assert!(hairpin.stop() >= 2);
 }
 
@@ -202,8 +143,8 @@ fn sender_never_gets_its_own_frame_back() {
 fn private_mode_behind_a_hairpin() {
     require_root!();
     let h = Harness::new();
-    let a = h.add("a", &["--mode", "private", "--vlan", "10"]);
-    let b = h.add("b", &["--mode", "private", "--vlan", "10"]);
+    let a = h.add_pvlan("a", "private", &[]);
+    let b = h.add_pvlan("b", "private", &[]);
     let (ta, tb) = (h.tap(&a), h.tap(&b));
     let _hairpin = Hairpin::start(&h.topo);
 
@@ -211,9 +152,10 @@ fn private_mode_behind_a_hairpin() {
     // (private mode alone does not isolate behind a hairpin).
     let m = Marker::new();
     ta.write(&marked(b.mac, a.mac, &m));
-    assert!(
-        tb.read_matching(ARRIVE, |f| m.is_in(f)).is_some(),
-        "private mode, no flags: reflected unicast a -> b not delivered (kernel fact changed?)"
+    at_guest(
+        &tb,
+        &m,
+        "private mode, no flags: reflected unicast a -> b not delivered (kernel fact changed?)",
     );
 
     // --isolated (live): the programs drop it.
@@ -226,12 +168,12 @@ fn private_mode_behind_a_hairpin() {
         0,
         "private mode, --isolated: reflected unicast delivered"
     );
-    assert!(h.drops("b", "isolation") >= 1, "stats: {}", h.stats("b"));
+    assert_drops_at_least(&h, "b", &[("isolation", 1)]);
     let m = Marker::new();
     tb.write(&marked(a.mac, b.mac, &m));
-    assert_eq!(
-        copies(&ta, &m, ABSENT),
-        0,
-        "private mode: reflected unicast to the isolated endpoint delivered"
+    absent(
+        &ta,
+        &m,
+        "private mode: reflected unicast to the isolated endpoint delivered",
     );
 }

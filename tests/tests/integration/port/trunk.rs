@@ -3,29 +3,33 @@
 //! popped, which drop reason counts, and the per-VLAN counters.
 //! Root-only: each test builds its own namespaces and bpffs.
 
-use macvswitch_tests::frame::{
-    self, BROADCAST, ETHERTYPE_TEST, Marker, TPID_8021AD, TPID_8021Q, marked, test_mac,
+use macvswitch_tests::expect::{
+    Refused, Way, absent, all_absent, assert_drops, assert_vlan_packets, at_guest, drops_of,
+    on_wire, refused, send_refused,
 };
-use macvswitch_tests::harness::{ABSENT, ARRIVE, Endpoint};
-use macvswitch_tests::tap::Tap;
+use macvswitch_tests::frame::{
+    self, BROADCAST, ETHERTYPE_TEST, Marker, TPID_8021AD, TPID_8021Q, marked, q_frame, test_mac,
+};
 use macvswitch_tests::topology::SWITCH_MAC;
-use macvswitch_tests::wire::{WireFrame, WireSocket};
-use macvswitch_tests::{Harness, require_root};
+use macvswitch_tests::wire::WireFrame;
+use macvswitch_tests::{OnePort, require_root};
 
-/// Test frame with one inline 802.1Q tag carrying the full TCI (PCP, DEI, VID).
-fn q_frame(dst: frame::Mac, src: frame::Mac, tci: u16, m: &Marker) -> Vec<u8> {
-    frame::tagged(dst, src, TPID_8021Q, tci, ETHERTYPE_TEST, &m.0)
-}
+/// Guest frames a trunk 10,20 must not send, by drop reason.
+#[rustfmt::skip]
+const GUEST_REFUSED: &[Refused] = &[
+    Refused::new("VID 30 guest frame", "wrong-vlan", &[(TPID_8021Q, 30)]),
+    Refused::new("untagged guest frame", "untagged", &[]),
+    Refused::new("802.1ad guest frame", "foreign-tpid", &[(TPID_8021AD, 10)]),
+    Refused::new("double-tagged guest frame", "stacked-tag", &[(TPID_8021Q, 10), (TPID_8021Q, 20)]),
+];
 
-fn on_wire(wire: &WireSocket, m: &Marker, what: &str) -> WireFrame {
-    wire.recv_matching(ARRIVE, |f| m.is_in(&f.bytes))
-        .unwrap_or_else(|| panic!("{what}: not seen on sw0"))
-}
-
-fn at_guest(tap: &Tap, m: &Marker, what: &str) -> Vec<u8> {
-    tap.read_matching(ARRIVE, |f| m.is_in(f))
-        .unwrap_or_else(|| panic!("{what}: not delivered to the guest"))
-}
+/// Wire frames a trunk 10,20 without a native VLAN must not deliver.
+#[rustfmt::skip]
+const WIRE_REFUSED: &[Refused] = &[
+    Refused::new("VID 30 wire frame to trunk 10,20", "wrong-vlan", &[(TPID_8021Q, 30)]),
+    Refused::new("untagged wire frame to a trunk without native", "untagged", &[]),
+    Refused::new("802.1ad wire frame to a trunk", "foreign-tpid", &[(TPID_8021AD, 10)]),
+];
 
 /// The frame's inline bytes carry no tag: the tag (if any) is in metadata.
 fn assert_inline_untagged(f: &WireFrame, what: &str) {
@@ -34,21 +38,16 @@ fn assert_inline_untagged(f: &WireFrame, what: &str) {
     assert_eq!(p.ethertype, ETHERTYPE_TEST, "{what}: {f:?}");
 }
 
-fn trunk(h: &Harness, name: &str, extra: &[&str]) -> Endpoint {
-    let ep = h.add(name, extra);
-    assert_eq!(ep.raw["policy"], "trunk", "show: {}", ep.raw);
-    ep
+fn trunk(name: &str, extra: &[&str]) -> OnePort {
+    OnePort::with_policy(name, "trunk", extra)
 }
 
 #[test]
 fn guest_frames_of_allowed_vlans_leave_unchanged_with_their_priority() {
     require_root!();
-    let h = Harness::new();
-    let ep = trunk(&h, "t0", &["--trunk", "10,20"]);
+    let OnePort { h, ep, tap, wire } = trunk("t0", &["--trunk", "10,20"]);
     assert_eq!(ep.raw["trunk"], "10,20", "show: {}", ep.raw);
     assert!(ep.raw["native"].is_null(), "show: {}", ep.raw);
-    let tap = h.tap(&ep);
-    let wire = h.topo.wire();
 
     // (dst, TCI): PCP 3 + DEI on 10, PCP 7 on 20, plain 20, a broadcast on 10.
     let cases = [
@@ -73,8 +72,7 @@ fn guest_frames_of_allowed_vlans_leave_unchanged_with_their_priority() {
     }
 
     let s = h.stats("t0");
-    assert_eq!(h.vlan_packets("t0", 10, "from_guest"), 2, "stats: {s}");
-    assert_eq!(h.vlan_packets("t0", 20, "from_guest"), 2, "stats: {s}");
+    assert_vlan_packets(&h, "t0", &[(10, "from_guest", 2), (20, "from_guest", 2)]);
     assert_eq!(s["from_guest"]["packets"], 4, "stats: {s}");
     let v10 = h.vlan_stats("t0", 10).expect("no VLAN 10 row");
     assert!(
@@ -86,57 +84,20 @@ fn guest_frames_of_allowed_vlans_leave_unchanged_with_their_priority() {
 #[test]
 fn guest_frames_outside_the_trunk_are_dropped_by_reason() {
     require_root!();
-    let h = Harness::new();
-    let ep = trunk(&h, "t0", &["--trunk", "10,20"]);
-    let tap = h.tap(&ep);
-    let wire = h.topo.wire();
+    let OnePort { h, ep, tap, wire } = trunk("t0", &["--trunk", "10,20"]);
 
-    let wrong = Marker::new();
-    tap.write(&q_frame(SWITCH_MAC, ep.mac, 30, &wrong));
-    let untagged = Marker::new();
-    tap.write(&marked(SWITCH_MAC, ep.mac, &untagged));
-    let ad = Marker::new();
-    tap.write(&frame::tagged(
-        SWITCH_MAC,
-        ep.mac,
-        TPID_8021AD,
-        10,
-        ETHERTYPE_TEST,
-        &ad.0,
-    ));
-    let stacked = Marker::new();
-    tap.write(&frame::double_tagged(
-        SWITCH_MAC,
-        ep.mac,
-        (TPID_8021Q, 10),
-        (TPID_8021Q, 20),
-        ETHERTYPE_TEST,
-        &stacked.0,
-    ));
+    let sent = send_refused(GUEST_REFUSED, SWITCH_MAC, ep.mac, |f| tap.write(f));
     // A frame that made it would be on the wire long before this one.
     let ok = Marker::new();
     tap.write(&q_frame(SWITCH_MAC, ep.mac, 10, &ok));
-    let mut seen_ok = false;
-    for f in wire.recv_all(ABSENT) {
-        for (m, what) in [
-            (&wrong, "VID 30"),
-            (&untagged, "untagged"),
-            (&ad, "802.1ad"),
-            (&stacked, "double-tagged"),
-        ] {
-            assert!(
-                !m.is_in(&f.bytes),
-                "{what} guest frame reached the wire: {f:?}"
-            );
-        }
-        seen_ok |= ok.is_in(&f.bytes);
-    }
-    assert!(seen_ok, "the allowed VID 10 frame did not reach the wire");
+    let seen = all_absent(&wire, &sent);
+    assert!(
+        seen.iter().any(|f| ok.is_in(&f.bytes)),
+        "the allowed VID 10 frame did not reach the wire"
+    );
 
+    assert_drops(&h, "t0", &drops_of(GUEST_REFUSED));
     let s = h.stats("t0");
-    for reason in ["wrong-vlan", "untagged", "foreign-tpid", "stacked-tag"] {
-        assert_eq!(s["drops"][reason], 1, "drops.{reason}: stats {s}");
-    }
     // No counter row for a VLAN the port does not carry.
     assert!(h.vlan_stats("t0", 30).is_none(), "VLAN 30 row: {s}");
 }
@@ -144,10 +105,7 @@ fn guest_frames_outside_the_trunk_are_dropped_by_reason() {
 #[test]
 fn wire_frames_of_allowed_vlans_arrive_tagged_others_are_dropped() {
     require_root!();
-    let h = Harness::new();
-    let ep = trunk(&h, "t0", &["--trunk", "10,20"]);
-    let tap = h.tap(&ep);
-    let wire = h.topo.wire();
+    let OnePort { h, ep, tap, wire } = trunk("t0", &["--trunk", "10,20"]);
 
     for (dst, tci) in [(ep.mac, 0x600a_u16), (ep.mac, 0x0014), (BROADCAST, 0xb014)] {
         let m = Marker::new();
@@ -160,51 +118,25 @@ fn wire_frames_of_allowed_vlans_arrive_tagged_others_are_dropped() {
         assert_eq!(p.ethertype, ETHERTYPE_TEST, "{what}");
     }
 
-    let wrong = Marker::new();
-    wire.send(&q_frame(ep.mac, SWITCH_MAC, 30, &wrong));
-    let untagged = Marker::new();
-    wire.send(&marked(ep.mac, SWITCH_MAC, &untagged));
-    let ad = Marker::new();
-    wire.send(&frame::tagged(
-        ep.mac,
-        SWITCH_MAC,
-        TPID_8021AD,
-        10,
-        ETHERTYPE_TEST,
-        &ad.0,
-    ));
-    for f in tap.read_all(ABSENT) {
-        assert!(
-            !wrong.is_in(&f),
-            "VID 30 delivered to trunk 10,20: {f:02x?}"
-        );
-        assert!(
-            !untagged.is_in(&f),
-            "untagged delivered to trunk without native: {f:02x?}"
-        );
-        assert!(
-            !ad.is_in(&f),
-            "802.1ad frame delivered to a trunk: {f:02x?}"
-        );
-    }
-    let s = h.stats("t0");
-    assert_eq!(s["drops"]["wrong-vlan"], 1, "stats: {s}");
-    assert_eq!(s["drops"]["untagged"], 1, "stats: {s}");
-    assert_eq!(s["drops"]["foreign-tpid"], 1, "stats: {s}");
-    assert_eq!(h.vlan_packets("t0", 10, "to_guest"), 1, "stats: {s}");
-    assert_eq!(h.vlan_packets("t0", 20, "to_guest"), 2, "stats: {s}");
-    assert_eq!(h.vlan_packets("t0", 10, "from_guest"), 0, "stats: {s}");
+    refused(&tap, ep.mac, &wire, Way::WireToGuest, WIRE_REFUSED);
+    assert_drops(&h, "t0", &drops_of(WIRE_REFUSED));
+    assert_vlan_packets(
+        &h,
+        "t0",
+        &[
+            (10, "to_guest", 1),
+            (20, "to_guest", 2),
+            (10, "from_guest", 0),
+        ],
+    );
 }
 
 #[test]
 fn native_untagged_pushes_and_pops_the_native_vlan() {
     require_root!();
-    let h = Harness::new();
-    let ep = trunk(&h, "t0", &["--trunk", "10,20", "--native", "30"]);
+    let OnePort { h, ep, tap, wire } = trunk("t0", &["--trunk", "10,20", "--native", "30"]);
     assert_eq!(ep.raw["native"], 30, "show: {}", ep.raw);
     assert_eq!(ep.raw["native_tagged"], false, "show: {}", ep.raw);
-    let tap = h.tap(&ep);
-    let wire = h.topo.wire();
 
     // guest -> wire: untagged goes into 30 (PCP 0), tagged 10 untouched.
     let m = Marker::new();
@@ -235,35 +167,38 @@ fn native_untagged_pushes_and_pops_the_native_vlan() {
     assert_eq!(frame::parse(&f).unwrap().tags, [(TPID_8021Q, 10)]);
     let m = Marker::new();
     wire.send(&marked(ep.mac, SWITCH_MAC, &m));
-    assert!(
-        tap.read_matching(ABSENT, |f| m.is_in(f)).is_none(),
-        "untagged wire frame delivered to a trunk (native is a VLAN, not 'untagged')"
+    absent(
+        &tap,
+        &m,
+        "untagged wire frame to a trunk (native is a VLAN, not 'untagged')",
     );
 
-    let s = h.stats("t0");
-    assert_eq!(h.vlan_packets("t0", 30, "from_guest"), 2, "stats: {s}");
-    assert_eq!(h.vlan_packets("t0", 30, "to_guest"), 1, "stats: {s}");
-    assert_eq!(h.vlan_packets("t0", 10, "from_guest"), 1, "stats: {s}");
-    assert_eq!(h.vlan_packets("t0", 10, "to_guest"), 1, "stats: {s}");
+    assert_vlan_packets(
+        &h,
+        "t0",
+        &[
+            (30, "from_guest", 2),
+            (30, "to_guest", 1),
+            (10, "from_guest", 1),
+            (10, "to_guest", 1),
+        ],
+    );
 }
 
 #[test]
 fn native_tagged_delivers_the_native_vlan_tagged() {
     require_root!();
-    let h = Harness::new();
-    let ep = trunk(
-        &h,
+    let port = trunk(
         "t0",
         &["--trunk", "10,20", "--native", "30", "--native-tagged"],
     );
+    let OnePort { ep, tap, wire, .. } = &port;
     assert_eq!(ep.raw["native"], 30, "show: {}", ep.raw);
     assert_eq!(ep.raw["native_tagged"], true, "show: {}", ep.raw);
-    let tap = h.tap(&ep);
-    let wire = h.topo.wire();
 
     let m = Marker::new();
     wire.send(&q_frame(ep.mac, SWITCH_MAC, 0x601e, &m));
-    let f = at_guest(&tap, &m, "wire frame on native 30");
+    let f = at_guest(tap, &m, "wire frame on native 30");
     assert_eq!(
         frame::parse(&f).unwrap().tags,
         [(TPID_8021Q, 0x601e)],
@@ -273,7 +208,7 @@ fn native_tagged_delivers_the_native_vlan_tagged() {
     // Untagged guest frames are still accepted into the native VLAN.
     let m = Marker::new();
     tap.write(&marked(SWITCH_MAC, ep.mac, &m));
-    let f = on_wire(&wire, &m, "untagged guest frame");
+    let f = on_wire(wire, &m, "untagged guest frame");
     assert_eq!(f.vlan, Some((TPID_8021Q, 30)), "{f:?}");
     assert_inline_untagged(&f, "untagged guest frame");
 }
@@ -281,48 +216,42 @@ fn native_tagged_delivers_the_native_vlan_tagged() {
 #[test]
 fn priority_sets_the_pcp_of_pushed_tags_only() {
     require_root!();
-    let h = Harness::new();
-    let ep = trunk(
-        &h,
+    let port = trunk(
         "t0",
         &["--trunk", "10", "--native", "30", "--priority", "5"],
     );
+    let OnePort { ep, tap, wire, .. } = &port;
     assert_eq!(ep.raw["priority"], 5, "show: {}", ep.raw);
-    let tap = h.tap(&ep);
-    let wire = h.topo.wire();
 
     // Pushed native tag: PCP 5.
     let m = Marker::new();
     tap.write(&marked(SWITCH_MAC, ep.mac, &m));
-    let f = on_wire(&wire, &m, "untagged guest frame");
+    let f = on_wire(wire, &m, "untagged guest frame");
     assert_eq!(f.vlan, Some((TPID_8021Q, 0xa01e)), "pushed tag: {f:?}");
     // A priority-tagged frame (PCP 2) also gets the configured PCP 5.
     let m = Marker::new();
     tap.write(&q_frame(SWITCH_MAC, ep.mac, 0x4000, &m));
-    let f = on_wire(&wire, &m, "priority-tagged guest frame");
+    let f = on_wire(wire, &m, "priority-tagged guest frame");
     assert_eq!(f.vlan, Some((TPID_8021Q, 0xa01e)), "pushed tag: {f:?}");
     assert_inline_untagged(&f, "priority-tagged guest frame");
     // The guest's own tag keeps its PCP 2.
     let m = Marker::new();
     tap.write(&q_frame(SWITCH_MAC, ep.mac, 0x400a, &m));
-    let f = on_wire(&wire, &m, "guest frame tagged 10");
+    let f = on_wire(wire, &m, "guest frame tagged 10");
     assert_eq!(f.vlan, Some((TPID_8021Q, 0x400a)), "guest tag: {f:?}");
 }
 
 #[test]
 fn spoofed_source_on_a_trunk_is_dropped_before_any_tag() {
     require_root!();
-    let h = Harness::new();
-    let ep = trunk(&h, "t0", &["--trunk", "10"]);
-    let tap = h.tap(&ep);
-    let wire = h.topo.wire();
+    let OnePort {
+        h,
+        ep: _,
+        tap,
+        wire,
+    } = trunk("t0", &["--trunk", "10"]);
     let m = Marker::new();
     tap.write(&q_frame(SWITCH_MAC, test_mac(0x42), 10, &m));
-    assert!(
-        wire.recv_matching(ABSENT, |f| m.is_in(&f.bytes)).is_none(),
-        "spoofed tagged frame reached the wire"
-    );
-    let s = h.stats("t0");
-    assert_eq!(s["drops"]["spoofed-source"], 1, "stats: {s}");
-    assert_eq!(s["drops"]["wrong-vlan"], 0, "stats: {s}");
+    absent(&wire, &m, "spoofed tagged guest frame");
+    assert_drops(&h, "t0", &[("spoofed-source", 1), ("wrong-vlan", 0)]);
 }

@@ -5,8 +5,8 @@
 
 use std::collections::BTreeMap;
 
+use macvswitch_tests::expect::on_wire;
 use macvswitch_tests::frame::{Marker, marked};
-use macvswitch_tests::harness::ARRIVE;
 use macvswitch_tests::lifecycle::{assert_consistent, macvtaps, recorded, state_bytes};
 use macvswitch_tests::topology::{LOWER, SWITCH_MAC};
 use macvswitch_tests::{Harness, require_root};
@@ -139,7 +139,7 @@ fn apply_is_idempotent_round_trips_and_changes_the_least() {
     assert_eq!(h.show("com").raw["priority"], 5);
     assert_eq!(h.show("unt").raw["mode"], "vepa");
     assert_eq!(h.show("unt").raw["policy"], "untagged");
-    let uplink = h.ctl.json(&["uplink", "show", LOWER, "--json"]);
+    let uplink = h.uplink();
     assert_eq!(uplink["reflective_relay"], true, "{uplink}");
     let addr = h.topo.host.ip_ok(&["-o", "addr", "show", "dev", "host0"]);
     assert!(addr.contains("192.0.2.1/24"), "host0: {addr}");
@@ -174,9 +174,7 @@ fn apply_is_idempotent_round_trips_and_changes_the_least() {
         let wire = h.topo.wire();
         let m = Marker::new();
         tap.write(&marked(SWITCH_MAC, acc2.mac, &m));
-        let f = wire
-            .recv_matching(ARRIVE, |f| m.is_in(&f.bytes))
-            .expect("acc's frame on the wire");
+        let f = on_wire(&wire, &m, "acc's frame on the wire");
         assert_eq!(f.vid(), Some(11), "{f:?}");
     }
     assert_no_changes(&h, &file, "after the VLAN edit");

@@ -25,26 +25,24 @@ fn describe(args: &[&str], out: &Output) -> String {
     )
 }
 
-#[test]
-fn parallel_adds_of_distinct_names_are_all_recorded() {
-    require_root!();
-    let h = Harness::new();
-    // From a fresh state dir and bpffs: the first adds also race to load
-    // the data path.
-    let failures: Vec<String> = std::thread::scope(|s| {
-        let workers: Vec<_> = ["a", "b"]
-            .into_iter()
-            .enumerate()
-            .map(|(w, prefix)| {
-                let h = &h;
+/// Runs the workers in parallel, each its commands in turn; returns every
+/// command whose outcome `bad` finds wrong.
+fn race(
+    h: &Harness,
+    workers: &[Vec<Vec<String>>],
+    bad: impl Fn(&Output) -> bool + Sync,
+) -> Vec<String> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = workers
+            .iter()
+            .map(|commands| {
+                let bad = &bad;
                 s.spawn(move || {
                     let mut failures = Vec::new();
-                    for i in 0..10 {
-                        let name = format!("r{prefix}{i}");
-                        let vlan = (100 * (w + 1) + i).to_string();
-                        let args = ["endpoint", "add", &name, "--lower", LOWER, "--vlan", &vlan];
+                    for args in commands {
+                        let args: Vec<&str> = args.iter().map(String::as_str).collect();
                         let out = run(h, &args);
-                        if !out.status.success() {
+                        if bad(&out) {
                             failures.push(describe(&args, &out));
                         }
                     }
@@ -52,11 +50,42 @@ fn parallel_adds_of_distinct_names_are_all_recorded() {
                 })
             })
             .collect();
-        workers
+        handles
             .into_iter()
             .flat_map(|w| w.join().expect("worker panicked"))
             .collect()
-    });
+    })
+}
+
+fn owned(args: &[&str]) -> Vec<String> {
+    args.iter().map(|a| a.to_string()).collect()
+}
+
+/// `args`, `n` times over: one worker's commands.
+fn repeat(args: &[&str], n: usize) -> Vec<Vec<String>> {
+    vec![owned(args); n]
+}
+
+#[test]
+fn parallel_adds_of_distinct_names_are_all_recorded() {
+    require_root!();
+    let h = Harness::new();
+    // From a fresh state dir and bpffs: the first adds also race to load
+    // the data path.
+    let workers: Vec<Vec<Vec<String>>> = ["a", "b"]
+        .into_iter()
+        .enumerate()
+        .map(|(w, prefix)| {
+            (0..10)
+                .map(|i| {
+                    let name = format!("r{prefix}{i}");
+                    let vlan = (100 * (w + 1) + i).to_string();
+                    owned(&["endpoint", "add", &name, "--lower", LOWER, "--vlan", &vlan])
+                })
+                .collect()
+        })
+        .collect();
+    let failures = race(&h, &workers, |out| !out.status.success());
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     let records = recorded(&h);
     assert_eq!(records.len(), 20, "recorded: {:?}", records.keys());
@@ -88,35 +117,19 @@ fn concurrent_add_set_del_of_one_name_keep_state_and_kernel_in_step() {
         &["endpoint", "del", "x0"],
         &["endpoint", "set", "x0", "--vlan", "20"],
     ];
-    let failures: Vec<String> = std::thread::scope(|s| {
-        let workers: Vec<_> = ops
-            .iter()
-            .map(|args| {
-                let h = &h;
-                s.spawn(move || {
-                    let mut failures = Vec::new();
-                    for _ in 0..10 {
-                        let out = run(h, args);
-                        // 0, or 2 for "exists" / "no such endpoint":
-                        // never a system error from the race itself.
-                        if !matches!(out.status.code(), Some(0 | 2)) {
-                            failures.push(describe(args, &out));
-                        }
-                        if out.status.code() == Some(2)
-                            && String::from_utf8_lossy(&out.stderr).lines().count() != 1
-                        {
-                            failures.push(describe(args, &out));
-                        }
-                        assert!(recorded(h).len() <= 2, "state has more than anchor0 and x0");
-                    }
-                    failures
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|w| w.join().expect("worker panicked"))
-            .collect()
+    let workers: Vec<_> = ops.iter().map(|args| repeat(args, 10)).collect();
+    let failures = race(&h, &workers, |out| {
+        assert!(
+            recorded(&h).len() <= 2,
+            "state has more than anchor0 and x0"
+        );
+        // 0, or 2 for "exists" / "no such endpoint" in one line: never a
+        // system error from the race itself.
+        match out.status.code() {
+            Some(0) => false,
+            Some(2) => String::from_utf8_lossy(&out.stderr).lines().count() != 1,
+            _ => true,
+        }
     });
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert_consistent(&h, "after racing add/set/del of x0");
@@ -150,29 +163,8 @@ fn racing_applies_of_two_files_converge() {
         path.to_string_lossy().into_owned()
     })
     .collect();
-    let failures: Vec<String> = std::thread::scope(|s| {
-        let workers: Vec<_> = files
-            .iter()
-            .map(|file| {
-                let h = &h;
-                s.spawn(move || {
-                    let mut failures = Vec::new();
-                    for _ in 0..4 {
-                        let args = ["apply", file.as_str()];
-                        let out = run(h, &args);
-                        if !out.status.success() {
-                            failures.push(describe(&args, &out));
-                        }
-                    }
-                    failures
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|w| w.join().expect("worker panicked"))
-            .collect()
-    });
+    let workers: Vec<_> = files.iter().map(|f| repeat(&["apply", f], 4)).collect();
+    let failures = race(&h, &workers, |out| !out.status.success());
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert_consistent(&h, "after racing applies");
     for file in &files {

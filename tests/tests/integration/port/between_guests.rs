@@ -3,23 +3,11 @@
 //! programs on both ends decide, and tags are pushed/popped per port.
 //! Root-only: each test builds its own namespaces and bpffs.
 
+use macvswitch_tests::expect::{absent, assert_drops_at_least, at_guest, on_wire};
 use macvswitch_tests::frame::{self, BROADCAST, ETHERTYPE_TEST, Marker, TPID_8021Q, marked};
-use macvswitch_tests::harness::{ABSENT, ARRIVE};
+use macvswitch_tests::frame::{q_frame, tags};
 use macvswitch_tests::tap::Tap;
 use macvswitch_tests::{Harness, require_root};
-
-fn q_frame(dst: frame::Mac, src: frame::Mac, tci: u16, m: &Marker) -> Vec<u8> {
-    frame::tagged(dst, src, TPID_8021Q, tci, ETHERTYPE_TEST, &m.0)
-}
-
-fn at_guest(tap: &Tap, m: &Marker, what: &str) -> Vec<u8> {
-    tap.read_matching(ARRIVE, |f| m.is_in(f))
-        .unwrap_or_else(|| panic!("{what}: not delivered"))
-}
-
-fn tags(f: &[u8]) -> Vec<(u16, u16)> {
-    frame::parse(f).expect("unparsable frame").tags
-}
 
 #[test]
 fn two_trunk_guests_share_only_their_common_vlan() {
@@ -44,16 +32,10 @@ fn two_trunk_guests_share_only_their_common_vlan() {
     ta.write(&q_frame(b.mac, a.mac, 10, &m10));
     let m30 = Marker::new();
     tb.write(&q_frame(a.mac, b.mac, 30, &m30));
-    assert!(
-        tb.read_matching(ABSENT, |f| m10.is_in(f)).is_none(),
-        "VLAN 10 delivered to trunk 20,30"
-    );
-    assert!(
-        ta.read_matching(ABSENT, |f| m30.is_in(f)).is_none(),
-        "VLAN 30 delivered to trunk 10,20"
-    );
-    assert!(h.drops("tb", "wrong-vlan") >= 1, "stats: {}", h.stats("tb"));
-    assert!(h.drops("ta", "wrong-vlan") >= 1, "stats: {}", h.stats("ta"));
+    absent(&tb, &m10, "VLAN 10 delivered to trunk 20,30");
+    absent(&ta, &m30, "VLAN 30 delivered to trunk 10,20");
+    assert_drops_at_least(&h, "tb", &[("wrong-vlan", 1)]);
+    assert_drops_at_least(&h, "ta", &[("wrong-vlan", 1)]);
     assert_eq!(
         h.vlan_packets("tb", 20, "to_guest"),
         1,
@@ -67,7 +49,7 @@ fn trunk_and_access_guest_talk_on_the_access_vlan() {
     require_root!();
     let h = Harness::new();
     let t = h.add("t", &["--mode", "bridge", "--trunk", "10,20"]);
-    let a = h.add("a10", &["--mode", "bridge", "--vlan", "10"]);
+    let a = h.add_pvlan("a10", "bridge", &[]);
     let (tt, ta) = (h.tap(&t), h.tap(&a));
 
     // trunk -> access: tagged 10 in, untagged out.
@@ -86,17 +68,14 @@ fn trunk_and_access_guest_talk_on_the_access_vlan() {
     // The trunk's VLAN 20 does not reach the access-10 guest.
     let m = Marker::new();
     tt.write(&q_frame(a.mac, t.mac, 20, &m));
-    assert!(
-        ta.read_matching(ABSENT, |f| m.is_in(f)).is_none(),
-        "VLAN 20 from a trunk delivered to access-10"
-    );
+    absent(&ta, &m, "VLAN 20 from a trunk delivered to access-10");
 }
 
 #[test]
 fn access_broadcast_reaches_only_ports_carrying_its_vlan() {
     require_root!();
     let h = Harness::new();
-    let a = h.add("a10", &["--mode", "bridge", "--vlan", "10"]);
+    let a = h.add_pvlan("a10", "bridge", &[]);
     let t10 = h.add("t10", &["--mode", "bridge", "--trunk", "10,20"]);
     let t20 = h.add("t20", &["--mode", "bridge", "--trunk", "20,30"]);
     let n10 = h.add(
@@ -126,15 +105,10 @@ fn access_broadcast_reaches_only_ports_carrying_its_vlan() {
         tags(&f).is_empty(),
         "native-untagged trunk got a tag: {f:02x?}"
     );
-    let w = wire
-        .recv_matching(ARRIVE, |f| m.is_in(&f.bytes))
-        .expect("broadcast from a10 not on the wire");
+    let w = on_wire(&wire, &m, "broadcast from a10 not on the wire");
     assert_eq!(w.vlan, Some((TPID_8021Q, 10)), "{w:?}");
     for (tap, name) in [&taps[0], &taps[2], &taps[4]] {
-        assert!(
-            tap.read_matching(ABSENT, |f| m.is_in(f)).is_none(),
-            "VLAN 10 broadcast delivered to {name}"
-        );
+        absent(&tap, &m, &format!("VLAN 10 broadcast delivered to {name}"));
     }
 
     // A tagged-20 broadcast from a trunk: t20 (tagged), a20 (untagged), nobody else.
@@ -145,9 +119,6 @@ fn access_broadcast_reaches_only_ports_carrying_its_vlan() {
     let f = at_guest(&taps[4].0, &m, "broadcast t10/20 -> a20");
     assert!(tags(&f).is_empty(), "{f:02x?}");
     for (tap, name) in [&taps[0], &taps[1], &taps[3]] {
-        assert!(
-            tap.read_matching(ABSENT, |f| m.is_in(f)).is_none(),
-            "VLAN 20 broadcast delivered to {name}"
-        );
+        absent(&tap, &m, &format!("VLAN 20 broadcast delivered to {name}"));
     }
 }

@@ -11,11 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use macvswitch_tests::frame::{
-    ETHERTYPE_TEST, Marker, fmt_mac, marked, marked_tagged, outer_ethertype,
-};
+use macvswitch_tests::expect::at_guest;
+use macvswitch_tests::frame::{ETHERTYPE_TEST, Marker, marked, marked_tagged, outer_ethertype};
 use macvswitch_tests::harness::{ARRIVE, Endpoint};
-use macvswitch_tests::topology::{LOWER, LOWER_MAC, SWITCH_MAC, SWITCH_PORT};
+use macvswitch_tests::topology::{LOWER, SWITCH_MAC};
 use macvswitch_tests::wire::WireSocket;
 use macvswitch_tests::{Harness, require_root};
 
@@ -138,18 +137,6 @@ impl Drop for Daemon {
     }
 }
 
-fn names(h: &Harness) -> Vec<String> {
-    let list = h.list();
-    let mut names: Vec<String> = list
-        .as_array()
-        .unwrap_or_else(|| panic!("endpoint list --json is not an array: {list}"))
-        .iter()
-        .map(|e| e["name"].as_str().expect("name").to_string())
-        .collect();
-    names.sort();
-    names
-}
-
 /// The endpoint's record in the state file.
 fn recorded(h: &Harness, name: &str) -> serde_json::Value {
     let path = h.state.path().join("state.json");
@@ -203,9 +190,11 @@ fn wire_frame_reaches_guest(ep: &Endpoint, wire: &WireSocket, vid: u16) {
     let tap = macvswitch_tests::tap::Tap::open(&ep.tap);
     let m = Marker::new();
     wire.send(&marked_tagged(ep.mac, SWITCH_MAC, vid, &m));
-    let frame = tap
-        .read_matching(ARRIVE, |f| m.is_in(f))
-        .unwrap_or_else(|| panic!("{}: a wire frame never reached the guest", ep.name));
+    let frame = at_guest(
+        &tap,
+        &m,
+        &format!("{}: a wire frame never reached the guest", ep.name),
+    );
     assert_eq!(
         outer_ethertype(&frame),
         Some(ETHERTYPE_TEST),
@@ -225,13 +214,13 @@ fn endpoint_deleted_out_of_band_is_cleaned_up() {
     daemon.wait_log("streaming the programs' logs", START_STOP);
     // The CLI works next to the daemon, and the daemon leaves its work be.
     let ep1 = h.add("ep1", &["--vlan", "20"]);
-    assert_eq!(names(&h), ["ep0", "ep1"]);
+    assert_eq!(h.names(), ["ep0", "ep1"]);
     assert!(attached(&h, "ep0") && ep0.tap.exists());
 
     h.topo.host.ip_ok(&["link", "del", "ep0"]);
     daemon.wait_log_line(&["ep0", "deleted out of band"], REACT);
     eventually(REACT, "ep0 to leave `endpoint list`", || {
-        (names(&h) == ["ep1"]).then_some(())
+        (h.names() == ["ep1"]).then_some(())
     });
     assert!(!attached(&h, "ep0"), "ep0's link pins left behind");
     assert!(
@@ -253,7 +242,7 @@ fn endpoint_deleted_out_of_band_is_cleaned_up() {
     assert!(!log.contains("ep1 deleted"), "daemon log:\n{log}");
     // The daemon does not hold the state lock between reactions.
     h.ctl.ok(&["endpoint", "del", "ep1"]);
-    assert_eq!(names(&h), Vec::<String>::new());
+    assert_eq!(h.names(), Vec::<String>::new());
 }
 
 #[test]
@@ -276,29 +265,11 @@ fn lower_device_gone_and_back_brings_endpoints_back() {
             .all(|ep| recorded(&h, &ep.name)["status"] == "waiting")
             .then_some(())
     });
-    assert_eq!(names(&h), ["ep0", "ep1"], "waiting endpoints were dropped");
+    assert_eq!(h.names(), ["ep0", "ep1"], "waiting endpoints were dropped");
     assert_eq!(h.topo.host.link_names(), ["lo"]);
 
     // The same lower device again, cabled to the switch namespace.
-    h.topo.host.ip_ok(&[
-        "link",
-        "add",
-        LOWER,
-        "address",
-        &fmt_mac(&LOWER_MAC),
-        "type",
-        "veth",
-        "peer",
-        "name",
-        SWITCH_PORT,
-        "address",
-        &fmt_mac(&SWITCH_MAC),
-    ]);
-    h.topo
-        .host
-        .ip_ok(&["link", "set", SWITCH_PORT, "netns", h.topo.switch.name()]);
-    h.topo.host.ip_ok(&["link", "set", LOWER, "up"]);
-    h.topo.switch.ip_ok(&["link", "set", SWITCH_PORT, "up"]);
+    h.topo.cable();
 
     for ep in &eps {
         daemon.wait_log_line(&[&ep.name, "recreated on", LOWER], REACT);

@@ -2,8 +2,8 @@
 //! must respect VLAN membership (the kernel's macvlan bridge knows nothing
 //! about VLANs; the eBPF programs enforce them).
 
+use macvswitch_tests::expect::{absent, assert_drops_at_least, at_guest, on_wire};
 use macvswitch_tests::frame::{self, BROADCAST, ETHERTYPE_TEST, Marker, marked};
-use macvswitch_tests::harness::{ABSENT, ARRIVE};
 use macvswitch_tests::topology::SWITCH_MAC;
 use macvswitch_tests::{Harness, require_root};
 
@@ -11,8 +11,8 @@ use macvswitch_tests::{Harness, require_root};
 fn guests_in_same_vlan_exchange_unicast_other_vlans_do_not() {
     require_root!();
     let h = Harness::new();
-    let a = h.add("a10", &["--mode", "bridge", "--vlan", "10"]);
-    let b = h.add("b10", &["--mode", "bridge", "--vlan", "10"]);
+    let a = h.add_pvlan("a10", "bridge", &[]);
+    let b = h.add_pvlan("b10", "bridge", &[]);
     let c = h.add("c20", &["--mode", "bridge", "--vlan", "20"]);
     assert_eq!(a.raw["mode"], "bridge", "{}", a.raw);
     let (ta, tb, tc) = (h.tap(&a), h.tap(&b), h.tap(&c));
@@ -20,9 +20,7 @@ fn guests_in_same_vlan_exchange_unicast_other_vlans_do_not() {
     // a -> b (same VLAN): delivered untagged.
     let m = Marker::new();
     ta.write(&marked(b.mac, a.mac, &m));
-    let f = tb
-        .read_matching(ARRIVE, |f| m.is_in(f))
-        .expect("unicast a10 -> b10 not delivered");
+    let f = at_guest(&tb, &m, "unicast a10 -> b10 not delivered");
     let p = frame::parse(&f).unwrap();
     assert!(p.tags.is_empty(), "b10 got a tagged frame: {f:02x?}");
     assert_eq!((p.dst, p.src, p.ethertype), (b.mac, a.mac, ETHERTYPE_TEST));
@@ -30,37 +28,24 @@ fn guests_in_same_vlan_exchange_unicast_other_vlans_do_not() {
     // b -> a as well.
     let m = Marker::new();
     tb.write(&marked(a.mac, b.mac, &m));
-    assert!(
-        ta.read_matching(ARRIVE, |f| m.is_in(f)).is_some(),
-        "unicast b10 -> a10 not delivered"
-    );
+    at_guest(&ta, &m, "unicast b10 -> a10 not delivered");
 
     // a -> c and c -> a (VLAN 10 vs 20): never delivered.
     let ac = Marker::new();
     ta.write(&marked(c.mac, a.mac, &ac));
     let ca = Marker::new();
     tc.write(&marked(a.mac, c.mac, &ca));
-    assert!(
-        tc.read_matching(ABSENT, |f| ac.is_in(f)).is_none(),
-        "unicast from VLAN 10 delivered to VLAN 20 guest"
-    );
-    assert!(
-        ta.read_matching(ABSENT, |f| ca.is_in(f)).is_none(),
-        "unicast from VLAN 20 delivered to VLAN 10 guest"
-    );
-    assert!(
-        h.drops("c20", "wrong-vlan") >= 1,
-        "stats: {}",
-        h.stats("c20")
-    );
+    absent(&tc, &ac, "unicast from VLAN 10 delivered to VLAN 20 guest");
+    absent(&ta, &ca, "unicast from VLAN 20 delivered to VLAN 10 guest");
+    assert_drops_at_least(&h, "c20", &[("wrong-vlan", 1)]);
 }
 
 #[test]
 fn broadcast_stays_in_its_vlan() {
     require_root!();
     let h = Harness::new();
-    let a = h.add("a10", &["--mode", "bridge", "--vlan", "10"]);
-    let b = h.add("b10", &["--mode", "bridge", "--vlan", "10"]);
+    let a = h.add_pvlan("a10", "bridge", &[]);
+    let b = h.add_pvlan("b10", "bridge", &[]);
     let c = h.add("c20", &["--mode", "bridge", "--vlan", "20"]);
     let (ta, tb, tc) = (h.tap(&a), h.tap(&b), h.tap(&c));
     let wire = h.topo.wire();
@@ -68,45 +53,26 @@ fn broadcast_stays_in_its_vlan() {
     let m = Marker::new();
     ta.write(&marked(BROADCAST, a.mac, &m));
 
-    let f = tb
-        .read_matching(ARRIVE, |f| m.is_in(f))
-        .expect("broadcast from a10 not delivered to b10");
+    let f = at_guest(&tb, &m, "broadcast from a10 not delivered to b10");
     assert_eq!(
         frame::outer_ethertype(&f),
         Some(ETHERTYPE_TEST),
         "b10 got it tagged"
     );
-    let w = wire
-        .recv_matching(ARRIVE, |f| m.is_in(&f.bytes))
-        .expect("broadcast from a10 not on the wire");
+    let w = on_wire(&wire, &m, "broadcast from a10 not on the wire");
     assert_eq!(
         w.vid(),
         Some(10),
         "broadcast left with wrong/no VLAN: {w:?}"
     );
-    assert!(
-        tc.read_matching(ABSENT, |f| m.is_in(f)).is_none(),
-        "broadcast from VLAN 10 delivered to VLAN 20 guest"
-    );
+    absent(&tc, &m, "broadcast from VLAN 10 delivered to VLAN 20 guest");
     // The sender does not get its own broadcast back.
-    assert!(
-        ta.read_matching(ABSENT, |f| m.is_in(f)).is_none(),
-        "broadcast echoed to its sender"
-    );
+    absent(&ta, &m, "broadcast echoed to its sender");
 
     // And a VLAN 20 broadcast from the wire reaches only c20.
     let m = Marker::new();
     wire.send(&frame::marked_tagged(BROADCAST, SWITCH_MAC, 20, &m));
-    assert!(
-        tc.read_matching(ARRIVE, |f| m.is_in(f)).is_some(),
-        "VLAN 20 wire broadcast not delivered to c20"
-    );
-    assert!(
-        ta.read_matching(ABSENT, |f| m.is_in(f)).is_none(),
-        "VLAN 20 broadcast at a10"
-    );
-    assert!(
-        tb.read_matching(ABSENT, |f| m.is_in(f)).is_none(),
-        "VLAN 20 broadcast at b10"
-    );
+    at_guest(&tc, &m, "VLAN 20 wire broadcast not delivered to c20");
+    absent(&ta, &m, "VLAN 20 broadcast at a10");
+    absent(&tb, &m, "VLAN 20 broadcast at b10");
 }

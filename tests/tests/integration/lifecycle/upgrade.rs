@@ -13,19 +13,18 @@
 //!   VLANs. The incompatible map is made with the bpf(2) syscall directly.
 
 use std::collections::BTreeMap;
-use std::ffi::CString;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use macvswitch_tests::attach;
-use macvswitch_tests::frame::{self, ETHERTYPE_TEST, Marker, eth, tagged};
-use macvswitch_tests::harness::ARRIVE;
+use macvswitch_tests::bpf::{MapLayout, pin_map, pinned_layout};
+use macvswitch_tests::expect::{Receive, at_guest, on_wire};
+use macvswitch_tests::frame::{self, ETHERTYPE_TEST, Mac, Marker, eth, tagged};
 use macvswitch_tests::lifecycle::{Rng, assert_consistent, command, run_and_kill};
 use macvswitch_tests::topology::{LOWER, SWITCH_MAC};
+use macvswitch_tests::wire::WireFrame;
 use macvswitch_tests::{Harness, require_root};
 
 /// Frames per direction, one per millisecond.
@@ -37,6 +36,25 @@ fn payload(m: &Marker, seq: u32) -> Vec<u8> {
     let mut p = m.0.to_vec();
     p.extend_from_slice(&seq.to_be_bytes());
     p
+}
+
+/// Stream frame `seq` of `m` from `src` to `dst`, untagged (as a guest
+/// sends it).
+fn stream_frame(dst: Mac, src: Mac, m: &Marker, seq: u32) -> Vec<u8> {
+    eth(dst, src, ETHERTYPE_TEST, &payload(m, seq))
+}
+
+/// Stream frame `seq` of `m` from the switch to `dst`, tagged `VLAN` (as
+/// the wire sends it).
+fn wire_stream_frame(dst: Mac, m: &Marker, seq: u32) -> Vec<u8> {
+    tagged(
+        dst,
+        SWITCH_MAC,
+        frame::TPID_8021Q,
+        VLAN,
+        ETHERTYPE_TEST,
+        &payload(m, seq),
+    )
 }
 
 /// The sequence number of one of our stream frames, if `bytes` is one.
@@ -163,71 +181,19 @@ fn stream_through_reloads_kills_and_an_upgrade(mode: Option<&str>) {
         // Guest -> wire.
         let guest_tx = s.spawn(|| {
             paced(|seq| {
-                tap.write(&eth(SWITCH_MAC, ep.mac, ETHERTYPE_TEST, &payload(&up, seq)));
+                tap.write(&stream_frame(SWITCH_MAC, ep.mac, &up, seq));
             })
         });
         // Wire -> guest.
         let wire_tx = s.spawn(|| {
             paced(|seq| {
-                wire.send(&tagged(
-                    ep.mac,
-                    SWITCH_MAC,
-                    frame::TPID_8021Q,
-                    VLAN,
-                    ETHERTYPE_TEST,
-                    &payload(&down, seq),
-                ));
+                wire.send(&wire_stream_frame(ep.mac, &down, seq));
             })
         });
         // The wire's view: (seq, tagged with VLAN 10 in metadata).
-        let wire_rx = s.spawn(|| {
-            let deadline = Instant::now() + budget;
-            let mut got = Vec::new();
-            let mut quiet_since = None;
-            while Instant::now() < deadline {
-                match wire.recv_timeout(Duration::from_millis(50)) {
-                    Some(f) => {
-                        quiet_since = None;
-                        if let Some(seq) = seq_of(&up, &f.bytes) {
-                            let inline = frame::parse(&f.bytes).map(|p| p.tags.len());
-                            got.push((seq, f.vid() == Some(VLAN) && inline == Some(0)));
-                        }
-                    }
-                    None if sending.load(Ordering::Relaxed) => {}
-                    None => {
-                        let since = *quiet_since.get_or_insert_with(Instant::now);
-                        if since.elapsed() > Duration::from_millis(500) {
-                            break;
-                        }
-                    }
-                }
-            }
-            got
-        });
+        let wire_rx = s.spawn(|| collect(&wire, tagged_in_metadata, &up, &sending, budget));
         // The guest's view: (seq, untagged).
-        let tap_rx = s.spawn(|| {
-            let deadline = Instant::now() + budget;
-            let mut got = Vec::new();
-            let mut quiet_since = None;
-            while Instant::now() < deadline {
-                match tap.read_timeout(Duration::from_millis(50)) {
-                    Some(f) => {
-                        quiet_since = None;
-                        if let Some(seq) = seq_of(&down, &f) {
-                            got.push((seq, frame::outer_ethertype(&f) == Some(ETHERTYPE_TEST)));
-                        }
-                    }
-                    None if sending.load(Ordering::Relaxed) => {}
-                    None => {
-                        let since = *quiet_since.get_or_insert_with(Instant::now);
-                        if since.elapsed() > Duration::from_millis(500) {
-                            break;
-                        }
-                    }
-                }
-            }
-            got
-        });
+        let tap_rx = s.spawn(|| collect(&tap, |f| untagged(f), &down, &sending, budget));
 
         // Meanwhile, the controller's life.
         let mut steps = Vec::new();
@@ -316,88 +282,6 @@ fn stream_through_reloads_kills_and_an_upgrade(mode: Option<&str>) {
     );
 }
 
-// ---- bpf(2), just enough to make and pin an incompatible map ----
-
-const BPF_MAP_CREATE: libc::c_long = 0;
-const BPF_OBJ_PIN: libc::c_long = 6;
-const BPF_OBJ_GET: libc::c_long = 7;
-
-fn bpf(cmd: libc::c_long, attr: &mut [u8; 128]) -> std::io::Result<libc::c_long> {
-    // SAFETY: attr is a zero-initialised buffer the size we pass; the
-    // kernel reads (and for some commands writes) within it.
-    let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), attr.len()) };
-    if rc < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(rc)
-    }
-}
-
-fn put_u32(attr: &mut [u8; 128], at: usize, v: u32) {
-    attr[at..at + 4].copy_from_slice(&v.to_ne_bytes());
-}
-
-/// What fdinfo says about a map.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct MapLayout {
-    map_type: u32,
-    key_size: u32,
-    value_size: u32,
-    max_entries: u32,
-}
-
-fn pinned_layout(path: &Path) -> MapLayout {
-    let c = CString::new(path.as_os_str().as_bytes()).unwrap();
-    let mut attr = [0u8; 128];
-    attr[0..8].copy_from_slice(&(c.as_ptr() as u64).to_ne_bytes());
-    let fd = bpf(BPF_OBJ_GET, &mut attr)
-        .unwrap_or_else(|e| panic!("BPF_OBJ_GET {}: {e}", path.display()));
-    // SAFETY: a fresh fd the kernel just returned.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    let info =
-        std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).expect("fdinfo");
-    let field = |name: &str| -> u32 {
-        info.lines()
-            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no {name} in fdinfo:\n{info}"))
-    };
-    MapLayout {
-        map_type: field("map_type:"),
-        key_size: field("key_size:"),
-        value_size: field("value_size:"),
-        max_entries: field("max_entries:"),
-    }
-}
-
-/// Replaces the map pinned at `path` by a new, empty one with `layout`.
-fn pin_map(path: &Path, name: &str, layout: MapLayout) {
-    // Kernels before 5.11 charge maps to RLIMIT_MEMLOCK (64 KiB by default
-    // before 5.16); aya lifts it for the controller, this raw call must too.
-    let unlimited = libc::rlimit {
-        rlim_cur: libc::RLIM_INFINITY,
-        rlim_max: libc::RLIM_INFINITY,
-    };
-    // SAFETY: a valid rlimit for the call's duration.
-    unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };
-    let mut attr = [0u8; 128];
-    put_u32(&mut attr, 0, layout.map_type);
-    put_u32(&mut attr, 4, layout.key_size);
-    put_u32(&mut attr, 8, layout.value_size);
-    put_u32(&mut attr, 12, layout.max_entries);
-    let n = name.len().min(15);
-    attr[28..28 + n].copy_from_slice(&name.as_bytes()[..n]);
-    let fd =
-        bpf(BPF_MAP_CREATE, &mut attr).unwrap_or_else(|e| panic!("BPF_MAP_CREATE {layout:?}: {e}"));
-    // SAFETY: a fresh fd the kernel just returned.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    std::fs::remove_file(path).unwrap_or_else(|e| panic!("unpinning {}: {e}", path.display()));
-    let c = CString::new(path.as_os_str().as_bytes()).unwrap();
-    let mut attr = [0u8; 128];
-    attr[0..8].copy_from_slice(&(c.as_ptr() as u64).to_ne_bytes());
-    put_u32(&mut attr, 8, fd.as_raw_fd() as u32);
-    bpf(BPF_OBJ_PIN, &mut attr).unwrap_or_else(|e| panic!("BPF_OBJ_PIN {}: {e}", path.display()));
-}
-
 /// A guest frame of `ep` reaches the wire on `vlan`, and a wire frame on
 /// `vlan` reaches the guest untagged.
 fn assert_traffic(h: &Harness, name: &str, vlan: u16, context: &str) {
@@ -406,15 +290,19 @@ fn assert_traffic(h: &Harness, name: &str, vlan: u16, context: &str) {
     let wire = h.topo.wire();
     let m = Marker::new();
     tap.write(&frame::marked(SWITCH_MAC, ep.mac, &m));
-    let f = wire
-        .recv_matching(ARRIVE, |f| m.is_in(&f.bytes))
-        .unwrap_or_else(|| panic!("{context}: {name}'s frame not on the wire"));
+    let f = on_wire(
+        &wire,
+        &m,
+        &format!("{context}: {name}'s frame not on the wire"),
+    );
     assert_eq!(f.vid(), Some(vlan), "{context}: {name}: {f:?}");
     let m = Marker::new();
     wire.send(&frame::marked_tagged(ep.mac, SWITCH_MAC, vlan, &m));
-    let f = tap
-        .read_matching(ARRIVE, |f| m.is_in(f))
-        .unwrap_or_else(|| panic!("{context}: wire frame on VLAN {vlan} not at {name}"));
+    let f = at_guest(
+        &tap,
+        &m,
+        &format!("{context}: wire frame on VLAN {vlan} not at {name}"),
+    );
     assert_eq!(
         frame::outer_ethertype(&f),
         Some(ETHERTYPE_TEST),
@@ -488,23 +376,24 @@ fn incompatible_pinned_maps_are_recreated_loudly_and_traffic_flows() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-/// Reads `seq`s of `marker` with `read` until the senders stop and it has
-/// been quiet for half a second.
-fn collect(
+/// Reads `seq`s of `marker` at `rx`, each with whether `ok` holds for its
+/// frame, until the senders stop and it has been quiet for half a second.
+fn collect<R: Receive>(
+    rx: &R,
+    ok: impl Fn(&R::Frame) -> bool,
+    marker: &Marker,
     sending: &AtomicBool,
     budget: Duration,
-    read: &dyn Fn() -> Option<(Vec<u8>, bool)>,
-    marker: &Marker,
 ) -> Vec<(u32, bool)> {
     let deadline = Instant::now() + budget;
     let mut got = Vec::new();
     let mut quiet_since = None;
     while Instant::now() < deadline {
-        match read() {
-            Some((bytes, ok)) => {
+        match rx.next_within(Duration::from_millis(50)) {
+            Some(f) => {
                 quiet_since = None;
-                if let Some(seq) = seq_of(marker, &bytes) {
-                    got.push((seq, ok));
+                if let Some(seq) = seq_of(marker, R::bytes(&f)) {
+                    got.push((seq, ok(&f)));
                 }
             }
             None if sending.load(Ordering::Relaxed) => {}
@@ -519,10 +408,14 @@ fn collect(
     got
 }
 
-/// A frame at the guest, and whether it is untagged.
-fn untagged(f: Vec<u8>) -> (Vec<u8>, bool) {
-    let ok = frame::outer_ethertype(&f) == Some(ETHERTYPE_TEST);
-    (f, ok)
+/// A frame on the wire is tagged VLAN 10 in metadata only.
+fn tagged_in_metadata(f: &WireFrame) -> bool {
+    f.vid() == Some(VLAN) && frame::parse(&f.bytes).is_some_and(|p| p.tags.is_empty())
+}
+
+/// A frame at the guest is untagged.
+fn untagged(f: &[u8]) -> bool {
+    frame::outer_ethertype(f) == Some(ETHERTYPE_TEST)
 }
 
 /// The previous release's binary (`cargo xtask test` builds it from git).
@@ -565,62 +458,18 @@ fn endpoints_of_the_previous_release_are_taken_over_under_a_paced_stream() {
     let (from_guest, to_guest, between, crossed) = std::thread::scope(|s| {
         let guest_tx = s.spawn(|| {
             paced(|seq| {
-                tap0.write(&eth(
-                    SWITCH_MAC,
-                    ep0.mac,
-                    ETHERTYPE_TEST,
-                    &payload(&up, seq),
-                ));
-                tap0.write(&eth(
-                    ep1.mac,
-                    ep0.mac,
-                    ETHERTYPE_TEST,
-                    &payload(&local, seq),
-                ));
+                tap0.write(&stream_frame(SWITCH_MAC, ep0.mac, &up, seq));
+                tap0.write(&stream_frame(ep1.mac, ep0.mac, &local, seq));
             })
         });
         let wire_tx = s.spawn(|| {
             paced(|seq| {
-                wire.send(&tagged(
-                    ep0.mac,
-                    SWITCH_MAC,
-                    frame::TPID_8021Q,
-                    VLAN,
-                    ETHERTYPE_TEST,
-                    &payload(&down, seq),
-                ));
+                wire.send(&wire_stream_frame(ep0.mac, &down, seq));
             })
         });
-        let wire_rx = s.spawn(|| {
-            collect(
-                &sending,
-                budget,
-                &|| {
-                    wire.recv_timeout(Duration::from_millis(50)).map(|f| {
-                        let inline = frame::parse(&f.bytes).map(|p| p.tags.len());
-                        let ok = f.vid() == Some(VLAN) && inline == Some(0);
-                        (f.bytes, ok)
-                    })
-                },
-                &up,
-            )
-        });
-        let tap0_rx = s.spawn(|| {
-            collect(
-                &sending,
-                budget,
-                &|| tap0.read_timeout(Duration::from_millis(50)).map(untagged),
-                &down,
-            )
-        });
-        let tap1_rx = s.spawn(|| {
-            collect(
-                &sending,
-                budget,
-                &|| tap1.read_timeout(Duration::from_millis(50)).map(untagged),
-                &local,
-            )
-        });
+        let wire_rx = s.spawn(|| collect(&wire, tagged_in_metadata, &up, &sending, budget));
+        let tap0_rx = s.spawn(|| collect(&tap0, |f| untagged(f), &down, &sending, budget));
+        let tap1_rx = s.spawn(|| collect(&tap1, |f| untagged(f), &local, &sending, budget));
         // VLAN 20 must see none of VLAN 10's frames, before, during or
         // after the takeover.
         let tap2_rx = s.spawn(|| {

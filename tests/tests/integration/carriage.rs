@@ -7,9 +7,10 @@
 //! the lower device, both in the test's host namespace.
 
 use macvswitch_common::{MarkCarriage, TPID_8021Q, Tag, names};
-use macvswitch_tests::bpffs::pinned_map_value;
+use macvswitch_tests::bpf::pinned_map_value;
+use macvswitch_tests::expect::{absent, at_guest, on_wire};
 use macvswitch_tests::frame::{self, Marker, marked, marked_tagged};
-use macvswitch_tests::harness::{ABSENT, ARRIVE, Endpoint};
+use macvswitch_tests::harness::Endpoint;
 use macvswitch_tests::wire::WireSocket;
 use macvswitch_tests::{Harness, require_root};
 
@@ -89,22 +90,25 @@ fn host_marks_without_the_pattern_cannot_put_a_frame_into_a_vlan() {
         // wire frame, handled by its tag as always).
         let m = Marker::new();
         peer.send(&marked(a10.mac, PEER_MAC, &m));
-        assert!(
-            ta.read_matching(ABSENT, |f| m.is_in(f)).is_none(),
-            "mark {mark:#010x} put an untagged frame into VLAN 10"
+        absent(
+            &ta,
+            &m,
+            &format!("mark {mark:#010x} put an untagged frame into VLAN 10"),
         );
         let m = Marker::new();
         peer.send(&marked(plain.mac, PEER_MAC, &m));
-        assert!(
-            tp.read_matching(ARRIVE, |f| m.is_in(f)).is_some(),
-            "mark {mark:#010x}: untagged frame to the untagged port lost"
+        at_guest(
+            &tp,
+            &m,
+            &format!("mark {mark:#010x}: untagged frame to the untagged port lost"),
         );
         // Tagged with VLAN 20: still VLAN 20.
         let m = Marker::new();
         peer.send(&marked_tagged(a10.mac, PEER_MAC, 20, &m));
-        assert!(
-            ta.read_matching(ABSENT, |f| m.is_in(f)).is_none(),
-            "mark {mark:#010x} moved a VLAN 20 frame into VLAN 10"
+        absent(
+            &ta,
+            &m,
+            &format!("mark {mark:#010x} moved a VLAN 20 frame into VLAN 10"),
         );
     }
     assert!(h.drops("a10", "untagged") >= foreign.len() as u64);
@@ -115,9 +119,11 @@ fn host_marks_without_the_pattern_cannot_put_a_frame_into_a_vlan() {
     peer.set_mark(ours);
     let m = Marker::new();
     peer.send(&marked(a10.mac, PEER_MAC, &m));
-    let f = ta
-        .read_matching(ARRIVE, |f| m.is_in(f))
-        .expect("a frame carrying our pattern for VLAN 10 reaches the access port");
+    let f = at_guest(
+        &ta,
+        &m,
+        "a frame carrying our pattern for VLAN 10 reaches the access port",
+    );
     assert!(frame::parse(&f).unwrap().tags.is_empty(), "{f:02x?}");
 }
 
@@ -135,11 +141,9 @@ fn tags_travel_in_the_mark_and_leave_in_metadata() {
     // access port and tagged (PCP kept) to the trunk.
     let m = Marker::new();
     ta.write(&marked(frame::BROADCAST, a.mac, &m));
-    let f = tb
-        .read_matching(ARRIVE, |f| m.is_in(f))
-        .expect("a10 -> b10");
+    let f = at_guest(&tb, &m, "a10 -> b10");
     assert!(frame::parse(&f).unwrap().tags.is_empty(), "{f:02x?}");
-    let f = tt.read_matching(ARRIVE, |f| m.is_in(f)).expect("a10 -> t");
+    let f = at_guest(&tt, &m, "a10 -> t");
     let tags = frame::parse(&f).unwrap().tags;
     assert_eq!(tags.len(), 1, "{f:02x?}");
     assert_eq!(tags[0].1 & 0x0fff, 10, "{f:02x?}");
@@ -147,8 +151,6 @@ fn tags_travel_in_the_mark_and_leave_in_metadata() {
 
     // On the wire: tagged in metadata, as a NIC's offload would insert it
     // (AF_PACKET reports it through PACKET_AUXDATA).
-    let wire = peer
-        .recv_matching(ARRIVE, |f| m.is_in(&f.bytes))
-        .expect("the broadcast leaves on the wire");
+    let wire = on_wire(&peer, &m, "the broadcast leaves on the wire");
     assert_eq!(wire.vid(), Some(10), "{wire:?}");
 }

@@ -145,77 +145,28 @@ fn bad_input_exits_2_with_one_line_and_changes_nothing() {
         case(&args, needles)
     };
 
+    #[rustfmt::skip]
     let mut cases = vec![
         // VIDs outside 1..=4094 or not numbers.
         add(&["bad0", "--lower", LOWER, "--vlan", "0"], &["--vlan", "0"]),
-        add(
-            &["bad0", "--lower", LOWER, "--vlan", "4095"],
-            &["--vlan", "4095"],
-        ),
-        add(
-            &["bad0", "--lower", LOWER, "--vlan", "abc"],
-            &["--vlan", "abc"],
-        ),
+        add(&["bad0", "--lower", LOWER, "--vlan", "4095"], &["--vlan", "4095"]),
+        add(&["bad0", "--lower", LOWER, "--vlan", "abc"], &["--vlan", "abc"]),
         add(&["bad0", "--lower", LOWER, "--vlan=-1"], &["--vlan", "-1"]),
-        add(
-            &["bad0", "--lower", LOWER, "--tunnel", "4095"],
-            &["--tunnel", "4095"],
-        ),
-        add(
-            &["bad0", "--lower", LOWER, "--trunk", "10", "--native", "0"],
-            &["--native", "0"],
-        ),
+        add(&["bad0", "--lower", LOWER, "--tunnel", "4095"], &["--tunnel", "4095"]),
+        add(&["bad0", "--lower", LOWER, "--trunk", "10", "--native", "0"], &["--native", "0"]),
         // Malformed VID lists and ranges.
-        add(
-            &["bad0", "--lower", LOWER, "--trunk", "10,"],
-            &["--trunk", "10,"],
-        ),
-        add(
-            &["bad0", "--lower", LOWER, "--trunk", "20-10"],
-            &["--trunk", "20-10"],
-        ),
-        add(
-            &["bad0", "--lower", LOWER, "--trunk", "1-4095"],
-            &["--trunk", "1-4095"],
-        ),
-        add(
-            &["bad0", "--lower", LOWER, "--trunk", "a"],
-            &["--trunk", "a"],
-        ),
-        add(
-            &[
-                "bad0",
-                "--lower",
-                LOWER,
-                "--tunnel",
-                "100",
-                "--tunnel-cvlans",
-                "5-",
-            ],
-            &["--tunnel-cvlans", "5-"],
-        ),
+        add(&["bad0", "--lower", LOWER, "--trunk", "10,"], &["--trunk", "10,"]),
+        add(&["bad0", "--lower", LOWER, "--trunk", "20-10"], &["--trunk", "20-10"]),
+        add(&["bad0", "--lower", LOWER, "--trunk", "1-4095"], &["--trunk", "1-4095"]),
+        add(&["bad0", "--lower", LOWER, "--trunk", "a"], &["--trunk", "a"]),
+        add(&["bad0", "--lower", LOWER, "--tunnel", "100", "--tunnel-cvlans", "5-"], &["--tunnel-cvlans", "5-"]),
         // MACs: multicast, all-zero, already used on the lower device.
-        add(
-            &["bad0", "--lower", LOWER, "--mac", "01:00:5e:00:00:01"],
-            &["--mac", "01:00:5e:00:00:01"],
-        ),
-        add(
-            &["bad0", "--lower", LOWER, "--mac", "00:00:00:00:00:00"],
-            &["--mac", "00:00:00:00:00:00"],
-        ),
-        add(
-            &["bad0", "--lower", LOWER, "--mac", &lower_mac],
-            &["--mac", &lower_mac],
-        ),
-        add(
-            &["bad0", "--lower", LOWER, "--mac", &ep_mac],
-            &["--mac", &ep_mac],
-        ),
+        add(&["bad0", "--lower", LOWER, "--mac", "01:00:5e:00:00:01"], &["--mac", "01:00:5e:00:00:01"]),
+        add(&["bad0", "--lower", LOWER, "--mac", "00:00:00:00:00:00"], &["--mac", "00:00:00:00:00:00"]),
+        add(&["bad0", "--lower", LOWER, "--mac", &lower_mac], &["--mac", &lower_mac]),
+        add(&["bad0", "--lower", LOWER, "--mac", &ep_mac], &["--mac", &ep_mac]),
         // Names: too long, taken by an endpoint, taken by another link.
-        add(
-            &["name-of-16-bytes", "--lower", LOWER],
-            &["name-of-16-bytes"],
-        ),
+        add(&["name-of-16-bytes", "--lower", LOWER], &["name-of-16-bytes"]),
         add(&["ep0", "--lower", LOWER], &["ep0"]),
         add(&["xveth0", "--lower", LOWER], &["xveth0"]),
         add(&["mvl0", "--lower", LOWER], &["mvl0"]),
@@ -224,66 +175,27 @@ fn bad_input_exits_2_with_one_line_and_changes_nothing() {
         add(&["bad0", "--lower", "ep0"], &["--lower", "ep0"]),
         add(&["bad0", "--lower", "mvl0"], &["--lower", "mvl0"]),
         // Conflicting options.
-        add(
-            &["bad0", "--lower", LOWER, "--vlan", "10", "--trunk", "20"],
-            &["--vlan", "--trunk"],
-        ),
-        add(
-            &["bad0", "--lower", LOWER, "--vlan", "10", "--tunnel", "20"],
-            &["--vlan", "--tunnel"],
-        ),
+        add(&["bad0", "--lower", LOWER, "--vlan", "10", "--trunk", "20"], &["--vlan", "--trunk"]),
+        add(&["bad0", "--lower", LOWER, "--vlan", "10", "--tunnel", "20"], &["--vlan", "--tunnel"]),
         add(&["bad0", "--lower", LOWER, "--native", "10"], &["--native"]),
-        add(
-            &["bad0", "--lower", LOWER, "--tunnel-cvlans", "10"],
-            &["--tunnel-cvlans"],
-        ),
-        add(
-            &["bad0", "--lower", LOWER, "--isolated", "--community", "web"],
-            &["--isolated", "--community"],
-        ),
-        add(
-            &["bad0", "--lower", LOWER, "--priority", "3"],
-            &["--priority", "3"],
-        ),
-        add(
-            &["bad0", "--lower", LOWER, "--vlan", "10", "--priority", "8"],
-            &["--priority", "8"],
-        ),
-        add(
-            &["bad0", "--lower", LOWER, "--mtu", "9000"],
-            &["--mtu", "9000"],
-        ),
+        add(&["bad0", "--lower", LOWER, "--tunnel-cvlans", "10"], &["--tunnel-cvlans"]),
+        add(&["bad0", "--lower", LOWER, "--isolated", "--community", "web"], &["--isolated", "--community"]),
+        add(&["bad0", "--lower", LOWER, "--priority", "3"], &["--priority", "3"]),
+        add(&["bad0", "--lower", LOWER, "--vlan", "10", "--priority", "8"], &["--priority", "8"]),
+        add(&["bad0", "--lower", LOWER, "--mtu", "9000"], &["--mtu", "9000"]),
         // `set` on an existing endpoint.
-        case(
-            &["endpoint", "set", "ep0", "--vlan", "4095"],
-            &["--vlan", "4095"],
-        ),
+        case(&["endpoint", "set", "ep0", "--vlan", "4095"], &["--vlan", "4095"]),
         case(&["endpoint", "set", "ep0", "--native", "10"], &["--native"]),
-        case(
-            &["endpoint", "set", "ep0", "--untagged", "--vlan", "20"],
-            &["--untagged", "--vlan"],
-        ),
-        case(
-            &["endpoint", "set", "ep0", "--untagged", "--priority", "3"],
-            &["--priority", "3"],
-        ),
-        case(
-            &["endpoint", "set", "ep0", "--isolated", "--community", "x"],
-            &["--isolated", "--community"],
-        ),
+        case(&["endpoint", "set", "ep0", "--untagged", "--vlan", "20"], &["--untagged", "--vlan"]),
+        case(&["endpoint", "set", "ep0", "--untagged", "--priority", "3"], &["--priority", "3"]),
+        case(&["endpoint", "set", "ep0", "--isolated", "--community", "x"], &["--isolated", "--community"]),
         // Unknown endpoints.
         case(&["endpoint", "show", "nosuch0", "--json"], &["nosuch0"]),
-        case(
-            &["endpoint", "set", "nosuch0", "--vlan", "10"],
-            &["nosuch0"],
-        ),
+        case(&["endpoint", "set", "nosuch0", "--vlan", "10"], &["nosuch0"]),
         case(&["endpoint", "del", "nosuch0"], &["nosuch0"]),
         case(&["stats", "nosuch0", "--json"], &["nosuch0"]),
         // Uplinks.
-        case(
-            &["uplink", "set", "nosuch0", "--reflective-relay", "on"],
-            &["nosuch0"],
-        ),
+        case(&["uplink", "set", "nosuch0", "--reflective-relay", "on"], &["nosuch0"]),
         case(&["uplink", "set", LOWER, "--vlan", "10"], &["--host-port"]),
     ];
 
@@ -291,102 +203,31 @@ fn bad_input_exits_2_with_one_line_and_changes_nothing() {
         format!("[[endpoint]]\nname = \"ep0\"\nlower = \"{LOWER}\"\nmac = \"{mac}\"\nvlan = 10\n")
     };
     let keep_ep0 = ep0_record(&ep_mac);
+    #[rustfmt::skip]
     let files: Vec<(String, Option<usize>, &[&str])> = vec![
         // TOML syntax errors.
-        (
-            format!("{keep_ep0}\n[[endpoint]]\nname = \"vm1\"\nlower = {LOWER}\n"),
-            Some(9),
-            &[],
-        ),
-        (
-            format!("{keep_ep0}[[endpoint\nname = \"vm1\"\n"),
-            Some(6),
-            &[],
-        ),
+        (format!("{keep_ep0}\n[[endpoint]]\nname = \"vm1\"\nlower = {LOWER}\n"), Some(9), &[]),
+        (format!("{keep_ep0}[[endpoint\nname = \"vm1\"\n"), Some(6), &[]),
         // Schema errors: unknown field, bad VID, wrong type, bad list, bad
         // MAC, too long a name, missing field.
-        (
-            format!("{keep_ep0}\n[[endpoint]]\nname = \"vm1\"\nlower = \"{LOWER}\"\ncolour = 1\n"),
-            Some(10),
-            &["colour"],
-        ),
-        (
-            format!("{keep_ep0}\n[[endpoint]]\nname = \"vm1\"\nlower = \"{LOWER}\"\nvlan = 4095\n"),
-            Some(10),
-            &[],
-        ),
-        (
-            format!(
-                "{keep_ep0}\n[[endpoint]]\nname = \"vm1\"\nlower = \"{LOWER}\"\nvlan = \"ten\"\n"
-            ),
-            Some(10),
-            &["ten"],
-        ),
-        (
-            format!(
-                "{keep_ep0}\n[[endpoint]]\nname = \"vm1\"\nlower = \"{LOWER}\"\ntrunk = \"20-10\"\n"
-            ),
-            Some(10),
-            &[],
-        ),
-        (
-            format!(
-                "{keep_ep0}\n[[endpoint]]\nname = \"vm1\"\nlower = \"{LOWER}\"\nmac = \"01:00:5e:00:00:01\"\n"
-            ),
-            Some(10),
-            &[],
-        ),
-        (
-            format!("{keep_ep0}\n[[endpoint]]\nname = \"name-of-16-bytes\"\nlower = \"{LOWER}\"\n"),
-            Some(8),
-            &[],
-        ),
-        (
-            format!("{keep_ep0}\n[[endpoint]]\nname = \"vm1\"\n"),
-            Some(7),
-            &["lower"],
-        ),
-        (
-            format!("{keep_ep0}\n[[uplink]]\nname = \"{LOWER}\"\nreflective_relay = \"yes\"\n"),
-            Some(9),
-            &[],
-        ),
+        (format!("{keep_ep0}\n[[endpoint]]\nname = \"vm1\"\nlower = \"{LOWER}\"\ncolour = 1\n"), Some(10), &["colour"]),
+        (format!("{keep_ep0}\n[[endpoint]]\nname = \"vm1\"\nlower = \"{LOWER}\"\nvlan = 4095\n"), Some(10), &[]),
+        (format!( "{keep_ep0}\n[[endpoint]]\nname = \"vm1\"\nlower = \"{LOWER}\"\nvlan = \"ten\"\n" ), Some(10), &["ten"]),
+        (format!( "{keep_ep0}\n[[endpoint]]\nname = \"vm1\"\nlower = \"{LOWER}\"\ntrunk = \"20-10\"\n" ), Some(10), &[]),
+        (format!( "{keep_ep0}\n[[endpoint]]\nname = \"vm1\"\nlower = \"{LOWER}\"\nmac = \"01:00:5e:00:00:01\"\n" ), Some(10), &[]),
+        (format!("{keep_ep0}\n[[endpoint]]\nname = \"name-of-16-bytes\"\nlower = \"{LOWER}\"\n"), Some(8), &[]),
+        (format!("{keep_ep0}\n[[endpoint]]\nname = \"vm1\"\n"), Some(7), &["lower"]),
+        (format!("{keep_ep0}\n[[uplink]]\nname = \"{LOWER}\"\nreflective_relay = \"yes\"\n"), Some(9), &[]),
         // Conflicts inside the file.
-        (
-            format!(
-                "{keep_ep0}\n[[endpoint]]\nname = \"vm1\"\nlower = \"{LOWER}\"\nvlan = 10\ntrunk = \"20\"\n"
-            ),
-            None,
-            &["vm1", "vlan", "trunk"],
-        ),
-        (
-            format!("{keep_ep0}\n[[endpoint]]\nname = \"vm1\"\nlower = \"{LOWER}\"\nnative = 10\n"),
-            None,
-            &["vm1", "native"],
-        ),
+        (format!( "{keep_ep0}\n[[endpoint]]\nname = \"vm1\"\nlower = \"{LOWER}\"\nvlan = 10\ntrunk = \"20\"\n" ), None, &["vm1", "vlan", "trunk"]),
+        (format!("{keep_ep0}\n[[endpoint]]\nname = \"vm1\"\nlower = \"{LOWER}\"\nnative = 10\n"), None, &["vm1", "native"]),
         (format!("{keep_ep0}{keep_ep0}"), None, &["ep0", "twice"]),
         // Against the host: a missing lower, a macvtap as lower, a name a
         // link macvswitch does not manage holds.
-        (
-            format!("{keep_ep0}\n[[endpoint]]\nname = \"vm1\"\nlower = \"nosuch0\"\n"),
-            None,
-            &["vm1", "nosuch0"],
-        ),
-        (
-            format!("{keep_ep0}\n[[endpoint]]\nname = \"vm1\"\nlower = \"ep0\"\n"),
-            None,
-            &["vm1", "ep0"],
-        ),
-        (
-            format!("{keep_ep0}\n[[endpoint]]\nname = \"xveth0\"\nlower = \"{LOWER}\"\n"),
-            None,
-            &["xveth0"],
-        ),
-        (
-            format!("{keep_ep0}\n[[uplink]]\nname = \"nosuch0\"\n"),
-            None,
-            &["nosuch0"],
-        ),
+        (format!("{keep_ep0}\n[[endpoint]]\nname = \"vm1\"\nlower = \"nosuch0\"\n"), None, &["vm1", "nosuch0"]),
+        (format!("{keep_ep0}\n[[endpoint]]\nname = \"vm1\"\nlower = \"ep0\"\n"), None, &["vm1", "ep0"]),
+        (format!("{keep_ep0}\n[[endpoint]]\nname = \"xveth0\"\nlower = \"{LOWER}\"\n"), None, &["xveth0"]),
+        (format!("{keep_ep0}\n[[uplink]]\nname = \"nosuch0\"\n"), None, &["nosuch0"]),
     ];
     let table: Vec<(&str, Option<usize>, &[&str])> = files
         .iter()

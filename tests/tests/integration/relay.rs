@@ -4,28 +4,18 @@
 //! device's egress sends frames for local endpoints back in.
 //! Root-only: each test builds its own namespaces and bpffs.
 
+use macvswitch_tests::expect::{absent, assert_drops_at_least, at_guest, copies, on_wire};
 use macvswitch_tests::frame::{BROADCAST, Marker, marked};
 use macvswitch_tests::harness::{ABSENT, ARRIVE};
-use macvswitch_tests::tap::Tap;
 use macvswitch_tests::topology::LOWER;
 use macvswitch_tests::wire::WireSocket;
 use macvswitch_tests::{Harness, require_root};
-use serde_json::Value;
-
-fn uplink(h: &Harness) -> Value {
-    h.ctl.json(&["uplink", "show", LOWER, "--json"])
-}
 
 fn relayed(h: &Harness, kind: &str) -> u64 {
-    let u = uplink(h);
+    let u = h.uplink();
     u["relayed"][kind]
         .as_u64()
         .unwrap_or_else(|| panic!("uplink show --json lacks relayed.{kind}: {u}"))
-}
-
-/// How many copies of `m` reach `tap` within `window`.
-fn copies(tap: &Tap, m: &Marker, window: std::time::Duration) -> usize {
-    tap.read_all(window).iter().filter(|f| m.is_in(f)).count()
 }
 
 fn wire_copies(wire: &WireSocket, m: &Marker) -> Vec<Option<u16>> {
@@ -40,8 +30,8 @@ fn wire_copies(wire: &WireSocket, m: &Marker) -> Vec<Option<u16>> {
 fn vepa_relay_off_on_off() {
     require_root!();
     let h = Harness::new();
-    let a = h.add("a", &["--mode", "vepa", "--vlan", "10"]);
-    let b = h.add("b", &["--mode", "vepa", "--vlan", "10"]);
+    let a = h.add_pvlan("a", "vepa", &[]);
+    let b = h.add_pvlan("b", "vepa", &[]);
     let c = h.add("c20", &["--mode", "vepa", "--vlan", "20"]);
     assert_eq!(a.raw["mode"], "vepa", "{}", a.raw);
     let (ta, tb, tc) = (h.tap(&a), h.tap(&b), h.tap(&c));
@@ -51,20 +41,17 @@ fn vepa_relay_off_on_off() {
     // and not to b.
     let m = Marker::new();
     ta.write(&marked(b.mac, a.mac, &m));
-    let w = wire
-        .recv_matching(ARRIVE, |f| m.is_in(&f.bytes))
-        .expect("relay off: VEPA unicast a -> b not on the wire");
+    let w = on_wire(&wire, &m, "relay off: VEPA unicast a -> b not on the wire");
     assert_eq!(w.vid(), Some(10), "{w:?}");
-    assert_eq!(
-        copies(&tb, &m, ABSENT),
-        0,
-        "relay off: VEPA unicast delivered to b without a hairpin"
+    absent(
+        &tb,
+        &m,
+        "relay off: VEPA unicast delivered to b without a hairpin",
     );
 
     // Relay on.
-    h.ctl
-        .ok(&["uplink", "set", LOWER, "--reflective-relay", "on"]);
-    let u = uplink(&h);
+    h.uplink_set(&["--reflective-relay", "on"]);
+    let u = h.uplink();
     assert_eq!(u["reflective_relay"], true, "{u}");
     let list = h.ctl.json(&["uplink", "list", "--json"]);
     assert!(
@@ -78,144 +65,86 @@ fn vepa_relay_off_on_off() {
     wire.drain();
     let m = Marker::new();
     ta.write(&marked(b.mac, a.mac, &m));
-    assert!(
-        tb.read_matching(ARRIVE, |f| m.is_in(f)).is_some(),
-        "relay on: unicast a -> b not delivered"
-    );
-    assert_eq!(copies(&tb, &m, ABSENT), 0, "relay on: b got a second copy");
+    at_guest(&tb, &m, "relay on: unicast a -> b not delivered");
+    absent(&tb, &m, "relay on: b got a second copy");
     assert_eq!(
         wire_copies(&wire, &m),
         Vec::<Option<u16>>::new(),
         "relay on: relayed unicast also on the wire"
     );
-    assert_eq!(copies(&ta, &m, ABSENT), 0, "relay on: a got its unicast");
-    assert_eq!(relayed(&h, "unicast"), uni0 + 1, "{}", uplink(&h));
+    absent(&ta, &m, "relay on: a got its unicast");
+    assert_eq!(relayed(&h, "unicast"), uni0 + 1, "{}", h.uplink());
 
     // Broadcast from a: b once, the wire once (tagged 10), not a, not c
     // (VLAN 20).
     let m = Marker::new();
     ta.write(&marked(BROADCAST, a.mac, &m));
-    assert!(
-        tb.read_matching(ARRIVE, |f| m.is_in(f)).is_some(),
-        "relay on: broadcast from a not delivered to b"
-    );
-    assert_eq!(
-        copies(&tb, &m, ABSENT),
-        0,
-        "relay on: b got the broadcast twice"
-    );
+    at_guest(&tb, &m, "relay on: broadcast from a not delivered to b");
+    absent(&tb, &m, "relay on: b got the broadcast twice");
     assert_eq!(
         wire_copies(&wire, &m),
         [Some(10)],
         "relay on: broadcast from a not on the wire exactly once, tagged 10"
     );
-    assert_eq!(
-        copies(&ta, &m, ABSENT),
-        0,
-        "relay on: a got its own broadcast"
-    );
-    assert_eq!(
-        copies(&tc, &m, ABSENT),
-        0,
-        "relay on: VLAN 10 broadcast relayed to the VLAN 20 endpoint"
+    absent(&ta, &m, "relay on: a got its own broadcast");
+    absent(
+        &tc,
+        &m,
+        "relay on: VLAN 10 broadcast relayed to the VLAN 20 endpoint",
     );
     assert!(
         relayed(&h, "multicast") > multi0,
         "broadcast not counted as relayed: {}",
-        uplink(&h)
+        h.uplink()
     );
-    assert!(
-        h.drops("c20", "wrong-vlan") >= 1,
-        "stats: {}",
-        h.stats("c20")
-    );
+    assert_drops_at_least(&h, "c20", &[("wrong-vlan", 1)]);
     // Unicast a -> c (VLAN 10 to 20) is relayed, and dropped at c.
     let m = Marker::new();
     ta.write(&marked(c.mac, a.mac, &m));
-    assert_eq!(
-        copies(&tc, &m, ABSENT),
-        0,
-        "relay on: VLAN 10 unicast delivered to VLAN 20"
-    );
+    absent(&tc, &m, "relay on: VLAN 10 unicast delivered to VLAN 20");
 
     // Relay off again: back to kernel behaviour.
-    h.ctl
-        .ok(&["uplink", "set", LOWER, "--reflective-relay", "off"]);
-    assert_eq!(uplink(&h)["reflective_relay"], false);
+    h.uplink_set(&["--reflective-relay", "off"]);
+    assert_eq!(h.uplink()["reflective_relay"], false);
     wire.drain();
     let uni1 = relayed(&h, "unicast");
     let m = Marker::new();
     ta.write(&marked(b.mac, a.mac, &m));
-    let w = wire
-        .recv_matching(ARRIVE, |f| m.is_in(&f.bytes))
-        .expect("relay off again: unicast a -> b not on the wire");
+    let w = on_wire(&wire, &m, "relay off again: unicast a -> b not on the wire");
     assert_eq!(w.vid(), Some(10), "{w:?}");
-    assert_eq!(
-        copies(&tb, &m, ABSENT),
-        0,
-        "relay off again: unicast still relayed to b"
-    );
+    absent(&tb, &m, "relay off again: unicast still relayed to b");
     let m = Marker::new();
     ta.write(&marked(BROADCAST, a.mac, &m));
     assert_eq!(wire_copies(&wire, &m), [Some(10)]);
-    assert_eq!(
-        copies(&tb, &m, ABSENT),
-        0,
-        "relay off again: broadcast still relayed to b"
-    );
-    assert_eq!(relayed(&h, "unicast"), uni1, "{}", uplink(&h));
+    absent(&tb, &m, "relay off again: broadcast still relayed to b");
+    assert_eq!(relayed(&h, "unicast"), uni1, "{}", h.uplink());
 }
 
 #[test]
 fn relay_keeps_isolation_and_communities() {
     require_root!();
     let h = Harness::new();
-    h.ctl
-        .ok(&["uplink", "set", LOWER, "--reflective-relay", "on"]);
-    let iso = h.add("iso", &["--mode", "vepa", "--vlan", "10", "--isolated"]);
-    let blue1 = h.add(
-        "blue1",
-        &["--mode", "vepa", "--vlan", "10", "--community", "blue"],
-    );
-    let blue2 = h.add(
-        "blue2",
-        &["--mode", "vepa", "--vlan", "10", "--community", "blue"],
-    );
-    let red = h.add(
-        "red",
-        &["--mode", "vepa", "--vlan", "10", "--community", "red"],
-    );
+    h.uplink_set(&["--reflective-relay", "on"]);
+    let iso = h.add_pvlan("iso", "vepa", &["--isolated"]);
+    let blue1 = h.add_pvlan("blue1", "vepa", &["--community", "blue"]);
+    let blue2 = h.add_pvlan("blue2", "vepa", &["--community", "blue"]);
+    let red = h.add_pvlan("red", "vepa", &["--community", "red"]);
     let (ti, tb1, tb2, tr) = (h.tap(&iso), h.tap(&blue1), h.tap(&blue2), h.tap(&red));
     let wire = h.topo.wire();
 
     // Community members reach each other through the relay.
     let m = Marker::new();
     tb1.write(&marked(blue2.mac, blue1.mac, &m));
-    assert!(
-        tb2.read_matching(ARRIVE, |f| m.is_in(f)).is_some(),
-        "relayed unicast blue1 -> blue2 not delivered"
-    );
+    at_guest(&tb2, &m, "relayed unicast blue1 -> blue2 not delivered");
     // Not another community, not an isolated endpoint.
     let m = Marker::new();
     tb1.write(&marked(red.mac, blue1.mac, &m));
-    assert_eq!(copies(&tr, &m, ABSENT), 0, "relayed blue -> red delivered");
+    absent(&tr, &m, "relayed blue -> red delivered");
     let m = Marker::new();
     ti.write(&marked(blue1.mac, iso.mac, &m));
-    assert_eq!(
-        copies(&tb1, &m, ABSENT),
-        0,
-        "relayed isolated -> blue delivered"
-    );
-    assert!(
-        h.drops("red", "isolation") >= 1,
-        "stats: {}",
-        h.stats("red")
-    );
-    assert!(
-        h.drops("blue1", "isolation") >= 1,
-        "stats: {}",
-        h.stats("blue1")
-    );
+    absent(&tb1, &m, "relayed isolated -> blue delivered");
+    assert_drops_at_least(&h, "red", &[("isolation", 1)]);
+    assert_drops_at_least(&h, "blue1", &[("isolation", 1)]);
 
     // A broadcast from the isolated endpoint reaches the wire only.
     wire.drain();
@@ -223,10 +152,10 @@ fn relay_keeps_isolation_and_communities() {
     ti.write(&marked(BROADCAST, iso.mac, &m));
     assert_eq!(wire_copies(&wire, &m), [Some(10)]);
     for (tap, name) in [(&tb1, "blue1"), (&tb2, "blue2"), (&tr, "red"), (&ti, "iso")] {
-        assert_eq!(
-            copies(tap, &m, ABSENT),
-            0,
-            "relayed broadcast from the isolated endpoint at {name}"
+        absent(
+            tap,
+            &m,
+            &format!("relayed broadcast from the isolated endpoint at {name}"),
         );
     }
     // A broadcast from blue1 reaches blue2 once, and the wire.
@@ -235,7 +164,7 @@ fn relay_keeps_isolation_and_communities() {
     assert_eq!(wire_copies(&wire, &m), [Some(10)]);
     assert_eq!(copies(&tb2, &m, ARRIVE), 1, "blue broadcast at blue2");
     for (tap, name) in [(&tb1, "blue1"), (&tr, "red"), (&ti, "iso")] {
-        assert_eq!(copies(tap, &m, ABSENT), 0, "blue broadcast at {name}");
+        absent(tap, &m, &format!("blue broadcast at {name}"));
     }
 }
 
@@ -243,8 +172,7 @@ fn relay_keeps_isolation_and_communities() {
 fn relay_with_mixed_modes_delivers_each_copy_once() {
     require_root!();
     let h = Harness::new();
-    h.ctl
-        .ok(&["uplink", "set", LOWER, "--reflective-relay", "on"]);
+    h.uplink_set(&["--reflective-relay", "on"]);
     let eps: Vec<_> = [
         ("b1", "bridge"),
         ("b2", "bridge"),
@@ -308,28 +236,19 @@ fn relay_with_mixed_modes_delivers_each_copy_once() {
 fn relay_forgets_deleted_endpoints_and_host_ports() {
     require_root!();
     let h = Harness::new();
-    h.ctl
-        .ok(&["uplink", "set", LOWER, "--reflective-relay", "on"]);
-    let a = h.add("a", &["--mode", "vepa", "--vlan", "10"]);
-    let b = h.add("b", &["--mode", "vepa", "--vlan", "10"]);
+    h.uplink_set(&["--reflective-relay", "on"]);
+    let a = h.add_pvlan("a", "vepa", &[]);
+    let b = h.add_pvlan("b", "vepa", &[]);
     let ta = h.tap(&a);
-    h.ctl.ok(&[
-        "uplink",
-        "set",
-        LOWER,
-        "--host-port",
-        "host0",
-        "--vlan",
-        "10",
-    ]);
+    h.uplink_set(&["--host-port", "host0", "--vlan", "10"]);
     let host_mac = macvswitch_tests::frame::parse_mac(
-        h.ctl.json(&["uplink", "show", LOWER, "--json"])["host_port"]["mac"]
+        h.uplink()["host_port"]["mac"]
             .as_str()
             .expect("host_port.mac"),
     )
     .expect("host_port.mac parses");
     h.ctl.ok(&["endpoint", "del", "b"]);
-    h.ctl.ok(&["uplink", "set", LOWER, "--no-host-port"]);
+    h.uplink_set(&["--no-host-port"]);
     let wire = h.topo.wire();
     // Those MACs are not local any more: a frame to them goes to the wire
     // (where they may live now), it is not reflected into nowhere.
@@ -342,6 +261,6 @@ fn relay_forgets_deleted_endpoints_and_host_ports() {
             [Some(10)],
             "unicast to the {what}'s MAC not on the wire"
         );
-        assert_eq!(relayed(&h, "unicast"), before, "{what}: {}", uplink(&h));
+        assert_eq!(relayed(&h, "unicast"), before, "{what}: {}", h.uplink());
     }
 }

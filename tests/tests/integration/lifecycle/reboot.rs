@@ -6,8 +6,9 @@
 //! macvswitch made is deleted, every pin removed (which detaches the
 //! programs), and the state file's boot id changed.
 
+use macvswitch_tests::expect::{at_guest, on_wire};
 use macvswitch_tests::frame::{Marker, marked, marked_tagged};
-use macvswitch_tests::harness::ARRIVE;
+use macvswitch_tests::harness::HOST_PORT_10;
 use macvswitch_tests::topology::SWITCH_MAC;
 use macvswitch_tests::{Harness, require_root};
 
@@ -17,19 +18,7 @@ fn restore_after_a_reboot_recreates_endpoints_relay_and_host_port() {
     let h = Harness::new();
     h.add("ep0", &["--vlan", "10"]);
     h.add("ep1", &["--trunk", "20,30", "--native", "40", "--isolated"]);
-    h.ctl.ok(&[
-        "uplink",
-        "set",
-        "lower0",
-        "--reflective-relay",
-        "on",
-        "--host-port",
-        "host0",
-        "--vlan",
-        "10",
-        "--address",
-        "192.0.2.1/24",
-    ]);
+    h.uplink_set(&[&["--reflective-relay", "on"][..], &HOST_PORT_10].concat());
     let before = h.ctl.json(&["endpoint", "list", "--json"]);
 
     // The reboot: links and pins gone, another boot id.
@@ -80,7 +69,7 @@ fn restore_after_a_reboot_recreates_endpoints_relay_and_host_port() {
     for name in ["ep0", "ep1", "host0"] {
         assert!(links.iter().any(|l| l == name), "{name} missing: {links:?}");
     }
-    let uplink = h.ctl.json(&["uplink", "show", "lower0", "--json"]);
+    let uplink = h.uplink();
     assert_eq!(uplink["reflective_relay"], true, "{uplink}");
     assert_eq!(uplink["host_port"]["name"], "host0", "{uplink}");
     let addresses = h.topo.host.ip_ok(&["-o", "addr", "show", "dev", "host0"]);
@@ -93,16 +82,11 @@ fn restore_after_a_reboot_recreates_endpoints_relay_and_host_port() {
     let wire = h.topo.wire();
     let m = Marker::new();
     tap.write(&marked(SWITCH_MAC, ep0.mac, &m));
-    let f = wire
-        .recv_matching(ARRIVE, |f| m.is_in(&f.bytes))
-        .expect("guest frame not forwarded after restore");
+    let f = on_wire(&wire, &m, "guest frame not forwarded after restore");
     assert_eq!(f.vid(), Some(10), "{f:?}");
     let m = Marker::new();
     wire.send(&marked_tagged(ep0.mac, SWITCH_MAC, 10, &m));
-    assert!(
-        tap.read_matching(ARRIVE, |f| m.is_in(f)).is_some(),
-        "wire frame not delivered after restore"
-    );
+    at_guest(&tap, &m, "wire frame not delivered after restore");
     // A second restore has nothing to do.
     assert_eq!(h.ctl.ok(&["restore"]).trim(), "");
 }

@@ -3,19 +3,12 @@
 //! test covers the combinatorics; these check the real data path.
 //! Root-only: each test builds its own namespaces and bpffs.
 
+use macvswitch_tests::expect::{absent, at_guest, on_wire};
 use macvswitch_tests::frame::{self, ETHERTYPE_TEST, Marker, TPID_8021AD, TPID_8021Q};
-use macvswitch_tests::harness::{ABSENT, ARRIVE};
+use macvswitch_tests::frame::{q_frame, tags};
+use macvswitch_tests::harness::ABSENT;
 use macvswitch_tests::topology::SWITCH_MAC;
-use macvswitch_tests::wire::WireFrame;
 use macvswitch_tests::{Harness, require_root};
-
-fn q_frame(dst: frame::Mac, src: frame::Mac, tci: u16, m: &Marker) -> Vec<u8> {
-    frame::tagged(dst, src, TPID_8021Q, tci, ETHERTYPE_TEST, &m.0)
-}
-
-fn inline_tags(f: &WireFrame) -> Vec<(u16, u16)> {
-    frame::parse(&f.bytes).expect("unparsable").tags
-}
 
 #[test]
 fn priority_tagged_guest_frames_get_the_port_tag_with_the_guest_pcp() {
@@ -39,12 +32,14 @@ fn priority_tagged_guest_frames_get_the_port_tag_with_the_guest_pcp() {
         let tap = h.tap(ep);
         let m = Marker::new();
         tap.write(&q_frame(SWITCH_MAC, ep.mac, 0xb000, &m));
-        let f = wire
-            .recv_matching(ARRIVE, |f| m.is_in(&f.bytes))
-            .unwrap_or_else(|| panic!("{}: priority-tagged guest frame not on the wire", ep.name));
+        let f = on_wire(
+            &wire,
+            &m,
+            &format!("{}: priority-tagged guest frame not on the wire", ep.name),
+        );
         assert_eq!(f.vlan, expect, "{}: {f:?}", ep.name);
         assert!(
-            inline_tags(&f).is_empty(),
+            tags(&f.bytes).is_empty(),
             "{}: the priority tag was not replaced: {f:?}",
             ep.name
         );
@@ -55,9 +50,10 @@ fn priority_tagged_guest_frames_get_the_port_tag_with_the_guest_pcp() {
     let tap = h.tap(&t);
     let m = Marker::new();
     tap.write(&q_frame(SWITCH_MAC, t.mac, 0xb000, &m));
-    assert!(
-        wire.recv_matching(ABSENT, |f| m.is_in(&f.bytes)).is_none(),
-        "priority-tagged frame left a trunk without native"
+    absent(
+        &wire,
+        &m,
+        "priority-tagged frame left a trunk without native",
     );
     assert_eq!(h.drops("t", "untagged"), 1, "stats: {}", h.stats("t"));
 }
@@ -74,12 +70,10 @@ fn priority_tagged_guest_frame_into_a_tunnel_keeps_it_under_the_s_tag() {
     let wire = h.topo.wire();
     let m = Marker::new();
     tap.write(&q_frame(SWITCH_MAC, q.mac, 0xb000, &m));
-    let f = wire
-        .recv_matching(ARRIVE, |f| m.is_in(&f.bytes))
-        .expect("priority-tagged guest frame not on the wire");
+    let f = on_wire(&wire, &m, "priority-tagged guest frame not on the wire");
     assert_eq!(f.vlan, Some((TPID_8021AD, 0xb064)), "S-tag: {f:?}");
     assert_eq!(
-        inline_tags(&f),
+        tags(&f.bytes),
         vec![(0x8100, 0xb000)],
         "the customer's priority tag is not kept under the S-tag: {f:?}"
     );
@@ -98,9 +92,11 @@ fn priority_tagged_wire_frames_reach_only_untagged_ports_stripped() {
     let m = Marker::new();
     let sent = q_frame(u.mac, SWITCH_MAC, 0x6000, &m);
     wire.send(&sent);
-    let f = tu
-        .read_matching(ARRIVE, |f| m.is_in(f))
-        .expect("priority-tagged wire frame not delivered to the untagged port");
+    let f = at_guest(
+        &tu,
+        &m,
+        "priority-tagged wire frame not delivered to the untagged port",
+    );
     let stripped = [&sent[..12], &sent[16..]].concat();
     assert_eq!(f, stripped, "priority tag not stripped: {f:02x?}");
 
@@ -161,14 +157,8 @@ fn truncated_and_stacked_tags_are_dropped_by_reason() {
         ETHERTYPE_TEST,
         &mq.0,
     ));
-    assert!(
-        tt.read_matching(ABSENT, |f| mt.is_in(f)).is_none(),
-        "double-tagged 10/20 delivered to a trunk"
-    );
-    assert!(
-        tq.read_matching(ABSENT, |f| mq.is_in(f)).is_none(),
-        "S100 over an 802.1ad tag delivered to a tunnel"
-    );
+    absent(&tt, &mt, "double-tagged 10/20 delivered to a trunk");
+    absent(&tq, &mq, "S100 over an 802.1ad tag delivered to a tunnel");
     for name in ["a", "t", "q"] {
         assert_eq!(h.drops(name, "runt"), 2, "{name}: stats {}", h.stats(name));
     }

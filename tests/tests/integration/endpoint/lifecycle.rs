@@ -3,21 +3,10 @@
 
 use std::path::Path;
 
+use macvswitch_tests::expect::{at_guest, on_wire};
 use macvswitch_tests::frame::{Marker, marked, marked_tagged};
-use macvswitch_tests::harness::ARRIVE;
 use macvswitch_tests::topology::{LOWER, SWITCH_MAC};
 use macvswitch_tests::{Harness, require_root};
-
-fn names(list: &serde_json::Value) -> Vec<String> {
-    let mut v: Vec<String> = list
-        .as_array()
-        .unwrap_or_else(|| panic!("endpoint list --json is not an array: {list}"))
-        .iter()
-        .map(|e| e["name"].as_str().expect("name").to_string())
-        .collect();
-    v.sort();
-    v
-}
 
 #[test]
 fn del_and_reset_leave_no_links_pins_or_tap_nodes() {
@@ -26,7 +15,7 @@ fn del_and_reset_leave_no_links_pins_or_tap_nodes() {
     let e0 = h.add("ep0", &["--vlan", "10"]);
     let e1 = h.add("ep1", &["--vlan", "20"]);
     let e2 = h.add("ep2", &[]);
-    assert_eq!(names(&h.list()), ["ep0", "ep1", "ep2"]);
+    assert_eq!(h.names(), ["ep0", "ep1", "ep2"]);
     for e in [&e0, &e1, &e2] {
         assert!(e.tap.exists(), "tap node {} missing", e.tap.display());
     }
@@ -44,7 +33,7 @@ fn del_and_reset_leave_no_links_pins_or_tap_nodes() {
         "tap node {} left after del",
         e0.tap.display()
     );
-    assert_eq!(names(&h.list()), ["ep1", "ep2"]);
+    assert_eq!(h.names(), ["ep1", "ep2"]);
     let pins_after = h.bpffs.pinned_files();
     let ep0_pins = h.bpffs.path().join("links").join("ep0");
     assert!(
@@ -69,7 +58,7 @@ fn del_and_reset_leave_no_links_pins_or_tap_nodes() {
 
     h.ctl.ok(&["reset"]);
     assert_eq!(h.topo.host.link_names(), ["lo", LOWER]);
-    assert_eq!(names(&h.list()), Vec::<String>::new());
+    assert_eq!(h.names(), Vec::<String>::new());
     for e in [&e1, &e2] {
         assert!(
             !e.tap.exists(),
@@ -101,17 +90,21 @@ fn data_path_outlives_the_controller_process() {
         let f = marked(SWITCH_MAC, ep.mac, &m);
         tap.write(&f);
         sent_bytes += f.len() as u64;
-        let w = wire
-            .recv_matching(ARRIVE, |f| m.is_in(&f.bytes))
-            .expect("guest frame not forwarded after the controller exited");
+        let w = on_wire(
+            &wire,
+            &m,
+            "guest frame not forwarded after the controller exited",
+        );
         assert_eq!(w.vid(), Some(10));
     }
     for _ in 0..N {
         let m = Marker::new();
         wire.send(&marked_tagged(ep.mac, SWITCH_MAC, 10, &m));
-        let f = tap
-            .read_matching(ARRIVE, |f| m.is_in(f))
-            .expect("wire frame not delivered after the controller exited");
+        let f = at_guest(
+            &tap,
+            &m,
+            "wire frame not delivered after the controller exited",
+        );
         got_bytes += f.len() as u64;
     }
 

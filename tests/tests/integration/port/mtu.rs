@@ -6,11 +6,9 @@
 //! lower device's MTU raised by 8, as the README says for QinQ.
 //! Root-only: each test builds its own namespaces and bpffs.
 
+use macvswitch_tests::expect::{at_guest, on_wire};
 use macvswitch_tests::frame::{self, ETHERTYPE_TEST, Marker, TPID_8021AD, TPID_8021Q};
-use macvswitch_tests::harness::ARRIVE;
-use macvswitch_tests::tap::Tap;
 use macvswitch_tests::topology::{LOWER, SWITCH_MAC, SWITCH_PORT};
-use macvswitch_tests::wire::{WireFrame, WireSocket};
 use macvswitch_tests::{Harness, require_root};
 
 /// A 1500-byte payload starting with the marker.
@@ -18,16 +16,6 @@ fn payload(m: &Marker) -> Vec<u8> {
     let mut p: Vec<u8> = (0..1500u32).map(|i| (i % 251) as u8).collect();
     p[..16].copy_from_slice(&m.0);
     p
-}
-
-fn on_wire(wire: &WireSocket, m: &Marker, what: &str) -> WireFrame {
-    wire.recv_matching(ARRIVE, |f| m.is_in(&f.bytes))
-        .unwrap_or_else(|| panic!("{what}: not seen on sw0"))
-}
-
-fn at_guest(tap: &Tap, m: &Marker, what: &str) -> Vec<u8> {
-    tap.read_matching(ARRIVE, |f| m.is_in(f))
-        .unwrap_or_else(|| panic!("{what}: not delivered to the guest"))
 }
 
 fn set_mtu(h: &Harness, lower: u32, switch: u32) {

@@ -7,8 +7,9 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use macvswitch_tests::expect::{absent, assert_drops_at_least, at_guest};
 use macvswitch_tests::frame::{Mac, eth, parse};
-use macvswitch_tests::harness::{ABSENT, ARRIVE};
+use macvswitch_tests::harness::{ABSENT, ARRIVE, HOST_PORT_10};
 use macvswitch_tests::tap::Tap;
 use macvswitch_tests::topology::LOWER;
 use macvswitch_tests::{Harness, require_root};
@@ -167,23 +168,13 @@ fn is_arp_about(f: &[u8], ip: [u8; 4]) -> bool {
 fn host_reaches_guests_through_the_host_port() {
     require_root!();
     let h = Harness::new();
-    let g10 = h.add("g10", &["--mode", "bridge", "--vlan", "10"]);
+    let g10 = h.add_pvlan("g10", "bridge", &[]);
     let g20 = h.add("g20", &["--mode", "bridge", "--vlan", "20"]);
     let (t10, t20) = (h.tap(&g10), h.tap(&g20));
     let wire = h.topo.wire();
 
-    h.ctl.ok(&[
-        "uplink",
-        "set",
-        LOWER,
-        "--host-port",
-        "host0",
-        "--vlan",
-        "10",
-        "--address",
-        "192.0.2.1/24",
-    ]);
-    let u = h.ctl.json(&["uplink", "show", LOWER, "--json"]);
+    h.uplink_set(&HOST_PORT_10);
+    let u = h.uplink();
     assert_eq!(u["host_port"]["name"], "host0", "{u}");
     assert_eq!(u["host_port"]["vlan"], 10, "{u}");
     assert!(
@@ -225,51 +216,34 @@ fn host_reaches_guests_through_the_host_port() {
         at20.is_empty(),
         "VLAN 20 guest saw the host's ARP: {at20:02x?}"
     );
-    assert!(
-        h.drops("g20", "wrong-vlan") >= 1,
-        "stats: {}",
-        h.stats("g20")
-    );
+    assert_drops_at_least(&h, "g20", &[("wrong-vlan", 1)]);
 
     // An isolated guest on VLAN 10 still reaches the host port
     // (promiscuous), and the host reaches it.
-    let iso = h.add("iso", &["--mode", "bridge", "--vlan", "10", "--isolated"]);
+    let iso = h.add_pvlan("iso", "bridge", &["--isolated"]);
     let tiso = h.tap(&iso);
     let (out, answered) = ping_guest(&h, &tiso, iso.mac, ISOLATED_GUEST_IP);
     assert_pinged("host -> isolated guest", &out, &answered);
     // ... while the isolation against the other guest holds.
     let m = macvswitch_tests::frame::Marker::new();
     tiso.write(&macvswitch_tests::frame::marked(g10.mac, iso.mac, &m));
-    assert!(
-        t10.read_matching(ABSENT, |f| m.is_in(f)).is_none(),
-        "isolated guest reached g10"
-    );
+    absent(&t10, &m, "isolated guest reached g10");
 }
 
 #[test]
 fn host_port_removal_and_reset() {
     require_root!();
     let h = Harness::new();
-    let g = h.add("g10", &["--mode", "bridge", "--vlan", "10"]);
+    let g = h.add_pvlan("g10", "bridge", &[]);
     let tg = h.tap(&g);
-    let host_port = [
-        "uplink",
-        "set",
-        LOWER,
-        "--host-port",
-        "host0",
-        "--vlan",
-        "10",
-        "--address",
-        "192.0.2.1/24",
-    ];
+    let host_port = [&["uplink", "set", LOWER][..], &HOST_PORT_10].concat();
     h.ctl.ok(&host_port);
     let (out, answered) = ping_guest(&h, &tg, g.mac, GUEST_IP);
     assert_pinged("host -> g10", &out, &answered);
 
-    h.ctl.ok(&["uplink", "set", LOWER, "--no-host-port"]);
+    h.uplink_set(&["--no-host-port"]);
     assert_eq!(h.topo.host.link_names(), ["lo", LOWER, "g10"]);
-    let u = h.ctl.json(&["uplink", "show", LOWER, "--json"]);
+    let u = h.uplink();
     assert!(u["host_port"].is_null(), "{u}");
     // The guest is unaffected.
     let m = macvswitch_tests::frame::Marker::new();
@@ -278,15 +252,15 @@ fn host_port_removal_and_reset() {
         &h,
         &macvswitch_tests::frame::marked_tagged(g.mac, sw, 10, &m),
     );
-    assert!(
-        tg.read_matching(ARRIVE, |f| m.is_in(f)).is_some(),
-        "guest lost its wire traffic when the host port went"
+    at_guest(
+        &tg,
+        &m,
+        "guest lost its wire traffic when the host port went",
     );
 
     // Again, with relay on too, then reset removes all of it.
     h.ctl.ok(&host_port);
-    h.ctl
-        .ok(&["uplink", "set", LOWER, "--reflective-relay", "on"]);
+    h.uplink_set(&["--reflective-relay", "on"]);
     assert_eq!(h.topo.host.link_names(), ["lo", LOWER, "g10", "host0"]);
     h.ctl.ok(&["reset"]);
     assert_eq!(h.topo.host.link_names(), ["lo", LOWER]);
@@ -320,18 +294,10 @@ fn untagged_host_port_reaches_untagged_guests_only() {
     require_root!();
     let h = Harness::new();
     let plain = h.add("plain", &["--mode", "bridge"]);
-    let g10 = h.add("g10", &["--mode", "bridge", "--vlan", "10"]);
+    let g10 = h.add_pvlan("g10", "bridge", &[]);
     let (tp, t10) = (h.tap(&plain), h.tap(&g10));
-    h.ctl.ok(&[
-        "uplink",
-        "set",
-        LOWER,
-        "--host-port",
-        "host0",
-        "--address",
-        "192.0.2.1/24",
-    ]);
-    let u = h.ctl.json(&["uplink", "show", LOWER, "--json"]);
+    h.uplink_set(&["--host-port", "host0", "--address", "192.0.2.1/24"]);
+    let u = h.uplink();
     assert!(u["host_port"]["vlan"].is_null(), "{u}");
     let (out, answered) = ping_guest(&h, &tp, plain.mac, GUEST_IP);
     assert_pinged("untagged host port -> untagged guest", &out, &answered);
@@ -350,26 +316,14 @@ fn untagged_host_port_reaches_untagged_guests_only() {
 fn host_port_reaches_vepa_guests_with_relay() {
     require_root!();
     let h = Harness::new();
-    let v = h.add("v10", &["--mode", "vepa", "--vlan", "10"]);
+    let v = h.add_pvlan("v10", "vepa", &[]);
     let tv = h.tap(&v);
-    h.ctl.ok(&[
-        "uplink",
-        "set",
-        LOWER,
-        "--host-port",
-        "host0",
-        "--vlan",
-        "10",
-        "--address",
-        "192.0.2.1/24",
-        "--reflective-relay",
-        "on",
-    ]);
-    let u = h.ctl.json(&["uplink", "show", LOWER, "--json"]);
+    h.uplink_set(&[&HOST_PORT_10[..], &["--reflective-relay", "on"]].concat());
+    let u = h.uplink();
     assert_eq!(u["reflective_relay"], true, "{u}");
     let (out, answered) = ping_guest(&h, &tv, v.mac, GUEST_IP);
     assert_pinged("host port -> VEPA guest, relay on", &out, &answered);
-    let u = h.ctl.json(&["uplink", "show", LOWER, "--json"]);
+    let u = h.uplink();
     assert!(
         u["relayed"]["unicast"].as_u64() >= Some(3),
         "echo replies not counted as relayed: {u}"
@@ -429,20 +383,10 @@ fn is_echo_reply(f: &[u8], from: [u8; 4], seq: u16) -> bool {
 fn guests_reach_the_host_port_only_on_its_vlan() {
     require_root!();
     let h = Harness::new();
-    let g10 = h.add("g10", &["--mode", "bridge", "--vlan", "10"]);
+    let g10 = h.add_pvlan("g10", "bridge", &[]);
     let g20 = h.add("g20", &["--mode", "bridge", "--vlan", "20"]);
     let (t10, t20) = (h.tap(&g10), h.tap(&g20));
-    h.ctl.ok(&[
-        "uplink",
-        "set",
-        LOWER,
-        "--host-port",
-        "host0",
-        "--vlan",
-        "10",
-        "--address",
-        "192.0.2.1/24",
-    ]);
+    h.uplink_set(&HOST_PORT_10);
 
     // The VLAN 10 guest resolves the host and pings it.
     t10.write(&arp_request(g10.mac, GUEST_IP, HOST_IP));

@@ -6,10 +6,10 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use macvswitch_tests::expect::{absent, assert_drops_at_least, at_guest, on_wire};
 use macvswitch_tests::frame::{self, ETHERTYPE_TEST, Marker, TPID_8021Q, marked};
-use macvswitch_tests::harness::{ABSENT, ARRIVE};
 use macvswitch_tests::topology::SWITCH_MAC;
-use macvswitch_tests::{Harness, require_root};
+use macvswitch_tests::{OnePort, require_root};
 
 /// Frames in the stream at least; it runs on until `AFTER_CHANGE` frames
 /// were sent after the last `set`, and never beyond `MAX_FRAMES`.
@@ -36,18 +36,18 @@ fn stream_seq(stream: &Marker, bytes: &[u8]) -> Option<usize> {
 #[test]
 fn set_changes_policy_in_place_without_losing_untouched_vlans() {
     require_root!();
-    let h = Harness::new();
-    let ep = h.add("t0", &["--trunk", "10,20"]);
-    let tap = h.tap(&ep);
-    let wire = h.topo.wire();
+    let OnePort { h, ep, tap, wire } = OnePort::new("t0", &["--trunk", "10,20"]);
     let pins_before = h.bpffs.pinned_files();
 
     // Warm-up: both VLANs pass before the change.
     for vid in [10, 20] {
         let m = Marker::new();
         tap.write(&q_frame(SWITCH_MAC, ep.mac, vid, &m.0));
-        wire.recv_matching(ARRIVE, |f| m.is_in(&f.bytes))
-            .unwrap_or_else(|| panic!("VLAN {vid} does not pass before the change"));
+        on_wire(
+            &wire,
+            &m,
+            &format!("VLAN {vid} does not pass before the change"),
+        );
     }
 
     let stream = Marker::new();
@@ -150,20 +150,16 @@ fn set_changes_policy_in_place_without_losing_untouched_vlans() {
     tap.write(&q_frame(SWITCH_MAC, ep.mac, 30, &m30.0));
     let m40 = Marker::new();
     tap.write(&marked(SWITCH_MAC, ep.mac, &m40));
-    let f = wire
-        .recv_matching(ARRIVE, |f| m30.is_in(&f.bytes))
-        .expect("VLAN 30 from the guest blocked after set");
+    let f = on_wire(&wire, &m30, "VLAN 30 from the guest blocked after set");
     assert_eq!(f.vid(), Some(30), "{f:?}");
-    let f = wire
-        .recv_matching(ARRIVE, |f| m40.is_in(&f.bytes))
-        .expect("untagged frame not sent on native 40 after set");
-    assert_eq!(f.vlan, Some((TPID_8021Q, 40)), "{f:?}");
-    assert!(
-        wire.recv_matching(ABSENT, |f| m20.is_in(&f.bytes))
-            .is_none(),
-        "VLAN 20 still leaves after set --trunk 10,30"
+    let f = on_wire(
+        &wire,
+        &m40,
+        "untagged frame not sent on native 40 after set",
     );
-    assert!(h.drops("t0", "wrong-vlan") >= 1, "stats: {}", h.stats("t0"));
+    assert_eq!(f.vlan, Some((TPID_8021Q, 40)), "{f:?}");
+    absent(&wire, &m20, "VLAN 20 still leaves after set --trunk 10,30");
+    assert_drops_at_least(&h, "t0", &[("wrong-vlan", 1)]);
 
     let w20 = Marker::new();
     wire.send(&q_frame(ep.mac, SWITCH_MAC, 20, &w20.0));
@@ -171,17 +167,14 @@ fn set_changes_policy_in_place_without_losing_untouched_vlans() {
     wire.send(&q_frame(ep.mac, SWITCH_MAC, 30, &w30.0));
     let w40 = Marker::new();
     wire.send(&q_frame(ep.mac, SWITCH_MAC, 40, &w40.0));
-    let f = tap
-        .read_matching(ARRIVE, |f| w30.is_in(f))
-        .expect("VLAN 30 not delivered after set");
+    let f = at_guest(&tap, &w30, "VLAN 30 not delivered after set");
     assert_eq!(frame::parse(&f).unwrap().tags, [(TPID_8021Q, 30)]);
-    let f = tap
-        .read_matching(ARRIVE, |f| w40.is_in(f))
-        .expect("native 40 not delivered after set");
+    let f = at_guest(&tap, &w40, "native 40 not delivered after set");
     assert!(frame::parse(&f).unwrap().tags.is_empty(), "{f:02x?}");
-    assert!(
-        tap.read_matching(ABSENT, |f| w20.is_in(f)).is_none(),
-        "VLAN 20 still delivered after set --trunk 10,30"
+    absent(
+        &tap,
+        &w20,
+        "VLAN 20 still delivered after set --trunk 10,30",
     );
 
     // The stream's VLAN kept its counter row; 20's row is gone.
@@ -196,10 +189,7 @@ fn set_changes_policy_in_place_without_losing_untouched_vlans() {
 #[test]
 fn set_switches_port_kinds_on_the_same_fd() {
     require_root!();
-    let h = Harness::new();
-    let ep = h.add("e0", &["--vlan", "10"]);
-    let tap = h.tap(&ep);
-    let wire = h.topo.wire();
+    let OnePort { h, ep, tap, wire } = OnePort::new("e0", &["--vlan", "10"]);
 
     // access 10 -> tunnel 100 -> untagged -> access 20 with priority 3.
     let steps: [(&[&str], Option<Tag>); 4] = [
@@ -219,9 +209,11 @@ fn set_switches_port_kinds_on_the_same_fd() {
         }
         let m = Marker::new();
         tap.write(&marked(SWITCH_MAC, ep.mac, &m));
-        let f = wire
-            .recv_matching(ARRIVE, |f| m.is_in(&f.bytes))
-            .unwrap_or_else(|| panic!("after set {args:?}: untagged guest frame not on the wire"));
+        let f = on_wire(
+            &wire,
+            &m,
+            &format!("after set {args:?}: untagged guest frame not on the wire"),
+        );
         assert_eq!(f.vlan, expect, "after set {args:?}: {f:?}");
         assert_eq!(h.show("e0").ifindex, ep.ifindex, "after set {args:?}");
     }

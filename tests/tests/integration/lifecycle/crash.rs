@@ -13,8 +13,9 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use macvswitch_tests::attach;
+use macvswitch_tests::expect::on_wire;
 use macvswitch_tests::frame::{Marker, marked};
-use macvswitch_tests::harness::{ARRIVE, Endpoint};
+use macvswitch_tests::harness::Endpoint;
 use macvswitch_tests::lifecycle::{
     Rng, assert_consistent, assert_reset_clean, recorded, run_and_kill, state,
 };
@@ -116,9 +117,11 @@ fn kill_during_set_then_kernel_follows_the_state_file() {
         wire.drain();
         let m = Marker::new();
         tap.write(&marked(SWITCH_MAC, ep.mac, &m));
-        let f = wire
-            .recv_matching(ARRIVE, |f| m.is_in(&f.bytes))
-            .unwrap_or_else(|| panic!("{context}: guest frame not seen on the wire"));
+        let f = on_wire(
+            &wire,
+            &m,
+            &format!("{context}: guest frame not seen on the wire"),
+        );
         assert_eq!(
             f.vid(),
             Some(recorded_vlan as u16),
