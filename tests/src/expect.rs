@@ -253,3 +253,12 @@ pub fn drops_of(table: &[Refused]) -> Vec<(&'static str, u64)> {
     }
     out
 }
+
+/// A refused command: exit status 2 and one line on stderr containing
+/// `needle`.
+pub fn assert_refused(out: &std::process::Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.contains(needle), "{needle:?} not in: {stderr}");
+}

@@ -184,3 +184,102 @@ fn bad_input_fails_cleanly_without_side_effects() {
     );
     assert_eq!(h.list(), list_before);
 }
+
+/// `macvswitch ARGS` without a namespace, state or bpffs: what clap refuses
+/// never gets that far.
+fn bare(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(macvswitch_tests::controller::binary())
+        .args(args)
+        .output()
+        .expect("running macvswitch")
+}
+
+#[test]
+fn bare_commands_print_usage_and_their_commands() {
+    for (args, commands) in [
+        (
+            &[][..],
+            &["endpoint", "uplink", "stats", "apply", "exec"][..],
+        ),
+        (&["endpoint"], &["add", "set", "del", "list", "show"]),
+        (&["uplink"], &["set", "list", "show"]),
+    ] {
+        let out = bare(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("Usage: macvswitch"), "{args:?}: {stderr}");
+        for command in commands {
+            assert!(
+                stderr.lines().any(|l| l.trim_start().starts_with(command)),
+                "{args:?}: {command} not listed in:\n{stderr}"
+            );
+        }
+    }
+}
+
+#[test]
+fn typos_get_the_suggestion_and_the_help_to_read_in_one_line() {
+    for (args, needles) in [
+        (
+            &["endpont"][..],
+            &["'endpont'", "'endpoint'", "see `macvswitch --help`"][..],
+        ),
+        (
+            &["endpoint", "add", "x", "--vlna", "3"],
+            &[
+                "'--vlna'",
+                "'--vlan'",
+                "see `macvswitch endpoint add --help`",
+            ],
+        ),
+        (
+            &["endpoint", "add", "x"],
+            &["--lower", "see `macvswitch endpoint add --help`"],
+        ),
+        (
+            &["uplink", "set", "eth0", "--reflective-relay", "maybe"],
+            &["maybe", "(allowed: on, off)"],
+        ),
+    ] {
+        let out = bare(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: one line: {stderr}");
+        for needle in needles {
+            assert!(
+                stderr.contains(needle),
+                "{args:?}: {needle} not in: {stderr}"
+            );
+        }
+    }
+}
+
+#[test]
+fn under_ip_netns_exec_the_default_bpffs_is_refused_with_advice_that_works() {
+    require_root!();
+    let h = Harness::new();
+    // No --bpffs: the default, /sys/fs/bpf/macvswitch, which `ip netns exec`
+    // hides under a fresh sysfs.
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", h.topo.host.name()])
+        .arg(macvswitch_tests::controller::binary())
+        .arg("--state-dir")
+        .arg(h.state.path())
+        .args(["endpoint", "add", "ep0", "--lower", LOWER])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("private mount namespace")
+            && stderr.contains("mount -t bpf bpf /run/msw/bpffs")
+            && stderr.contains("--bpffs /run/msw/bpffs"),
+        "{stderr}"
+    );
+    assert!(h.names().is_empty(), "a refused add made {:?}", h.names());
+    // The advice, at the harness's own path: a bpffs mounted from the root
+    // mount namespace outside /sys, passed with --bpffs, works.
+    assert!(!h.bpffs.path().starts_with("/sys"));
+    h.add("ep0", &[]);
+}

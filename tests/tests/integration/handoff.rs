@@ -8,6 +8,7 @@ use std::process::{Command, Output};
 
 use std::time::Duration;
 
+use macvswitch_tests::expect::assert_refused;
 use macvswitch_tests::frame::{Marker, marked};
 use macvswitch_tests::topology::{SWITCH_MAC, SWITCH_PORT};
 use macvswitch_tests::wire::WireSocket;
@@ -19,17 +20,6 @@ fn tap_dev(h: &Harness, name: &str) -> (u64, u64) {
         .expect("tap node")
         .rdev();
     (libc::major(rdev) as u64, libc::minor(rdev) as u64)
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn assert_refused(out: &Output, needle: &str) {
-    assert_eq!(out.status.code(), Some(2), "stderr: {}", stderr(out));
-    let err = stderr(out);
-    assert_eq!(err.lines().count(), 1, "one line: {err}");
-    assert!(err.contains(needle), "{needle:?} not in: {err}");
 }
 
 #[test]
@@ -187,7 +177,11 @@ fn libvirt_xml_only_for_the_endpoints_own_dev_tap() {
     let (major, minor) = tap_dev(&h, "ep0");
 
     let out = libvirt_xml_with_dev_tap(&h, Some((major, minor)));
-    assert!(out.status.success(), "stderr: {}", stderr(&out));
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let xml = String::from_utf8_lossy(&out.stdout);
     let mac = ep.raw["mac"].as_str().unwrap();
     for line in [
