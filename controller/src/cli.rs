@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::{
-    isolation::Isolation,
-    policy::{Pcp, PortOptions, VidList},
-    types::{AttachChoice, Cidr, IfName, Mac, Mode, Mtu, Vid},
+    model::isolation::Isolation,
+    model::policy::{Pcp, PortOptions, VidList},
+    model::types::{AttachChoice, Cidr, IfName, Mac, Mode, Mtu, Vid},
 };
 
 /// Put virtual machines on VLANs over macvtap, with TC eBPF doing the
@@ -323,5 +323,5 @@ fn parse_mark_mask(text: &str) -> Result<u32, String> {
     let mask = parsed.map_err(|_| "must be a 32-bit number, e.g. 0xffffff80".to_string())?;
     macvswitch_common::MarkCarriage::new(mask, 0)
         .map(|_| mask)
-        .map_err(crate::session::mask_rule)
+        .map_err(crate::ops::session::mask_rule)
 }

@@ -3,7 +3,7 @@
 //!
 //! - At start, and after every burst of link events (RTNLGRP_LINK) that
 //!   concerns a recorded endpoint, host port or lower device, it opens a
-//!   fresh session and runs [`Session::restore`](crate::session::Session):
+//!   fresh session and runs [`Session::restore`](crate::ops::session::Session):
 //!   endpoints deleted out of band are cleaned up, endpoints whose lower
 //!   device went wait for it and come back with it, a macvtap recreated by
 //!   hand under a recorded name is re-adopted. The state lock is held only
@@ -43,10 +43,10 @@ use tokio::{
 };
 
 use crate::{
-    endpoint::Instance,
     error::{Error, Result},
-    reconcile::RestoreReport,
-    state::State,
+    model::state::State,
+    ops::endpoint::Instance,
+    ops::reconcile::RestoreReport,
 };
 
 /// Quiet time after the last relevant link event before reacting: a lower
@@ -447,7 +447,7 @@ fn describe(state: &State, name: &str) -> (&'static str, String) {
 }
 
 fn is_waiting(state: &State, name: &str) -> bool {
-    use crate::state::RecordStatus::Waiting;
+    use crate::model::state::RecordStatus::Waiting;
     state
         .endpoints
         .values()

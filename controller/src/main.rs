@@ -10,14 +10,14 @@ use clap::{
 use macvswitch::{
     Error,
     cli::{Cli, Command, EndpointCommand, OnOff, UplinkCommand},
-    config::Config,
-    datapath::PinLayout,
-    endpoint::{AddRequest, Instance, SetRequest},
-    isolation::Isolation,
-    policy::PortVlans,
+    kernel::datapath::PinLayout,
+    model::config::Config,
+    model::isolation::Isolation,
+    model::policy::PortVlans,
+    model::state::StateDir,
+    ops::endpoint::{AddRequest, Instance, SetRequest},
+    ops::uplink::{HostPortRequest, UplinkSetRequest},
     report::{self, StatsRow},
-    state::StateDir,
-    uplink::{HostPortRequest, UplinkSetRequest},
 };
 
 fn main() -> ExitCode {
@@ -83,7 +83,7 @@ fn print_json(value: &serde_json::Value) {
 }
 
 async fn run(cli: Cli) -> Result<(), Error> {
-    macvswitch::datapath::set_attach_choice(cli.attach);
+    macvswitch::kernel::datapath::set_attach_choice(cli.attach);
     let instance = Instance {
         state_dir: StateDir::new(cli.state_dir),
         pins: PinLayout::new(cli.bpffs),

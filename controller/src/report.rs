@@ -4,9 +4,9 @@ use macvswitch_common::{DropReason, EndpointCounters};
 use serde_json::{Value, json};
 
 use crate::{
-    endpoint::Instance,
-    policy::PortVlans,
-    state::{EndpointRecord, UplinkRecord},
+    model::policy::PortVlans,
+    model::state::{EndpointRecord, UplinkRecord},
+    ops::endpoint::Instance,
 };
 use macvswitch_common::UplinkCounters;
 
@@ -24,9 +24,9 @@ pub fn endpoint_json(instance: &Instance, record: &EndpointRecord) -> Value {
         "mtu": record.mtu,
         "allow_mac_spoofing": record.allow_mac_spoofing,
         "isolation": record.isolation.to_string(),
-        "isolated": matches!(record.isolation, crate::isolation::Isolation::Isolated),
+        "isolated": matches!(record.isolation, crate::model::isolation::Isolation::Isolated),
         "community": match &record.isolation {
-            crate::isolation::Isolation::Community(name) => Some(name),
+            crate::model::isolation::Isolation::Community(name) => Some(name),
             _ => None,
         },
         "tap": instance.tap_path(&record.name),
@@ -121,7 +121,7 @@ pub fn endpoint_details(instance: &Instance, r: &EndpointRecord) -> String {
 
 /// An attach mode for text output; `unknown` for records older than the
 /// clsact path.
-fn attach_text(mode: Option<crate::types::AttachMode>) -> &'static str {
+fn attach_text(mode: Option<crate::model::types::AttachMode>) -> &'static str {
     mode.map_or("unknown", |mode| mode.as_str())
 }
 

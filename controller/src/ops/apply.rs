@@ -5,16 +5,16 @@
 use std::fmt;
 
 use crate::{
-    config::{Config, DesiredEndpoint, HostPortConfig, host_port_config},
-    endpoint::{AddRequest, Instance},
     error::{Error, Result},
-    netlink::Link,
-    policy::{PortOptions, PortVlans},
+    kernel::netlink::Link,
+    model::config::{Config, DesiredEndpoint, HostPortConfig, host_port_config},
+    model::policy::{PortOptions, PortVlans},
+    model::state::{EndpointRecord, State},
+    model::types::IfName,
+    ops::endpoint::{AddRequest, Instance},
+    ops::session::Session,
+    ops::uplink::{HostPortRequest, UplinkSetRequest},
     report::vlans_text,
-    session::Session,
-    state::{EndpointRecord, State},
-    types::IfName,
-    uplink::{HostPortRequest, UplinkSetRequest},
 };
 
 /// One step of a plan.
@@ -299,7 +299,7 @@ impl Instance {
         if dry_run {
             // No session: a dry run repairs nothing and takes no lock.
             let state = self.state_dir.load()?.settled();
-            let links = crate::netlink::Netlink::connect()?.links().await?;
+            let links = crate::kernel::netlink::Netlink::connect()?.links().await?;
             let changes = plan(&state, config, &links)?;
             print_plan(&changes, &mut print);
             return Ok(changes);

@@ -15,9 +15,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     error::{Error, Result},
-    isolation::Isolation,
-    policy::{Pcp, PortVlans},
-    types::{AttachMode, Cidr, IfName, Mac, Mode},
+    model::isolation::Isolation,
+    model::policy::{Pcp, PortVlans},
+    model::types::{AttachMode, Cidr, IfName, Mac, Mode},
 };
 
 /// Where a record is in its life: a command killed half-way leaves
@@ -290,7 +290,7 @@ mod tests {
                 mode: Mode::Vepa,
                 mac: "02:00:00:00:00:01".parse().unwrap(),
                 vlans: PortVlans::Access {
-                    vlan: crate::types::Vid::new(10).unwrap(),
+                    vlan: crate::model::types::Vid::new(10).unwrap(),
                 },
                 priority: None,
                 mtu: 1500,

@@ -2,12 +2,12 @@
 //! `ip link del` by hand, lower devices that go and come back.
 
 use crate::{
-    datapath::Datapath,
     error::Result,
-    netlink::Link,
-    session::Session,
-    state::{EndpointRecord, RecordStatus, UplinkRecord, current_boot_id},
-    types::IfName,
+    kernel::datapath::Datapath,
+    kernel::netlink::Link,
+    model::state::{EndpointRecord, RecordStatus, UplinkRecord, current_boot_id},
+    model::types::IfName,
+    ops::session::Session,
 };
 
 /// What `restore` did, by endpoint or host-port name.
@@ -187,7 +187,7 @@ impl Session<'_> {
                 record.attach = None;
                 record.ifindex = link.index;
                 record.lower_ifindex = lower.index;
-                if let Some(mac) = link.mac.and_then(crate::types::Mac::new) {
+                if let Some(mac) = link.mac.and_then(crate::model::types::Mac::new) {
                     record.mac = mac;
                 }
                 record.status = RecordStatus::Ready;
@@ -278,7 +278,7 @@ impl Session<'_> {
                 if !Datapath::is_attached(&self.instance.pins, &name) {
                     self.ensure_uplink_program(&uplink.name, lower.index)
                         .await?;
-                    crate::uplink::wire_host_port(self.datapath().await?, lower.index, &port)?;
+                    crate::ops::uplink::wire_host_port(self.datapath().await?, lower.index, &port)?;
                 }
             }
             Presence::Missing if !(rebooted || moved || port.status == RecordStatus::Waiting) => {

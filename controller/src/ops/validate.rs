@@ -4,12 +4,12 @@
 use rtnetlink::packet_route::link::InfoKind;
 
 use crate::{
-    endpoint::AddRequest,
     error::{Error, Result},
-    isolation::Isolation,
-    netlink::Link,
-    state::State,
-    types::{IfName, Mac, Mode, Mtu},
+    kernel::netlink::Link,
+    model::isolation::Isolation,
+    model::state::State,
+    model::types::{IfName, Mac, Mode, Mtu},
+    ops::endpoint::AddRequest,
 };
 
 /// Two community names must not share an id: they would merge.
@@ -201,7 +201,7 @@ pub(crate) fn check_lower_carries(
         .map(|l| l.name.as_str())
         .collect();
     for record in planned.endpoints.values().filter(|r| {
-        r.lower_ifindex == lower.index && r.status != crate::state::RecordStatus::Deleting
+        r.lower_ifindex == lower.index && r.status != crate::model::state::RecordStatus::Deleting
     }) {
         if !stacked.contains(&record.name.as_str()) {
             stacked.push(record.name.as_str());

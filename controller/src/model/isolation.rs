@@ -5,7 +5,7 @@ use std::fmt;
 use macvswitch_common::{POLICY_ISOLATED, SourceInfo, isolation};
 use serde::{Deserialize, Serialize};
 
-use crate::types::Mode;
+use crate::model::types::Mode;
 
 /// Which local endpoints an endpoint may exchange frames with (RFC 5517
 /// private VLANs). The wire is always reachable.

@@ -27,7 +27,7 @@ use aya::programs::{
 use super::{clsact, pins::unpin_link};
 use crate::{
     error::{Error, Result},
-    types::{AttachChoice, AttachMode},
+    model::types::{AttachChoice, AttachMode},
 };
 
 /// The environment variable behind `--attach`.
@@ -479,7 +479,7 @@ mod tests {
                 std::mem::forget(program.take_link(id).expect("link"));
             }
             assert_eq!(clsact::filters(1, hook).expect("filters").len(), 2);
-            crate::datapath::set_attach_choice(crate::types::AttachChoice::Clsact);
+            crate::kernel::datapath::set_attach_choice(crate::model::types::AttachChoice::Clsact);
             let pin = std::path::Path::new("/nonexistent/pin");
             attach(program, names::PROG_FROM_GUEST, "lo", hook, pin, None).expect("attach");
             let filters = clsact::filters(1, hook).expect("filters");

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     error::{Error, Result},
-    types::{Mac, Vid},
+    model::types::{Mac, Vid},
 };
 
 /// A non-empty set of VLAN ids, written `10,20,100-199`.

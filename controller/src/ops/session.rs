@@ -14,14 +14,14 @@ use std::collections::BTreeMap;
 use macvswitch_common::{EndpointPolicy, MarkCarriage, POLICY_CHECK_SENDERS, carriage};
 
 use crate::{
-    bpffs,
-    datapath::{Datapath, Maps},
-    endpoint::Instance,
     error::{Error, Result},
-    isolation::Isolation,
-    netlink::Netlink,
-    state::{EndpointRecord, RecordStatus, State, StateLock},
-    types::{AttachMode, IfName, Mode},
+    kernel::bpffs,
+    kernel::datapath::{Datapath, Maps},
+    kernel::netlink::Netlink,
+    model::isolation::Isolation,
+    model::state::{EndpointRecord, RecordStatus, State, StateLock},
+    model::types::{AttachMode, IfName, Mode},
+    ops::endpoint::Instance,
 };
 
 pub struct Session<'a> {
@@ -291,7 +291,7 @@ impl Session<'_> {
                 .as_ref()
                 .filter(|p| p.status.is_ready() && is_live(p.name.as_str(), p.ifindex))
             {
-                crate::uplink::write_host_port_maps(datapath, uplink.ifindex, port)?;
+                crate::ops::uplink::write_host_port_maps(datapath, uplink.ifindex, port)?;
                 let mode = datapath.attach_to_guest(port.name.as_str(), port.attach)?;
                 if let Some(port) = self
                     .state

@@ -3,15 +3,15 @@
 use macvswitch_common::{EndpointPolicy, POLICY_PROMISCUOUS};
 
 use crate::{
-    datapath::Datapath,
-    endpoint::Instance,
     error::{Error, Result},
-    isolation::source_info,
-    netlink::Stacked,
-    policy::PortVlans,
-    session::Session,
-    state::{HostPortRecord, RecordStatus, State, UplinkRecord},
-    types::{Cidr, IfName, Mac, Mode, Vid},
+    kernel::datapath::Datapath,
+    kernel::netlink::Stacked,
+    model::isolation::source_info,
+    model::policy::PortVlans,
+    model::state::{HostPortRecord, RecordStatus, State, UplinkRecord},
+    model::types::{Cidr, IfName, Mac, Mode, Vid},
+    ops::endpoint::Instance,
+    ops::session::Session,
 };
 
 /// `uplink set DEV ...`.
@@ -101,7 +101,7 @@ impl Session<'_> {
             ));
         }
         if let Some(host_port) = &request.host_port {
-            crate::validate::check_lower_carries(
+            crate::ops::validate::check_lower_carries(
                 "--host-port",
                 host_port.name.as_str(),
                 &lower,
@@ -308,7 +308,7 @@ pub(crate) fn wire_host_port(
     datapath: &mut Datapath,
     lower: u32,
     port: &HostPortRecord,
-) -> Result<crate::types::AttachMode> {
+) -> Result<crate::model::types::AttachMode> {
     write_host_port_maps(datapath, lower, port)?;
     datapath.attach(port.name.as_str(), port.attach)
 }

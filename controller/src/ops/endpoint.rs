@@ -6,17 +6,17 @@ use std::path::PathBuf;
 use macvswitch_common::EndpointPolicy;
 
 use crate::{
-    bpffs,
-    datapath::{Datapath, Maps, PinLayout},
     error::{Error, Result},
-    isolation::{Isolation, source_info},
-    netlink::Stacked,
-    policy::{Pcp, PortOptions, PortVlans, check_priority},
-    session::Session,
-    state::{EndpointRecord, RecordStatus, State, StateDir},
-    tapdev,
-    types::{IfName, Mac, Mode, Mtu},
-    validate::{check_community, unknown_endpoint, validate_add},
+    kernel::bpffs,
+    kernel::datapath::{Datapath, Maps, PinLayout},
+    kernel::netlink::Stacked,
+    kernel::tapdev,
+    model::isolation::{Isolation, source_info},
+    model::policy::{Pcp, PortOptions, PortVlans, check_priority},
+    model::state::{EndpointRecord, RecordStatus, State, StateDir},
+    model::types::{IfName, Mac, Mode, Mtu},
+    ops::session::Session,
+    ops::validate::{check_community, unknown_endpoint, validate_add},
 };
 
 /// Where one macvswitch instance keeps its state and pins.
@@ -267,7 +267,7 @@ impl Session<'_> {
     }
 
     async fn write_maps(&mut self, record: &EndpointRecord) -> Result<()> {
-        let policy = crate::session::policy_in(&self.state, record);
+        let policy = crate::ops::session::policy_in(&self.state, record);
         let maps = &mut self.datapath().await?.maps;
         maps.set_policy(record.ifindex, &policy)?;
         maps.reset_counters(record.slot)?;
@@ -342,7 +342,8 @@ impl Session<'_> {
         maps.forget_vlans(updated.ifindex, |vid| {
             same_kind
                 && (matches!(updated.vlans, PortVlans::Tunnel { .. })
-                    || crate::types::Vid::new(vid).is_some_and(|vid| updated.vlans.carries(vid)))
+                    || crate::model::types::Vid::new(vid)
+                        .is_some_and(|vid| updated.vlans.carries(vid)))
         })?;
         self.save()?;
         Ok(updated)

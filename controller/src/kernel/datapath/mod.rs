@@ -28,7 +28,7 @@ use macvswitch_common::names;
 mod attach;
 pub mod clsact;
 mod compat;
-mod kernel;
+mod features;
 mod maps;
 mod pins;
 
@@ -40,7 +40,7 @@ use pins::{Hook, create_dir, remove_dir_if_exists};
 use crate::{
     EBPF_OBJECT,
     error::{Error, Result},
-    types::AttachMode,
+    model::types::AttachMode,
 };
 
 /// aya-log level compiled into the programs at load: info, so that the
@@ -312,14 +312,14 @@ impl Datapath {
     /// Checks, before anything is loaded or changed, that the kernel has
     /// what every data path needs (BTF, macvtap).
     pub fn check_kernel() -> Result<()> {
-        kernel::check_base()
+        features::check_base()
     }
 
     /// Checks that the kernel has what new attachments will use: TCX
     /// where forced, clsact and the bpf classifier where they will go.
     pub fn check_attach_path(&self) -> Result<()> {
         match attach::fresh_mode(&self.from_guest)? {
-            AttachMode::Clsact => kernel::check_clsact(),
+            AttachMode::Clsact => features::check_clsact(),
             AttachMode::Tcx => Ok(()),
         }
     }

@@ -7,10 +7,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     error::{Error, Result},
-    isolation::Isolation,
-    policy::{Pcp, PortOptions, PortVlans, VidList, check_priority},
-    state::{EndpointRecord, HostPortRecord, State, UplinkRecord},
-    types::{Cidr, IfName, Mac, Mode, Mtu, Vid},
+    model::isolation::Isolation,
+    model::policy::{Pcp, PortOptions, PortVlans, VidList, check_priority},
+    model::state::{EndpointRecord, HostPortRecord, State, UplinkRecord},
+    model::types::{Cidr, IfName, Mac, Mode, Mtu, Vid},
 };
 
 /// A whole host: lower devices and endpoints.
