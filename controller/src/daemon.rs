@@ -45,7 +45,7 @@ use tokio::{
 use crate::{
     error::{Error, Result},
     model::state::State,
-    ops::endpoint::Instance,
+    ops::instance::Instance,
     ops::reconcile::RestoreReport,
 };
 

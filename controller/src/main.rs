@@ -9,14 +9,10 @@ use clap::{
 };
 use macvswitch::{
     Error,
-    cli::{Cli, Command, EndpointCommand, OnOff, UplinkCommand},
-    kernel::datapath::PinLayout,
-    model::config::Config,
-    model::isolation::Isolation,
-    model::policy::PortVlans,
-    model::state::StateDir,
-    ops::endpoint::{AddRequest, Instance, SetRequest},
-    ops::uplink::{HostPortRequest, UplinkSetRequest},
+    cli::{Cli, Command, EndpointCommand, UplinkCommand},
+    kernel::datapath::{PinLayout, set_attach_choice},
+    model::{config::Config, policy::PortVlans},
+    ops::{instance::Instance, store::StateDir},
     report::{self, StatsRow},
 };
 
@@ -83,7 +79,7 @@ fn print_json(value: &serde_json::Value) {
 }
 
 async fn run(cli: Cli) -> Result<(), Error> {
-    macvswitch::kernel::datapath::set_attach_choice(cli.attach);
+    set_attach_choice(cli.attach);
     let instance = Instance {
         state_dir: StateDir::new(cli.state_dir),
         pins: PinLayout::new(cli.bpffs),
@@ -91,49 +87,15 @@ async fn run(cli: Cli) -> Result<(), Error> {
     };
     match cli.command {
         Command::Endpoint(EndpointCommand::Add(args)) => {
-            let record = instance
-                .add(AddRequest {
-                    name: args.name,
-                    lower: args.lower,
-                    mode: args.mode,
-                    mac: args.mac,
-                    port: args.port.options(false),
-                    priority: args.port.priority,
-                    mtu: args.mtu,
-                    allow_mac_spoofing: args.allow_mac_spoofing,
-                    isolation: args.isolation.isolation().unwrap_or_default(),
-                })
-                .await?;
+            let record = instance.add(args.spec()?).await?;
             print!("{}", report::endpoint_details(&instance, &record));
         }
         Command::Endpoint(EndpointCommand::Set(args)) => {
-            let record = instance
-                .set(SetRequest {
-                    name: args.name,
-                    port: args.port.options(args.untagged),
-                    priority: args.port.priority,
-                    isolation: if args.open {
-                        Some(Isolation::Open)
-                    } else {
-                        args.isolation.isolation()
-                    },
-                })
-                .await?;
+            let record = instance.set(args.request()).await?;
             print!("{}", report::endpoint_details(&instance, &record));
         }
         Command::Uplink(UplinkCommand::Set(args)) => {
-            let record = instance
-                .uplink_set(UplinkSetRequest {
-                    lower: args.dev,
-                    reflective_relay: args.reflective_relay.map(|v| matches!(v, OnOff::On)),
-                    host_port: args.host_port.map(|name| HostPortRequest {
-                        name,
-                        vlan: args.vlan,
-                        addresses: args.addresses,
-                    }),
-                    remove_host_port: args.no_host_port,
-                })
-                .await?;
+            let record = instance.uplink_set(args.request()).await?;
             print!("{}", report::uplink_text(&record, None));
         }
         Command::Uplink(UplinkCommand::List { json }) => {

@@ -6,4 +6,5 @@
 pub mod bpffs;
 pub mod datapath;
 pub mod netlink;
+pub mod sys;
 pub mod tapdev;

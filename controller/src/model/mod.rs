@@ -3,7 +3,9 @@
 //! state records. Depends on `macvswitch-common` only.
 
 pub mod config;
+pub mod hash;
 pub mod isolation;
 pub mod policy;
+pub mod spec;
 pub mod state;
 pub mod types;

@@ -1,22 +1,17 @@
-//! What macvswitch manages, kept in `<state-dir>/state.json`.
-//!
-//! Every change happens under an exclusive lock on `<state-dir>/lock`, and
-//! the file is replaced atomically (temp file, fsync, rename), so concurrent
-//! invocations serialize and a crash never leaves half a file.
+//! What macvswitch manages, as recorded in `<state-dir>/state.json` (the
+//! file and its lock are `ops::store`'s), and the map values the records
+//! stand for.
 
-use std::{
-    collections::BTreeMap,
-    fs::{self, File, OpenOptions},
-    io::Write as _,
-    path::{Path, PathBuf},
-};
+use std::collections::{BTreeMap, BTreeSet};
 
+use macvswitch_common::{EndpointPolicy, POLICY_CHECK_SENDERS, POLICY_PROMISCUOUS, SourceInfo};
 use serde::{Deserialize, Serialize};
 
 use crate::{
     error::{Error, Result},
-    model::isolation::Isolation,
+    model::isolation::{Isolation, source_info},
     model::policy::{Pcp, PortVlans},
+    model::spec::{EndpointSpec, HostPortSpec},
     model::types::{AttachMode, Cidr, IfName, Mac, Mode},
 };
 
@@ -71,6 +66,54 @@ pub struct EndpointRecord {
     pub status: RecordStatus,
 }
 
+impl EndpointRecord {
+    /// The endpoint's map value on its own; see `State::policy_of` for the
+    /// value in the context of its lower device.
+    pub fn policy(&self) -> EndpointPolicy {
+        let mut policy = self
+            .vlans
+            .to_policy(self.mac, self.priority, self.allow_mac_spoofing);
+        policy.lower = self.lower_ifindex;
+        policy.slot = self.slot;
+        policy.community = self.isolation.community_id();
+        policy.flags |= self.isolation.flags();
+        policy
+    }
+
+    /// Why the endpoint must be made anew to become `spec` (its macvtap's
+    /// lower device, mode, MAC or MTU differ), if it must.
+    pub fn recreate_reason(&self, spec: &EndpointSpec) -> Option<String> {
+        if self.lower != spec.lower {
+            return Some(format!("lower {} -> {}", self.lower, spec.lower));
+        }
+        if self.mode != spec.mode {
+            return Some(format!("mode {} -> {}", self.mode, spec.mode));
+        }
+        if self.mac != spec.mac() {
+            return Some(format!("mac {} -> {}", self.mac, spec.mac()));
+        }
+        match spec.mtu {
+            Some(mtu) if mtu.0 != self.mtu => Some(format!("mtu {} -> {}", self.mtu, mtu.0)),
+            _ => None,
+        }
+    }
+
+    /// Whether `spec` asks for another policy (VLANs, priority, isolation,
+    /// spoofing): a map update, no relink.
+    pub fn policy_differs(&self, spec: &EndpointSpec) -> bool {
+        self.vlans != spec.vlans
+            || self.priority != spec.priority
+            || self.isolation != spec.isolation
+            || self.allow_mac_spoofing != spec.allow_mac_spoofing
+    }
+
+    /// The endpoint as a sender, for the isolation checks of others.
+    pub fn source(&self) -> SourceInfo {
+        let policy = self.policy();
+        source_info(self.ifindex, self.mode, policy.community, policy.flags)
+    }
+}
+
 /// The host port of a lower device: a macvlan for the host's own stack,
 /// under the same programs as a guest.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,6 +129,35 @@ pub struct HostPortRecord {
     pub attach: Option<AttachMode>,
     #[serde(default, skip_serializing_if = "RecordStatus::is_ready")]
     pub status: RecordStatus,
+}
+
+impl HostPortRecord {
+    /// The host port reaches every local endpoint, isolated ones included,
+    /// like a promiscuous port of a private VLAN.
+    pub fn policy(&self, lower: u32) -> EndpointPolicy {
+        let mut policy = self.vlans.to_policy(self.mac, None, false);
+        policy.lower = lower;
+        policy.slot = self.slot;
+        policy.flags |= POLICY_PROMISCUOUS;
+        policy
+    }
+
+    /// The host port as `uplink set` and a configuration file state it.
+    pub fn spec(&self) -> HostPortSpec {
+        HostPortSpec {
+            name: self.name.clone(),
+            vlan: match self.vlans {
+                PortVlans::Access { vlan } => Some(vlan),
+                _ => None,
+            },
+            addresses: self.addresses.clone(),
+        }
+    }
+
+    /// The host port as a sender on lower device `lower`.
+    pub fn source(&self, lower: u32) -> SourceInfo {
+        source_info(self.ifindex, Mode::Bridge, 0, self.policy(lower).flags)
+    }
 }
 
 /// Settings of a lower device.
@@ -116,14 +188,44 @@ pub struct State {
     pub boot_id: Option<String>,
     /// Lower devices without uplink settings whose clsact qdisc macvswitch
     /// made for their egress program (with settings, `own_clsact` there).
-    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
-    pub own_qdiscs: std::collections::BTreeSet<IfName>,
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub own_qdiscs: BTreeSet<IfName>,
 }
 
 impl State {
     /// Whether macvswitch made the clsact qdisc on lower device `lower`.
     pub fn owns_qdisc(&self, lower: &IfName) -> bool {
         self.own_qdiscs.contains(lower) || self.uplinks.get(lower).is_some_and(|u| u.own_clsact)
+    }
+
+    /// An endpoint's map value in the context of its lower device: sender
+    /// checks are only switched on where some endpoint could be kept apart
+    /// or get its own frames back (any isolation, any mode but bridge).
+    pub fn policy_of(&self, record: &EndpointRecord) -> EndpointPolicy {
+        let mut policy = record.policy();
+        let needs_checks = self.endpoints.values().any(|other| {
+            other.lower == record.lower
+                && (other.isolation != Isolation::Open || other.mode != Mode::Bridge)
+        });
+        if needs_checks {
+            policy.flags |= POLICY_CHECK_SENDERS;
+        }
+        policy
+    }
+
+    /// Whether anything recorded on `lower`, other than `leaving`, needs its
+    /// egress program: an endpoint, the host port or relay emulation.
+    pub fn lower_in_use(&self, lower: &IfName, leaving: &str) -> bool {
+        self.endpoints
+            .values()
+            .any(|record| record.lower == *lower && record.name.as_str() != leaving)
+            || self.uplinks.get(lower).is_some_and(|uplink| {
+                uplink.reflective_relay
+                    || uplink
+                        .host_port
+                        .as_ref()
+                        .is_some_and(|port| port.name.as_str() != leaving)
+            })
     }
 
     /// The state as it will be once interrupted commands are finished:
@@ -147,7 +249,7 @@ impl State {
 
     /// The lowest counter slot no endpoint or host port holds.
     pub fn free_slot(&self) -> Result<u16> {
-        let used: std::collections::BTreeSet<u16> = self
+        let used: BTreeSet<u16> = self
             .endpoints
             .values()
             .map(|r| r.slot)
@@ -165,150 +267,5 @@ impl State {
                     macvswitch_common::MAX_ENDPOINTS
                 ))
             })
-    }
-}
-
-/// This boot of the kernel.
-pub fn current_boot_id() -> Option<String> {
-    fs::read_to_string("/proc/sys/kernel/random/boot_id")
-        .ok()
-        .map(|id| id.trim().to_string())
-}
-
-/// The state directory: lock, state file and private tap nodes.
-#[derive(Clone, Debug)]
-pub struct StateDir {
-    root: PathBuf,
-}
-
-/// Held while the state may change; released on drop.
-pub struct StateLock {
-    _file: File,
-}
-
-impl StateDir {
-    pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
-    }
-
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
-    fn state_file(&self) -> PathBuf {
-        self.root.join("state.json")
-    }
-
-    /// Directory of the per-endpoint tap character-device nodes.
-    pub fn dev_dir(&self) -> PathBuf {
-        self.root.join("dev")
-    }
-
-    /// Takes the exclusive lock, creating the directory if needed.
-    pub fn lock(&self) -> Result<StateLock> {
-        fs::create_dir_all(&self.root)
-            .map_err(|e| Error::io(format!("creating {}", self.root.display()), e))?;
-        let path = self.root.join("lock");
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
-        file.lock()
-            .map_err(|e| Error::io(format!("locking {}", path.display()), e))?;
-        Ok(StateLock { _file: file })
-    }
-
-    /// Reads the state; a missing file is an empty state.
-    pub fn load(&self) -> Result<State> {
-        let path = self.state_file();
-        match fs::read(&path) {
-            Ok(bytes) => {
-                serde_json::from_slice(&bytes).map_err(|source| Error::State { path, source })
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
-            Err(e) => Err(Error::io(format!("reading {}", path.display()), e)),
-        }
-    }
-
-    /// Replaces the state file atomically. Needs the lock.
-    pub fn save(&self, _lock: &StateLock, state: &State) -> Result<()> {
-        let path = self.state_file();
-        let tmp = self.root.join("state.json.tmp");
-        let mut state = state.clone();
-        state.boot_id = current_boot_id();
-        let bytes = serde_json::to_vec_pretty(&state).expect("state serializes");
-        let write = || -> std::io::Result<()> {
-            let mut file = File::create(&tmp)?;
-            file.write_all(&bytes)?;
-            file.sync_all()?;
-            fs::rename(&tmp, &path)?;
-            // The rename itself is durable only once the directory is synced.
-            File::open(&self.root)?.sync_all()
-        };
-        write().map_err(|e| Error::io(format!("writing {}", path.display()), e))
-    }
-
-    /// Removes the state file and tap nodes (for `reset`). Needs the lock.
-    pub fn clear(&self, _lock: &StateLock) -> Result<()> {
-        for path in [self.state_file(), self.root.join("state.json.tmp")] {
-            match fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::io(format!("removing {}", path.display()), e)),
-            }
-        }
-        match fs::remove_dir_all(self.dev_dir()) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::io(
-                format!("removing {}", self.dev_dir().display()),
-                e,
-            )),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn save_then_load_round_trips() {
-        let dir = std::env::temp_dir().join(format!("msw-state-{}", std::process::id()));
-        let state_dir = StateDir::new(&dir);
-        let lock = state_dir.lock().unwrap();
-        assert_eq!(state_dir.load().unwrap(), State::default());
-        let name: IfName = "vm1".parse().unwrap();
-        let mut state = State::default();
-        state.endpoints.insert(
-            name.clone(),
-            EndpointRecord {
-                name,
-                lower: "eth0".parse().unwrap(),
-                mode: Mode::Vepa,
-                mac: "02:00:00:00:00:01".parse().unwrap(),
-                vlans: PortVlans::Access {
-                    vlan: crate::model::types::Vid::new(10).unwrap(),
-                },
-                priority: None,
-                mtu: 1500,
-                allow_mac_spoofing: false,
-                ifindex: 7,
-                lower_ifindex: 2,
-                slot: 0,
-                isolation: Isolation::Community("blue".into()),
-                attach: Some(AttachMode::Clsact),
-                status: RecordStatus::Pending,
-            },
-        );
-        state_dir.save(&lock, &state).unwrap();
-        state.boot_id = current_boot_id();
-        assert_eq!(state_dir.load().unwrap(), state);
-        assert!(!dir.join("state.json.tmp").exists());
-        state_dir.clear(&lock).unwrap();
-        assert_eq!(state_dir.load().unwrap(), State::default());
-        fs::remove_dir_all(&dir).unwrap();
     }
 }

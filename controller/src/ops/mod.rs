@@ -5,7 +5,12 @@
 
 pub mod apply;
 pub mod endpoint;
+pub mod instance;
+pub mod lower;
 pub mod reconcile;
+pub mod requests;
 pub mod session;
+pub mod store;
 pub mod uplink;
 pub mod validate;
+pub mod wiring;

@@ -9,19 +9,21 @@
 //! flight, finished), and every live endpoint gets its recorded policy
 //! written again (a `set` whose state write was lost).
 
-use std::collections::BTreeMap;
-
-use macvswitch_common::{EndpointPolicy, MarkCarriage, POLICY_CHECK_SENDERS, carriage};
+use macvswitch_common::{EndpointPolicy, MarkCarriage, carriage};
 
 use crate::{
     error::{Error, Result},
-    kernel::bpffs,
-    kernel::datapath::{Datapath, Maps},
-    kernel::netlink::Netlink,
-    model::isolation::Isolation,
-    model::state::{EndpointRecord, RecordStatus, State, StateLock},
-    model::types::{AttachMode, IfName, Mode},
-    ops::endpoint::Instance,
+    kernel::{
+        bpffs,
+        datapath::{Datapath, Maps},
+        netlink::Netlink,
+        sys::random_u32,
+    },
+    model::{
+        state::{RecordStatus, State},
+        types::{IfName, mark_mask_rule},
+    },
+    ops::{instance::Instance, store::StateLock},
 };
 
 pub struct Session<'a> {
@@ -29,7 +31,7 @@ pub struct Session<'a> {
     lock: StateLock,
     pub state: State,
     pub(crate) netlink: Netlink,
-    datapath: Option<Datapath>,
+    pub(super) datapath: Option<Datapath>,
     /// The pinned maps, when they were needed without the programs.
     opened_maps: Option<Maps>,
 }
@@ -66,15 +68,22 @@ impl Session<'_> {
     /// The data path, loaded (and everything recorded re-attached) if this
     /// is the first use since a reset or a reboot.
     pub async fn datapath(&mut self) -> Result<&mut Datapath> {
-        if self.datapath.is_none() {
-            let mut datapath = self.open_datapath(false)?;
-            if datapath.fresh {
-                self.reattach(&mut datapath)?;
-            }
-            self.opened_maps = None;
-            self.datapath = Some(datapath);
+        let datapath = self.take_datapath()?;
+        Ok(self.datapath.insert(datapath))
+    }
+
+    /// The data path as `datapath` gives it, out of the session, for work
+    /// that also changes the session; the caller puts it back.
+    pub(crate) fn take_datapath(&mut self) -> Result<Datapath> {
+        if let Some(datapath) = self.datapath.take() {
+            return Ok(datapath);
         }
-        Ok(self.datapath.as_mut().expect("just set"))
+        let mut datapath = self.open_datapath(false)?;
+        if datapath.fresh {
+            self.reattach(&mut datapath)?;
+        }
+        self.opened_maps = None;
+        Ok(datapath)
     }
 
     /// Loads a fresh copy of the programs and swaps every link to it
@@ -110,6 +119,15 @@ impl Session<'_> {
         }
         self.configure_carriage(&mut datapath.maps)?;
         Ok(datapath)
+    }
+
+    /// The maps of the pinned data path; an error if there is none (a
+    /// `reset` ran since the caller found it).
+    pub(crate) fn pinned_maps(&mut self) -> Result<&mut Maps> {
+        let pins = self.instance.pins.root().display().to_string();
+        self.maps()?.ok_or_else(|| {
+            Error::Refused(format!("no data path pinned under {pins}; was it reset?"))
+        })
     }
 
     /// The maps, if a data path is pinned; never loads one.
@@ -193,7 +211,7 @@ impl Session<'_> {
                         link.index == record.ifindex && link.name == record.name.as_str()
                     })
             })
-            .map(|record| (record.clone(), policy_in(&self.state, record)))
+            .map(|record| (record.clone(), self.state.policy_of(record)))
             .collect();
         if let Some(maps) = self.maps()? {
             for (record, policy) in live {
@@ -205,21 +223,6 @@ impl Session<'_> {
     }
 }
 
-/// An endpoint's map value in the context of its lower device: sender
-/// checks are only switched on where some endpoint could be kept apart or
-/// get its own frames back (any isolation, any mode but bridge).
-pub(crate) fn policy_in(state: &State, record: &EndpointRecord) -> EndpointPolicy {
-    let mut policy = record.policy();
-    let needs_checks = state.endpoints.values().any(|other| {
-        other.lower == record.lower
-            && (other.isolation != Isolation::Open || other.mode != Mode::Bridge)
-    });
-    if needs_checks {
-        policy.flags |= POLICY_CHECK_SENDERS;
-    }
-    policy
-}
-
 impl Session<'_> {
     /// Rewrites the policies of the live endpoints on `lower`, after a
     /// change that may switch its sender checks on or off.
@@ -229,92 +232,12 @@ impl Session<'_> {
             .endpoints
             .values()
             .filter(|record| record.lower == *lower && record.status.is_ready())
-            .map(|record| (record.ifindex, policy_in(&self.state, record)))
+            .map(|record| (record.ifindex, self.state.policy_of(record)))
             .collect();
         if let Some(maps) = self.maps()? {
             for (ifindex, policy) in policies {
                 maps.set_policy(ifindex, &policy)?;
             }
-        }
-        Ok(())
-    }
-}
-
-impl Session<'_> {
-    /// Re-wires everything recorded to freshly loaded programs and maps,
-    /// each hook in the mode it has (TCX link swapped, clsact filter
-    /// replaced in place), in an order where no frame is misread across
-    /// the swap: every port's ingress program first (the new one reads tags
-    /// carried in the mark and pushed tags alike), then the lower devices'
-    /// egress programs, then the ports' egress programs, and only then may
-    /// tags travel in the mark. Records the modes. Links that are gone, or
-    /// replaced by others under the same name, are left to `restore`.
-    fn reattach(&mut self, datapath: &mut Datapath) -> Result<()> {
-        // Every live port, with the mode its ingress hook got.
-        let mut ports: Vec<(IfName, AttachMode)> = Vec::new();
-        let mut lowers: BTreeMap<IfName, u32> = BTreeMap::new();
-        let names: Vec<IfName> = self.state.endpoints.keys().cloned().collect();
-        for name in &names {
-            let record = &self.state.endpoints[name];
-            if record.status != RecordStatus::Ready
-                || !is_live(record.name.as_str(), record.ifindex)
-            {
-                continue;
-            }
-            datapath
-                .maps
-                .set_policy(record.ifindex, &policy_in(&self.state, record))?;
-            datapath
-                .maps
-                .set_source(record.lower_ifindex, record.mac, &record.source())?;
-            lowers.insert(record.lower.clone(), record.lower_ifindex);
-            let mode = datapath.attach_to_guest(name.as_str(), record.attach)?;
-            if let Some(record) = self.state.endpoints.get_mut(name) {
-                record.attach = Some(mode);
-            }
-            ports.push((name.clone(), mode));
-        }
-        let uplinks: Vec<IfName> = self.state.uplinks.keys().cloned().collect();
-        for lower in &uplinks {
-            let uplink = self.state.uplinks[lower].clone();
-            if !is_live(uplink.name.as_str(), uplink.ifindex) {
-                continue;
-            }
-            datapath
-                .maps
-                .set_relay(uplink.ifindex, uplink.reflective_relay)?;
-            if uplink.reflective_relay {
-                lowers.insert(lower.clone(), uplink.ifindex);
-            }
-            if let Some(port) = uplink
-                .host_port
-                .as_ref()
-                .filter(|p| p.status.is_ready() && is_live(p.name.as_str(), p.ifindex))
-            {
-                crate::ops::uplink::write_host_port_maps(datapath, uplink.ifindex, port)?;
-                let mode = datapath.attach_to_guest(port.name.as_str(), port.attach)?;
-                if let Some(port) = self
-                    .state
-                    .uplinks
-                    .get_mut(lower)
-                    .and_then(|u| u.host_port.as_mut())
-                {
-                    port.attach = Some(mode);
-                }
-                lowers.insert(lower.clone(), uplink.ifindex);
-                ports.push((port.name.clone(), mode));
-            }
-        }
-        lowers.retain(|name, ifindex| is_live(name.as_str(), *ifindex));
-        for (lower, ifindex) in &lowers {
-            self.attach_lower_program(datapath, lower, *ifindex, false)?;
-        }
-        for (name, mode) in &ports {
-            datapath.attach_from_guest(name.as_str(), Some(*mode))?;
-            log::info!("{name}: attached to the loaded data path");
-        }
-        for ifindex in lowers.values() {
-            datapath.maps.set_tags_from_mark(*ifindex, true)?;
         }
         Ok(())
     }
@@ -342,8 +265,9 @@ impl Session<'_> {
             }
             (_, mask) => mask.unwrap_or(carriage::DEFAULT_MARK_MASK),
         };
-        let carriage = MarkCarriage::new(mask, random_u32()?)
-            .map_err(|e| Error::invalid("--mark-mask", format!("{mask:#010x}"), mask_rule(e)))?;
+        let carriage = MarkCarriage::new(mask, random_u32()?).map_err(|e| {
+            Error::invalid("--mark-mask", format!("{mask:#010x}"), mark_mask_rule(e))
+        })?;
         maps.set_carriage(&carriage)
     }
 
@@ -352,139 +276,4 @@ impl Session<'_> {
         !self.state.endpoints.is_empty()
             || self.state.uplinks.values().any(|u| u.host_port.is_some())
     }
-
-    /// Attaches the egress program of lower device `lower` if it is not
-    /// there yet, then lets its endpoints carry their tags in the mark.
-    pub(crate) async fn ensure_uplink_program(
-        &mut self,
-        lower: &IfName,
-        ifindex: u32,
-    ) -> Result<()> {
-        self.datapath().await?;
-        let mut datapath = self.datapath.take().expect("loaded just above");
-        let attached = self.attach_lower_program(&mut datapath, lower, ifindex, true);
-        self.datapath = Some(datapath);
-        attached
-    }
-
-    /// Attaches (or swaps in) the egress program of `lower`; a clsact qdisc
-    /// the attach is going to create is recorded as ours first. With
-    /// `raise_flag`, endpoints may carry tags in the mark afterwards; an
-    /// attached program and a raised flag are left as they are.
-    fn attach_lower_program(
-        &mut self,
-        datapath: &mut Datapath,
-        lower: &IfName,
-        ifindex: u32,
-        raise_flag: bool,
-    ) -> Result<()> {
-        // A lower device recreated under a new ifindex keeps a stale pin:
-        // the flag at its current ifindex tells.
-        if raise_flag
-            && let Some(mode) = Datapath::uplink_mode(&self.instance.pins, lower.as_str())
-            && datapath.maps.tags_from_mark(ifindex)?
-        {
-            if let Some(uplink) = self.state.uplinks.get_mut(lower) {
-                uplink.attach = Some(mode);
-            }
-            return Ok(());
-        }
-        let prefer = self.state.uplinks.get(lower).and_then(|u| u.attach);
-        if !self.state.own_qdiscs.contains(lower)
-            && datapath.uplink_would_create_qdisc(lower.as_str(), prefer)?
-        {
-            self.state.own_qdiscs.insert(lower.clone());
-            self.save()?;
-        }
-        let attached = datapath.attach_uplink(lower.as_str(), prefer)?;
-        if let Some(uplink) = self.state.uplinks.get_mut(lower) {
-            uplink.attach = Some(attached.mode);
-        }
-        if raise_flag {
-            datapath.maps.set_tags_from_mark(ifindex, true)?;
-        }
-        Ok(())
-    }
-
-    /// Detaches the egress program of `lower` once nothing recorded on it
-    /// needs it (`leaving` is on its way out): endpoints first push their
-    /// tags themselves again, then the program goes, and the clsact qdisc
-    /// if macvswitch made it. Best effort, logged.
-    pub(crate) fn release_uplink_program(&mut self, lower: &IfName, ifindex: u32, leaving: &str) {
-        if lower_in_use(&self.state, lower, leaving) {
-            return;
-        }
-        match self.maps() {
-            Ok(Some(maps)) => {
-                if let Err(e) = maps.set_tags_from_mark(ifindex, false) {
-                    log::warn!("{lower}: {e}");
-                }
-            }
-            Ok(None) => {}
-            Err(e) => log::warn!("{lower}: {e}"),
-        }
-        let own_qdisc = self.state.owns_qdisc(lower);
-        if let Err(e) = Datapath::detach_uplink(&self.instance.pins, lower.as_str(), own_qdisc) {
-            log::warn!("{lower}: {e}");
-            return;
-        }
-        self.state.own_qdiscs.remove(lower);
-        if let Some(uplink) = self.state.uplinks.get_mut(lower) {
-            uplink.attach = None;
-            uplink.own_clsact = false;
-        }
-        if let Err(e) = self.save() {
-            log::warn!("{lower}: {e}");
-        }
-    }
-}
-
-/// How a mark mask must look, for the one-line error.
-pub(crate) fn mask_rule(error: carriage::MaskError) -> String {
-    let why = match error {
-        carriage::MaskError::TagFieldNotContiguous => "its lowest 17 set bits are not contiguous",
-        carriage::MaskError::TooFewPatternBits => "it has fewer than 25 bits",
-    };
-    format!(
-        "a mask whose lowest 17 set bits are contiguous (they carry the tag) with at least 8 \
-         more (a random pattern), e.g. 0xffffffff or 0xffffff80; {why}"
-    )
-}
-
-/// Whether anything recorded on `lower`, other than `leaving`, needs its
-/// egress program: an endpoint, the host port or relay emulation.
-fn lower_in_use(state: &State, lower: &IfName, leaving: &str) -> bool {
-    state
-        .endpoints
-        .values()
-        .any(|record| record.lower == *lower && record.name.as_str() != leaving)
-        || state.uplinks.get(lower).is_some_and(|uplink| {
-            uplink.reflective_relay
-                || uplink
-                    .host_port
-                    .as_ref()
-                    .is_some_and(|port| port.name.as_str() != leaving)
-        })
-}
-
-/// Four random bytes from the kernel.
-fn random_u32() -> Result<u32> {
-    let mut bytes = [0u8; 4];
-    // SAFETY: the buffer is valid for its length.
-    let got = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
-    if got != bytes.len() as isize {
-        return Err(Error::io(
-            "reading random bytes",
-            std::io::Error::last_os_error(),
-        ));
-    }
-    Ok(u32::from_ne_bytes(bytes))
-}
-
-/// Whether this network namespace has link `name` with `ifindex`.
-fn is_live(name: &str, ifindex: u32) -> bool {
-    std::fs::read_to_string(format!("/sys/class/net/{name}/ifindex"))
-        .ok()
-        .and_then(|text| text.trim().parse::<u32>().ok())
-        == Some(ifindex)
 }

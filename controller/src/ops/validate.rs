@@ -1,16 +1,87 @@
-//! Checks of endpoint requests against the state and the host, made before
-//! anything changes.
+//! Every check of a request against the state and the host, made before
+//! anything changes: what `endpoint add`, `endpoint set`, `uplink set` and
+//! `apply` refuse, in one place.
 
 use rtnetlink::packet_route::link::InfoKind;
 
 use crate::{
     error::{Error, Result},
     kernel::netlink::Link,
-    model::isolation::Isolation,
-    model::state::State,
-    model::types::{IfName, Mac, Mode, Mtu},
-    ops::endpoint::AddRequest,
+    model::{
+        config::Config,
+        isolation::Isolation,
+        spec::EndpointSpec,
+        state::{EndpointRecord, RecordStatus, State},
+        types::{IfName, Mac, Mode, Mtu},
+    },
+    ops::requests::UplinkSetRequest,
 };
+
+/// Why a name gives no usable lower device.
+enum NoLower {
+    /// No link of that name in this network namespace.
+    Missing,
+    /// A macvlan or macvtap, which cannot carry others.
+    Stacked,
+}
+
+impl NoLower {
+    fn allowed(&self) -> &'static str {
+        match self {
+            NoLower::Missing => "no such device in this network namespace",
+            NoLower::Stacked => "is itself a macvlan/macvtap; give the device it sits on",
+        }
+    }
+}
+
+/// The link called `name` if it can be a lower device.
+fn find_lower<'a>(links: &'a [Link], name: &str) -> Result<&'a Link, NoLower> {
+    let link = links
+        .iter()
+        .find(|link| link.name == name)
+        .ok_or(NoLower::Missing)?;
+    if link.is_macvlan_family() {
+        return Err(NoLower::Stacked);
+    }
+    Ok(link)
+}
+
+/// The usable lower device called `name`, if there is one.
+pub(crate) fn lower_device<'a>(links: &'a [Link], name: &str) -> Option<&'a Link> {
+    find_lower(links, name).ok()
+}
+
+/// The lower device named by `option`, or the error that says why not.
+fn lower_for<'a>(option: &'static str, name: &IfName, links: &'a [Link]) -> Result<&'a Link> {
+    find_lower(links, name.as_str()).map_err(|why| Error::invalid(option, name, why.allowed()))
+}
+
+/// The MTU an endpoint gets on `lower`: the one asked for, else the lower
+/// device's. `Err` holds the lower device's MTU when it is out of range.
+fn endpoint_mtu(requested: Option<Mtu>, lower: &Link) -> Result<u32, u32> {
+    let lower_mtu = lower.mtu.unwrap_or(1500);
+    let mtu = requested.map_or(lower_mtu, |mtu| mtu.0);
+    if (Mtu::MIN..=lower_mtu).contains(&mtu) {
+        Ok(mtu)
+    } else {
+        Err(lower_mtu)
+    }
+}
+
+/// A device on `lower` (it or a device stacked on it) that has `mac`,
+/// leaving out those `keeps_none` says will not keep theirs.
+fn mac_owner<'a>(
+    links: &'a [Link],
+    lower: &Link,
+    mac: Mac,
+    keeps_none: impl Fn(&Link) -> bool,
+) -> Option<&'a Link> {
+    links
+        .iter()
+        .filter(|link| link.index == lower.index || link.lower == Some(lower.index))
+        .filter(|link| !keeps_none(link))
+        .find(|link| link.mac == Some(mac.octets()))
+}
 
 /// Two community names must not share an id: they would merge.
 pub(crate) fn check_community(state: &State, name: &IfName, isolation: &Isolation) -> Result<()> {
@@ -51,12 +122,12 @@ pub(crate) fn unknown_endpoint(name: &IfName) -> Error {
 
 /// Checks an `add` against the host before anything changes. Returns the
 /// lower link, the MAC and the MTU to use.
-pub(crate) fn validate_add(
-    request: &AddRequest,
+pub(crate) fn validate_add<'a>(
+    spec: &EndpointSpec,
     state: &State,
-    links: &[Link],
-) -> Result<(Link, Mac, u32)> {
-    let name = &request.name;
+    links: &'a [Link],
+) -> Result<(&'a Link, Mac, u32)> {
+    let name = &spec.name;
     if state.endpoints.contains_key(name) {
         return Err(Error::invalid(
             "NAME",
@@ -71,53 +142,29 @@ pub(crate) fn validate_add(
             "an interface of that name exists; pick a free name",
         ));
     }
-    let lower = links
-        .iter()
-        .find(|link| link.name == request.lower.as_str())
-        .ok_or_else(|| {
-            Error::invalid(
-                "--lower",
-                &request.lower,
-                "no such device in this network namespace",
-            )
-        })?;
-    if lower.is_macvlan_family() {
-        return Err(Error::invalid(
-            "--lower",
-            &request.lower,
-            "is itself a macvlan/macvtap; give the device it sits on",
-        ));
-    }
+    let lower = lower_for("--lower", &spec.lower, links)?;
     check_lower_carries(
         "--lower",
-        request.lower.as_str(),
+        spec.lower.as_str(),
         lower,
         links,
-        request.mode,
+        spec.mode,
         state,
     )?;
-    let lower_mtu = lower.mtu.unwrap_or(1500);
-    let mtu = request.mtu.map_or(lower_mtu, |mtu| mtu.0);
-    if !(Mtu::MIN..=lower_mtu).contains(&mtu) {
-        return Err(Error::invalid(
+    let mtu = endpoint_mtu(spec.mtu, lower).map_err(|lower_mtu| {
+        Error::invalid(
             "--mtu",
-            mtu,
+            spec.mtu.map_or(lower_mtu, |mtu| mtu.0),
             format!(
                 "must be in {}..={lower_mtu} (the MTU of {})",
                 Mtu::MIN,
-                request.lower
+                spec.lower
             ),
-        ));
-    }
-    let mac = request
-        .mac
-        .unwrap_or_else(|| Mac::derived_from(name.as_str()));
-    let owner = links
-        .iter()
-        .filter(|link| link.index == lower.index || link.lower == Some(lower.index))
-        .find(|link| link.mac == Some(mac.octets()));
-    if let Some(owner) = owner {
-        let how = if request.mac.is_some() {
+        )
+    })?;
+    let mac = spec.mac();
+    if let Some(owner) = mac_owner(links, lower, mac, |_| false) {
+        let how = if spec.mac.is_some() {
             ""
         } else {
             " (derived from NAME)"
@@ -127,13 +174,143 @@ pub(crate) fn validate_add(
             mac,
             format!(
                 "already used{how} by {} on {}; the MAC must be unique on the lower device",
-                owner.name, request.lower
+                owner.name, spec.lower
             ),
         ));
     }
-    Ok((lower.clone(), mac, mtu))
+    Ok((lower, mac, mtu))
 }
 
+/// A new endpoint's MAC against the others recorded, or about to be made
+/// in the same batch, on its lower device.
+pub(crate) fn check_mac_twin(planned: &State, record: &EndpointRecord) -> Result<()> {
+    match planned
+        .endpoints
+        .values()
+        .find(|other| other.lower_ifindex == record.lower_ifindex && other.mac == record.mac)
+    {
+        Some(twin) => Err(Error::invalid(
+            "--mac",
+            record.mac,
+            format!("already used by {} on {}", twin.name, record.lower),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Checks an `uplink set` against the host; returns the lower device.
+pub(crate) fn validate_uplink_set<'a>(
+    request: &UplinkSetRequest,
+    state: &State,
+    links: &'a [Link],
+) -> Result<&'a Link> {
+    let lower = lower_for("DEV", &request.lower, links)?;
+    if let Some(host_port) = &request.host_port {
+        check_lower_carries(
+            "--host-port",
+            host_port.name.as_str(),
+            lower,
+            links,
+            Mode::Bridge,
+            state,
+        )?;
+        let taken = links
+            .iter()
+            .any(|link| link.name == host_port.name.as_str())
+            || state.endpoints.contains_key(&host_port.name);
+        if taken {
+            return Err(Error::invalid(
+                "--host-port",
+                &host_port.name,
+                "an interface of that name exists; pick a free name",
+            ));
+        }
+    }
+    Ok(lower)
+}
+
+/// Checks a configuration file against the host before `apply` plans:
+/// lower devices exist, names are free or ours, and every macvtap the plan
+/// makes (new or recreated) passes what `endpoint add` checks of its MTU
+/// and MAC.
+pub(crate) fn validate_config(
+    state: &State,
+    config: &Config,
+    desired: &[EndpointSpec],
+    links: &[Link],
+) -> Result<()> {
+    const NO_LOWER: &str = "no such device in this network namespace (or it is a macvlan/macvtap)";
+    let mut lowers = Vec::with_capacity(desired.len());
+    for endpoint in desired {
+        let lower = lower_device(links, endpoint.lower.as_str()).ok_or_else(|| {
+            Error::invalid(
+                "endpoint",
+                format!("{}: lower {}", endpoint.name, endpoint.lower),
+                NO_LOWER,
+            )
+        })?;
+        let unmanaged = !state.endpoints.contains_key(&endpoint.name)
+            && links.iter().any(|link| link.name == endpoint.name.as_str());
+        if unmanaged {
+            return Err(Error::invalid(
+                "endpoint",
+                &endpoint.name,
+                "an interface macvswitch does not manage has that name",
+            ));
+        }
+        lowers.push(lower);
+    }
+    for (endpoint, lower) in desired.iter().zip(lowers) {
+        let made_anew = state
+            .endpoints
+            .get(&endpoint.name)
+            .is_none_or(|record| record.recreate_reason(endpoint).is_some());
+        if made_anew {
+            check_new_macvtap(state, endpoint, lower, links)?;
+        }
+    }
+    for uplink in &config.uplinks {
+        if lower_device(links, uplink.name.as_str()).is_none() {
+            return Err(Error::invalid("uplink", &uplink.name, NO_LOWER));
+        }
+    }
+    Ok(())
+}
+
+/// What `endpoint add` would refuse of a macvtap `apply` makes: an MTU
+/// above the lower device's, a MAC another device on it has.
+fn check_new_macvtap(
+    state: &State,
+    endpoint: &EndpointSpec,
+    lower: &Link,
+    links: &[Link],
+) -> Result<()> {
+    if let Some(mtu) = endpoint.mtu
+        && let Err(lower_mtu) = endpoint_mtu(Some(mtu), lower)
+    {
+        return Err(Error::invalid(
+            "endpoint",
+            format!("{}: mtu {}", endpoint.name, mtu.0),
+            format!(
+                "must be at most {lower_mtu} (the MTU of {})",
+                endpoint.lower
+            ),
+        ));
+    }
+    // Devices that keep their MAC: everything on the lower device but
+    // macvswitch's endpoints, which the plan deletes, recreates or keeps
+    // as the file says (and the file's MACs are checked against each
+    // other).
+    let managed = |link: &Link| state.endpoints.keys().any(|n| n.as_str() == link.name);
+    if let Some(owner) = mac_owner(links, lower, endpoint.mac(), managed) {
+        return Err(Error::invalid(
+            "endpoint",
+            format!("{}: mac {}", endpoint.name, endpoint.mac()),
+            format!("already used by {} on {}", owner.name, endpoint.lower),
+        ));
+    }
+    Ok(())
+}
 /// Whether `lower` can carry one more macvlan/macvtap in `mode`, decided
 /// the way the kernel would, so that its refusal (a bare EINVAL or EBUSY)
 /// never reaches the operator. `option` and `value` name what the
@@ -200,9 +377,11 @@ pub(crate) fn check_lower_carries(
         .filter(|l| l.lower == Some(lower.index) && l.passthru)
         .map(|l| l.name.as_str())
         .collect();
-    for record in planned.endpoints.values().filter(|r| {
-        r.lower_ifindex == lower.index && r.status != crate::model::state::RecordStatus::Deleting
-    }) {
+    for record in planned
+        .endpoints
+        .values()
+        .filter(|r| r.lower_ifindex == lower.index && r.status != RecordStatus::Deleting)
+    {
         if !stacked.contains(&record.name.as_str()) {
             stacked.push(record.name.as_str());
         }

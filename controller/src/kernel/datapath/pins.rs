@@ -108,7 +108,7 @@ impl Hook {
 /// The build of the embedded eBPF object: FNV-1a of its bytes, so a new
 /// binary with other programs loads them instead of adopting old ones.
 fn build_id() -> String {
-    format!("{:016x}", crate::model::types::fnv1a64(crate::EBPF_OBJECT))
+    format!("{:016x}", crate::model::hash::fnv1a64(crate::EBPF_OBJECT))
 }
 
 /// Escapes a name for bpffs, which refuses '.' in file names: bytes other
