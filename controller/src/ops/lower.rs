@@ -81,7 +81,7 @@ impl Session<'_> {
         }
         lowers.retain(|name, ifindex| is_live(name.as_str(), *ifindex));
         for (lower, ifindex) in &lowers {
-            self.attach_lower_program(datapath, lower, *ifindex, false)?;
+            self.attach_uplink_program(datapath, lower, *ifindex, false)?;
         }
         for (name, mode) in &ports {
             datapath.attach_from_guest(name.as_str(), Some(*mode))?;
@@ -103,7 +103,7 @@ impl Session<'_> {
         ifindex: u32,
     ) -> Result<()> {
         let mut datapath = self.take_datapath()?;
-        let attached = self.attach_lower_program(&mut datapath, lower, ifindex, true);
+        let attached = self.attach_uplink_program(&mut datapath, lower, ifindex, true);
         self.datapath = Some(datapath);
         attached
     }
@@ -112,7 +112,7 @@ impl Session<'_> {
     /// the attach is going to create is recorded as ours first. With
     /// `raise_flag`, endpoints may carry tags in the mark afterwards; an
     /// attached program and a raised flag are left as they are.
-    fn attach_lower_program(
+    fn attach_uplink_program(
         &mut self,
         datapath: &mut Datapath,
         lower: &IfName,

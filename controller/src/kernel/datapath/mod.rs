@@ -47,13 +47,6 @@ use crate::{
 /// per-drop debug logs cost a compare and nothing more.
 const EBPF_LOG_LEVEL: u8 = 3;
 
-/// Every program of the object that the controller loads.
-const PROGRAMS: [&str; 3] = [
-    names::PROG_FROM_GUEST,
-    names::PROG_TO_GUEST,
-    names::PROG_UPLINK_EGRESS,
-];
-
 /// Programs and maps, ready to attach endpoints.
 pub struct Datapath {
     pins: PinLayout,
