@@ -182,7 +182,8 @@ impl Datapath {
     }
 
     /// Attaches (or swaps in) only the program for frames towards the
-    /// guest: the first step of re-wiring a port (see `Session::reattach`).
+    /// guest: the first step of re-wiring a port to a freshly loaded data
+    /// path.
     pub fn attach_to_guest(
         &mut self,
         name: &str,
