@@ -410,3 +410,116 @@ pub(crate) fn check_lower_carries(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::policy::PortVlans;
+
+    fn link(index: u32, name: &str, kind: Option<InfoKind>, lower: Option<u32>) -> Link {
+        Link {
+            index,
+            name: name.to_string(),
+            kind,
+            lower,
+            mac: Some([2, 0, 0, 0, 0, index as u8]),
+            mtu: Some(1500),
+            ethernet: true,
+            master: None,
+            passthru: false,
+        }
+    }
+
+    fn host() -> Vec<Link> {
+        vec![
+            link(2, "eth0", None, None),
+            link(3, "tap0", Some(InfoKind::MacVtap), Some(2)),
+        ]
+    }
+
+    fn spec(name: &str, lower: &str) -> EndpointSpec {
+        EndpointSpec {
+            name: name.parse().unwrap(),
+            lower: lower.parse().unwrap(),
+            mode: Mode::Bridge,
+            mac: None,
+            vlans: PortVlans::Untagged,
+            priority: None,
+            mtu: None,
+            allow_mac_spoofing: false,
+            isolation: Isolation::Open,
+        }
+    }
+
+    fn message(result: Result<impl std::fmt::Debug>) -> String {
+        result.unwrap_err().to_string()
+    }
+
+    #[test]
+    fn one_lower_device_rule_everywhere() {
+        let links = host();
+        assert_eq!(lower_device(&links, "eth0").map(|l| l.index), Some(2));
+        assert!(lower_device(&links, "tap0").is_none());
+        assert!(lower_device(&links, "nope").is_none());
+        let state = State::default();
+        assert_eq!(
+            message(validate_add(&spec("vm1", "tap0"), &state, &links)),
+            "--lower tap0: is itself a macvlan/macvtap; give the device it sits on"
+        );
+        assert_eq!(
+            message(validate_add(&spec("vm1", "nope"), &state, &links)),
+            "--lower nope: no such device in this network namespace"
+        );
+        let request = UplinkSetRequest {
+            lower: "tap0".parse().unwrap(),
+            reflective_relay: Some(true),
+            host_port: None,
+            remove_host_port: false,
+        };
+        assert_eq!(
+            message(validate_uplink_set(&request, &state, &links)),
+            "DEV tap0: is itself a macvlan/macvtap; give the device it sits on"
+        );
+        let config = Config::parse("[[endpoint]]\nname = \"vm1\"\nlower = \"tap0\"\n").unwrap();
+        let desired = config.desired_endpoints().unwrap();
+        assert_eq!(
+            message(validate_config(&state, &config, &desired, &links)),
+            "endpoint vm1: lower tap0: no such device in this network namespace (or it is a \
+             macvlan/macvtap)"
+        );
+    }
+
+    #[test]
+    fn mtu_and_mac_as_add_and_apply_word_them() {
+        let links = host();
+        let state = State::default();
+        let mut big = spec("vm1", "eth0");
+        big.mtu = Some(Mtu(9000));
+        assert_eq!(
+            message(validate_add(&big, &state, &links)),
+            "--mtu 9000: must be in 68..=1500 (the MTU of eth0)"
+        );
+        let config = Config {
+            uplinks: Vec::new(),
+            endpoints: Vec::new(),
+        };
+        assert_eq!(
+            message(validate_config(&state, &config, &[big], &links)),
+            "endpoint vm1: mtu 9000: must be at most 1500 (the MTU of eth0)"
+        );
+        let mut taken = spec("vm1", "eth0");
+        taken.mac = Mac::new([2, 0, 0, 0, 0, 3]);
+        assert_eq!(
+            message(validate_add(&taken, &state, &links)),
+            "--mac 02:00:00:00:00:03: already used by tap0 on eth0; the MAC must be unique on \
+             the lower device"
+        );
+        assert_eq!(
+            message(validate_config(&state, &config, &[taken.clone()], &links)),
+            "endpoint vm1: mac 02:00:00:00:00:03: already used by tap0 on eth0"
+        );
+        let (lower, mac, mtu) = validate_add(&spec("vm1", "eth0"), &state, &links).unwrap();
+        assert_eq!((lower.index, mtu), (2, 1500));
+        assert_eq!(mac, Mac::derived_from("vm1"));
+    }
+}
