@@ -228,6 +228,59 @@ impl State {
             })
     }
 
+    /// Whether the link `index` (called `name`, if known) is a recorded
+    /// endpoint, host port or lower device, by name or recorded ifindex.
+    pub fn concerns_link(&self, index: u32, name: Option<&str>) -> bool {
+        let by_name = |recorded: &IfName| name == Some(recorded.as_str());
+        self.endpoints.values().any(|record| {
+            by_name(&record.name)
+                || by_name(&record.lower)
+                || record.ifindex == index
+                || record.lower_ifindex == index
+        }) || self.uplinks.values().any(|uplink| {
+            by_name(&uplink.name)
+                || uplink.ifindex == index
+                || uplink
+                    .host_port
+                    .as_ref()
+                    .is_some_and(|port| by_name(&port.name) || port.ifindex == index)
+        })
+    }
+
+    /// "endpoint" or "host port" `name`, and its lower device, as recorded.
+    pub fn describe(&self, name: &str) -> (&'static str, String) {
+        if let Some(record) = self
+            .endpoints
+            .values()
+            .find(|record| record.name.as_str() == name)
+        {
+            return ("endpoint", record.lower.to_string());
+        }
+        if let Some(uplink) = self.uplinks.values().find(|uplink| {
+            uplink
+                .host_port
+                .as_ref()
+                .is_some_and(|port| port.name.as_str() == name)
+        }) {
+            return ("host port", uplink.name.to_string());
+        }
+        ("device", "its lower device".to_string())
+    }
+
+    /// Whether endpoint or host port `name` waits for its lower device.
+    pub fn is_waiting(&self, name: &str) -> bool {
+        let waiting = RecordStatus::Waiting;
+        self.endpoints
+            .values()
+            .any(|record| record.name.as_str() == name && record.status == waiting)
+            || self.uplinks.values().any(|uplink| {
+                uplink
+                    .host_port
+                    .as_ref()
+                    .is_some_and(|port| port.name.as_str() == name && port.status == waiting)
+            })
+    }
+
     /// The state as it will be once interrupted commands are finished:
     /// pending adds rolled back, pending deletes done.
     pub fn settled(mut self) -> Self {
