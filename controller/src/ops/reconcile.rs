@@ -110,7 +110,7 @@ impl Session<'_> {
             self.restore_uplink(uplink, &links, rebooted, &mut report)
                 .await?;
         }
-        self.restore_lower_programs(&links).await?;
+        self.restore_uplink_programs(&links).await?;
         if !report.is_empty() || rebooted {
             self.save()?;
             let lowers: BTreeSet<_> = self
@@ -130,7 +130,7 @@ impl Session<'_> {
     /// removed behind macvswitch's back (its pin or clsact filter deleted)
     /// would let tags carried in the mark leave untagged, so its endpoints
     /// push their tags themselves again at once, and then it is put back.
-    async fn restore_lower_programs(&mut self, links: &[Link]) -> Result<()> {
+    async fn restore_uplink_programs(&mut self, links: &[Link]) -> Result<()> {
         let lowers: BTreeMap<IfName, u32> = self
             .state
             .endpoints
