@@ -18,6 +18,11 @@ fn main() -> anyhow::Result<()> {
     let root_dir = root.to_str().context("non-UTF-8 path to ebpf/")?;
     // The programs also compile the decisions in common/.
     println!("cargo:rerun-if-changed=../common/src");
+    // aya-build relays everything the inner cargo prints as a build-script
+    // warning; a quiet inner cargo leaves only compiler diagnostics and
+    // errors, so a `warning:` line in our build means something.
+    // SAFETY: no other thread of this build script exists yet.
+    unsafe { std::env::set_var("CARGO_TERM_QUIET", "true") };
     aya_build::build_ebpf(
         [Package {
             name: "macvswitch-ebpf",

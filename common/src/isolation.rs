@@ -112,13 +112,14 @@ pub enum Relay {
 }
 
 /// Reflective-relay emulation: what a hairpin switch would send back.
-/// `source` is the sending local endpoint, if any; `to_local` whether the
-/// destination MAC is a local endpoint on this lower device.
+/// `source` is the sending local endpoint, if any; `to_local` says whether
+/// the destination MAC is a local endpoint on this lower device, asked only
+/// for a local sender's unicast frame (it costs the program a lookup).
 pub fn relay(
     config: &UplinkConfig,
     dst: &[u8; 6],
     source: Option<&SourceInfo>,
-    to_local: bool,
+    to_local: impl FnOnce() -> bool,
 ) -> Relay {
     if config.flags & UPLINK_REFLECTIVE_RELAY == 0 {
         return Relay::Wire;
@@ -131,7 +132,7 @@ pub fn relay(
     }
     if dst[0] & 1 != 0 {
         Relay::ReflectCopy
-    } else if to_local {
+    } else if to_local() {
         Relay::Reflect
     } else {
         Relay::Wire
@@ -202,14 +203,24 @@ mod tests {
         let private = source(5, 0, 0, SOURCE_MODE_PRIVATE);
         let unicast = [2, 0, 0, 0, 0, 9];
         let broadcast = [0xff; 6];
-        assert_eq!(relay(&off, &unicast, Some(&vepa), true), Relay::Wire);
-        assert_eq!(relay(&on, &unicast, Some(&vepa), true), Relay::Reflect);
-        assert_eq!(relay(&on, &unicast, Some(&vepa), false), Relay::Wire);
+        assert_eq!(relay(&off, &unicast, Some(&vepa), || true), Relay::Wire);
+        assert_eq!(relay(&on, &unicast, Some(&vepa), || true), Relay::Reflect);
+        assert_eq!(relay(&on, &unicast, Some(&vepa), || false), Relay::Wire);
         assert_eq!(
-            relay(&on, &broadcast, Some(&vepa), false),
+            relay(&on, &broadcast, Some(&vepa), || false),
             Relay::ReflectCopy
         );
-        assert_eq!(relay(&on, &unicast, Some(&private), true), Relay::Wire);
-        assert_eq!(relay(&on, &broadcast, None, false), Relay::Wire);
+        assert_eq!(relay(&on, &unicast, Some(&private), || true), Relay::Wire);
+        assert_eq!(relay(&on, &broadcast, None, || false), Relay::Wire);
+        // The destination lookup costs a hash: only a local sender's
+        // unicast frame may ask for it.
+        let never = || -> bool { panic!("destination looked up") };
+        assert_eq!(relay(&off, &unicast, Some(&vepa), never), Relay::Wire);
+        assert_eq!(relay(&on, &unicast, None, never), Relay::Wire);
+        assert_eq!(relay(&on, &unicast, Some(&private), never), Relay::Wire);
+        assert_eq!(
+            relay(&on, &broadcast, Some(&vepa), never),
+            Relay::ReflectCopy
+        );
     }
 }

@@ -171,9 +171,13 @@ fn smoke_checks(r: &Results) {
         assert!(
             c.insitu
                 .iter()
-                .all(|p| p.ns_per_run.is_finite() && p.runs > 0)
+                .all(|p| p.samples.len() == r.tput.insitu_rounds && p.runs > 0)
         );
-        assert!(c.baseline.as_ref().is_some_and(|b| b.ns_per_run > 0.0));
+        assert!(
+            c.baseline
+                .as_ref()
+                .is_some_and(|b| b.ns_per_run().median > 0.0)
+        );
     }
     assert_eq!(r.create.created, r.create.target);
     let apply = &r.create.apply;

@@ -20,23 +20,7 @@ fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) if error.use_stderr() => {
-            // clap's first line names the option, the value and the rule;
-            // the allowed values, if any, go on the same line.
-            let rendered = error.render().to_string();
-            let mut line = rendered
-                .lines()
-                .next()
-                .unwrap_or("invalid arguments")
-                .to_string();
-            if let Some(ContextValue::Strings(values)) = error.get(ContextKind::ValidValue) {
-                line += &format!(" (allowed: {})", values.join(", "));
-            }
-            if error.kind() == clap::error::ErrorKind::MissingRequiredArgument
-                && let Some(ContextValue::Strings(missing)) = error.get(ContextKind::InvalidArg)
-            {
-                line += &format!(" {}", missing.join(", "));
-            }
-            eprintln!("{line}");
+            eprintln!("{}", usage_error(&error));
             return ExitCode::from(2);
         }
         Err(error) => {
@@ -61,6 +45,67 @@ fn main() -> ExitCode {
             ExitCode::from(error.exit_code())
         }
     }
+}
+
+/// What a command line clap refused gets: one line naming the option, the
+/// value and the rule, with clap's suggestion and where to read more; or,
+/// for a bare command (`macvswitch`, `macvswitch endpoint`), its usage and
+/// command list.
+fn usage_error(error: &clap::Error) -> String {
+    use clap::error::ErrorKind;
+    let rendered = error.render().to_string();
+    if error.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        return rendered.trim_end().to_string();
+    }
+    let mut line = rendered
+        .lines()
+        .next()
+        .unwrap_or("error: invalid arguments")
+        .to_string();
+    if let Some(ContextValue::Strings(values)) = error.get(ContextKind::ValidValue) {
+        line += &format!(" (allowed: {})", values.join(", "));
+    }
+    if error.kind() == ErrorKind::MissingRequiredArgument
+        && let Some(ContextValue::Strings(missing)) = error.get(ContextKind::InvalidArg)
+    {
+        line += &format!(" {}", missing.join(", "));
+    }
+    for kind in [ContextKind::SuggestedSubcommand, ContextKind::SuggestedArg] {
+        match error.get(kind) {
+            Some(ContextValue::String(similar)) => line += &format!("; did you mean '{similar}'?"),
+            Some(ContextValue::Strings(similar)) if !similar.is_empty() => {
+                line += &format!("; did you mean '{}'?", similar.join("' or '"))
+            }
+            _ => {}
+        }
+    }
+    if !matches!(
+        error.kind(),
+        ErrorKind::UnknownArgument
+            | ErrorKind::InvalidSubcommand
+            | ErrorKind::MissingRequiredArgument
+            | ErrorKind::MissingSubcommand
+    ) {
+        // The line already states the rule.
+        return line;
+    }
+    // The usage names the subcommand the error is about.
+    let command: Vec<&str> = rendered
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix("Usage: "))
+        .map(|usage| {
+            usage
+                .split_whitespace()
+                .take_while(|word| !word.starts_with(['[', '<', '-']))
+                .collect()
+        })
+        .unwrap_or_default();
+    let command = if command.is_empty() {
+        "macvswitch".to_string()
+    } else {
+        command.join(" ")
+    };
+    format!("{line}; see `{command} --help`")
 }
 
 /// The error and its sources, joined on one line.

@@ -54,8 +54,10 @@ fn relay_decision(ctx: &TcContext, lower: u32, config: &UplinkConfig) -> Relay {
     ];
     // SAFETY: plain old data.
     let source = unsafe { SOURCES.get(SourceKey::new(lower, src)) };
-    let to_local = dst[0] & 1 == 0 && unsafe { SOURCES.get(SourceKey::new(lower, dst)) }.is_some();
-    relay(config, &dst, source, to_local)
+    relay(config, &dst, source, || {
+        // SAFETY: plain old data.
+        unsafe { SOURCES.get(SourceKey::new(lower, dst)) }.is_some()
+    })
 }
 
 #[classifier]

@@ -9,7 +9,15 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use std::time::Duration;
+
 use anyhow::{Context, Result, bail};
+use macvswitch_tests::{
+    frame::{Marker, marked, marked_tagged, parse, parse_mac, vid},
+    tap::Tap,
+    topology::{SWITCH_MAC, SWITCH_PORT},
+    wire::WireSocket,
+};
 
 use crate::run::{self, Workspace};
 
@@ -81,6 +89,20 @@ impl DemoEnv {
             run::check(Command::new("ip").args(["netns", "add", &ns]))?;
             self.made_ns.push(ns);
         }
+        // No IPv6 chatter (router solicitations, DAD) from the namespaces'
+        // own stacks: the counters shown then count the demo's frames only.
+        for ns in [&self.host_ns, &self.switch_ns] {
+            for conf in ["all", "default"] {
+                run::check(Command::new("ip").args([
+                    "netns",
+                    "exec",
+                    ns,
+                    "sysctl",
+                    "-qw",
+                    &format!("net.ipv6.conf.{conf}.disable_ipv6=1"),
+                ]))?;
+            }
+        }
         // Created inside the host namespace, peer moved straight to the
         // switch one: the root namespace's links are never touched.
         run::check(Command::new("ip").args([
@@ -126,21 +148,103 @@ impl DemoEnv {
             ],
             &["endpoint", "list"],
             &["endpoint", "show", "vm1", "--json"],
-            &["stats"],
-            &["reset"],
         ];
         for args in steps {
-            let mut cmd = Command::new("ip");
-            cmd.args(["netns", "exec", &self.host_ns])
-                .arg(bin)
-                .arg("--state-dir")
-                .arg(&self.state)
-                .arg("--bpffs")
-                .arg(&self.bpffs)
-                .args(*args);
-            run::check(&mut cmd)?;
+            run::check(&mut self.macvswitch(bin, args))?;
+        }
+        self.frames(bin)?;
+        run::check(&mut self.macvswitch(bin, &["stats"]))?;
+        run::check(&mut self.macvswitch(bin, &["reset"]))?;
+        Ok(())
+    }
+
+    /// `macvswitch ARGS` in the host namespace with the demo's directories.
+    fn macvswitch(&self, bin: &Path, args: &[&str]) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.host_ns])
+            .arg(bin)
+            .arg("--state-dir")
+            .arg(&self.state)
+            .arg("--bpffs")
+            .arg(&self.bpffs)
+            .args(args);
+        cmd
+    }
+
+    /// Frames through vm1's tap and the wire (sw0): one from the guest
+    /// leaves tagged, one from the wire arrives untagged, one on another
+    /// VLAN is dropped and counted.
+    fn frames(&self, bin: &Path) -> Result<()> {
+        let shown = run::output(&mut self.macvswitch(bin, &["endpoint", "show", "vm1", "--json"]))
+            .context("`endpoint show vm1 --json` failed")?;
+        let vm1: serde_json::Value = serde_json::from_str(&shown)?;
+        let mac = vm1["mac"]
+            .as_str()
+            .and_then(parse_mac)
+            .context("vm1's MAC in `endpoint show --json`")?;
+        let tap = Tap::open(vm1["tap"].as_str().context("vm1's tap node")?);
+        let wire = in_netns(&self.switch_ns, || WireSocket::open_here(SWITCH_PORT))?;
+        let wait = Duration::from_secs(2);
+        let describe = |tags: &[(u16, u16)]| match tags {
+            [] => "untagged".to_string(),
+            tags => tags
+                .iter()
+                .map(|&(tpid, tci)| format!("tagged {tpid:#06x} VLAN {}", vid(tci)))
+                .collect::<Vec<_>>()
+                .join(", "),
+        };
+
+        println!("demo: vm1 (access VLAN 10) sends an untagged frame to the switch");
+        let marker = Marker::new();
+        tap.write(&marked(SWITCH_MAC, mac, &marker));
+        let out = wire
+            .recv_matching(wait, |f| marker.is_in(&f.bytes))
+            .context("vm1's frame never reached the wire")?;
+        let tags: Vec<_> = out.vlan.into_iter().collect();
+        println!(
+            "  the switch port {SWITCH_PORT} receives it {}",
+            describe(&tags)
+        );
+        if out.vid() != Some(10) {
+            bail!("vm1's frame left {}, not on VLAN 10", describe(&tags));
+        }
+
+        println!("demo: the switch sends a frame tagged VLAN 10 to vm1");
+        let marker = Marker::new();
+        wire.send(&marked_tagged(mac, SWITCH_MAC, 10, &marker));
+        let got = tap
+            .read_matching(wait, |f| marker.is_in(f))
+            .context("the VLAN 10 frame never reached vm1")?;
+        let tags = parse(&got).map(|p| p.tags).unwrap_or_default();
+        println!("  vm1 reads it {}", describe(&tags));
+        if !tags.is_empty() {
+            bail!("vm1 read its VLAN's frame {}", describe(&tags));
+        }
+
+        println!("demo: the switch sends a frame tagged VLAN 20 (vm2's) to vm1's MAC");
+        let before = self.wrong_vlan_drops(bin)?;
+        let marker = Marker::new();
+        wire.send(&marked_tagged(mac, SWITCH_MAC, 20, &marker));
+        if tap.read_matching(wait, |f| marker.is_in(f)).is_some() {
+            bail!("vm1 read a frame of VLAN 20");
+        }
+        let after = self.wrong_vlan_drops(bin)?;
+        println!("  vm1 reads nothing; its wrong-vlan drop counter went from {before} to {after}");
+        if after <= before {
+            bail!("the VLAN 20 frame was not counted as wrong-vlan on vm1");
         }
         Ok(())
+    }
+
+    fn wrong_vlan_drops(&self, bin: &Path) -> Result<u64> {
+        let out = run::output(&mut self.macvswitch(bin, &["stats", "vm1", "--json"]))
+            .context("`stats vm1 --json` failed")?;
+        let stats: serde_json::Value = serde_json::from_str(&out)?;
+        let row = stats
+            .as_array()
+            .and_then(|rows| rows.first())
+            .unwrap_or(&stats);
+        Ok(row["drops"]["wrong-vlan"].as_u64().unwrap_or(0))
     }
 
     fn cleanup(&mut self) -> Result<()> {
@@ -248,4 +352,26 @@ fn reap_stale() {
             }
         }
     }
+}
+
+/// Runs `f` in a thread that has joined network namespace `name` (made by
+/// `ip netns add`); sockets it opens stay there.
+fn in_netns<T: Send>(name: &str, f: impl FnOnce() -> T + Send) -> Result<T> {
+    let path = Path::new("/run/netns").join(name);
+    let ns = fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            use std::os::fd::AsRawFd as _;
+            // SAFETY: setns(2) on this thread only, with a valid fd.
+            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                bail!(
+                    "joining network namespace {name}: {}",
+                    std::io::Error::last_os_error()
+                );
+            }
+            Ok(f())
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("a thread in namespace {name} panicked"))?
+    })
 }

@@ -15,6 +15,8 @@ pub struct Mode {
     pub fresh_runs: usize,
     /// Interleaved bare/macvswitch rounds of each throughput row.
     pub tput_rounds: usize,
+    /// Statistics runs per row for the in-situ figures.
+    pub insitu_rounds: usize,
     /// Length of one throughput run.
     pub run_time: Duration,
     /// Upper bound of frames one generator thread sends in one run.
@@ -55,6 +57,7 @@ impl Mode {
             loop_repeat: 100_000,
             fresh_runs: 20_000,
             tput_rounds: 11,
+            insitu_rounds: 3,
             run_time: Duration::from_millis(700),
             max_frames: 50_000_000,
             create_target: 1000,
@@ -73,6 +76,7 @@ impl Mode {
             loop_repeat: 1000,
             fresh_runs: 200,
             tput_rounds: 1,
+            insitu_rounds: 1,
             run_time: Duration::from_millis(120),
             max_frames: 3000,
             create_target: 3,

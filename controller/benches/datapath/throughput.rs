@@ -26,16 +26,19 @@ use crate::{
     stats::Summary,
 };
 
-/// The three variants of every row.
+/// The variants of every row. `Empty` is bare macvtap with the empty
+/// program on the hooks macvswitch's programs take on that path: the
+/// ceiling any TC program can reach there.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     Bare,
+    Empty,
     Msw,
     Bridge,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 3] = [Kind::Bare, Kind::Msw, Kind::Bridge];
+    pub const ALL: [Kind; 4] = [Kind::Bare, Kind::Empty, Kind::Msw, Kind::Bridge];
 
     fn index(self) -> usize {
         self as usize
@@ -44,6 +47,7 @@ impl Kind {
     pub fn name(self) -> &'static str {
         match self {
             Kind::Bare => "bare macvtap",
+            Kind::Empty => "bare macvtap + empty programs",
             Kind::Msw => "macvswitch",
             Kind::Bridge => "Linux bridge + tap",
         }
@@ -240,12 +244,33 @@ pub fn run_once(setup: &Setup, v: &Variant, scenario: Scenario, size: usize, mod
     }
 }
 
-/// The in-situ cost of one program during one run.
+/// The in-situ cost of one program: ns per run in each statistics run.
 #[derive(Clone, Debug)]
 pub struct InSitu {
     pub program: &'static str,
+    /// Program runs over all statistics runs.
     pub runs: u64,
-    pub ns_per_run: f64,
+    /// ns per program run, one sample per statistics run.
+    pub samples: Vec<f64>,
+}
+
+impl InSitu {
+    fn new(program: &'static str) -> InSitu {
+        InSitu {
+            program,
+            runs: 0,
+            samples: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, (t0, c0): (u64, u64), (t1, c1): (u64, u64)) {
+        self.runs += c1 - c0;
+        self.samples.push((t1 - t0) as f64 / (c1 - c0) as f64);
+    }
+
+    pub fn ns_per_run(&self) -> Summary {
+        Summary::of(&self.samples)
+    }
 }
 
 /// One row of the throughput table.
@@ -253,9 +278,8 @@ pub struct Case {
     pub scenario: Scenario,
     pub size: usize,
     /// Runs per variant, indexed by [`Kind`]; round `i` is entry `i` of each.
-    runs: [Vec<Run>; 3],
-    /// A macvswitch run with run-time statistics on, and what they said.
-    pub stats_run: Option<Run>,
+    runs: [Vec<Run>; 4],
+    /// Each macvswitch program that ran with run-time statistics on.
     pub insitu: Vec<InSitu>,
     /// The empty program on the bare macvtaps' hooks of this path, in situ.
     pub baseline: Option<InSitu>,
@@ -267,7 +291,6 @@ impl Case {
             scenario,
             size,
             runs: Default::default(),
-            stats_run: None,
             insitu: Vec::new(),
             baseline: None,
         }
@@ -304,16 +327,22 @@ impl Case {
         )
     }
 
-    /// macvswitch against the Linux bridge, round by round.
-    pub fn vs_bridge(&self) -> Summary {
+    /// macvswitch against `kind`, round by round.
+    pub fn vs(&self, kind: Kind) -> Summary {
         Summary::of(
             &self
-                .runs(Kind::Bridge)
+                .runs(kind)
                 .iter()
                 .zip(self.runs(Kind::Msw))
                 .map(|(b, m)| m.pps / b.pps)
                 .collect::<Vec<_>>(),
         )
+    }
+
+    /// How far `program` runs over the empty program in situ (medians).
+    pub fn over_empty(&self, program: &InSitu) -> Option<f64> {
+        let floor = self.baseline.as_ref()?.ns_per_run().median;
+        Some(program.ns_per_run().median - floor)
     }
 
     /// macvswitch's paired ratio reaches the row's target.
@@ -340,6 +369,7 @@ const PROGRAMS: [&str; 3] = [
 pub struct Throughput {
     pub cases: Vec<Case>,
     pub rounds: usize,
+    pub insitu_rounds: usize,
     pub run_time: Duration,
     /// What macvswitch itself counted during all runs, per endpoint/direction.
     pub counted: Vec<(String, u64)>,
@@ -348,7 +378,7 @@ pub struct Throughput {
 /// The variant of `kind` for a case.
 fn variant(setup: &Setup, scenario: Scenario, kind: Kind) -> &Variant {
     match kind {
-        Kind::Bare => &setup.bare,
+        Kind::Bare | Kind::Empty => &setup.bare,
         Kind::Msw if scenario.vepa() => setup.vepa.as_ref().expect("the VEPA guests"),
         Kind::Msw => &setup.msw,
         Kind::Bridge => &setup.bridge,
@@ -368,20 +398,35 @@ fn baseline_hooks(setup: &Setup, scenario: Scenario) -> Vec<(&str, TcAttachType)
     }
 }
 
-/// The rounds of `cases`, the three variants in an order that rotates by
-/// round (against drift), then the in-situ runs.
+/// One run of `kind`; `Empty` with the empty program attached for the run.
+fn run_kind(setup: &Setup, empty: &mut Attached, case: &Case, kind: Kind, mode: &Mode) -> Run {
+    let v = variant(setup, case.scenario, kind);
+    if kind != Kind::Empty {
+        return run_once(setup, v, case.scenario, case.size, mode);
+    }
+    let links = empty.attach(
+        &setup.harness.topo.host,
+        &baseline_hooks(setup, case.scenario),
+    );
+    let r = run_once(setup, v, case.scenario, case.size, mode);
+    empty.detach(links);
+    r
+}
+
+/// The rounds of `cases`, the variants in an order that rotates by round
+/// (against drift), then the in-situ runs.
 fn measure(setup: &Setup, cases: &mut [Case], mode: &Mode) {
+    let mut empty = Attached::load(names::PROG_BASELINE);
     for round in 0..mode.tput_rounds {
         for case in cases.iter_mut() {
             for i in 0..Kind::ALL.len() {
                 let kind = Kind::ALL[(round + i) % Kind::ALL.len()];
-                let v = variant(setup, case.scenario, kind);
-                let r = run_once(setup, v, case.scenario, case.size, mode);
+                let r = run_kind(setup, &mut empty, case, kind, mode);
                 eprintln!(
-                    "  round {round} {:<26} {:>4} B {:<18} {:>10.0} pps (offered {:.0})",
+                    "  round {round} {:<26} {:>4} B {:<30} {:>10.0} pps (offered {:.0})",
                     case.scenario.name(),
                     case.size,
-                    v.name,
+                    kind.name(),
                     r.pps,
                     r.offered
                 );
@@ -389,62 +434,62 @@ fn measure(setup: &Setup, cases: &mut [Case], mode: &Mode) {
                     r.pps > 0.0,
                     "{} {}: nothing delivered",
                     case.scenario.name(),
-                    v.name
+                    kind.name()
                 );
                 case.runs[kind.index()].push(r);
             }
         }
     }
-    insitu(setup, cases, mode);
+    insitu(setup, cases, &mut empty, mode);
 }
 
-/// In-situ: one more macvswitch run per case with run-time statistics on
-/// (BPF_ENABLE_STATS: the same static key as the sysctl
-/// kernel.bpf_stats_enabled, and it switches off by itself when the fd
-/// closes, even if this process dies), and one bare run with the empty
-/// program on the same hooks. Kept out of the ratio runs: the statistics
-/// themselves cost two clock reads per program run.
-fn insitu(setup: &Setup, cases: &mut [Case], mode: &Mode) {
+/// In-situ: `mode.insitu_rounds` more macvswitch runs per case with
+/// run-time statistics on (BPF_ENABLE_STATS: the same static key as the
+/// sysctl kernel.bpf_stats_enabled, and it switches off by itself when the
+/// fd closes, even if this process dies), each followed by a bare run with
+/// the empty program on the same hooks. Kept out of the ratio runs: the
+/// statistics themselves cost two clock reads per program run.
+fn insitu(setup: &Setup, cases: &mut [Case], empty: &mut Attached, mode: &Mode) {
     let bpffs = setup.harness.bpffs.path().to_path_buf();
-    let mut baseline = Attached::load(names::PROG_BASELINE);
     let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime)
         .expect("BPF_ENABLE_STATS (run-time statistics)");
-    for case in cases.iter_mut() {
-        let before: Vec<_> = PROGRAMS.iter().map(|p| prog_stats(&bpffs, p)).collect();
-        let msw = variant(setup, case.scenario, Kind::Msw);
-        let r = run_once(setup, msw, case.scenario, case.size, mode);
-        for (&program, (t0, c0)) in PROGRAMS.iter().zip(before) {
-            let (t1, c1) = prog_stats(&bpffs, program);
-            let runs = c1 - c0;
-            if runs == 0 {
-                assert!(
-                    !case.scenario.programs().contains(&program),
-                    "{program} never ran with statistics on"
-                );
-                continue;
+    for _ in 0..mode.insitu_rounds {
+        for case in cases.iter_mut() {
+            let before: Vec<_> = PROGRAMS.iter().map(|p| prog_stats(&bpffs, p)).collect();
+            let msw = variant(setup, case.scenario, Kind::Msw);
+            run_once(setup, msw, case.scenario, case.size, mode);
+            for (&program, before) in PROGRAMS.iter().zip(before) {
+                let after = prog_stats(&bpffs, program);
+                if after.1 == before.1 {
+                    assert!(
+                        !case.scenario.programs().contains(&program),
+                        "{program} never ran with statistics on"
+                    );
+                    continue;
+                }
+                let at = match case.insitu.iter().position(|p| p.program == program) {
+                    Some(at) => at,
+                    None => {
+                        case.insitu.push(InSitu::new(program));
+                        case.insitu.len() - 1
+                    }
+                };
+                case.insitu[at].add(before, after);
             }
-            case.insitu.push(InSitu {
-                program,
-                runs,
-                ns_per_run: (t1 - t0) as f64 / runs as f64,
-            });
-        }
-        case.stats_run = Some(r);
 
-        let links = baseline.attach(
-            &setup.harness.topo.host,
-            &baseline_hooks(setup, case.scenario),
-        );
-        let (t0, c0) = baseline.stats();
-        run_once(setup, &setup.bare, case.scenario, case.size, mode);
-        let (t1, c1) = baseline.stats();
-        baseline.detach(links);
-        assert!(c1 > c0, "the empty program never ran in situ");
-        case.baseline = Some(InSitu {
-            program: names::PROG_BASELINE,
-            runs: c1 - c0,
-            ns_per_run: (t1 - t0) as f64 / (c1 - c0) as f64,
-        });
+            let links = empty.attach(
+                &setup.harness.topo.host,
+                &baseline_hooks(setup, case.scenario),
+            );
+            let before = empty.stats();
+            run_once(setup, &setup.bare, case.scenario, case.size, mode);
+            let after = empty.stats();
+            empty.detach(links);
+            assert!(after.1 > before.1, "the empty program never ran in situ");
+            case.baseline
+                .get_or_insert_with(|| InSitu::new(names::PROG_BASELINE))
+                .add(before, after);
+        }
     }
 }
 
@@ -489,6 +534,7 @@ pub fn run(mode: &Mode) -> Throughput {
     Throughput {
         cases,
         rounds: mode.tput_rounds,
+        insitu_rounds: mode.insitu_rounds,
         run_time: mode.run_time,
         counted,
     }
