@@ -1,5 +1,5 @@
 //! Builds the eBPF object (ebpf/) with the nightly toolchain and bpf-linker;
-//! `src/datapath` embeds it. `AYA_BUILD_SKIP=1` skips this on lint-only hosts.
+//! `src/lib.rs` embeds it. `AYA_BUILD_SKIP=1` skips this on lint-only hosts.
 use anyhow::{Context as _, anyhow};
 use aya_build::{Package, Toolchain};
 

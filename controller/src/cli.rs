@@ -5,9 +5,14 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::{
-    isolation::Isolation,
-    policy::{Pcp, PortOptions, VidList},
-    types::{AttachChoice, Cidr, IfName, Mac, Mode, Mtu, Vid},
+    error::Result,
+    model::{
+        isolation::Isolation,
+        policy::{Pcp, PortOptions, PortVlans, VidList},
+        spec::{EndpointSpec, HostPortSpec},
+        types::{AttachChoice, Cidr, IfName, Mac, Mode, Mtu, Vid, mark_mask_rule},
+    },
+    ops::requests::{SetRequest, UplinkSetRequest},
 };
 
 /// Put virtual machines on VLANs over macvtap, with TC eBPF doing the
@@ -216,6 +221,26 @@ pub struct AddArgs {
     pub isolation: IsolationArgs,
 }
 
+impl AddArgs {
+    /// The endpoint asked for, its VLAN options resolved.
+    pub fn spec(self) -> Result<EndpointSpec> {
+        Ok(EndpointSpec {
+            vlans: self
+                .port
+                .options(false)
+                .port(&PortVlans::Untagged, self.port.priority)?,
+            isolation: self.isolation.isolation().unwrap_or_default(),
+            name: self.name,
+            lower: self.lower,
+            mode: self.mode,
+            mac: self.mac,
+            priority: self.port.priority,
+            mtu: self.mtu,
+            allow_mac_spoofing: self.allow_mac_spoofing,
+        })
+    }
+}
+
 /// Private-VLAN membership (RFC 5517); the wire is always reachable.
 #[derive(Debug, Args)]
 pub struct IsolationArgs {
@@ -287,6 +312,21 @@ pub struct UplinkSetArgs {
     /// Remove the host port.
     #[arg(long)]
     pub no_host_port: bool,
+}
+
+impl UplinkSetArgs {
+    pub fn request(self) -> UplinkSetRequest {
+        UplinkSetRequest {
+            lower: self.dev,
+            reflective_relay: self.reflective_relay.map(|v| matches!(v, OnOff::On)),
+            host_port: self.host_port.map(|name| HostPortSpec {
+                name,
+                vlan: self.vlan,
+                addresses: self.addresses,
+            }),
+            remove_host_port: self.no_host_port,
+        }
+    }
 }
 
 /// The VLAN policy of a port. Without any, the port is untagged.
@@ -368,6 +408,21 @@ pub struct SetArgs {
     pub open: bool,
 }
 
+impl SetArgs {
+    pub fn request(self) -> SetRequest {
+        SetRequest {
+            port: self.port.options(self.untagged),
+            priority: self.port.priority,
+            isolation: if self.open {
+                Some(Isolation::Open)
+            } else {
+                self.isolation.isolation()
+            },
+            name: self.name,
+        }
+    }
+}
+
 /// `--mark-mask`: a u32 in hex (0x...) or decimal that can carry a tag.
 fn parse_mark_mask(text: &str) -> Result<u32, String> {
     let parsed = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
@@ -377,7 +432,7 @@ fn parse_mark_mask(text: &str) -> Result<u32, String> {
     let mask = parsed.map_err(|_| "must be a 32-bit number, e.g. 0xffffff80".to_string())?;
     macvswitch_common::MarkCarriage::new(mask, 0)
         .map(|_| mask)
-        .map_err(crate::session::mask_rule)
+        .map_err(mark_mask_rule)
 }
 
 /// Writes `macvswitch.1` and one page per subcommand

@@ -3,7 +3,7 @@
 //!
 //! - At start, and after every burst of link events (RTNLGRP_LINK) that
 //!   concerns a recorded endpoint, host port or lower device, it opens a
-//!   fresh session and runs [`Session::restore`](crate::session::Session):
+//!   fresh session and runs [`Session::restore`](crate::ops::session::Session):
 //!   endpoints deleted out of band are cleaned up, endpoints whose lower
 //!   device went wait for it and come back with it, a macvtap recreated by
 //!   hand under a recorded name is re-adopted. The state lock is held only
@@ -43,10 +43,10 @@ use tokio::{
 };
 
 use crate::{
-    endpoint::Instance,
     error::{Error, Result},
-    reconcile::RestoreReport,
-    state::State,
+    model::state::State,
+    ops::instance::Instance,
+    ops::reconcile::RestoreReport,
 };
 
 /// Quiet time after the last relevant link event before reacting: a lower
@@ -246,21 +246,9 @@ impl Daemon<'_> {
             }
         };
         let shown = name.unwrap_or("?");
-        let by_name = |recorded: &str| name == Some(recorded);
-        let concerns = state.endpoints.values().any(|record| {
-            by_name(record.name.as_str())
-                || by_name(record.lower.as_str())
-                || record.ifindex == index
-                || record.lower_ifindex == index
-        }) || state.uplinks.values().any(|uplink| {
-            by_name(uplink.name.as_str())
-                || uplink.ifindex == index
-                || uplink
-                    .host_port
-                    .as_ref()
-                    .is_some_and(|port| by_name(port.name.as_str()) || port.ifindex == index)
-        });
-        concerns.then(|| format!("{shown} (ifindex {index}) {what}"))
+        state
+            .concerns_link(index, name)
+            .then(|| format!("{shown} (ifindex {index}) {what}"))
     }
 
     /// One restore in a fresh session; errors are logged and retried at
@@ -287,15 +275,15 @@ impl Daemon<'_> {
 
     fn log_report(&mut self, before: &State, after: &State, report: &RestoreReport) {
         for name in &report.removed {
-            let (kind, _) = describe(before, name);
+            let (kind, _) = before.describe(name);
             log::info!("{kind} {name} deleted out of band: cleaned up");
         }
         for name in &report.recreated {
-            let (kind, lower) = describe(after, name);
+            let (kind, lower) = after.describe(name);
             log::info!("{kind} {name} recreated on {lower}");
         }
         for name in &report.adopted {
-            let (kind, lower) = describe(after, name);
+            let (kind, lower) = after.describe(name);
             log::info!("{kind} {name} recreated by hand on {lower}: re-adopted");
         }
         // What is waiting now: reported by this restore, or still waiting.
@@ -303,11 +291,11 @@ impl Daemon<'_> {
         waiting.extend(
             self.waiting
                 .iter()
-                .filter(|name| is_waiting(after, name))
+                .filter(|name| after.is_waiting(name))
                 .cloned(),
         );
         for name in waiting.difference(&self.waiting) {
-            let (kind, lower) = describe(after, name);
+            let (kind, lower) = after.describe(name);
             log::info!("{kind} {name}: lower device {lower} is gone; waiting for it to return");
         }
         self.waiting = waiting;
@@ -424,38 +412,4 @@ fn pinned_programs(progs: &Path) -> Vec<PathBuf> {
         .filter_map(|build| std::fs::read_dir(build.path()).ok())
         .flat_map(|programs| programs.flatten().map(|entry| entry.path()))
         .collect()
-}
-
-/// "endpoint" or "host port", and its lower device, as the state records it.
-fn describe(state: &State, name: &str) -> (&'static str, String) {
-    if let Some(record) = state
-        .endpoints
-        .values()
-        .find(|record| record.name.as_str() == name)
-    {
-        return ("endpoint", record.lower.to_string());
-    }
-    if let Some(uplink) = state.uplinks.values().find(|uplink| {
-        uplink
-            .host_port
-            .as_ref()
-            .is_some_and(|port| port.name.as_str() == name)
-    }) {
-        return ("host port", uplink.name.to_string());
-    }
-    ("device", "its lower device".to_string())
-}
-
-fn is_waiting(state: &State, name: &str) -> bool {
-    use crate::state::RecordStatus::Waiting;
-    state
-        .endpoints
-        .values()
-        .any(|record| record.name.as_str() == name && record.status == Waiting)
-        || state.uplinks.values().any(|uplink| {
-            uplink
-                .host_port
-                .as_ref()
-                .is_some_and(|port| port.name.as_str() == name && port.status == Waiting)
-        })
 }

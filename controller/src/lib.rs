@@ -1,26 +1,25 @@
 //! The macvswitch controller: creates macvtap endpoints, loads and pins the
 //! TC programs, fills their maps and reports their counters.
+//!
+//! Layers, each allowed to use only those below it:
+//! - [`model`]: what the operator asks for and what is recorded (types,
+//!   port policy, isolation, configuration, state records); uses only
+//!   `macvswitch-common`;
+//! - [`kernel`]: the kernel objects (data path programs, maps and pins,
+//!   netlink, tap nodes, bpffs);
+//! - [`ops`]: the instance, its session and the verbs, which validate
+//!   requests against the state and the host and wire them into the kernel;
+//! - the binary's edge: [`cli`], [`report`], [`daemon`] and `main.rs`.
+//!
+//! [`error`] is shared by all of them.
 
-pub mod apply;
-pub mod bpffs;
 pub mod cli;
-pub mod config;
 pub mod daemon;
-pub mod datapath;
-pub mod endpoint;
 pub mod error;
-pub mod handoff;
-pub mod isolation;
-pub mod netlink;
-pub mod policy;
-pub mod reconcile;
+pub mod kernel;
+pub mod model;
+pub mod ops;
 pub mod report;
-pub mod session;
-pub mod state;
-pub mod tapdev;
-pub mod types;
-pub mod uplink;
-pub mod validate;
 
 pub use error::Error;
 

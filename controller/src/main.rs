@@ -9,15 +9,11 @@ use clap::{
 };
 use macvswitch::{
     Error,
-    cli::{Cli, Command, EndpointCommand, OnOff, UplinkCommand},
-    config::Config,
-    datapath::PinLayout,
-    endpoint::{AddRequest, Instance, SetRequest},
-    isolation::Isolation,
-    policy::PortVlans,
+    cli::{Cli, Command, EndpointCommand, UplinkCommand},
+    kernel::datapath::{PinLayout, set_attach_choice},
+    model::{config::Config, policy::PortVlans},
+    ops::{instance::Instance, store::StateDir},
     report::{self, StatsRow},
-    state::StateDir,
-    uplink::{HostPortRequest, UplinkSetRequest},
 };
 
 fn main() -> ExitCode {
@@ -128,7 +124,7 @@ fn print_json(value: &serde_json::Value) {
 }
 
 async fn run(cli: Cli) -> Result<(), Error> {
-    macvswitch::datapath::set_attach_choice(cli.attach);
+    set_attach_choice(cli.attach);
     let instance = Instance {
         state_dir: StateDir::new(cli.state_dir),
         pins: PinLayout::new(cli.bpffs),
@@ -136,49 +132,15 @@ async fn run(cli: Cli) -> Result<(), Error> {
     };
     match cli.command {
         Command::Endpoint(EndpointCommand::Add(args)) => {
-            let record = instance
-                .add(AddRequest {
-                    name: args.name,
-                    lower: args.lower,
-                    mode: args.mode,
-                    mac: args.mac,
-                    port: args.port.options(false),
-                    priority: args.port.priority,
-                    mtu: args.mtu,
-                    allow_mac_spoofing: args.allow_mac_spoofing,
-                    isolation: args.isolation.isolation().unwrap_or_default(),
-                })
-                .await?;
+            let record = instance.add(args.spec()?).await?;
             print!("{}", report::endpoint_details(&instance, &record));
         }
         Command::Endpoint(EndpointCommand::Set(args)) => {
-            let record = instance
-                .set(SetRequest {
-                    name: args.name,
-                    port: args.port.options(args.untagged),
-                    priority: args.port.priority,
-                    isolation: if args.open {
-                        Some(Isolation::Open)
-                    } else {
-                        args.isolation.isolation()
-                    },
-                })
-                .await?;
+            let record = instance.set(args.request()).await?;
             print!("{}", report::endpoint_details(&instance, &record));
         }
         Command::Uplink(UplinkCommand::Set(args)) => {
-            let record = instance
-                .uplink_set(UplinkSetRequest {
-                    lower: args.dev,
-                    reflective_relay: args.reflective_relay.map(|v| matches!(v, OnOff::On)),
-                    host_port: args.host_port.map(|name| HostPortRequest {
-                        name,
-                        vlan: args.vlan,
-                        addresses: args.addresses,
-                    }),
-                    remove_host_port: args.no_host_port,
-                })
-                .await?;
+            let record = instance.uplink_set(args.request()).await?;
             print!("{}", report::uplink_text(&record, None));
         }
         Command::Uplink(UplinkCommand::List { json }) => {
@@ -297,7 +259,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
         Command::Exec(args) => {
             let record = instance.get(&args.name)?;
             let tap = instance.tap_path(&args.name);
-            match macvswitch::handoff::exec(
+            match macvswitch::ops::handoff::exec(
                 &record,
                 &tap,
                 args.fd,
@@ -318,7 +280,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
         Command::LibvirtXml { name } => {
             print!(
                 "{}",
-                macvswitch::handoff::libvirt_xml(&instance.get(&name)?)?
+                macvswitch::ops::handoff::libvirt_xml(&instance.get(&name)?)?
             );
         }
     }

@@ -1,14 +1,17 @@
 //! What `endpoint list|show` and `stats` print, as text or JSON.
 
-use macvswitch_common::{DropReason, EndpointCounters};
+use macvswitch_common::{DropReason, EndpointCounters, UplinkCounters};
 use serde_json::{Value, json};
 
 use crate::{
-    endpoint::Instance,
-    policy::PortVlans,
-    state::{EndpointRecord, UplinkRecord},
+    model::{
+        isolation::Isolation,
+        policy::PortVlans,
+        state::{EndpointRecord, UplinkRecord},
+        types::AttachMode,
+    },
+    ops::instance::Instance,
 };
-use macvswitch_common::UplinkCounters;
 
 pub fn endpoint_json(instance: &Instance, record: &EndpointRecord) -> Value {
     let mut value = json!({
@@ -24,9 +27,9 @@ pub fn endpoint_json(instance: &Instance, record: &EndpointRecord) -> Value {
         "mtu": record.mtu,
         "allow_mac_spoofing": record.allow_mac_spoofing,
         "isolation": record.isolation.to_string(),
-        "isolated": matches!(record.isolation, crate::isolation::Isolation::Isolated),
+        "isolated": matches!(record.isolation, Isolation::Isolated),
         "community": match &record.isolation {
-            crate::isolation::Isolation::Community(name) => Some(name),
+            Isolation::Community(name) => Some(name),
             _ => None,
         },
         "tap": instance.tap_path(&record.name),
@@ -52,30 +55,6 @@ pub fn endpoint_json(instance: &Instance, record: &EndpointRecord) -> Value {
     value
 }
 
-/// The VLAN policy in a few words, for tables.
-pub fn vlans_text(vlans: &PortVlans) -> String {
-    match vlans {
-        PortVlans::Untagged => "untagged".to_string(),
-        PortVlans::Access { vlan } => format!("access {vlan}"),
-        PortVlans::Trunk {
-            vlans,
-            native,
-            native_tagged,
-        } => {
-            let native = match native {
-                Some(vid) if *native_tagged => format!(" native {vid} tagged"),
-                Some(vid) => format!(" native {vid}"),
-                None => String::new(),
-            };
-            format!("trunk {vlans}{native}")
-        }
-        PortVlans::Tunnel { svlan, cvlans } => match cvlans {
-            Some(list) => format!("tunnel {svlan} cvlans {list}"),
-            None => format!("tunnel {svlan}"),
-        },
-    }
-}
-
 pub fn endpoint_table(records: &[EndpointRecord]) -> String {
     let mut out = format!(
         "{:<15} {:<15} {:<8} {:<17} {:>7}  {}\n",
@@ -84,12 +63,7 @@ pub fn endpoint_table(records: &[EndpointRecord]) -> String {
     for r in records {
         out += &format!(
             "{:<15} {:<15} {:<8} {:<17} {:>7}  {}\n",
-            r.name,
-            r.lower,
-            r.mode,
-            r.mac,
-            r.ifindex,
-            vlans_text(&r.vlans)
+            r.name, r.lower, r.mode, r.mac, r.ifindex, r.vlans
         );
     }
     out
@@ -106,7 +80,7 @@ pub fn endpoint_details(instance: &Instance, r: &EndpointRecord) -> String {
         r.mode,
         r.mac,
         r.ifindex,
-        vlans_text(&r.vlans),
+        r.vlans,
         r.isolation,
         r.mtu,
         if r.allow_mac_spoofing {
@@ -116,13 +90,13 @@ pub fn endpoint_details(instance: &Instance, r: &EndpointRecord) -> String {
         },
         instance.tap_path(&r.name).display(),
         attach_text(r.attach),
-        crate::handoff::qemu_fragment(r),
+        qemu_fragment(r),
     )
 }
 
 /// An attach mode for text output; `unknown` for records older than the
 /// clsact path.
-fn attach_text(mode: Option<crate::types::AttachMode>) -> &'static str {
+fn attach_text(mode: Option<AttachMode>) -> &'static str {
     mode.map_or("unknown", |mode| mode.as_str())
 }
 
@@ -249,7 +223,7 @@ pub fn uplink_text(record: &UplinkRecord, counters: Option<&UplinkCounters>) -> 
                 "  host port: {} mac {} {} {} attach {}\n",
                 port.name,
                 port.mac,
-                vlans_text(&port.vlans),
+                port.vlans,
                 addresses.join(" "),
                 attach_text(port.attach)
             );
@@ -257,4 +231,14 @@ pub fn uplink_text(record: &UplinkRecord, counters: Option<&UplinkCounters>) -> 
         None => out += "  host port: none\n",
     }
     out
+}
+
+/// A QEMU command line fragment for the endpoint, run under `exec`.
+pub fn qemu_fragment(record: &EndpointRecord) -> String {
+    format!(
+        "macvswitch exec {name} -- qemu-system-x86_64 … -netdev tap,id=n0,fd=3,vhost=off \
+         -device virtio-net-pci,netdev=n0,mac={mac}",
+        name = record.name,
+        mac = record.mac
+    )
 }

@@ -4,7 +4,7 @@
 //! program removed behind macvswitch's back is noticed by `restore`, which
 //! lowers the flag and puts the program back.
 
-use macvswitch::datapath::{Maps, PinLayout};
+use macvswitch::kernel::datapath::{Maps, PinLayout};
 use macvswitch_tests::frame::{self, BROADCAST, Marker, marked};
 use macvswitch_tests::harness::ARRIVE;
 use macvswitch_tests::topology::{LOWER, SWITCH_MAC};

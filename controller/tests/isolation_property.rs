@@ -459,7 +459,7 @@ impl Kernel {
             .try_into()
             .expect("per-cpu hash map");
         let cpus = aya::util::nr_cpus().expect("nr_cpus");
-        macvswitch::datapath::set_object_uplink(&mut ebpf, 0, 0, Some(&test_carriage()))
+        macvswitch::kernel::datapath::set_object_uplink(&mut ebpf, 0, 0, Some(&test_carriage()))
             .expect("setting the carriage");
         Self {
             ebpf,
@@ -471,7 +471,7 @@ impl Kernel {
 
     /// A new policy (or none) with zeroed counters and no VLAN counters.
     fn set_policy(&mut self, policy: Option<&EndpointPolicy>) {
-        macvswitch::datapath::set_object_policy(&mut self.ebpf, TEST_IFINDEX, policy)
+        macvswitch::kernel::datapath::set_object_policy(&mut self.ebpf, TEST_IFINDEX, policy)
             .expect("set policy");
         let zeros = PerCpuValues::try_from(vec![EndpointCounters::ZERO; self.cpus]).expect("zeros");
         self.counters.set(0, zeros, 0).expect("reset counters");

@@ -14,7 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use macvswitch::datapath::{Maps, PinLayout};
+use macvswitch::kernel::datapath::{Maps, PinLayout};
 use macvswitch_common::{PORT_ACCESS, TPID_8021AD, TPID_8021Q, VidSet};
 use macvswitch_tests::frame::{ETHERTYPE_TEST, Marker, tagged};
 use macvswitch_tests::topology::{SWITCH_MAC, SWITCH_PORT};

@@ -56,8 +56,12 @@ impl Programs {
                 EndpointPolicy::access(GUEST_MAC, vlan)
             }
         };
-        macvswitch::datapath::set_object_policy(&mut programs.ebpf, TEST_IFINDEX, Some(&policy))
-            .expect("set policy");
+        macvswitch::kernel::datapath::set_object_policy(
+            &mut programs.ebpf,
+            TEST_IFINDEX,
+            Some(&policy),
+        )
+        .expect("set policy");
         let mut counters: PerCpuArray<_, EndpointCounters> = programs
             .ebpf
             .map_mut(names::MAP_COUNTERS)

@@ -272,9 +272,9 @@ pub fn run(mode: &Mode) -> Create {
 /// mode forced.
 fn attach_cost(mode: &Mode, attach: &'static str) -> AttachCost {
     use macvswitch::{
-        datapath::{Datapath, PinLayout, set_attach_choice},
-        netlink::{Netlink, Stacked},
-        types::{AttachChoice, Mac, Mode as MacvtapMode},
+        kernel::datapath::{Datapath, PinLayout, set_attach_choice},
+        kernel::netlink::{Netlink, Stacked},
+        model::types::{AttachChoice, Mac, Mode as MacvtapMode},
     };
     let n = if mode.full { 200 } else { 3 };
     eprintln!("attach cost, {attach}: {n} endpoints in process…");

@@ -48,7 +48,7 @@ impl Object {
 
     /// Gives `ifindex` a policy and zeroed counters.
     pub fn set_endpoint(&mut self, ifindex: u32, policy: &EndpointPolicy) {
-        macvswitch::datapath::set_object_policy(&mut self.ebpf, ifindex, Some(policy))
+        macvswitch::kernel::datapath::set_object_policy(&mut self.ebpf, ifindex, Some(policy))
             .expect("writing a policy");
         let mut counters: PerCpuArray<_, EndpointCounters> = self
             .ebpf
@@ -80,7 +80,7 @@ impl Object {
     /// Relay on for `lower` (an UPLINKS entry with `flags`) and zeroed
     /// counters, as `uplink set DEV --reflective-relay on` does.
     pub fn set_uplink(&mut self, lower: u32, flags: u32) {
-        macvswitch::datapath::set_object_uplink(&mut self.ebpf, lower, flags, None)
+        macvswitch::kernel::datapath::set_object_uplink(&mut self.ebpf, lower, flags, None)
             .expect("writing an uplink");
         let mut counters: PerCpuHashMap<_, u32, UplinkCounters> = self
             .ebpf

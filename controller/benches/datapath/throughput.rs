@@ -352,8 +352,9 @@ impl Case {
 }
 
 fn prog_stats(bpffs: &Path, program: &str) -> (u64, u64) {
-    let info = ProgramInfo::from_pin(macvswitch::datapath::PinLayout::new(bpffs).prog(program))
-        .unwrap_or_else(|e| panic!("pinned program {program}: {e}"));
+    let info =
+        ProgramInfo::from_pin(macvswitch::kernel::datapath::PinLayout::new(bpffs).prog(program))
+            .unwrap_or_else(|e| panic!("pinned program {program}: {e}"));
     (info.run_time().as_nanos() as u64, info.run_count())
 }
 

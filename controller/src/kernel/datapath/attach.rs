@@ -24,10 +24,13 @@ use aya::programs::{
     tc::{SchedClassifierLink, TcAttachOptions},
 };
 
-use super::{clsact, pins::unpin_link};
+use super::{
+    clsact,
+    pins::{PROGRAMS, unpin_link},
+};
 use crate::{
     error::{Error, Result},
-    types::{AttachChoice, AttachMode},
+    model::types::{AttachChoice, AttachMode},
 };
 
 /// The environment variable behind `--attach`.
@@ -358,7 +361,7 @@ fn attach_clsact(
 fn remove_legacy(ifname: &str, index: u32, hook: TcAttachType) -> Result<()> {
     let io = |e| Error::io(format!("tc on {ifname}"), e);
     for filter in clsact::filters(index, hook).map_err(io)? {
-        if filter.is_legacy(hook, &super::PROGRAMS) {
+        if filter.is_legacy(hook, &PROGRAMS) {
             log::info!(
                 "{ifname} {}: removing an older macvswitch's filter (priority {}, handle {:#x})",
                 hook_name(hook),
@@ -453,8 +456,7 @@ mod tests {
     /// of a scratch network namespace.
     #[test]
     fn legacy_filters_give_way_to_one_of_ours() {
-        // SAFETY: geteuid has no preconditions.
-        if crate::EBPF_OBJECT.is_empty() || unsafe { libc::geteuid() } != 0 {
+        if crate::EBPF_OBJECT.is_empty() || !crate::kernel::sys::is_root() {
             eprintln!("skipping: needs root and the eBPF object");
             return;
         }
@@ -479,7 +481,7 @@ mod tests {
                 std::mem::forget(program.take_link(id).expect("link"));
             }
             assert_eq!(clsact::filters(1, hook).expect("filters").len(), 2);
-            crate::datapath::set_attach_choice(crate::types::AttachChoice::Clsact);
+            crate::kernel::datapath::set_attach_choice(crate::model::types::AttachChoice::Clsact);
             let pin = std::path::Path::new("/nonexistent/pin");
             attach(program, names::PROG_FROM_GUEST, "lo", hook, pin, None).expect("attach");
             let filters = clsact::filters(1, hook).expect("filters");

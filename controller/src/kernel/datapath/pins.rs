@@ -6,8 +6,16 @@ use std::{
 };
 
 use aya::programs::{TcAttachType, links::PinnedLink};
+use macvswitch_common::names;
 
 use crate::error::{Error, Result};
+
+/// Every program of the object that the controller loads (and pins).
+pub(super) const PROGRAMS: [&str; 3] = [
+    names::PROG_FROM_GUEST,
+    names::PROG_TO_GUEST,
+    names::PROG_UPLINK_EGRESS,
+];
 
 /// Where the pins live.
 #[derive(Clone, Debug)]
@@ -72,7 +80,7 @@ impl PinLayout {
     }
 
     pub(super) fn is_loaded(&self) -> bool {
-        super::PROGRAMS.iter().all(|name| self.prog(name).exists())
+        PROGRAMS.iter().all(|name| self.prog(name).exists())
     }
 }
 
@@ -108,7 +116,7 @@ impl Hook {
 /// The build of the embedded eBPF object: FNV-1a of its bytes, so a new
 /// binary with other programs loads them instead of adopting old ones.
 fn build_id() -> String {
-    format!("{:016x}", crate::types::fnv1a64(crate::EBPF_OBJECT))
+    format!("{:016x}", crate::model::hash::fnv1a64(crate::EBPF_OBJECT))
 }
 
 /// Escapes a name for bpffs, which refuses '.' in file names: bytes other

@@ -100,8 +100,7 @@ mod tests {
     /// reports something missing here is wrong.
     #[test]
     fn the_probes_find_what_this_kernel_has() {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
+        if !crate::kernel::sys::is_root() {
             eprintln!("skipping: the probes need root");
             return;
         }

@@ -13,7 +13,7 @@ use rtnetlink::{
 
 use crate::{
     error::{Error, Result},
-    types::{Cidr, Mac, Mode},
+    model::types::{Cidr, Mac, Mode},
 };
 
 /// The stacked devices macvswitch creates on a lower device.

@@ -7,10 +7,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     error::{Error, Result},
-    isolation::Isolation,
-    policy::{Pcp, PortOptions, PortVlans, VidList, check_priority},
-    state::{EndpointRecord, HostPortRecord, State, UplinkRecord},
-    types::{Cidr, IfName, Mac, Mode, Mtu, Vid},
+    model::isolation::Isolation,
+    model::policy::{Pcp, PortOptions, PortVlans, VidList},
+    model::spec::{EndpointSpec, HostPortSpec},
+    model::state::{EndpointRecord, State, UplinkRecord},
+    model::types::{IfName, Mac, Mode, Mtu, Vid},
 };
 
 /// A whole host: lower devices and endpoints.
@@ -65,44 +66,11 @@ pub struct UplinkConfig {
     #[serde(default, skip_serializing_if = "is_false")]
     pub reflective_relay: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub host_port: Option<HostPortConfig>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HostPortConfig {
-    pub name: IfName,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub vlan: Option<Vid>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub addresses: Vec<Cidr>,
+    pub host_port: Option<HostPortSpec>,
 }
 
 fn is_false(value: &bool) -> bool {
     !*value
-}
-
-/// An endpoint as the file wants it, checked and resolved.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DesiredEndpoint {
-    pub name: IfName,
-    pub lower: IfName,
-    pub mode: Mode,
-    /// `None`: derived from the name.
-    pub mac: Option<Mac>,
-    pub vlans: PortVlans,
-    pub priority: Option<Pcp>,
-    /// `None`: the lower device's.
-    pub mtu: Option<Mtu>,
-    pub allow_mac_spoofing: bool,
-    pub isolation: Isolation,
-}
-
-impl DesiredEndpoint {
-    pub fn mac(&self) -> Mac {
-        self.mac
-            .unwrap_or_else(|| Mac::derived_from(self.name.as_str()))
-    }
 }
 
 impl Config {
@@ -140,8 +108,8 @@ impl Config {
     }
 
     /// The endpoints, resolved and checked against each other.
-    pub fn desired_endpoints(&self) -> Result<Vec<DesiredEndpoint>> {
-        let mut desired: Vec<DesiredEndpoint> = Vec::new();
+    pub fn desired_endpoints(&self) -> Result<Vec<EndpointSpec>> {
+        let mut desired: Vec<EndpointSpec> = Vec::new();
         for endpoint in &self.endpoints {
             let context = |error: Error| in_endpoint(&endpoint.name, error);
             let options = PortOptions {
@@ -165,8 +133,9 @@ impl Config {
                     "give at most one of them",
                 )));
             }
-            let vlans = options.resolve(&PortVlans::Untagged).map_err(context)?;
-            check_priority(&vlans, endpoint.priority).map_err(context)?;
+            let vlans = options
+                .port(&PortVlans::Untagged, endpoint.priority)
+                .map_err(context)?;
             let isolation = match (endpoint.isolated, &endpoint.community) {
                 (true, Some(_)) => {
                     return Err(context(Error::invalid(
@@ -186,7 +155,7 @@ impl Config {
                 .map_err(|allowed| {
                     context(Error::invalid("mtu", endpoint.mtu.unwrap_or(0), allowed))
                 })?;
-            let want = DesiredEndpoint {
+            let want = EndpointSpec {
                 name: endpoint.name.clone(),
                 lower: endpoint.lower.clone(),
                 mode: endpoint.mode,
@@ -294,18 +263,7 @@ fn uplink_config(record: &UplinkRecord) -> UplinkConfig {
     UplinkConfig {
         name: record.name.clone(),
         reflective_relay: record.reflective_relay,
-        host_port: record.host_port.as_ref().map(host_port_config),
-    }
-}
-
-pub fn host_port_config(port: &HostPortRecord) -> HostPortConfig {
-    HostPortConfig {
-        name: port.name.clone(),
-        vlan: match port.vlans {
-            PortVlans::Access { vlan } => Some(vlan),
-            _ => None,
-        },
-        addresses: port.addresses.clone(),
+        host_port: record.host_port.as_ref().map(|port| port.spec()),
     }
 }
 

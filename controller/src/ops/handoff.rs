@@ -19,8 +19,8 @@ use std::{
 
 use crate::{
     error::{Error, Result},
-    state::EndpointRecord,
-    tapdev,
+    kernel::tapdev,
+    model::state::EndpointRecord,
 };
 
 /// Highest `--queues`: the kernel's limit of queues per macvtap
@@ -306,16 +306,6 @@ fn xml_escape(text: &str) -> String {
         .replace('\'', "&apos;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
-}
-
-/// A QEMU command line fragment for the endpoint, run under `exec`.
-pub fn qemu_fragment(record: &EndpointRecord) -> String {
-    format!(
-        "macvswitch exec {name} -- qemu-system-x86_64 … -netdev tap,id=n0,fd=3,vhost=off \
-         -device virtio-net-pci,netdev=n0,mac={mac}",
-        name = record.name,
-        mac = record.mac
-    )
 }
 
 #[cfg(test)]

@@ -28,7 +28,7 @@ use macvswitch_common::names;
 mod attach;
 pub mod clsact;
 mod compat;
-mod kernel;
+mod features;
 mod maps;
 mod pins;
 
@@ -40,19 +40,12 @@ use pins::{Hook, create_dir, remove_dir_if_exists};
 use crate::{
     EBPF_OBJECT,
     error::{Error, Result},
-    types::AttachMode,
+    model::types::AttachMode,
 };
 
 /// aya-log level compiled into the programs at load: info, so that the
 /// per-drop debug logs cost a compare and nothing more.
 const EBPF_LOG_LEVEL: u8 = 3;
-
-/// Every program of the object that the controller loads.
-const PROGRAMS: [&str; 3] = [
-    names::PROG_FROM_GUEST,
-    names::PROG_TO_GUEST,
-    names::PROG_UPLINK_EGRESS,
-];
 
 /// Programs and maps, ready to attach endpoints.
 pub struct Datapath {
@@ -189,7 +182,8 @@ impl Datapath {
     }
 
     /// Attaches (or swaps in) only the program for frames towards the
-    /// guest: the first step of re-wiring a port (see `Session::reattach`).
+    /// guest: the first step of re-wiring a port to a freshly loaded data
+    /// path.
     pub fn attach_to_guest(
         &mut self,
         name: &str,
@@ -312,14 +306,14 @@ impl Datapath {
     /// Checks, before anything is loaded or changed, that the kernel has
     /// what every data path needs (BTF, macvtap).
     pub fn check_kernel() -> Result<()> {
-        kernel::check_base()
+        features::check_base()
     }
 
     /// Checks that the kernel has what new attachments will use: TCX
     /// where forced, clsact and the bpf classifier where they will go.
     pub fn check_attach_path(&self) -> Result<()> {
         match attach::fresh_mode(&self.from_guest)? {
-            AttachMode::Clsact => kernel::check_clsact(),
+            AttachMode::Clsact => features::check_clsact(),
             AttachMode::Tcx => Ok(()),
         }
     }

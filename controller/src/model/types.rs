@@ -5,6 +5,8 @@ use std::{fmt, str::FromStr};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::model::hash::fnv1a64;
+
 /// A VLAN id that can only hold 1..=4094.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Vid(u16);
@@ -49,16 +51,6 @@ impl<'de> Deserialize<'de> for Vid {
         let raw = u16::deserialize(d)?;
         Vid::new(raw).ok_or_else(|| serde::de::Error::custom(Self::ALLOWED))
     }
-}
-
-/// 64-bit FNV-1a: stable across versions and platforms, unlike std's hasher.
-pub fn fnv1a64(bytes: &[u8]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in bytes {
-        hash ^= u64::from(*byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    hash
 }
 
 /// A unicast Ethernet address that is not all zeros.
@@ -332,6 +324,19 @@ impl fmt::Display for Cidr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.pad(&format!("{}/{}", self.addr, self.prefix))
     }
+}
+
+/// How a `--mark-mask` must look, for the one-line error.
+pub fn mark_mask_rule(error: macvswitch_common::carriage::MaskError) -> String {
+    use macvswitch_common::carriage::MaskError;
+    let why = match error {
+        MaskError::TagFieldNotContiguous => "its lowest 17 set bits are not contiguous",
+        MaskError::TooFewPatternBits => "it has fewer than 25 bits",
+    };
+    format!(
+        "a mask whose lowest 17 set bits are contiguous (they carry the tag) with at least 8 \
+         more (a random pattern), e.g. 0xffffffff or 0xffffff80; {why}"
+    )
 }
 
 #[cfg(test)]

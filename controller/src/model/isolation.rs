@@ -5,7 +5,7 @@ use std::fmt;
 use macvswitch_common::{POLICY_ISOLATED, SourceInfo, isolation};
 use serde::{Deserialize, Serialize};
 
-use crate::types::Mode;
+use crate::model::{hash::fnv1a32, types::Mode};
 
 /// Which local endpoints an endpoint may exchange frames with (RFC 5517
 /// private VLANs). The wire is always reachable.
@@ -49,14 +49,9 @@ impl fmt::Display for Isolation {
     }
 }
 
-/// FNV-1a, stable across builds, folded away from 0.
-pub fn community_id(name: &str) -> u32 {
-    let mut hash: u32 = 0x811c_9dc5;
-    for byte in name.bytes() {
-        hash ^= u32::from(byte);
-        hash = hash.wrapping_mul(0x0100_0193);
-    }
-    hash.max(1)
+/// 32-bit FNV-1a of the name, stable across builds, folded away from 0.
+fn community_id(name: &str) -> u32 {
+    fnv1a32(name.as_bytes()).max(1)
 }
 
 /// The kernel's view of a local sender.

@@ -1,13 +1,18 @@
 //! Converging the kernel to the state file after what hosts do: reboots,
 //! `ip link del` by hand, lower devices that go and come back.
 
+use std::collections::{BTreeMap, BTreeSet};
+
+use rtnetlink::packet_route::link::InfoKind;
+
 use crate::{
-    datapath::Datapath,
     error::Result,
-    netlink::Link,
-    session::Session,
-    state::{EndpointRecord, RecordStatus, UplinkRecord, current_boot_id},
-    types::IfName,
+    kernel::{datapath::Datapath, netlink::Link, sys::current_boot_id},
+    model::{
+        state::{EndpointRecord, HostPortRecord, RecordStatus, UplinkRecord},
+        types::{IfName, Mac},
+    },
+    ops::{session::Session, validate::lower_device, wiring::wire_host_port},
 };
 
 /// What `restore` did, by endpoint or host-port name.
@@ -52,7 +57,7 @@ impl RestoreReport {
 /// The link of a recorded device right now.
 enum Presence<'a> {
     /// The recorded link, on the recorded lower device.
-    Same,
+    Same(&'a Link),
     /// A link of our kind under the recorded name, but another one.
     Replaced(&'a Link),
     /// Nothing under the recorded name.
@@ -66,14 +71,14 @@ fn presence<'a>(
     name: &str,
     ifindex: u32,
     lower: u32,
-    kind: &rtnetlink::packet_route::link::InfoKind,
+    kind: &InfoKind,
 ) -> Presence<'a> {
     match links.iter().find(|link| link.name == name) {
         None => Presence::Missing,
         Some(link) if link.kind.as_ref() != Some(kind) || link.lower != Some(lower) => {
             Presence::Foreign
         }
-        Some(link) if link.index == ifindex => Presence::Same,
+        Some(link) if link.index == ifindex => Presence::Same(link),
         Some(link) => Presence::Replaced(link),
     }
 }
@@ -105,10 +110,10 @@ impl Session<'_> {
             self.restore_uplink(uplink, &links, rebooted, &mut report)
                 .await?;
         }
-        self.restore_lower_programs(&links).await?;
+        self.restore_uplink_programs(&links).await?;
         if !report.is_empty() || rebooted {
             self.save()?;
-            let lowers: std::collections::BTreeSet<_> = self
+            let lowers: BTreeSet<_> = self
                 .state
                 .endpoints
                 .values()
@@ -125,14 +130,14 @@ impl Session<'_> {
     /// removed behind macvswitch's back (its pin or clsact filter deleted)
     /// would let tags carried in the mark leave untagged, so its endpoints
     /// push their tags themselves again at once, and then it is put back.
-    async fn restore_lower_programs(&mut self, links: &[Link]) -> Result<()> {
-        let lowers: std::collections::BTreeMap<IfName, u32> = self
+    async fn restore_uplink_programs(&mut self, links: &[Link]) -> Result<()> {
+        let lowers: BTreeMap<IfName, u32> = self
             .state
             .endpoints
             .values()
             .filter(|r| r.status.is_ready())
             .filter(|r| {
-                find_lower(links, r.lower.as_str()).map(|l| l.index) == Some(r.lower_ifindex)
+                lower_device(links, r.lower.as_str()).map(|l| l.index) == Some(r.lower_ifindex)
             })
             .map(|r| (r.lower.clone(), r.lower_ifindex))
             .collect();
@@ -159,7 +164,7 @@ impl Session<'_> {
         report: &mut RestoreReport,
     ) -> Result<()> {
         let name = record.name.to_string();
-        let Some(lower) = find_lower(links, record.lower.as_str()) else {
+        let Some(lower) = lower_device(links, record.lower.as_str()) else {
             if record.status != RecordStatus::Waiting {
                 // Its macvtap went with the lower device; clear the rest.
                 self.unwire(&record).await;
@@ -169,25 +174,25 @@ impl Session<'_> {
             }
             return Ok(());
         };
-        let kind = rtnetlink::packet_route::link::InfoKind::MacVtap;
-        let presence = presence(links, &name, record.ifindex, lower.index, &kind);
-        match presence {
-            Presence::Same if record.status == RecordStatus::Ready => {
+        match presence(
+            links,
+            &name,
+            record.ifindex,
+            lower.index,
+            &InfoKind::MacVtap,
+        ) {
+            Presence::Same(_) if record.status == RecordStatus::Ready => {
                 if !Datapath::is_attached(&self.instance.pins, &name) {
                     self.attach_endpoint(&mut record).await?;
                 }
             }
-            Presence::Same | Presence::Replaced(_) => {
-                let link = match presence {
-                    Presence::Replaced(link) => link,
-                    _ => links.iter().find(|l| l.name == name).expect("present"),
-                };
+            Presence::Same(link) | Presence::Replaced(link) => {
                 self.unwire_maps(&record);
                 // Another device than the one recorded: `--attach` decides.
                 record.attach = None;
                 record.ifindex = link.index;
                 record.lower_ifindex = lower.index;
-                if let Some(mac) = link.mac.and_then(crate::types::Mac::new) {
+                if let Some(mac) = link.mac.and_then(Mac::new) {
                     record.mac = mac;
                 }
                 record.status = RecordStatus::Ready;
@@ -231,15 +236,18 @@ impl Session<'_> {
         rebooted: bool,
         report: &mut RestoreReport,
     ) -> Result<()> {
-        let Some(lower) = find_lower(links, uplink.name.as_str()).cloned() else {
-            if let Some(port) = uplink.host_port.as_mut()
-                && port.status != RecordStatus::Waiting
+        let Some(lower) = lower_device(links, uplink.name.as_str()).cloned() else {
+            if let Some(stale) = uplink
+                .host_port
+                .clone()
+                .filter(|port| port.status != RecordStatus::Waiting)
             {
-                let stale = port.clone();
                 self.unwire_host_port(&uplink, &stale).await;
-                let port = uplink.host_port.as_mut().expect("checked");
-                port.status = RecordStatus::Waiting;
-                report.waiting.push(port.name.to_string());
+                report.waiting.push(stale.name.to_string());
+                uplink.host_port = Some(HostPortRecord {
+                    status: RecordStatus::Waiting,
+                    ..stale
+                });
                 self.state.uplinks.insert(uplink.name.clone(), uplink);
             }
             return Ok(());
@@ -271,14 +279,13 @@ impl Session<'_> {
         let Some(port) = uplink.host_port.clone() else {
             return Ok(());
         };
-        let kind = rtnetlink::packet_route::link::InfoKind::MacVlan;
         let name = port.name.to_string();
-        match presence(links, &name, port.ifindex, lower.index, &kind) {
-            Presence::Same if port.status == RecordStatus::Ready => {
+        match presence(links, &name, port.ifindex, lower.index, &InfoKind::MacVlan) {
+            Presence::Same(_) if port.status == RecordStatus::Ready => {
                 if !Datapath::is_attached(&self.instance.pins, &name) {
                     self.ensure_uplink_program(&uplink.name, lower.index)
                         .await?;
-                    crate::uplink::wire_host_port(self.datapath().await?, lower.index, &port)?;
+                    wire_host_port(self.datapath().await?, lower.index, &port)?;
                 }
             }
             Presence::Missing if !(rebooted || moved || port.status == RecordStatus::Waiting) => {
@@ -325,11 +332,4 @@ impl Session<'_> {
             log::warn!("{}: {e}", record.name);
         }
     }
-}
-
-/// A usable lower device named `name`.
-fn find_lower<'a>(links: &'a [Link], name: &str) -> Option<&'a Link> {
-    links
-        .iter()
-        .find(|link| link.name == name && !link.is_macvlan_family())
 }

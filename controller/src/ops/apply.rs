@@ -5,31 +5,32 @@
 use std::fmt;
 
 use crate::{
-    config::{Config, DesiredEndpoint, HostPortConfig, host_port_config},
-    endpoint::{AddRequest, Instance},
-    error::{Error, Result},
-    netlink::Link,
-    policy::{PortOptions, PortVlans},
-    report::vlans_text,
-    session::Session,
-    state::{EndpointRecord, State},
-    types::IfName,
-    uplink::{HostPortRequest, UplinkSetRequest},
+    error::Result,
+    kernel::netlink::{Link, Netlink},
+    model::{
+        config::Config,
+        spec::{EndpointSpec, HostPortSpec},
+        state::{EndpointRecord, HostPortRecord, State},
+        types::IfName,
+    },
+    ops::{
+        instance::Instance, requests::UplinkSetRequest, session::Session, validate::validate_config,
+    },
 };
 
 /// One step of a plan.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Change {
-    AddEndpoint(DesiredEndpoint),
+    AddEndpoint(EndpointSpec),
     /// VLANs, priority, isolation or spoofing: a map update, no relink.
     UpdateEndpoint {
         from: EndpointRecord,
-        to: DesiredEndpoint,
+        to: EndpointSpec,
     },
     /// Lower device, mode, MAC or MTU: the macvtap is made anew.
     ReplaceEndpoint {
         from: EndpointRecord,
-        to: DesiredEndpoint,
+        to: EndpointSpec,
         why: String,
     },
     DeleteEndpoint(IfName),
@@ -43,7 +44,7 @@ pub enum Change {
     },
     AddHostPort {
         lower: IfName,
-        port: HostPortConfig,
+        port: HostPortSpec,
     },
     /// An uplink the file no longer lists: relay off, host port removed.
     ForgetUplink(IfName),
@@ -52,22 +53,13 @@ pub enum Change {
 impl fmt::Display for Change {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Change::AddEndpoint(to) => write!(
-                f,
-                "+ endpoint {} on {}: {}",
-                to.name,
-                to.lower,
-                vlans_text(&to.vlans)
-            ),
+            Change::AddEndpoint(to) => {
+                write!(f, "+ endpoint {} on {}: {}", to.name, to.lower, to.vlans)
+            }
             Change::UpdateEndpoint { from, to } => {
                 write!(f, "~ endpoint {}:", to.name)?;
                 if from.vlans != to.vlans {
-                    write!(
-                        f,
-                        " {} -> {}",
-                        vlans_text(&from.vlans),
-                        vlans_text(&to.vlans)
-                    )?;
+                    write!(f, " {} -> {}", from.vlans, to.vlans)?;
                 }
                 if from.priority != to.priority {
                     write!(
@@ -107,67 +99,11 @@ impl fmt::Display for Change {
     }
 }
 
-/// Why an endpoint must be recreated rather than updated, if it must.
-fn replace_reason(from: &EndpointRecord, to: &DesiredEndpoint) -> Option<String> {
-    if from.lower != to.lower {
-        return Some(format!("lower {} -> {}", from.lower, to.lower));
-    }
-    if from.mode != to.mode {
-        return Some(format!("mode {} -> {}", from.mode, to.mode));
-    }
-    if from.mac != to.mac() {
-        return Some(format!("mac {} -> {}", from.mac, to.mac()));
-    }
-    match to.mtu {
-        Some(mtu) if mtu.0 != from.mtu => Some(format!("mtu {} -> {}", from.mtu, mtu.0)),
-        _ => None,
-    }
-}
-
-fn needs_update(from: &EndpointRecord, to: &DesiredEndpoint) -> bool {
-    from.vlans != to.vlans
-        || from.priority != to.priority
-        || from.isolation != to.isolation
-        || from.allow_mac_spoofing != to.allow_mac_spoofing
-}
-
 /// The plan from `state` to `config`; checks the file against the host
 /// (`links`) first, so a bad file changes nothing.
 pub fn plan(state: &State, config: &Config, links: &[Link]) -> Result<Vec<Change>> {
     let desired = config.desired_endpoints()?;
-    let lower_ok = |name: &IfName| {
-        links
-            .iter()
-            .any(|link| link.name == name.as_str() && !link.is_macvlan_family())
-    };
-    for endpoint in &desired {
-        if !lower_ok(&endpoint.lower) {
-            return Err(Error::invalid(
-                "endpoint",
-                format!("{}: lower {}", endpoint.name, endpoint.lower),
-                "no such device in this network namespace (or it is a macvlan/macvtap)",
-            ));
-        }
-        let unmanaged = !state.endpoints.contains_key(&endpoint.name)
-            && links.iter().any(|link| link.name == endpoint.name.as_str());
-        if unmanaged {
-            return Err(Error::invalid(
-                "endpoint",
-                &endpoint.name,
-                "an interface macvswitch does not manage has that name",
-            ));
-        }
-    }
-    check_new_macvtaps(state, &desired, links)?;
-    for uplink in &config.uplinks {
-        if !lower_ok(&uplink.name) {
-            return Err(Error::invalid(
-                "uplink",
-                &uplink.name,
-                "no such device in this network namespace (or it is a macvlan/macvtap)",
-            ));
-        }
-    }
+    validate_config(state, config, &desired, links)?;
 
     let mut deletes = Vec::new();
     let mut replaces = Vec::new();
@@ -182,13 +118,13 @@ pub fn plan(state: &State, config: &Config, links: &[Link]) -> Result<Vec<Change
         match state.endpoints.get(&endpoint.name) {
             None => adds.push(Change::AddEndpoint(endpoint.clone())),
             Some(record) => {
-                if let Some(why) = replace_reason(record, endpoint) {
+                if let Some(why) = record.recreate_reason(endpoint) {
                     replaces.push(Change::ReplaceEndpoint {
                         from: record.clone(),
                         to: endpoint.clone(),
                         why,
                     });
-                } else if needs_update(record, endpoint) {
+                } else if record.policy_differs(endpoint) {
                     updates.push(Change::UpdateEndpoint {
                         from: record.clone(),
                         to: endpoint.clone(),
@@ -219,7 +155,7 @@ pub fn plan(state: &State, config: &Config, links: &[Link]) -> Result<Vec<Change
         }
         let current = record
             .and_then(|r| r.host_port.as_ref())
-            .map(host_port_config);
+            .map(HostPortRecord::spec);
         if current != uplink.host_port {
             if let Some(current) = &current {
                 uplinks.push(Change::RemoveHostPort {
@@ -239,55 +175,6 @@ pub fn plan(state: &State, config: &Config, links: &[Link]) -> Result<Vec<Change
     Ok([deletes, uplinks, replaces, updates, adds].concat())
 }
 
-/// What `endpoint add` would refuse, checked for every macvtap the plan
-/// makes (new or recreated) before anything changes: a MAC another device
-/// on the lower device has, an MTU above the lower device's.
-fn check_new_macvtaps(state: &State, desired: &[DesiredEndpoint], links: &[Link]) -> Result<()> {
-    for endpoint in desired {
-        let current = state.endpoints.get(&endpoint.name);
-        let made_anew = match current {
-            None => true,
-            Some(record) => replace_reason(record, endpoint).is_some(),
-        };
-        if !made_anew {
-            continue;
-        }
-        let lower = links
-            .iter()
-            .find(|link| link.name == endpoint.lower.as_str())
-            .expect("lower devices are checked first");
-        let lower_mtu = lower.mtu.unwrap_or(1500);
-        if let Some(mtu) = endpoint.mtu.filter(|mtu| mtu.0 > lower_mtu) {
-            return Err(Error::invalid(
-                "endpoint",
-                format!("{}: mtu {}", endpoint.name, mtu.0),
-                format!(
-                    "must be at most {lower_mtu} (the MTU of {})",
-                    endpoint.lower
-                ),
-            ));
-        }
-        // Devices that keep their MAC: everything on the lower device but
-        // macvswitch's endpoints, which the plan deletes, recreates or keeps
-        // as the file says (and the file's MACs are checked against each
-        // other).
-        let managed = |name: &str| state.endpoints.keys().any(|n| n.as_str() == name);
-        let owner = links
-            .iter()
-            .filter(|link| link.index == lower.index || link.lower == Some(lower.index))
-            .filter(|link| !managed(&link.name))
-            .find(|link| link.mac == Some(endpoint.mac().octets()));
-        if let Some(owner) = owner {
-            return Err(Error::invalid(
-                "endpoint",
-                format!("{}: mac {}", endpoint.name, endpoint.mac()),
-                format!("already used by {} on {}", owner.name, endpoint.lower),
-            ));
-        }
-    }
-    Ok(())
-}
-
 impl Instance {
     /// Plans, prints (through `print`) and, unless `dry_run`, carries out.
     pub async fn apply(
@@ -299,7 +186,7 @@ impl Instance {
         if dry_run {
             // No session: a dry run repairs nothing and takes no lock.
             let state = self.state_dir.load()?.settled();
-            let links = crate::netlink::Netlink::connect()?.links().await?;
+            let links = Netlink::connect()?.links().await?;
             let changes = plan(&state, config, &links)?;
             print_plan(&changes, &mut print);
             return Ok(changes);
@@ -313,10 +200,7 @@ impl Instance {
         // intents, one at the end.
         let mut adds = Vec::new();
         for change in &changes {
-            match change {
-                Change::AddEndpoint(to) => adds.push(add_request(to)),
-                other => session.carry_out(other).await?,
-            }
+            session.carry_out(change, &mut adds).await?;
         }
         if !adds.is_empty() {
             session.add_many(adds).await?;
@@ -334,42 +218,16 @@ fn print_plan(changes: &[Change], print: &mut impl FnMut(&str)) {
     }
 }
 
-fn add_request(to: &DesiredEndpoint) -> AddRequest {
-    let mut port = PortOptions::default();
-    match &to.vlans {
-        PortVlans::Untagged => {}
-        PortVlans::Access { vlan } => port.vlan = Some(*vlan),
-        PortVlans::Trunk {
-            vlans,
-            native,
-            native_tagged,
-        } => {
-            port.trunk = Some(vlans.clone());
-            port.native = *native;
-            port.native_tagged = native.map(|_| *native_tagged);
-        }
-        PortVlans::Tunnel { svlan, cvlans } => {
-            port.tunnel = Some(*svlan);
-            port.tunnel_cvlans = cvlans.clone();
-        }
-    }
-    AddRequest {
-        name: to.name.clone(),
-        lower: to.lower.clone(),
-        mode: to.mode,
-        mac: to.mac,
-        port,
-        priority: to.priority,
-        mtu: to.mtu,
-        allow_mac_spoofing: to.allow_mac_spoofing,
-        isolation: to.isolation.clone(),
-    }
-}
-
 impl Session<'_> {
-    async fn carry_out(&mut self, change: &Change) -> Result<()> {
+    /// Carries out one change; an endpoint to add joins `adds`, which the
+    /// caller makes in one batch once every other change is done (the plan
+    /// lists adds last).
+    async fn carry_out(&mut self, change: &Change, adds: &mut Vec<EndpointSpec>) -> Result<()> {
         match change {
-            Change::AddEndpoint(to) => self.add(add_request(to)).await.map(drop),
+            Change::AddEndpoint(to) => {
+                adds.push(to.clone());
+                Ok(())
+            }
             Change::UpdateEndpoint { from, to } => {
                 let mut updated = from.clone();
                 updated.vlans = to.vlans.clone();
@@ -380,7 +238,7 @@ impl Session<'_> {
             }
             Change::ReplaceEndpoint { from, to, .. } => {
                 self.del(&from.name).await?;
-                self.add(add_request(to)).await.map(drop)
+                self.add(to.clone()).await.map(drop)
             }
             Change::DeleteEndpoint(name) => self.del(name).await,
             Change::SetRelay { lower, on } => self
@@ -405,11 +263,7 @@ impl Session<'_> {
                 .uplink_set(UplinkSetRequest {
                     lower: lower.clone(),
                     reflective_relay: None,
-                    host_port: Some(HostPortRequest {
-                        name: port.name.clone(),
-                        vlan: port.vlan,
-                        addresses: port.addresses.clone(),
-                    }),
+                    host_port: Some(port.clone()),
                     remove_host_port: false,
                 })
                 .await

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     error::{Error, Result},
-    types::{Mac, Vid},
+    model::types::{Mac, Vid},
 };
 
 /// A non-empty set of VLAN ids, written `10,20,100-199`.
@@ -235,6 +235,33 @@ impl PortVlans {
     }
 }
 
+/// The VLAN policy in a few words, for tables and plans.
+impl fmt::Display for PortVlans {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = match self {
+            PortVlans::Untagged => "untagged".to_string(),
+            PortVlans::Access { vlan } => format!("access {vlan}"),
+            PortVlans::Trunk {
+                vlans,
+                native,
+                native_tagged,
+            } => {
+                let native = match native {
+                    Some(vid) if *native_tagged => format!(" native {vid} tagged"),
+                    Some(vid) => format!(" native {vid}"),
+                    None => String::new(),
+                };
+                format!("trunk {vlans}{native}")
+            }
+            PortVlans::Tunnel { svlan, cvlans } => match cvlans {
+                Some(list) => format!("tunnel {svlan} cvlans {list}"),
+                None => format!("tunnel {svlan}"),
+            },
+        };
+        f.pad(&text)
+    }
+}
+
 /// The VLAN options of `endpoint add` and `endpoint set`, before they
 /// are checked against each other and the current policy.
 #[derive(Clone, Debug, Default)]
@@ -251,6 +278,14 @@ pub struct PortOptions {
 }
 
 impl PortOptions {
+    /// The port's new VLANs (see `resolve`), checked against `priority`:
+    /// what `endpoint add`, `endpoint set` and a configuration file accept.
+    pub fn port(&self, current: &PortVlans, priority: Option<Pcp>) -> Result<PortVlans> {
+        let port = self.resolve(current)?;
+        check_priority(&port, priority)?;
+        Ok(port)
+    }
+
     /// The port's new VLANs: from scratch when a port kind is given (or on
     /// `add`, where `current` is untagged), else modifying `current`.
     pub fn resolve(&self, current: &PortVlans) -> Result<PortVlans> {
@@ -339,7 +374,7 @@ fn native_flag(tagged: bool) -> &'static str {
 }
 
 /// `--priority` only means something where macvswitch pushes tags.
-pub fn check_priority(port: &PortVlans, priority: Option<Pcp>) -> Result<()> {
+fn check_priority(port: &PortVlans, priority: Option<Pcp>) -> Result<()> {
     match priority {
         Some(pcp) if !port.pushes_tags() => Err(Error::invalid(
             "--priority",

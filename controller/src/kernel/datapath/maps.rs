@@ -248,7 +248,7 @@ impl Maps {
     pub fn set_source(
         &mut self,
         lower: u32,
-        mac: crate::types::Mac,
+        mac: crate::model::types::Mac,
         info: &SourceInfo,
     ) -> Result<()> {
         self.sources
@@ -256,7 +256,7 @@ impl Maps {
             .map_err(map_err(format!("recording sender {mac}")))
     }
 
-    pub fn remove_source(&mut self, lower: u32, mac: crate::types::Mac) -> Result<()> {
+    pub fn remove_source(&mut self, lower: u32, mac: crate::model::types::Mac) -> Result<()> {
         ignore_missing(self.sources.remove(&SourceKey::new(lower, mac.octets())))
             .map_err(|e| Error::bpf(format!("forgetting sender {mac}"), e))
     }

@@ -1,0 +1,105 @@
+//! The uplink verb: `uplink set DEV`, a lower device's settings
+//! (reflective-relay emulation, the host port), in one session.
+
+use crate::{
+    error::Result,
+    model::{
+        policy::PortVlans,
+        state::{HostPortRecord, RecordStatus, UplinkRecord},
+        types::Mac,
+    },
+    ops::{requests::UplinkSetRequest, session::Session, validate::validate_uplink_set},
+};
+
+impl Session<'_> {
+    pub async fn uplink_set(&mut self, request: UplinkSetRequest) -> Result<UplinkRecord> {
+        let links = self.netlink.links().await?;
+        let lower = validate_uplink_set(&request, &self.state, &links)?.clone();
+        let mut record = self
+            .state
+            .uplinks
+            .get(&request.lower)
+            .cloned()
+            .unwrap_or(UplinkRecord {
+                name: request.lower.clone(),
+                ifindex: lower.index,
+                reflective_relay: false,
+                host_port: None,
+                attach: None,
+                own_clsact: false,
+            });
+        record.ifindex = lower.index;
+
+        if let Some(relay) = request.reflective_relay {
+            if relay {
+                self.attach_relay(&mut record).await?;
+            } else {
+                self.datapath()
+                    .await?
+                    .maps
+                    .set_relay(record.ifindex, false)?;
+            }
+            record.reflective_relay = relay;
+            self.state
+                .uplinks
+                .insert(record.name.clone(), record.clone());
+            self.save()?;
+            if !relay {
+                // The program stays while endpoints on the device need it.
+                self.release_uplink_program(&record.name, record.ifindex, "");
+                if let Some(updated) = self.state.uplinks.get(&record.name) {
+                    record = updated.clone();
+                }
+            }
+        }
+        if (request.remove_host_port || request.host_port.is_some())
+            && let Some(old) = record.host_port.clone()
+        {
+            self.mark_host_port_deleting(&mut record)?;
+            self.unwire_host_port(&record, &old).await;
+            record.host_port = None;
+            self.state
+                .uplinks
+                .insert(record.name.clone(), record.clone());
+            self.save()?;
+        }
+        if let Some(spec) = request.host_port {
+            let mut port = HostPortRecord {
+                mac: Mac::derived_from(spec.name.as_str()),
+                name: spec.name,
+                vlans: match spec.vlan {
+                    Some(vlan) => PortVlans::Access { vlan },
+                    None => PortVlans::Untagged,
+                },
+                addresses: spec.addresses,
+                ifindex: 0,
+                slot: self.state.free_slot()?,
+                attach: None,
+                status: RecordStatus::Pending,
+            };
+            // Intent first, as for endpoints.
+            record.host_port = Some(port.clone());
+            self.state
+                .uplinks
+                .insert(record.name.clone(), record.clone());
+            self.save()?;
+            let mtu = lower.mtu.unwrap_or(1500);
+            if let Err(error) = self.wire_new_host_port(&record, &mut port, mtu).await {
+                self.unwire_host_port(&record, &port).await;
+                record.host_port = None;
+                self.state
+                    .uplinks
+                    .insert(record.name.clone(), record.clone());
+                self.save()?;
+                return Err(error);
+            }
+            port.status = RecordStatus::Ready;
+            record.host_port = Some(port);
+        }
+        self.state
+            .uplinks
+            .insert(record.name.clone(), record.clone());
+        self.save()?;
+        Ok(record)
+    }
+}
