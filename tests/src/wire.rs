@@ -181,6 +181,32 @@ impl WireSocket {
         );
     }
 
+    /// Sends without blocking; `false` when the socket's send buffer is
+    /// full. A frame queued at a tap nobody reads stays charged to the
+    /// sender's buffer, so a blocking sender whose reader has stopped would
+    /// wait for good.
+    pub fn try_send(&self, frame: &[u8]) -> bool {
+        // SAFETY: buffer valid for frame.len() bytes.
+        let n = unsafe {
+            libc::send(
+                self.fd.as_raw_fd(),
+                frame.as_ptr().cast(),
+                frame.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if n < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EAGAIN) {
+            return false;
+        }
+        assert!(
+            n == frame.len() as isize,
+            "send on ifindex {}: {} ({n})",
+            self.ifindex,
+            std::io::Error::last_os_error()
+        );
+        true
+    }
+
     /// Next incoming frame (outgoing copies are skipped) within `timeout`.
     pub fn recv_timeout(&self, timeout: Duration) -> Option<WireFrame> {
         let deadline = Instant::now() + timeout;
