@@ -174,10 +174,13 @@ pub enum EndpointCommand {
     /// Create a macvtap endpoint on a lower device and attach the programs.
     #[command(after_help = "Example:\n  macvswitch endpoint add vm1 --lower eth0 --vlan 10")]
     Add(AddArgs),
-    /// Change the VLAN policy of an endpoint in place (no relink; the tap fd
-    /// stays open).
+    /// Change an endpoint's policy in place (no relink; the tap fd stays
+    /// open): exactly the options given change, every other setting stays
+    /// (native VLAN, native tagging, customer VLANs, priority, isolation,
+    /// MAC spoofing). A new port kind (--vlan, --trunk on a non-trunk,
+    /// --tunnel on a non-tunnel, --untagged) starts that kind afresh.
     #[command(
-        after_help = "Examples:\n  macvswitch endpoint set vm1 --trunk 10,20,100-199 --native 10\n  macvswitch endpoint set vm1 --native-tagged\n  macvswitch endpoint set vm1 --vlan 30 --priority 5"
+        after_help = "Examples:\n  macvswitch endpoint set vm1 --trunk 10,20,100-199 --native 10\n  macvswitch endpoint set vm1 --trunk 10,30        # keeps native 10\n  macvswitch endpoint set vm1 --native-tagged\n  macvswitch endpoint set vm1 --no-native --no-priority\n  macvswitch endpoint set vm1 --vlan 30 --priority 5"
     )]
     Set(SetArgs),
     /// Remove an endpoint: its macvtap, links, pins and tap node.
@@ -389,6 +392,7 @@ impl PortArgs {
             tunnel: self.kind.tunnel,
             tunnel_cvlans: self.tunnel_cvlans.clone(),
             untagged,
+            ..PortOptions::default()
         }
     }
 }
@@ -406,13 +410,39 @@ pub struct SetArgs {
     /// Leave any community and stop being isolated.
     #[arg(long, conflicts_with_all = ["isolated", "community"])]
     pub open: bool,
+    /// Trunk: drop the native VLAN (untagged guest frames are dropped).
+    #[arg(long, conflicts_with_all = ["native", "native_tagged", "native_untagged"])]
+    pub no_native: bool,
+    /// Tunnel: carry every customer VLAN again.
+    #[arg(long, conflicts_with = "tunnel_cvlans")]
+    pub all_cvlans: bool,
+    /// Pushed tags take the guest's priority again (the default).
+    #[arg(long, conflicts_with = "priority")]
+    pub no_priority: bool,
+    /// Let the guest send from any source MAC.
+    #[arg(long, conflicts_with = "no_allow_mac_spoofing")]
+    pub allow_mac_spoofing: bool,
+    /// Drop frames from any source MAC but the endpoint's (the default).
+    #[arg(long)]
+    pub no_allow_mac_spoofing: bool,
 }
 
 impl SetArgs {
     pub fn request(self) -> SetRequest {
+        let mut port = self.port.options(self.untagged);
+        port.no_native = self.no_native;
+        port.all_cvlans = self.all_cvlans;
         SetRequest {
-            port: self.port.options(self.untagged),
+            port,
             priority: self.port.priority,
+            clear_priority: self.no_priority,
+            allow_mac_spoofing: if self.allow_mac_spoofing {
+                Some(true)
+            } else if self.no_allow_mac_spoofing {
+                Some(false)
+            } else {
+                None
+            },
             isolation: if self.open {
                 Some(Isolation::Open)
             } else {

@@ -63,6 +63,22 @@ impl Controller {
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", self.bin.display()))
     }
 
+    /// Starts `macvswitch args...` without waiting (output discarded).
+    pub fn spawn(&self, args: &[&str]) -> std::process::Child {
+        Command::new("ip")
+            .args(["netns", "exec", &self.netns])
+            .arg(&self.bin)
+            .arg("--state-dir")
+            .arg(&self.state_dir)
+            .arg("--bpffs")
+            .arg(&self.bpffs)
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", self.bin.display()))
+    }
+
     /// Runs and asserts success; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);

@@ -119,7 +119,7 @@ impl Config {
                 native_tagged: endpoint.native_tagged.then_some(true),
                 tunnel: endpoint.tunnel,
                 tunnel_cvlans: endpoint.tunnel_cvlans.clone(),
-                untagged: false,
+                ..PortOptions::default()
             };
             let kinds = [
                 endpoint.vlan.is_some(),

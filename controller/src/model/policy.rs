@@ -275,6 +275,10 @@ pub struct PortOptions {
     pub tunnel_cvlans: Option<VidList>,
     /// `set` only: make the port untagged.
     pub untagged: bool,
+    /// `set` only: the trunk drops its native VLAN.
+    pub no_native: bool,
+    /// `set` only: the tunnel carries every customer VLAN again.
+    pub all_cvlans: bool,
 }
 
 impl PortOptions {
@@ -286,27 +290,84 @@ impl PortOptions {
         Ok(port)
     }
 
-    /// The port's new VLANs: from scratch when a port kind is given (or on
-    /// `add`, where `current` is untagged), else modifying `current`.
+    /// The port's new VLANs: `current` with exactly the given options
+    /// changed. A new port kind starts from scratch (on `add`, `current` is
+    /// untagged); the same kind keeps what no option names: `--trunk` on a
+    /// trunk keeps its native VLAN, `--tunnel` on a tunnel its customer
+    /// VLANs.
     pub fn resolve(&self, current: &PortVlans) -> Result<PortVlans> {
-        let mut port = if let Some(vlan) = self.vlan {
-            PortVlans::Access { vlan }
-        } else if let Some(vlans) = &self.trunk {
-            PortVlans::Trunk {
-                vlans: vlans.clone(),
-                native: None,
-                native_tagged: false,
-            }
-        } else if let Some(svlan) = self.tunnel {
-            PortVlans::Tunnel {
-                svlan,
-                cvlans: None,
-            }
-        } else if self.untagged {
-            PortVlans::Untagged
-        } else {
-            current.clone()
+        let mut port = match (self.vlan, &self.trunk, self.tunnel) {
+            (Some(vlan), _, _) => PortVlans::Access { vlan },
+            (_, Some(vlans), _) => match current {
+                PortVlans::Trunk {
+                    native,
+                    native_tagged,
+                    ..
+                } => PortVlans::Trunk {
+                    vlans: vlans.clone(),
+                    native: *native,
+                    native_tagged: *native_tagged,
+                },
+                _ => PortVlans::Trunk {
+                    vlans: vlans.clone(),
+                    native: None,
+                    native_tagged: false,
+                },
+            },
+            (_, _, Some(svlan)) => match current {
+                PortVlans::Tunnel { cvlans, .. } => PortVlans::Tunnel {
+                    svlan,
+                    cvlans: cvlans.clone(),
+                },
+                _ => PortVlans::Tunnel {
+                    svlan,
+                    cvlans: None,
+                },
+            },
+            _ if self.untagged => PortVlans::Untagged,
+            _ => current.clone(),
         };
+        match &mut port {
+            PortVlans::Trunk {
+                native,
+                native_tagged,
+                ..
+            } if self.no_native => {
+                if self.native.is_some() || self.native_tagged.is_some() {
+                    return Err(Error::invalid(
+                        "--no-native",
+                        "",
+                        "cannot be given with --native, --native-tagged or --native-untagged",
+                    ));
+                }
+                *native = None;
+                *native_tagged = false;
+            }
+            _ if self.no_native => {
+                return Err(Error::invalid("--no-native", "", "needs a trunk port"));
+            }
+            _ => {}
+        }
+        match &mut port {
+            PortVlans::Tunnel { cvlans, .. } if self.all_cvlans => {
+                if self.tunnel_cvlans.is_some() {
+                    return Err(Error::invalid(
+                        "--all-cvlans",
+                        "",
+                        "cannot be given with --tunnel-cvlans",
+                    ));
+                }
+                *cvlans = None;
+            }
+            _ if self.all_cvlans => {
+                return Err(Error::invalid(
+                    "--all-cvlans",
+                    "",
+                    "needs a tunnel port (--tunnel SVID)",
+                ));
+            }
+            _ => {}
+        }
         match &mut port {
             PortVlans::Trunk {
                 native,
@@ -442,6 +503,65 @@ mod tests {
                 ..
             }
         ));
+        // `set --trunk` on a trunk keeps its native VLAN and its tagging;
+        // `--no-native` drops them.
+        let relisted = PortOptions {
+            trunk: Some("10,30".parse().unwrap()),
+            ..PortOptions::default()
+        }
+        .resolve(&tagged)
+        .unwrap();
+        assert_eq!(
+            relisted,
+            PortVlans::Trunk {
+                vlans: "10,30".parse().unwrap(),
+                native: Vid::new(30),
+                native_tagged: true,
+            }
+        );
+        let no_native = PortOptions {
+            no_native: true,
+            ..PortOptions::default()
+        }
+        .resolve(&relisted)
+        .unwrap();
+        assert!(matches!(
+            no_native,
+            PortVlans::Trunk {
+                native: None,
+                native_tagged: false,
+                ..
+            }
+        ));
+        // `set --tunnel` on a tunnel keeps its customer VLANs;
+        // `--all-cvlans` lets every one through again.
+        let tunnel = PortOptions {
+            tunnel: Vid::new(300),
+            tunnel_cvlans: Some("7,8".parse().unwrap()),
+            ..PortOptions::default()
+        }
+        .resolve(&PortVlans::Untagged)
+        .unwrap();
+        let moved = PortOptions {
+            tunnel: Vid::new(301),
+            ..PortOptions::default()
+        }
+        .resolve(&tunnel)
+        .unwrap();
+        assert_eq!(
+            moved,
+            PortVlans::Tunnel {
+                svlan: Vid::new(301).unwrap(),
+                cvlans: Some("7,8".parse().unwrap()),
+            }
+        );
+        let all = PortOptions {
+            all_cvlans: true,
+            ..PortOptions::default()
+        }
+        .resolve(&moved)
+        .unwrap();
+        assert!(matches!(all, PortVlans::Tunnel { cvlans: None, .. }));
         // A new kind starts from scratch.
         let access = PortOptions {
             vlan: Vid::new(5),
@@ -458,6 +578,14 @@ mod tests {
         for bad in [
             PortOptions {
                 native: Vid::new(3),
+                ..PortOptions::default()
+            },
+            PortOptions {
+                no_native: true,
+                ..PortOptions::default()
+            },
+            PortOptions {
+                all_cvlans: true,
                 ..PortOptions::default()
             },
             PortOptions {

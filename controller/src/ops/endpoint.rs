@@ -125,11 +125,12 @@ impl Session<'_> {
             updated.isolation = isolation.clone();
         }
         // A port that stops pushing tags drops a stale --priority.
-        updated.priority = request
-            .priority
-            .or(record.priority)
-            .filter(|_| vlans.pushes_tags());
+        let kept = record.priority.filter(|_| !request.clear_priority);
+        updated.priority = request.priority.or(kept).filter(|_| vlans.pushes_tags());
         updated.vlans = vlans;
+        if let Some(allow) = request.allow_mac_spoofing {
+            updated.allow_mac_spoofing = allow;
+        }
         self.update_in_place(&record, updated).await
     }
 

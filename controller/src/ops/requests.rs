@@ -15,7 +15,10 @@ pub struct SetRequest {
     pub name: IfName,
     pub port: PortOptions,
     pub priority: Option<Pcp>,
+    /// Back to the guest's own priority (`--no-priority`).
+    pub clear_priority: bool,
     pub isolation: Option<Isolation>,
+    pub allow_mac_spoofing: Option<bool>,
 }
 
 /// `uplink set DEV ...`.

@@ -18,4 +18,5 @@ mod isolation;
 mod lifecycle;
 mod packaging;
 mod port;
+mod readme;
 mod relay;

@@ -283,3 +283,78 @@ fn under_ip_netns_exec_the_default_bpffs_is_refused_with_advice_that_works() {
     assert!(!h.bpffs.path().starts_with("/sys"));
     h.add("ep0", &[]);
 }
+
+/// `endpoint set` changes exactly what it is given: a new trunk list keeps
+/// the native VLAN, its tagging, the priority, the isolation and the
+/// spoofing setting; each has its own way back to the default.
+#[test]
+fn set_changes_only_what_it_is_given_and_each_setting_has_a_way_back() {
+    require_root!();
+    let h = Harness::new();
+    h.add(
+        "ep0",
+        &[
+            "--trunk",
+            "10,20,100-199",
+            "--native",
+            "10",
+            "--native-tagged",
+            "--priority",
+            "3",
+            "--isolated",
+            "--allow-mac-spoofing",
+        ],
+    );
+    h.ctl.ok(&[
+        "endpoint",
+        "set",
+        "ep0",
+        "--trunk",
+        "10,30",
+        "--priority",
+        "5",
+    ]);
+    let v = h.show("ep0").raw;
+    assert_eq!(v["trunk"], "10,30", "{v}");
+    assert_eq!(v["native"], 10, "{v}");
+    assert_eq!(v["native_tagged"], true, "{v}");
+    assert_eq!(v["priority"], 5, "{v}");
+    assert_eq!(v["isolated"], true, "{v}");
+    assert_eq!(v["allow_mac_spoofing"], true, "{v}");
+
+    h.ctl.ok(&["endpoint", "set", "ep0", "--trunk", "10,40"]);
+    assert_eq!(h.show("ep0").raw["priority"], 5, "priority kept");
+
+    h.ctl.ok(&[
+        "endpoint",
+        "set",
+        "ep0",
+        "--no-native",
+        "--no-priority",
+        "--no-allow-mac-spoofing",
+        "--open",
+    ]);
+    let v = h.show("ep0").raw;
+    assert_eq!(v["trunk"], "10,40", "{v}");
+    assert!(v["native"].is_null(), "{v}");
+    assert_eq!(v["native_tagged"], false, "{v}");
+    assert!(v["priority"].is_null(), "{v}");
+    assert_eq!(v["isolation"], "open", "{v}");
+    assert_eq!(v["allow_mac_spoofing"], false, "{v}");
+
+    // A tunnel keeps its customer VLANs when it moves to another S-VLAN.
+    h.add("ep1", &["--tunnel", "300", "--tunnel-cvlans", "7,8"]);
+    h.ctl.ok(&["endpoint", "set", "ep1", "--tunnel", "301"]);
+    let v = h.show("ep1").raw;
+    assert_eq!(
+        (v["tunnel"].clone(), v["tunnel_cvlans"].clone()),
+        (301.into(), "7-8".into()),
+        "{v}"
+    );
+    h.ctl.ok(&["endpoint", "set", "ep1", "--all-cvlans"]);
+    assert!(h.show("ep1").raw["tunnel_cvlans"].is_null());
+
+    // The set-only ways back refuse a port they do not fit, in one line.
+    let out = h.ctl.run(&["endpoint", "set", "ep1", "--no-native"]);
+    macvswitch_tests::expect::assert_refused(&out, "--no-native");
+}
