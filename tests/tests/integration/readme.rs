@@ -194,27 +194,23 @@ fn every_readme_example_runs_as_written() {
 
 /// Endpoints the block's commands name but do not add.
 fn used_not_added(lines: &[String]) -> Vec<String> {
-    let mut used = Vec::new();
-    let mut added = Vec::new();
+    let mut used: Vec<String> = Vec::new();
+    let mut added: Vec<String> = Vec::new();
     for line in lines {
         let words: Vec<&str> = line.split_whitespace().collect();
         for (i, pair) in words.windows(2).enumerate() {
-            match pair {
-                ["add", name] if i > 0 && words[i - 1] == "endpoint" => {
-                    added.push(name.to_string())
-                }
-                [
-                    "exec" | "libvirt-xml" | "set" | "show" | "del" | "stats",
-                    name,
-                ] if !name.starts_with('-')
-                    && !["eth0", "--"].contains(name)
-                    && !(pair[0] == "set" && words.get(i.wrapping_sub(1)) == Some(&"uplink")) =>
-                {
-                    if !added.iter().any(|a| a == name) && !used.iter().any(|u| u == name) {
-                        used.push(name.to_string());
-                    }
-                }
-                _ => {}
+            let before = i.checked_sub(1).map(|at| words[at]);
+            let (verb, name) = (pair[0], pair[1]);
+            if verb == "add" && before == Some("endpoint") {
+                added.push(name.to_string());
+                continue;
+            }
+            let names_endpoint = ["exec", "libvirt-xml", "set", "show", "del", "stats"]
+                .contains(&verb)
+                && !(verb == "set" && before == Some("uplink"))
+                && !name.starts_with('-');
+            if names_endpoint && !added.iter().chain(&used).any(|known| known == name) {
+                used.push(name.to_string());
             }
         }
     }
