@@ -168,6 +168,12 @@ impl Guest {
         })
     }
 
+    /// QEMU's process id (`ip netns exec` and `macvswitch exec` exec it in
+    /// place, so it is the process started).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Waits until the guest takes commands; how long it took since start.
     pub fn wait_ready(&mut self, limit: Duration) -> Result<Duration> {
         let deadline = self.started + limit;
