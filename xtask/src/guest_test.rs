@@ -88,7 +88,13 @@ pub fn guest_test(ws: &Workspace, opts: &Options) -> Result<bool> {
     };
     let outcome = cases::run(&lab, &kit, opts.quick);
     let cleaned = lab.cleanup();
-    let results = outcome?;
+    let results = match outcome {
+        Ok(results) => results,
+        Err(e) => {
+            println!("guest-test: no case ran: the guests did not come up (cleaned up)");
+            return Err(e);
+        }
+    };
     cleaned?;
 
     let passed = results.iter().filter(|r| r.passed).count();

@@ -178,7 +178,7 @@ impl Guest {
     pub fn wait_ready(&mut self, limit: Duration) -> Result<Duration> {
         let deadline = self.started + limit;
         loop {
-            let line = self.next_line(deadline, "boot")?;
+            let line = self.next_line(deadline, "the end of its boot")?;
             if line.starts_with(READY) {
                 return Ok(self.started.elapsed());
             }
@@ -200,7 +200,7 @@ impl Guest {
         let deadline = Instant::now() + limit;
         let mut output = Vec::new();
         loop {
-            let l = self.next_line(deadline, line)?;
+            let l = self.next_line(deadline, &format!("`{line}` to finish"))?;
             if let Some(rc) = l.strip_prefix(&tag).and_then(|r| r.trim().parse().ok()) {
                 return Ok(Ran { rc, output });
             }
@@ -236,6 +236,8 @@ impl Guest {
         // Drop kills it.
     }
 
+    /// The next console line; an error (naming what it was `waiting_for`)
+    /// at `deadline` or when QEMU is gone.
     fn next_line(&mut self, deadline: Instant, waiting_for: &str) -> Result<String> {
         let left = deadline.saturating_duration_since(Instant::now());
         match self.lines.recv_timeout(left) {
@@ -247,14 +249,14 @@ impl Guest {
                 Ok(line)
             }
             Err(RecvTimeoutError::Timeout) => bail!(
-                "{}: no answer to `{waiting_for}` in time{}",
+                "{}: timed out waiting for {waiting_for}{}",
                 self.name,
                 self.context()
             ),
             Err(RecvTimeoutError::Disconnected) => {
                 let status = self.child.wait().map(|s| s.to_string());
                 bail!(
-                    "{}: QEMU exited ({}) while waiting for `{waiting_for}`{}",
+                    "{}: QEMU exited ({}) while waiting for {waiting_for}{}",
                     self.name,
                     status.unwrap_or_else(|e| e.to_string()),
                     self.context()
