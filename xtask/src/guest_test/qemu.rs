@@ -315,3 +315,67 @@ fn printable(line: &str) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use super::{Nic, Spec, args, printable};
+    use crate::guest_test::kernels::Kernel;
+
+    fn netdev_and_device(nic: Nic) -> (String, String) {
+        let kernel = Kernel {
+            package: "linux-image-x-cloud-amd64".into(),
+            release: "x".into(),
+            vmlinuz: PathBuf::from("/k/vmlinuz"),
+            modules: PathBuf::from("/k/modules"),
+        };
+        let spec = Spec {
+            name: "g",
+            kernel: &kernel,
+            initramfs: Path::new("/k/initrd"),
+            memory_mib: 256,
+            smp: 1,
+            nic,
+            log: Path::new("/dev/null"),
+            echo: false,
+        };
+        let a = args(&spec);
+        assert_eq!(a[0], "qemu-system-x86_64");
+        assert!(a.windows(2).any(|w| w == ["-accel", "tcg"]));
+        let after = |flag: &str| {
+            let i = a.iter().position(|x| x == flag).expect(flag);
+            a[i + 1].clone()
+        };
+        (after("-netdev"), after("-device"))
+    }
+
+    #[test]
+    fn nics_are_handed_over_as_libvirt_does() {
+        let mac = "52:54:00:00:00:01";
+        assert_eq!(
+            netdev_and_device(Nic::Endpoint { mac, queues: 1 }),
+            (
+                "tap,id=n0,fd=3,vhost=off".into(),
+                format!("virtio-net-pci,netdev=n0,mac={mac},romfile=")
+            )
+        );
+        assert_eq!(
+            netdev_and_device(Nic::Endpoint { mac, queues: 2 }),
+            (
+                "tap,id=n0,fds=3:4,vhost=off".into(),
+                format!("virtio-net-pci,netdev=n0,mac={mac},mq=on,vectors=6,romfile=")
+            )
+        );
+        let (netdev, _) = netdev_and_device(Nic::Tap { ifname: "t0", mac });
+        assert_eq!(
+            netdev,
+            "tap,id=n0,ifname=t0,script=no,downscript=no,vhost=off"
+        );
+    }
+
+    #[test]
+    fn control_sequences_are_dropped() {
+        assert_eq!(printable("\x1bc\x1b[2Jguest: ready\r"), "guest: ready");
+    }
+}
