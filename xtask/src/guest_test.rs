@@ -98,13 +98,23 @@ pub fn guest_test(ws: &Workspace, opts: &Options) -> Result<bool> {
     cleaned?;
 
     let passed = results.iter().filter(|r| r.passed).count();
-    let failed = results.len() - passed;
+    let failed: Vec<&str> = results
+        .iter()
+        .filter(|r| !r.passed)
+        .map(|r| r.name)
+        .collect();
+    let which = if failed.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", failed.join(", "))
+    };
     println!(
-        "guest-test: {passed} passed, {failed} failed in {:.0} s ({})",
+        "guest-test: {passed} passed, {} failed{which} in {:.0} s ({})",
+        failed.len(),
         start.elapsed().as_secs_f64(),
         kernel.release
     );
-    Ok(failed == 0)
+    Ok(failed.is_empty())
 }
 
 /// The guests' `/init`: load the modules, wait for eth0, then run each

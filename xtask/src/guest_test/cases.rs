@@ -1,11 +1,11 @@
 //! The guests, their addresses, and the cases run against them.
 //!
 //! ```text
-//!  host namespace                                  wire namespace
-//!  g1 (VLAN 10) ─┐                                 ┌─ wtap0 ── peer: eth0.10 (802.1Q)
-//!  g2 (VLAN 10) ─┼─ lower0 ══ veth, the trunk ══ sw0 ─┤ br0
-//!  g3 (VLAN 20) ─┤                                 
-//!  host0 (host port, VLAN 10)
+//!  host namespace                                 wire namespace
+//!  g1 (VLAN 10) ───┐
+//!  g2 (VLAN 10) ───┤
+//!  g3 (VLAN 20) ───┼── lower0 ══ veth, the trunk ══ sw0 ── br0 ── wtap0 ── peer guest
+//!  host0 (VLAN 10) ┘                                                  (eth0.10, 802.1Q)
 //! ```
 //!
 //! All addresses are in one subnet (192.0.2.0/24, 2001:db8:10::/64), so
@@ -31,8 +31,9 @@ pub struct Kit<'a> {
     pub echo: bool,
 }
 
-/// One case's line of the report.
+/// How a case went.
 pub struct CaseResult {
+    pub name: &'static str,
     pub passed: bool,
 }
 
@@ -83,6 +84,21 @@ struct World<'a> {
     lab: &'a Lab,
 }
 
+impl Kit<'_> {
+    fn spec<'a>(&'a self, name: &'a str, smp: u32, nic: Nic<'a>) -> qemu::Spec<'a> {
+        qemu::Spec {
+            name,
+            kernel: self.kernel,
+            initramfs: self.initramfs,
+            memory_mib: self.memory_mib,
+            smp,
+            nic,
+            log: self.logs.join(format!("{name}.log")),
+            echo: self.echo,
+        }
+    }
+}
+
 impl World<'_> {
     fn guest(&mut self, name: &str) -> &mut Guest {
         self.guests
@@ -96,7 +112,7 @@ impl World<'_> {
 pub fn run(lab: &Lab, kit: &Kit, quick: bool) -> Result<Vec<CaseResult>> {
     let mut world = start(lab, kit, quick)?;
     type Case = fn(&mut World) -> Result<String>;
-    let mut cases: Vec<(&str, Case)> = vec![("same-vlan", same_vlan)];
+    let mut cases: Vec<(&'static str, Case)> = vec![("same-vlan", same_vlan)];
     if !quick {
         cases.extend([
             ("other-vlan", other_vlan as Case),
@@ -116,6 +132,7 @@ pub fn run(lab: &Lab, kit: &Kit, quick: bool) -> Result<Vec<CaseResult>> {
             Err(e) => println!("guest-test: FAIL {name:<11} {e:#} ({secs:.0} s)"),
         }
         results.push(CaseResult {
+            name,
             passed: outcome.is_ok(),
         });
     }
@@ -144,20 +161,11 @@ fn start<'a>(lab: &'a Lab, kit: &Kit, quick: bool) -> Result<World<'a>> {
     for (m, vlan, queues, smp) in &plan {
         lab.macvswitch(&["endpoint", "add", m.name, "--lower", LOWER, "--vlan", vlan])?;
         let mac = lab.endpoint_mac(m.name)?;
-        let log = kit.logs.join(format!("{}.log", m.name));
-        let spec = qemu::Spec {
-            name: m.name,
-            kernel: kit.kernel,
-            initramfs: kit.initramfs,
-            memory_mib: kit.memory_mib,
-            smp: *smp,
-            nic: Nic::Endpoint {
-                mac: &mac,
-                queues: *queues,
-            },
-            log: &log,
-            echo: kit.echo,
+        let nic = Nic::Endpoint {
+            mac: &mac,
+            queues: *queues,
         };
+        let spec = kit.spec(m.name, *smp, nic);
         let queues = queues.to_string();
         let mut cmd = lab.controller(&["exec", m.name, "--queues", &queues, "--"]);
         cmd.args(qemu::args(&spec));
@@ -168,20 +176,11 @@ fn start<'a>(lab: &'a Lab, kit: &Kit, quick: bool) -> Result<World<'a>> {
         world.guests.push(Guest::start(cmd, &spec)?);
     }
     if !quick {
-        let log = kit.logs.join(format!("{}.log", PEER.name));
-        let spec = qemu::Spec {
-            name: PEER.name,
-            kernel: kit.kernel,
-            initramfs: kit.initramfs,
-            memory_mib: kit.memory_mib,
-            smp: 1,
-            nic: Nic::Tap {
-                ifname: WIRE_TAP,
-                mac: PEER_MAC,
-            },
-            log: &log,
-            echo: kit.echo,
+        let nic = Nic::Tap {
+            ifname: WIRE_TAP,
+            mac: PEER_MAC,
         };
+        let spec = kit.spec(PEER.name, 1, nic);
         let mut cmd = lab.in_wire(&[]);
         cmd.args(qemu::args(&spec));
         println!("==> guest-test: peer on the wire side, tagging VLAN {ACCESS_VLAN} itself");
@@ -223,11 +222,22 @@ fn addresses(dev: &str, m: &Member) -> String {
     )
 }
 
-/// Replies to a bounded ping: (sent, received).
-fn ping(g: &mut Guest, to: &str, prefix: &str, count: u32) -> Result<(u32, u32)> {
+/// A ping that should be answered: 3 echo requests within 10 s.
+const ANSWERED: (u32, u32) = (3, 10);
+/// A ping that should not be: 2 requests, 4 s (answers on this path take
+/// milliseconds, tens of them at most under TCG).
+const UNANSWERED: (u32, u32) = (2, 4);
+
+/// Replies to a bounded ping of `(count, deadline)`: (sent, received).
+fn ping(
+    g: &mut Guest,
+    to: &str,
+    prefix: &str,
+    (count, deadline): (u32, u32),
+) -> Result<(u32, u32)> {
     let out = g
         .run(
-            &format!("{prefix}ping -c {count} -W 2 -w {} {to}", 2 * count + 4),
+            &format!("{prefix}ping -c {count} -W 2 -w {deadline} {to}"),
             COMMAND,
         )?
         .output;
@@ -249,7 +259,7 @@ fn reaches(w: &mut World, from: &str, to: &str, what: &str) -> Result<String> {
 }
 
 fn reaches_with(w: &mut World, from: &str, to: &str, what: &str, prefix: &str) -> Result<String> {
-    let (sent, got) = ping(w.guest(from), to, prefix, 3)?;
+    let (sent, got) = ping(w.guest(from), to, prefix, ANSWERED)?;
     if got == 0 {
         bail!("{from} gets no reply from {to} ({what}, {sent} sent)");
     }
@@ -258,7 +268,7 @@ fn reaches_with(w: &mut World, from: &str, to: &str, what: &str, prefix: &str) -
 
 /// `from` does not reach `to` (no reply at all).
 fn blocked(w: &mut World, from: &str, to: &str) -> Result<()> {
-    let (sent, got) = ping(w.guest(from), to, "", 2)?;
+    let (sent, got) = ping(w.guest(from), to, "", UNANSWERED)?;
     if got != 0 {
         bail!("{from} reaches {to}: {got} of {sent} replies");
     }
@@ -444,10 +454,12 @@ fn host_port(w: &mut World) -> Result<String> {
         "--address",
         HOST_PORT_ADDRESS,
     ])?;
+    let (count, deadline) = (ANSWERED.0.to_string(), ANSWERED.1.to_string());
     let mut cmd = w
         .lab
-        .in_host(&["ping", "-c", "3", "-W", "2", "-w", "10", G1.v4]);
+        .in_host(&["ping", "-c", &count, "-W", "2", "-w", &deadline, G1.v4]);
     let out = cmd
+        .stdin(std::process::Stdio::null())
         .output()
         .with_context(|| format!("cannot run {}", crate::run::show(&cmd)))?;
     let text = String::from_utf8_lossy(&out.stdout);
@@ -457,12 +469,9 @@ fn host_port(w: &mut World) -> Result<String> {
         bail!("the host port {HOST_PORT} gets no reply from g1 ({sent} sent)");
     }
     // The guest's side of the same path.
-    let (_, back) = ping(w.guest(G1.name), HOST_PORT_IP, "", 3)?;
-    if back == 0 {
-        bail!("g1 gets no reply from the host port");
-    }
+    let back = reaches(w, G1.name, HOST_PORT_IP, "IPv4")?;
     Ok(format!(
-        "the host port {HOST_PORT} ({HOST_PORT_ADDRESS}, VLAN {ACCESS_VLAN}) pings g1: IPv4 {got}/{sent}; g1 pings it back"
+        "the host port {HOST_PORT} ({HOST_PORT_ADDRESS}, VLAN {ACCESS_VLAN}) pings g1: IPv4 {got}/{sent}; g1 pings it back: {back}"
     ))
 }
 

@@ -42,7 +42,7 @@ pub struct Spec<'a> {
     pub smp: u32,
     pub nic: Nic<'a>,
     /// Every console line goes here.
-    pub log: &'a Path,
+    pub log: PathBuf,
     /// Print console lines as they come, prefixed with the guest's name.
     pub echo: bool,
 }
@@ -131,7 +131,7 @@ impl Guest {
                 Ok(())
             });
         }
-        let mut log = File::create(spec.log)
+        let mut log = File::create(&spec.log)
             .with_context(|| format!("cannot create {}", spec.log.display()))?;
         let _ = writeln!(log, "$ {}", crate::run::show(&cmd));
         let mut child = cmd
@@ -162,7 +162,7 @@ impl Guest {
             stdin,
             lines,
             tail: VecDeque::new(),
-            log: spec.log.to_path_buf(),
+            log: spec.log.clone(),
             started: Instant::now(),
             seq: 0,
         })
@@ -337,7 +337,7 @@ mod tests {
             memory_mib: 256,
             smp: 1,
             nic,
-            log: Path::new("/dev/null"),
+            log: PathBuf::from("/dev/null"),
             echo: false,
         };
         let a = args(&spec);
