@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use super::kernels::Kernel;
-use super::lab::{LOWER, Lab, WIRE_TAP};
+use super::lab::{LOWER, Lab, WIRE_TAP, bounded};
 use super::qemu::{self, Guest, Nic};
 
 /// What every guest boots and where its console log goes.
@@ -458,10 +458,7 @@ fn host_port(w: &mut World) -> Result<String> {
     let mut cmd = w
         .lab
         .in_host(&["ping", "-c", &count, "-W", "2", "-w", &deadline, G1.v4]);
-    let out = cmd
-        .stdin(std::process::Stdio::null())
-        .output()
-        .with_context(|| format!("cannot run {}", crate::run::show(&cmd)))?;
+    let out = bounded(&mut cmd, COMMAND)?;
     let text = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<String> = text.lines().map(str::to_string).collect();
     let (sent, got) = counts(&lines).context("host ping printed no summary")?;

@@ -12,7 +12,9 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
@@ -24,6 +26,9 @@ const PREFIX: &str = "msw-gt-";
 pub const LOWER: &str = "lower0";
 /// The wire peer's tap, on the bridge in the wire namespace.
 pub const WIRE_TAP: &str = "wtap0";
+/// Limit for one `ip`, `mount` or `macvswitch` command (they take well
+/// under a second; the controller's attach waits for RCU at most).
+const COMMAND: Duration = Duration::from_secs(60);
 
 /// Everything a run makes; [`Lab::cleanup`] (or `Drop`, on error and
 /// panic) removes what was made, in reverse order, past failures.
@@ -128,11 +133,7 @@ impl Lab {
     /// Runs `macvswitch ARGS`; its standard output, or an error with its
     /// standard error.
     pub fn macvswitch(&self, args: &[&str]) -> Result<String> {
-        let mut cmd = self.controller(args);
-        let out = cmd
-            .stdin(Stdio::null())
-            .output()
-            .with_context(|| format!("cannot run {}", run::show(&cmd)))?;
+        let out = bounded(&mut self.controller(args), COMMAND)?;
         if !out.status.success() {
             bail!(
                 "`macvswitch {}` failed ({}): {}",
@@ -229,12 +230,54 @@ impl Drop for Lab {
     }
 }
 
+/// Runs `cmd` with its output captured, killed after `limit`.
+pub fn bounded(cmd: &mut Command, limit: Duration) -> Result<Output> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot run {}", run::show(cmd)))?;
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!(
+                "`{}` did not finish in {} s",
+                run::show(cmd),
+                limit.as_secs()
+            );
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    Ok(Output {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    })
+}
+
+/// Reads a child's pipe to its end in a thread of its own, so that a full
+/// pipe never blocks the child while we wait for it.
+fn drain<R: std::io::Read + Send + 'static>(pipe: Option<R>) -> thread::JoinHandle<Vec<u8>> {
+    thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(mut p) = pipe {
+            let _ = p.read_to_end(&mut buf);
+        }
+        buf
+    })
+}
+
 /// Runs `cmd`; an error carrying its standard error if it fails.
 fn quiet(cmd: &mut Command) -> Result<()> {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("cannot run {}", run::show(cmd)))?;
+    let out = bounded(cmd, COMMAND)?;
     if !out.status.success() {
         bail!(
             "`{}` failed ({}): {}",
