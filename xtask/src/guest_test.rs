@@ -145,3 +145,18 @@ poweroff -f
         ready = qemu::READY,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{init_script, qemu::READY};
+
+    #[test]
+    fn init_loads_the_modules_in_order_then_takes_commands() {
+        let init = init_script("virtio_pci\nvirtio_net\n8021q\n");
+        assert!(init.starts_with("#!/bin/busybox sh\n"));
+        assert!(init.contains("for m in virtio_pci virtio_net 8021q; do"));
+        let ready = init.find(READY).expect("the ready line");
+        let eval = init.find("eval \"$line\"").expect("the command loop");
+        assert!(init.find("insmod").expect("insmod") < ready && ready < eval);
+    }
+}

@@ -222,22 +222,39 @@ fn addresses(dev: &str, m: &Member) -> String {
     )
 }
 
-/// A ping that should be answered: 3 echo requests within 10 s.
-const ANSWERED: (u32, u32) = (3, 10);
-/// A ping that should not be: 2 requests, 4 s (answers on this path take
-/// milliseconds, tens of them at most under TCG).
-const UNANSWERED: (u32, u32) = (2, 4);
+/// How long a ping goes on: echo requests, seconds to wait for a reply
+/// after the last one (`-W`), seconds in all (`-w`).
+struct Bounds {
+    count: u32,
+    wait: u32,
+    deadline: u32,
+}
 
-/// Replies to a bounded ping of `(count, deadline)`: (sent, received).
-fn ping(
-    g: &mut Guest,
-    to: &str,
-    prefix: &str,
-    (count, deadline): (u32, u32),
-) -> Result<(u32, u32)> {
+/// A ping that should be answered.
+const ANSWERED: Bounds = Bounds {
+    count: 3,
+    wait: 2,
+    deadline: 10,
+};
+/// A ping that should not be: answers on these paths take milliseconds
+/// (tens of them under TCG), so a second of silence after the last
+/// request says enough.
+const UNANSWERED: Bounds = Bounds {
+    count: 2,
+    wait: 1,
+    deadline: 4,
+};
+
+/// Replies to a bounded ping: (sent, received).
+fn ping(g: &mut Guest, to: &str, prefix: &str, b: Bounds) -> Result<(u32, u32)> {
+    let Bounds {
+        count,
+        wait,
+        deadline,
+    } = b;
     let out = g
         .run(
-            &format!("{prefix}ping -c {count} -W 2 -w {deadline} {to}"),
+            &format!("{prefix}ping -c {count} -W {wait} -w {deadline} {to}"),
             COMMAND,
         )?
         .output;
@@ -454,10 +471,11 @@ fn host_port(w: &mut World) -> Result<String> {
         "--address",
         HOST_PORT_ADDRESS,
     ])?;
-    let (count, deadline) = (ANSWERED.0.to_string(), ANSWERED.1.to_string());
+    let [count, wait, deadline] =
+        [ANSWERED.count, ANSWERED.wait, ANSWERED.deadline].map(|n| n.to_string());
     let mut cmd = w
         .lab
-        .in_host(&["ping", "-c", &count, "-W", "2", "-w", &deadline, G1.v4]);
+        .in_host(&["ping", "-c", &count, "-W", &wait, "-w", &deadline, G1.v4]);
     let out = bounded(&mut cmd, COMMAND)?;
     let text = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<String> = text.lines().map(str::to_string).collect();
