@@ -51,7 +51,19 @@ pub const SCRIPT: &str = "run.sh";
 
 /// Writes the initramfs for `kernel` to `out`.
 pub fn build(kernel: &Kernel, out: &Path) -> Result<()> {
-    let modules = resolve(kernel)?;
+    build_with(kernel, out, MODULES, init_script)
+}
+
+/// Writes an initramfs for `kernel` to `out`: busybox, `modules` with their
+/// dependencies (built-in ones left out), and as `/init` what `init` makes
+/// of their load order (one name a line).
+pub fn build_with(
+    kernel: &Kernel,
+    out: &Path,
+    modules: &[&str],
+    init: impl FnOnce(&str) -> String,
+) -> Result<()> {
+    let modules = resolve(kernel, modules)?;
     let mut cpio = Cpio::default();
     for d in ["bin", "dev", "proc", "sys", "newroot", "lib", "lib/modules"] {
         cpio.dir(d);
@@ -65,7 +77,7 @@ pub fn build(kernel: &Kernel, out: &Path) -> Result<()> {
         cpio.file(&format!("lib/modules/{}.ko", m.name), 0o644, &m.bytes);
         order.push_str(&format!("{}\n", m.name));
     }
-    cpio.file("init", 0o755, init_script(&order).as_bytes());
+    cpio.file("init", 0o755, init(&order).as_bytes());
     let tmp = out.with_extension("partial");
     fs::write(&tmp, cpio.finish()).with_context(|| format!("cannot write {}", tmp.display()))?;
     fs::rename(&tmp, out)?;
@@ -125,9 +137,9 @@ struct Module {
     bytes: Vec<u8>,
 }
 
-/// `MODULES` and what they depend on (from each module's `.modinfo`),
+/// `wanted` and what they depend on (from each module's `.modinfo`),
 /// decompressed, each after its dependencies; built-in ones left out.
-fn resolve(kernel: &Kernel) -> Result<Vec<Module>> {
+fn resolve(kernel: &Kernel, wanted: &[&str]) -> Result<Vec<Module>> {
     let builtin: HashSet<String> = fs::read_to_string(kernel.modules.join("modules.builtin"))
         .with_context(|| format!("{} has no modules.builtin", kernel.package))?
         .lines()
@@ -137,7 +149,7 @@ fn resolve(kernel: &Kernel) -> Result<Vec<Module>> {
     index(&kernel.modules.join("kernel"), &mut files)?;
     let mut out = Vec::new();
     let mut seen = HashSet::new();
-    for m in MODULES {
+    for m in wanted {
         add(m, &files, &builtin, &mut seen, &mut out, kernel)?;
     }
     Ok(out)
