@@ -12,18 +12,6 @@ mod cases;
 mod lab;
 mod qemu;
 
-// The VM matrix's kernel and initramfs kit: the very same source files as
-// `vm::kernels` and `vm::initramfs`, compiled here a second time because
-// vm.rs keeps them private and is being reworked on another branch right
-// now. Once vm.rs declares them `pub(crate)`, these four items become
-// `use crate::vm::{initramfs, kernels};` and the allowances go.
-#[allow(clippy::duplicate_mod, dead_code)] // dead: the parts only the matrix uses
-#[path = "vm/initramfs.rs"]
-mod initramfs;
-#[allow(clippy::duplicate_mod, dead_code)]
-#[path = "vm/kernels.rs"]
-mod kernels;
-
 use std::fs;
 use std::time::{Duration, Instant};
 
@@ -31,7 +19,8 @@ use anyhow::{Result, bail};
 
 use crate::run::{self, Workspace};
 use crate::setup;
-use kernels::{Apt, Pick, Source};
+use crate::vm::initramfs;
+use crate::vm::kernels::{Apt, Pick, Source};
 
 /// Debian packages the task needs on the host.
 const PACKAGES: &[(&str, &str)] = &[

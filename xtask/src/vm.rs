@@ -12,8 +12,9 @@
 //! `target/vm-cache/runs/ENTRY/`.
 
 mod guest;
-mod initramfs;
-mod kernels;
+/// The kernel and initramfs kit, shared with `guest_test`.
+pub(crate) mod initramfs;
+pub(crate) mod kernels;
 mod report;
 mod select;
 

@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use super::kernels::Kernel;
 use super::lab::{LOWER, Lab, WIRE_TAP, bounded};
 use super::qemu::{self, Guest, Nic};
+use crate::vm::kernels::Kernel;
 
 /// What every guest boots and where its console log goes.
 pub struct Kit<'a> {

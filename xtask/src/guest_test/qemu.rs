@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use super::kernels::Kernel;
+use crate::vm::kernels::Kernel;
 
 /// The line `/init` prints when the guest takes commands.
 pub const READY: &str = "guest: ready";
@@ -321,7 +321,7 @@ mod tests {
     use std::path::{Path, PathBuf};
 
     use super::{Nic, Spec, args, printable};
-    use crate::guest_test::kernels::Kernel;
+    use crate::vm::kernels::Kernel;
 
     fn netdev_and_device(nic: Nic) -> (String, String) {
         let kernel = Kernel {
