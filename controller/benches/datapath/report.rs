@@ -17,6 +17,24 @@ use crate::{
 pub const CHART: &str = "BENCHMARKS.svg";
 /// Target: ns per run of each program in situ, on the common paths.
 pub const INSITU_TARGET_NS: f64 = 50.0;
+
+/// Hand-written, not generated: what the tables below measure and how.
+const HOW_TO_READ: &str = "\
+How to read this:
+
+- Every figure is set against a baseline from the same run: throughput as the ratio to bare \
+macvtap in the same round (variants run back to back, their order rotating by round), ns as the \
+excess over an empty TC program. Read a median with its min–max: this 2-core machine is shared.
+- Variants: **bare** `ip link add … type macvtap mode bridge`; **empty programs** bare with an \
+empty TC program on the hooks macvswitch uses on that path (the ceiling of any TC program); \
+**macvswitch** access ports on VLAN 10 (VEPA rows: VEPA with relay emulation, against bare bridge \
+mode); **bridge** a Linux bridge with two taps. Frames of 60 and 1514 B as the guest sees them.
+- Taps are used as QEMU uses them (virtio-net header, `TUNSETSNDBUF` INT_MAX); readers spin; \
+wire→guest frames carry their tag in skb metadata, as a NIC delivers them.
+- ns come from the kernel: BPF_PROG_TEST_RUN per program (fresh skb per call, or a loop), and \
+run-time statistics while traffic flows (in situ), whose empty-program floor is the statistics' \
+own clock reads.
+";
 /// Target: ns per frame over the empty program, every program.
 pub const PROG_TARGET_NS: f64 = 40.0;
 /// "Flat": the cost at the most entries is within this of the least, in ns
@@ -106,7 +124,6 @@ impl Results {
         self.scale_section(&mut s);
         self.throughput(&mut s);
         self.create_section(&mut s);
-        self.method(&mut s);
         s
     }
 
@@ -138,16 +155,7 @@ impl Results {
             m.load,
             self.load_after
         );
-        let _ = writeln!(
-            s,
-            "How to read this: every throughput figure is a ratio against bare macvtap \
-             measured in the same rounds (the variants run back to back, in an order that \
-             rotates by round); read a ratio as its median with the min–max of its rounds \
-             beside it, since this 2-core machine is shared and single runs swing. The chart \
-             ([{CHART}]({CHART})) shows each row against bare macvtap (100 %) and against the \
-             Linux bridge. ns figures come from the kernel's own accounting: BPF_PROG_TEST_RUN \
-             for the per-program table, run-time statistics while traffic flows for in situ.\n"
-        );
+        let _ = writeln!(s, "{HOW_TO_READ}");
     }
 
     fn targets(&self, s: &mut String) {
@@ -261,11 +269,7 @@ impl Results {
         let _ = writeln!(
             s,
             "## Per-program cost (BPF_PROG_TEST_RUN)\n\n\
-             ns per frame, median (min–max) over {} interleaved rounds. **fresh**: {} calls per \
-             round with `repeat = 1`, each on a freshly built skb (trimmed mean of the kernel's \
-             per-call time). **loop**: one call per round with `repeat = {}`, the kernel's \
-             average. \"over empty\" subtracts the empty `baseline` program of the same object, \
-             round by round. 60-byte frames.\n",
+             60-byte frames; {} rounds; fresh: {} single calls per round; loop: `repeat = {}`.\n",
             p.rounds, p.fresh_runs, p.repeat
         );
         let _ = writeln!(
@@ -301,10 +305,7 @@ impl Results {
         }
         let _ = writeln!(
             s,
-            "\n✗ The loop reruns the program on the skb the previous run changed (pushed or \
-             popped a tag), so it times a drop path: use the fresh figures. Relay rows run \
-             uplink_egress with loopback as the lower device; its counters are checked on every \
-             call.\n"
+            "\n✗ the loop reran a changed skb (a drop path): read the fresh figure.\n"
         );
     }
 
@@ -313,8 +314,8 @@ impl Results {
         let _ = writeln!(
             s,
             "## Scale\n\n### Per-frame cost with many endpoints\n\n\
-             ns over the empty program, median (min–max); the endpoint under test is on VLAN 10, \
-             the others on VLANs spread over 1..=4094 (at 4,094 entries every VLAN is in use).\n"
+             ns over the empty program; the endpoint under test on VLAN 10, the others spread \
+             over 1..=4094.\n"
         );
         let mut head = String::from("| row | timing |");
         let mut rule = String::from("|---|---|");
@@ -397,15 +398,7 @@ impl Results {
             s,
             "## Throughput against bare macvtap and the Linux bridge\n\n\
              ![ratios]({CHART})\n\n\
-             {} rounds of {:.1} s per variant. kpps: frames delivered per second, median \
-             (min–max). Ratios: median (min–max) of the round-by-round ratios. Bare: \
-             `ip link add … type macvtap mode bridge`; macvswitch: access ports on VLAN 10 \
-             (VEPA rows: `--mode vepa` with reflective relay on lower0, against bare bridge \
-             mode); empty programs: bare macvtap with the empty TC program on the hooks \
-             macvswitch's programs take on that path, the ceiling of any TC program there; Linux \
-             bridge: br0 with two multi-queue taps, untagged (this kernel has no bridge VLAN \
-             filtering and no 8021q). 60 B and 1514 B are frames as the guest sees \
-             them, without FCS.\n",
+             {} rounds of {:.1} s per variant.\n",
             t.rounds,
             t.run_time.as_secs_f64()
         );
@@ -459,11 +452,7 @@ impl Results {
         let _ = writeln!(
             s,
             "\n### In-situ cost per program run\n\n\
-             {} more macvswitch runs per row with the kernel's run-time statistics on \
-             (`BPF_ENABLE_STATS`), each followed by a bare run with the empty program on the same \
-             hooks; median (min–max) of run_time_ns / run_cnt. The empty program's figure is the \
-             floor: the statistics' own clock reads. Target: ≤ {INSITU_TARGET_NS:.0} ns per run \
-             over that floor on the bridge-mode paths.\n\n\
+             {} statistics runs per row, each with an empty-program run on the same hooks.\n\n\
              | path | size | program | runs | ns per run | over empty | ≤ {INSITU_TARGET_NS:.0} ns |\n\
              |---|---|---|---|---|---|---|",
             t.insitu_rounds
@@ -518,10 +507,8 @@ impl Results {
             s,
             "## Creating endpoints\n\n\
              ### One `macvswitch apply FILE`\n\n\
-             A generated file of {} `[[endpoint]]` entries (`lower = \"lower0\"`, \
-             `vlan = 1 + i % 4094`), applied once on a fresh host (a new namespace, bpffs and \
-             state directory: the first apply also loads and pins the programs), then again. \
-             Through `ip netns exec`, as the integration tests run the CLI.\n\n\
+             {} `[[endpoint]]` entries on a fresh host (the first apply also loads the \
+             programs), then the same file again.\n\n\
              | | |\n|---|---|\n\
              | endpoints in the file | {} |\n\
              | first apply, wall time | {} |\n\
@@ -554,8 +541,7 @@ impl Results {
         let _ = writeln!(
             s,
             "### One `macvswitch endpoint add` per endpoint\n\n\
-             `macvswitch endpoint add sNNNN --lower lower0 --vlan V` once per endpoint, each \
-             through `ip netns exec` (as the integration tests run it), VLANs 1, 2, 3, ….\n\n\
+             VLANs 1, 2, 3, …, each add through `ip netns exec`.\n\n\
              | | |\n|---|---|\n\
              | endpoints created | {} (target {}) |\n\
              | wall time | {:.1} s{} |\n\
@@ -563,10 +549,7 @@ impl Results {
              | each further add | {} ms |\n\
              | of which `ip netns exec NS true` | {} ms |\n\
              | `endpoint list --json` with all of them | {:.0} ms |\n\
-             | `reset` afterwards (removes them all) | {:.1} s |\n\n\
-             Each part removes its endpoints with `reset` before its namespaces go, so that the \
-             kernel's clean-up of a namespace full of macvtaps, which runs asynchronously after \
-             the namespace is deleted, does not overlap the next timed part.\n",
+             | `reset` afterwards (removes them all) | {:.1} s |\n",
             c.created,
             c.target,
             c.total.as_secs_f64(),
@@ -594,13 +577,8 @@ impl Results {
         let _ = writeln!(
             s,
             "### TCX links against clsact filters\n\n\
-             Per endpoint, in process (no CLI, no state file), {} endpoints made one after \
-             another on lower0 and then deleted one after another, ms median (min–max): the \
-             macvtap made down, both programs attached (`--attach tcx`: two TCX links, pinned; \
-             `--attach clsact`: a clsact qdisc and two `bpf` filters), and the delete as \
-             `endpoint del` does it (the macvtap, then our pins or filters). Then one \
-             `macvswitch --attach MODE apply FILE` of the file above on a fresh host, and \
-             `reset`.\n\n\
+             ms per endpoint over {} endpoints, in process; then `--attach MODE apply` of the \
+             file above.\n\n\
              | mode | macvtap ms | attach ms | delete ms | apply of {} | reset |\n\
              |---|---|---|---|---|---|",
             self.create.attach.first().map_or(0, |a| a.attach_ms.n),
@@ -625,37 +603,6 @@ impl Results {
                 a.apply.reset_s,
             );
         }
-        let _ = writeln!(
-            s,
-            "\nCreating a TCX link waits for an RCU grace period under the rtnl lock; adding a \
-             clsact qdisc and filter does not. For bulk work (`apply` of many endpoints), \
-             `--attach clsact` (or `MACVSWITCH_ATTACH=clsact`) makes new devices use clsact; a \
-             device keeps its mode until it is recreated. What clsact costs in lifetime \
-             guarantees: its filters belong to no pinned link, so anyone with CAP_NET_ADMIN can \
-             delete or replace them with `tc` (macvswitch finds its own by priority 19795, handle \
-             and name, and `restore` puts back a missing one, but nothing prevents the removal), \
-             and `tc qdisc del dev X clsact` removes all of them at once; a pinned TCX link goes \
-             only when its pin is removed or its device goes. Both outlive the controller and \
-             are swapped in place by `reload` and upgrades.\n"
-        );
-    }
-
-    fn method(&self, s: &mut String) {
-        let _ = writeln!(
-            s,
-            "## Method\n\n\
-             - Everything runs in throw-away network namespaces; the wire is a veth peer \
-             (sw0 for the macvtaps, swbr for the bridge). Per-program figures use a private copy \
-             of the embedded object on the loopback device of its own namespace.\n\
-             - Tap fds are used as QEMU uses them: virtio-net header, `TUNSETSNDBUF` INT_MAX. \
-             Readers spin on non-blocking reads (no wake-ups for the sender to pay).\n\
-             - Wire→guest frames carry their tag in skb metadata, as a NIC delivers them: the \
-             bench-only `bench_push_tag` program on the wire peer's egress pushes it (every \
-             variant's sender passes that program; only macvswitch's gets a tag).\n\
-             - Guest→wire is counted by the wire peer's rx_packets, the other paths by a reader \
-             on the guest's tap. Every generator is bounded in time and frame count.\n\
-             - Rows live in `controller/benches/datapath/rows.rs` and `throughput.rs`."
-        );
     }
 }
 
