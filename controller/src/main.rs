@@ -108,6 +108,24 @@ fn usage_error(error: &clap::Error) -> String {
     format!("{line}; see `{command} --help`")
 }
 
+/// An error about the configuration's contents names the file first.
+fn in_file(file: &std::path::Path, error: Error) -> Error {
+    match error {
+        Error::Invalid {
+            option,
+            value,
+            allowed,
+        } if !option.starts_with("--") && option != "FILE" => Error::Invalid {
+            option: "FILE",
+            value: format!("{} {option} {value}", file.display())
+                .trim_end()
+                .to_string(),
+            allowed,
+        },
+        other => other,
+    }
+}
+
 /// The error and its sources, joined on one line.
 fn one_line(error: &Error) -> String {
     let mut line = error.to_string();
@@ -239,7 +257,8 @@ async fn run(cli: Cli) -> Result<(), Error> {
             let config = Config::load(&file)?;
             instance
                 .apply(&config, dry_run, |line| println!("{line}"))
-                .await?;
+                .await
+                .map_err(|error| in_file(&file, error))?;
         }
         Command::Export => {
             let state = instance.state_dir.load()?;

@@ -167,7 +167,11 @@ impl Config {
                 isolation,
             };
             if let Some(twin) = desired.iter().find(|other| other.name == want.name) {
-                return Err(Error::invalid("endpoint", &twin.name, "is declared twice"));
+                return Err(Error::invalid(
+                    "[[endpoint]]",
+                    &twin.name,
+                    "is declared twice",
+                ));
             }
             if let Some(twin) = desired
                 .iter()
@@ -189,7 +193,11 @@ impl Config {
                 .count()
                 > 1
             {
-                return Err(Error::invalid("uplink", &uplink.name, "is declared twice"));
+                return Err(Error::invalid(
+                    "[[uplink]]",
+                    &uplink.name,
+                    "is declared twice",
+                ));
             }
             if let Some(port) = &uplink.host_port
                 && desired.iter().any(|endpoint| endpoint.name == port.name)
@@ -276,20 +284,74 @@ fn in_endpoint(name: &IfName, error: Error) -> Error {
             value,
             allowed,
         } => Error::Invalid {
-            option: "endpoint",
+            option: "[[endpoint]]",
             value: format!(
                 "{name}: {}{}",
-                option.trim_start_matches("--").replace('-', "_"),
+                toml_field(option),
                 if value.is_empty() {
                     String::new()
                 } else {
-                    format!(" {value}")
+                    format!(" = {value}")
                 }
             ),
-            allowed,
+            allowed: in_toml_terms(&allowed),
         },
         other => other,
     }
+}
+
+/// The file's name for a CLI option: `--native-tagged` is `native_tagged`.
+fn toml_field(option: &str) -> String {
+    option.trim_start_matches("--").replace('-', "_")
+}
+
+/// A rule worded for the command line, in the file's terms: `(--trunk
+/// VIDLIST)` becomes `(trunk = "VIDLIST")`, `--native VID` becomes
+/// `native = VID`, `--isolated` becomes `isolated`.
+fn in_toml_terms(rule: &str) -> String {
+    let mut out = String::new();
+    let mut words = rule.split(' ').peekable();
+    let mut first = true;
+    while let Some(word) = words.next() {
+        if !first {
+            out.push(' ');
+        }
+        first = false;
+        let Some(option) = word.strip_prefix('(').unwrap_or(word).strip_prefix("--") else {
+            out += word;
+            continue;
+        };
+        if word.starts_with('(') {
+            out.push('(');
+        }
+        let (name, tail) = option.split_at(
+            option
+                .find(|c: char| !(c.is_ascii_lowercase() || c == '-'))
+                .unwrap_or(option.len()),
+        );
+        out += &toml_field(name);
+        // A metavariable after the option is its value.
+        let metavar = |w: &str| {
+            let bare = w.trim_end_matches([')', ',', ';', '.']);
+            !bare.is_empty() && bare.chars().all(|c| c.is_ascii_uppercase())
+        };
+        if tail.is_empty()
+            && let Some(next) = words.peek()
+            && metavar(next)
+        {
+            let next = words.next().unwrap_or_default();
+            let bare = next.trim_end_matches([')', ',', ';', '.']);
+            let quoted = if bare.ends_with("LIST") {
+                format!("\"{bare}\"")
+            } else {
+                bare.to_string()
+            };
+            out += &format!(" = {quoted}{}", &next[bare.len()..]);
+        } else {
+            out += tail;
+        }
+    }
+    out
 }
 
 /// 1-based line and column of a byte offset.
@@ -298,6 +360,32 @@ fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
     let line = before.matches('\n').count() + 1;
     let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
     (line, column)
+}
+
+#[cfg(test)]
+mod wording_tests {
+    use super::in_toml_terms;
+
+    #[test]
+    fn command_line_rules_read_in_the_files_terms() {
+        assert_eq!(
+            in_toml_terms("needs a trunk port (--trunk VIDLIST)"),
+            "needs a trunk port (trunk = \"VIDLIST\")"
+        );
+        assert_eq!(
+            in_toml_terms("needs a tunnel port (--tunnel SVID)"),
+            "needs a tunnel port (tunnel = SVID)"
+        );
+        assert_eq!(
+            in_toml_terms("needs a native VLAN (--native VID)"),
+            "needs a native VLAN (native = VID)"
+        );
+        assert_eq!(
+            in_toml_terms("this port pushes no tags; it needs --vlan, --native or --tunnel"),
+            "this port pushes no tags; it needs vlan, native or tunnel"
+        );
+        assert_eq!(in_toml_terms("must be in 1..=4094"), "must be in 1..=4094");
+    }
 }
 
 #[cfg(test)]
@@ -369,7 +457,7 @@ community = "blue"
         assert!(
             error
                 .to_string()
-                .starts_with("endpoint vm1: vlan/trunk/tunnel"),
+                .starts_with("[[endpoint]] vm1: vlan/trunk/tunnel"),
             "{error}"
         );
         let text = "[[endpoint]]\nname = \"vm1\"\nlower = \"eth0\"\nnative = 10\n";
@@ -378,7 +466,8 @@ community = "blue"
             .desired_endpoints()
             .unwrap_err();
         assert!(
-            error.to_string().starts_with("endpoint vm1: native 10"),
+            error.to_string()
+                == "[[endpoint]] vm1: native = 10: needs a trunk port (trunk = \"VIDLIST\")",
             "{error}"
         );
     }

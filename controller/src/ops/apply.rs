@@ -9,9 +9,11 @@ use crate::{
     kernel::netlink::{Link, Netlink},
     model::{
         config::Config,
+        isolation::Isolation,
+        policy::Pcp,
         spec::{EndpointSpec, HostPortSpec},
         state::{EndpointRecord, HostPortRecord, State},
-        types::IfName,
+        types::{IfName, Mode},
     },
     ops::{
         instance::Instance, requests::UplinkSetRequest, session::Session, validate::validate_config,
@@ -54,7 +56,27 @@ impl fmt::Display for Change {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Change::AddEndpoint(to) => {
-                write!(f, "+ endpoint {} on {}: {}", to.name, to.lower, to.vlans)
+                write!(f, "+ endpoint {} on {}: {}", to.name, to.lower, to.vlans)?;
+                // Every setting the file gives that is not the default.
+                if to.mode != Mode::default() {
+                    write!(f, ", mode {}", to.mode)?;
+                }
+                if let Some(mac) = to.mac {
+                    write!(f, ", mac {mac}")?;
+                }
+                if let Some(mtu) = to.mtu {
+                    write!(f, ", mtu {}", mtu.0)?;
+                }
+                if let Some(priority) = to.priority {
+                    write!(f, ", priority {}", priority.get())?;
+                }
+                if to.isolation != Isolation::Open {
+                    write!(f, ", {}", to.isolation)?;
+                }
+                if to.allow_mac_spoofing {
+                    write!(f, ", mac spoofing allowed")?;
+                }
+                Ok(())
             }
             Change::UpdateEndpoint { from, to } => {
                 write!(f, "~ endpoint {}:", to.name)?;
@@ -62,11 +84,14 @@ impl fmt::Display for Change {
                     write!(f, " {} -> {}", from.vlans, to.vlans)?;
                 }
                 if from.priority != to.priority {
+                    let text = |p: Option<Pcp>| {
+                        p.map_or("the guest's".to_string(), |p| p.get().to_string())
+                    };
                     write!(
                         f,
-                        " priority {:?} -> {:?}",
-                        from.priority.map(|p| p.get()),
-                        to.priority.map(|p| p.get())
+                        " priority {} -> {}",
+                        text(from.priority),
+                        text(to.priority)
                     )?;
                 }
                 if from.isolation != to.isolation {

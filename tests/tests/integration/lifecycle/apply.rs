@@ -235,3 +235,53 @@ fn apply_is_idempotent_round_trips_and_changes_the_least() {
     h.ctl.ok(&["reset"]);
     assert_eq!(unmanaged(&h), unmanaged_before, "reset touched them");
 }
+
+/// A semantic error names the file, the endpoint's table and the field as
+/// the file writes it; the plan shows every setting an added endpoint gets
+/// and every field an update changes.
+#[test]
+fn errors_point_into_the_file_and_the_plan_shows_every_field() {
+    require_root!();
+    let h = Harness::new();
+    let file = h.state.path().join("bad.toml");
+    std::fs::write(
+        &file,
+        format!("[[endpoint]]\nname = \"vm1\"\nlower = \"{LOWER}\"\nnative = 10\n"),
+    )
+    .unwrap();
+    let out = h.ctl.run(&["apply", file.to_str().unwrap()]);
+    macvswitch_tests::expect::assert_refused(
+        &out,
+        &format!(
+            "{} [[endpoint]] vm1: native = 10: needs a trunk port (trunk = \"VIDLIST\")",
+            file.display()
+        ),
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("--"),
+        "CLI names in a file's error"
+    );
+
+    let good = h.state.path().join("good.toml");
+    let body = format!(
+        "[[endpoint]]\nname = \"vm2\"\nlower = \"{LOWER}\"\nmode = \"vepa\"\n\
+         mac = \"02:00:00:00:00:02\"\ntrunk = \"10,20\"\nnative = 10\npriority = 5\n\
+         community = \"web\"\nmtu = 1400\nallow_mac_spoofing = true\n"
+    );
+    std::fs::write(&good, &body).unwrap();
+    let plan = h.ctl.ok(&["apply", good.to_str().unwrap()]);
+    for field in [
+        "+ endpoint vm2",
+        "mode vepa",
+        "mac 02:00:00:00:00:02",
+        "mtu 1400",
+        "priority 5",
+        "community web",
+        "mac spoofing allowed",
+    ] {
+        assert!(plan.contains(field), "{field} not in the plan:\n{plan}");
+    }
+    std::fs::write(&good, body.replace("priority = 5\n", "")).unwrap();
+    let plan = h.ctl.ok(&["apply", good.to_str().unwrap()]);
+    assert!(plan.contains("priority 5 -> the guest's"), "{plan}");
+}
