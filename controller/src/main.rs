@@ -12,6 +12,7 @@ use macvswitch::{
     cli::{Cli, Command, EndpointCommand, UplinkCommand},
     kernel::datapath::{PinLayout, set_attach_choice},
     model::{config::Config, policy::PortVlans},
+    ops::progress::Reporter,
     ops::{instance::Instance, store::StateDir},
     report::{self, StatsRow},
 };
@@ -147,6 +148,12 @@ async fn run(cli: Cli) -> Result<(), Error> {
         state_dir: StateDir::new(cli.state_dir),
         pins: PinLayout::new(cli.bpffs),
         mark_mask: cli.mark_mask,
+        // A bar for a person at a terminal; scripts get the output alone.
+        progress: if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+            Reporter(std::sync::Arc::new(report::TerminalBar::new()))
+        } else {
+            Reporter::default()
+        },
     };
     match cli.command {
         Command::Endpoint(EndpointCommand::Add(args)) => {

@@ -242,3 +242,53 @@ pub fn qemu_fragment(record: &EndpointRecord) -> String {
         mac = record.mac
     )
 }
+
+/// Progress of long operations as a bar on stderr, for a person at a
+/// terminal (`main` uses it only when stdout is one).
+pub struct TerminalBar(std::sync::Mutex<Option<indicatif::ProgressBar>>);
+
+impl TerminalBar {
+    pub fn new() -> Self {
+        TerminalBar(std::sync::Mutex::new(None))
+    }
+
+    fn with(&self, f: impl FnOnce(&mut Option<indicatif::ProgressBar>)) {
+        if let Ok(mut bar) = self.0.lock() {
+            f(&mut bar);
+        }
+    }
+}
+
+impl Default for TerminalBar {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl crate::ops::progress::Progress for TerminalBar {
+    fn begin(&self, what: &str, total: usize) {
+        let bar = indicatif::ProgressBar::new(total as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{msg} {bar:30} {pos}/{len} ({elapsed})")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar.set_message(what.to_string());
+        self.with(|slot| *slot = Some(bar));
+    }
+
+    fn step(&self) {
+        self.with(|slot| {
+            if let Some(bar) = slot {
+                bar.inc(1);
+            }
+        });
+    }
+
+    fn end(&self) {
+        self.with(|slot| {
+            if let Some(bar) = slot.take() {
+                bar.finish_and_clear();
+            }
+        });
+    }
+}

@@ -99,8 +99,11 @@ impl Session<'_> {
     /// lock (10–20 ms per link here), which bounds how fast a batch goes;
     /// attaching from parallel threads does not help, they queue on the lock.
     async fn wire_batch(&mut self, records: &mut [EndpointRecord]) -> Result<()> {
+        let progress = self.instance.progress.clone();
+        let steps = progress.begin("creating endpoints", records.len());
         for record in records.iter_mut() {
             self.wire(record).await?;
+            steps.step();
         }
         Ok(())
     }

@@ -29,6 +29,8 @@ pub struct Instance {
     /// `--mark-mask`: the bits of `skb->mark` macvswitch may use; `None`
     /// keeps the mask in use (or the default on a first load).
     pub mark_mask: Option<u32>,
+    /// Where long operations report how far they are.
+    pub progress: crate::ops::progress::Reporter,
 }
 
 impl Instance {

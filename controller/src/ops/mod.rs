@@ -8,6 +8,7 @@ pub mod endpoint;
 pub mod handoff;
 pub mod instance;
 pub mod lower;
+pub mod progress;
 pub mod reconcile;
 pub mod requests;
 pub mod session;

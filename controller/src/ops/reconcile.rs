@@ -101,10 +101,14 @@ impl Session<'_> {
             .filter(|r| matches!(r.status, RecordStatus::Ready | RecordStatus::Waiting))
             .cloned()
             .collect();
+        let progress = self.instance.progress.clone();
+        let steps = progress.begin("restoring endpoints", endpoints.len());
         for record in endpoints {
             self.restore_endpoint(record, &links, rebooted, &mut report)
                 .await?;
+            steps.step();
         }
+        drop(steps);
         let uplinks: Vec<UplinkRecord> = self.state.uplinks.values().cloned().collect();
         for uplink in uplinks {
             self.restore_uplink(uplink, &links, rebooted, &mut report)

@@ -285,3 +285,57 @@ fn errors_point_into_the_file_and_the_plan_shows_every_field() {
     let plan = h.ctl.ok(&["apply", good.to_str().unwrap()]);
     assert!(plan.contains("priority 5 -> the guest's"), "{plan}");
 }
+
+/// `apply` of many endpoints shows a bar on a terminal (here a pty from
+/// `script`) and nothing when its output is a pipe.
+#[test]
+fn apply_shows_progress_on_a_terminal_only() {
+    require_root!();
+    let h = Harness::new();
+    let file = h.state.path().join("many.toml");
+    let endpoints: BTreeMap<&str, String> = [
+        "p01", "p02", "p03", "p04", "p05", "p06", "p07", "p08", "p09", "p10", "p11", "p12",
+    ]
+    .into_iter()
+    .map(|name| (name, "vlan = 10\n".to_string()))
+    .collect();
+    std::fs::write(&file, config(&endpoints)).unwrap();
+    let command = format!(
+        "ip netns exec {} {} --state-dir {} --bpffs {} apply {}",
+        h.topo.host.name(),
+        macvswitch_tests::controller::binary().display(),
+        h.state.path().display(),
+        h.bpffs.path().display(),
+        file.display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["--quiet", "--return", "--command", &command, "/dev/null"])
+        .output()
+        .expect("script (util-linux)");
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{shown}");
+    assert!(
+        shown.contains("creating endpoints"),
+        "no bar on a terminal:\n{shown}"
+    );
+
+    // Through a pipe: the plan, and nothing else.
+    h.ctl.ok(&["reset"]);
+    let out = h.ctl.run(&["apply", file.to_str().unwrap()]);
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout
+            .lines()
+            .filter(|l| l.starts_with("+ endpoint"))
+            .count()
+            == 12
+            && !stdout.contains("creating endpoints"),
+        "{stdout}"
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
