@@ -29,6 +29,7 @@ pub struct Cli {
         long,
         global = true,
         env = "MACVSWITCH_STATE_DIR",
+        value_name = "DIR",
         default_value = "/var/lib/macvswitch"
     )]
     pub state_dir: PathBuf,
@@ -38,6 +39,7 @@ pub struct Cli {
         long,
         global = true,
         env = "MACVSWITCH_BPFFS",
+        value_name = "DIR",
         default_value = "/sys/fs/bpf/macvswitch"
     )]
     pub bpffs: PathBuf,
@@ -47,7 +49,13 @@ pub struct Cli {
     /// set bits must be contiguous and it needs at least 8 more. Set it to
     /// keep clear of marks that netfilter, policy routing or another CNI
     /// use on the lower device; changing it needs `reset` first.
-    #[arg(long, global = true, env = "MACVSWITCH_MARK_MASK", value_parser = parse_mark_mask)]
+    #[arg(
+        long,
+        global = true,
+        env = "MACVSWITCH_MARK_MASK",
+        value_name = "MASK",
+        value_parser = parse_mark_mask
+    )]
     pub mark_mask: Option<u32>,
 
     /// How programs are attached to devices that carry none of ours yet:
@@ -59,6 +67,7 @@ pub struct Cli {
         long,
         global = true,
         value_enum,
+        value_name = "auto|tcx|clsact",
         env = "MACVSWITCH_ATTACH",
         default_value_t = AttachChoice::Auto
     )]
@@ -73,17 +82,21 @@ pub enum Command {
     /// Create, remove and inspect endpoints.
     #[command(subcommand)]
     Endpoint(EndpointCommand),
-    /// Settings of lower devices: reflective-relay emulation, host port.
+    /// A lower device's settings: reflective-relay emulation, host port.
     #[command(subcommand)]
     Uplink(UplinkCommand),
     /// Packet, byte and drop counters per endpoint.
+    #[command(after_help = "Examples:\n  macvswitch stats\n  macvswitch stats vm1 --json")]
     Stats {
         /// Only this endpoint.
+        #[arg(value_name = "NAME")]
         name: Option<IfName>,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Remove every endpoint, program, link and pin macvswitch created.
+    #[command(after_help = "Example:\n  macvswitch reset")]
     Reset,
     /// Converge the host to a configuration file, with the fewest changes;
     /// prints the plan.
@@ -91,26 +104,33 @@ pub enum Command {
         after_help = "Example:\n  macvswitch apply /etc/macvswitch.toml --dry-run\n  macvswitch apply /etc/macvswitch.toml"
     )]
     Apply {
+        /// The configuration file (TOML; see `macvswitch export`).
+        #[arg(value_name = "FILE")]
         file: PathBuf,
         /// Print the plan and change nothing.
         #[arg(long)]
         dry_run: bool,
     },
     /// Print the current state as a configuration file `apply` accepts.
+    #[command(after_help = "Example:\n  macvswitch export > /etc/macvswitch.toml")]
     Export,
     /// Load a fresh copy of this binary's programs and swap every endpoint's
     /// links to it atomically (a new binary does this by itself).
+    #[command(after_help = "Example:\n  macvswitch reload")]
     Reload,
     /// Converge the kernel to the state file: recreate after a reboot or
     /// a lower device's return, take over endpoints recreated by hand,
     /// forget endpoints deleted by hand.
+    #[command(
+        after_help = "Example (after a reboot; the systemd unit runs it at boot):\n  macvswitch restore"
+    )]
     Restore,
     /// Keep the kernel in line with the state: clean up endpoints deleted
     /// out of band, bring endpoints back with their lower device, re-adopt
     /// macvtaps recreated by hand; stream the programs' logs. SIGTERM or
     /// SIGINT stops it; the data path keeps forwarding.
     #[command(
-        after_help = "The log level comes from RUST_LOG (default: info). The programs log drops at debug level, which they are loaded without, so their stream is normally quiet."
+        after_help = "Example:\n  RUST_LOG=info macvswitch daemon\n\nThe log level comes from RUST_LOG (default: info). The programs log drops at debug level, which they are loaded without, so their stream is normally quiet."
     )]
     Daemon,
     /// Run a command (QEMU) with the endpoint's tap open as fd 3 (or
@@ -130,13 +150,14 @@ pub enum Command {
         /// The endpoint.
         name: IfName,
     },
-    /// Print a shell completion script.
+    /// Print a shell completion script (bash, zsh, fish, elvish or
+    /// powershell).
     #[command(
         after_help = "Examples:\n  macvswitch completions bash > /etc/bash_completion.d/macvswitch\n  macvswitch completions zsh > \"${fpath[1]}/_macvswitch\"\n  macvswitch completions fish > ~/.config/fish/completions/macvswitch.fish"
     )]
     Completions {
         /// The shell.
-        #[arg(value_enum)]
+        #[arg(value_enum, value_name = "SHELL")]
         shell: clap_complete::Shell,
     },
     /// Write man pages for the command and every subcommand into DIR
@@ -184,15 +205,29 @@ pub enum EndpointCommand {
     )]
     Set(SetArgs),
     /// Remove an endpoint: its macvtap, links, pins and tap node.
-    Del { name: IfName },
+    #[command(after_help = "Example:\n  macvswitch endpoint del vm1")]
+    Del {
+        /// The endpoint.
+        #[arg(value_name = "NAME")]
+        name: IfName,
+    },
     /// List endpoints.
+    #[command(
+        after_help = "Examples:\n  macvswitch endpoint list\n  macvswitch endpoint list --json"
+    )]
     List {
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
-    /// Show one endpoint, including the path of its tap device node.
+    /// Show one endpoint, including the path of its tap device node and a
+    /// QEMU command line for it.
+    #[command(after_help = "Example:\n  macvswitch endpoint show vm1 --json")]
     Show {
+        /// The endpoint.
+        #[arg(value_name = "NAME")]
         name: IfName,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -201,20 +236,22 @@ pub enum EndpointCommand {
 #[derive(Debug, Args)]
 pub struct AddArgs {
     /// Name of the macvtap link to create (at most 15 bytes).
+    #[arg(value_name = "NAME")]
     pub name: IfName,
-    /// The device the macvtap sits on, usually a NIC cabled to a switch.
-    #[arg(long)]
+    /// The lower device the macvtap sits on, usually a NIC cabled to a
+    /// switch.
+    #[arg(long, value_name = "LOWER")]
     pub lower: IfName,
     /// How the kernel switches between endpoints on the same lower device.
-    #[arg(long, value_enum, default_value_t = Mode::Bridge)]
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = Mode::Bridge)]
     pub mode: Mode,
     /// Guest MAC (unicast); default: derived from NAME, stable.
-    #[arg(long)]
+    #[arg(long, value_name = "MAC")]
     pub mac: Option<Mac>,
     #[command(flatten)]
     pub port: PortArgs,
     /// MTU of the endpoint; default: the lower device's.
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long, value_name = "BYTES", allow_negative_numbers = true)]
     pub mtu: Option<Mtu>,
     /// Let the guest send from any source MAC (this also lets it evade
     /// --isolated and --community by posing as the wire).
@@ -276,13 +313,19 @@ pub enum UplinkCommand {
     )]
     Set(UplinkSetArgs),
     /// List lower devices with settings.
+    #[command(after_help = "Example:\n  macvswitch uplink list --json")]
     List {
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Show one lower device's settings and relay counters.
+    #[command(after_help = "Example:\n  macvswitch uplink show eth0 --json")]
     Show {
+        /// The lower device.
+        #[arg(value_name = "LOWER")]
         dev: IfName,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -297,17 +340,23 @@ pub enum OnOff {
 #[derive(Debug, Args)]
 pub struct UplinkSetArgs {
     /// The lower device.
+    #[arg(value_name = "LOWER")]
     pub dev: IfName,
     /// Send frames for local endpoints back in instead of onto the wire,
     /// as a switch with reflective relay (hairpin) would.
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, value_name = "on|off")]
     pub reflective_relay: Option<OnOff>,
-    /// Create a host-side interface on DEV, under the same VLAN and
+    /// Create a host-side interface on LOWER, under the same VLAN and
     /// isolation programs, so the host reaches its guests.
     #[arg(long, value_name = "NAME", conflicts_with = "no_host_port")]
     pub host_port: Option<IfName>,
     /// Access VLAN of the host port; without it, untagged.
-    #[arg(long, requires = "host_port", allow_negative_numbers = true)]
+    #[arg(
+        long,
+        value_name = "VID",
+        requires = "host_port",
+        allow_negative_numbers = true
+    )]
     pub vlan: Option<Vid>,
     /// Address for the host port (repeatable).
     #[arg(long = "address", value_name = "CIDR", requires = "host_port")]
@@ -337,7 +386,12 @@ impl UplinkSetArgs {
 #[group(id = "kind", multiple = false)]
 pub struct PortKindArgs {
     /// Access port on this VLAN (1..=4094); the guest sees it untagged.
-    #[arg(long, group = "kind", allow_negative_numbers = true)]
+    #[arg(
+        long,
+        value_name = "VID",
+        group = "kind",
+        allow_negative_numbers = true
+    )]
     pub vlan: Option<Vid>,
     /// Trunk port carrying these VLANs tagged, e.g. 10,20,100-199.
     #[arg(long, value_name = "VIDLIST", group = "kind")]
@@ -399,6 +453,8 @@ impl PortArgs {
 
 #[derive(Debug, Args)]
 pub struct SetArgs {
+    /// The endpoint.
+    #[arg(value_name = "NAME")]
     pub name: IfName,
     #[command(flatten)]
     pub port: PortArgs,
@@ -498,4 +554,63 @@ fn write_man_page(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::Cli;
+
+    /// Every command a person can run, with its path.
+    fn commands(command: &clap::Command, path: &str, out: &mut Vec<(String, clap::Command)>) {
+        for sub in command.get_subcommands() {
+            if sub.is_hide_set() || sub.get_name() == "help" {
+                continue;
+            }
+            let path = format!("{path} {}", sub.get_name());
+            out.push((path.clone(), sub.clone()));
+            commands(sub, &path, out);
+        }
+    }
+
+    #[test]
+    fn help_reads_as_one_tool() {
+        let mut root = Cli::command();
+        root.build();
+        let mut all = vec![("macvswitch".to_string(), root.clone())];
+        commands(&root, "macvswitch", &mut all);
+        for (path, command) in &all {
+            let leaf = !command.has_subcommands();
+            let after = command
+                .get_after_help()
+                .map(|h| h.to_string())
+                .unwrap_or_default();
+            assert!(
+                !leaf || after.contains("Example"),
+                "`{path} --help` shows no example"
+            );
+            for arg in command.get_arguments() {
+                let id = arg.get_id().as_str();
+                if arg.is_hide_set() || id == "help" || id == "version" {
+                    continue;
+                }
+                assert!(
+                    arg.get_help().is_some(),
+                    "`{path}`: {id} has no description"
+                );
+                let names = if arg.get_action().takes_values() {
+                    arg.get_value_names().unwrap_or_default()
+                } else {
+                    &[]
+                };
+                for name in names {
+                    assert!(
+                        !name.contains('_') && name.as_str() != "DEV",
+                        "`{path}`: {id} shows <{name}>: a word, please"
+                    );
+                }
+            }
+        }
+    }
 }

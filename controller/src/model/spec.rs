@@ -36,7 +36,7 @@ impl EndpointSpec {
     }
 }
 
-/// A host port to make (`uplink set DEV --host-port`, `host_port` of an
+/// A host port to make (`uplink set LOWER --host-port`, `host_port` of an
 /// `[[uplink]]`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -81,7 +81,7 @@ impl Instance {
         let state = self.state_dir.load()?;
         let record = state.uplinks.get(lower).ok_or_else(|| {
             Error::invalid(
-                "DEV",
+                "LOWER",
                 lower,
                 "has no uplink settings (see `macvswitch uplink list`)",
             )

@@ -21,7 +21,7 @@ pub struct SetRequest {
     pub allow_mac_spoofing: Option<bool>,
 }
 
-/// `uplink set DEV ...`.
+/// `uplink set LOWER ...`.
 #[derive(Clone, Debug)]
 pub struct UplinkSetRequest {
     pub lower: IfName,

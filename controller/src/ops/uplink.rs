@@ -1,4 +1,4 @@
-//! The uplink verb: `uplink set DEV`, a lower device's settings
+//! The uplink verb: `uplink set LOWER`, a lower device's settings
 //! (reflective-relay emulation, the host port), in one session.
 
 use crate::{

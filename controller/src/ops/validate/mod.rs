@@ -141,7 +141,7 @@ pub(crate) fn validate_uplink_set<'a>(
     state: &State,
     links: &'a [Link],
 ) -> Result<&'a Link> {
-    let lower = lower_for("DEV", &request.lower, links)?;
+    let lower = lower_for("LOWER", &request.lower, links)?;
     if let Some(host_port) = &request.host_port {
         check_lower_carries(
             "--host-port",
@@ -318,7 +318,7 @@ mod tests {
         };
         assert_eq!(
             message(validate_uplink_set(&request, &state, &links)),
-            "DEV tap0: is itself a macvlan/macvtap; give the device it sits on"
+            "LOWER tap0: is itself a macvlan/macvtap; give the device it sits on"
         );
         let config = Config::parse("[[endpoint]]\nname = \"vm1\"\nlower = \"tap0\"\n").unwrap();
         let desired = config.desired_endpoints().unwrap();
