@@ -130,9 +130,13 @@ pub enum Command {
     /// macvtaps recreated by hand; stream the programs' logs. SIGTERM or
     /// SIGINT stops it; the data path keeps forwarding.
     #[command(
-        after_help = "Example:\n  RUST_LOG=info macvswitch daemon\n\nThe log level comes from RUST_LOG (default: info). The programs log drops at debug level, which they are loaded without, so their stream is normally quiet."
+        after_help = "Examples:\n  RUST_LOG=info macvswitch daemon\n  macvswitch daemon --metrics 127.0.0.1:9748\n\nThe log level comes from RUST_LOG (default: info). The programs log drops at debug level, which they are loaded without, so their stream is normally quiet."
     )]
-    Daemon,
+    Daemon {
+        /// Serve Prometheus metrics at http://ADDR:PORT/metrics.
+        #[arg(long, value_name = "ADDR:PORT")]
+        metrics: Option<std::net::SocketAddr>,
+    },
     /// Run a command (QEMU) with the endpoint's tap open as fd 3 (or
     /// --fd), one open per queue, as libvirt hands a macvtap to QEMU.
     #[command(

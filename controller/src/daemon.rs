@@ -60,8 +60,8 @@ const RESYNC: Duration = Duration::from_secs(60);
 /// Receive buffer of the event socket.
 const EVENT_BUFFER: usize = 4 << 20;
 
-/// Runs until SIGTERM or SIGINT.
-pub async fn run(instance: &Instance) -> Result<()> {
+/// Runs until SIGTERM or SIGINT; serves `/metrics` on `metrics` if given.
+pub async fn run(instance: &Instance, metrics: Option<std::net::SocketAddr>) -> Result<()> {
     let signal_stream = |kind: SignalKind, name: &str| {
         signal(kind).map_err(|e| Error::io(format!("handling {name}"), e))
     };
@@ -70,6 +70,10 @@ pub async fn run(instance: &Instance) -> Result<()> {
     // Subscribe before the first restore, so nothing that happens in
     // between goes unnoticed.
     let mut events = LinkEvents::subscribe()?;
+    let metrics = match metrics {
+        Some(addr) => Some(crate::metrics::Server::bind(addr).await?),
+        None => None,
+    };
     let mut daemon = Daemon {
         instance,
         logs: None,
@@ -116,9 +120,20 @@ pub async fn run(instance: &Instance) -> Result<()> {
                 daemon.restore_logged("link events").await;
             }
             _ = resync.tick() => daemon.restore_logged("periodic resync").await,
+            Some(stream) = accept(metrics.as_ref()) => {
+                crate::metrics::answer(instance, stream).await;
+            }
         }
     }
     Ok(())
+}
+
+/// The next scraper's connection; never, without a metrics server.
+async fn accept(server: Option<&crate::metrics::Server>) -> Option<tokio::net::TcpStream> {
+    match server {
+        Some(server) => server.accept().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn sleep_until(at: Option<Instant>) {

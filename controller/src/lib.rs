@@ -17,6 +17,7 @@ pub mod cli;
 pub mod daemon;
 pub mod error;
 pub mod kernel;
+pub mod metrics;
 pub mod model;
 pub mod ops;
 pub mod report;

@@ -11,10 +11,10 @@ use macvswitch::{
     Error,
     cli::{Cli, Command, EndpointCommand, UplinkCommand},
     kernel::datapath::{PinLayout, set_attach_choice},
-    model::{config::Config, policy::PortVlans},
+    model::config::Config,
     ops::progress::Reporter,
     ops::{instance::Instance, store::StateDir},
-    report::{self, StatsRow},
+    report,
 };
 
 fn main() -> ExitCode {
@@ -31,7 +31,7 @@ fn main() -> ExitCode {
     };
     // The daemon reports what it does at info; commands only warn.
     let level = match cli.command {
-        Command::Daemon => "info",
+        Command::Daemon { .. } => "info",
         _ => "warn",
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
@@ -229,26 +229,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 Some(name) => vec![instance.get(&name)?],
                 None => instance.list()?,
             };
-            let maps = instance.maps()?;
-            let mut rows = Vec::new();
-            for record in &records {
-                let (counters, vlans) = match &maps {
-                    Some(maps) => (
-                        Some(maps.counters(record.slot)?),
-                        maps.vlan_counters(record.ifindex)?,
-                    ),
-                    None => (None, Vec::new()),
-                };
-                let per_vlan = matches!(
-                    record.vlans,
-                    PortVlans::Trunk { .. } | PortVlans::Tunnel { .. }
-                );
-                rows.push(StatsRow {
-                    name: record.name.to_string(),
-                    counters: counters.unwrap_or(macvswitch_common::EndpointCounters::ZERO),
-                    vlans: per_vlan.then_some(vlans),
-                });
-            }
+            let rows = report::stats_rows(&instance, &records)?;
             if json {
                 print_json(&serde_json::Value::Array(
                     rows.iter().map(report::stats_json).collect(),
@@ -281,7 +262,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 return Err(Error::Refused(first.clone()));
             }
         }
-        Command::Daemon => macvswitch::daemon::run(&instance).await?,
+        Command::Daemon { metrics } => macvswitch::daemon::run(&instance, metrics).await?,
         Command::Exec(args) => {
             let record = instance.get(&args.name)?;
             let tap = instance.tap_path(&args.name);

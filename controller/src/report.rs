@@ -122,6 +122,35 @@ pub struct StatsRow {
     pub vlans: Option<Vec<(u16, EndpointCounters)>>,
 }
 
+/// The counters of `records` from the pinned maps (all zero before the
+/// data path was ever loaded): what `stats` prints and `/metrics` serves.
+pub fn stats_rows(
+    instance: &Instance,
+    records: &[EndpointRecord],
+) -> crate::error::Result<Vec<StatsRow>> {
+    let maps = instance.maps()?;
+    let mut rows = Vec::with_capacity(records.len());
+    for record in records {
+        let (counters, vlans) = match &maps {
+            Some(maps) => (
+                maps.counters(record.slot)?,
+                maps.vlan_counters(record.ifindex)?,
+            ),
+            None => (EndpointCounters::ZERO, Vec::new()),
+        };
+        let per_vlan = matches!(
+            record.vlans,
+            PortVlans::Trunk { .. } | PortVlans::Tunnel { .. }
+        );
+        rows.push(StatsRow {
+            name: record.name.to_string(),
+            counters,
+            vlans: per_vlan.then_some(vlans),
+        });
+    }
+    Ok(rows)
+}
+
 fn counters_json(counters: &EndpointCounters) -> Value {
     json!({
         "to_guest": { "packets": counters.to_guest_packets, "bytes": counters.to_guest_bytes },

@@ -16,6 +16,7 @@ mod handoff;
 mod host_port;
 mod isolation;
 mod lifecycle;
+mod metrics;
 mod packaging;
 mod port;
 mod readme;
