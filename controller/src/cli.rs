@@ -95,6 +95,22 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Frames, bytes and drops per second per endpoint, live (s: sort,
+    /// q: quit), or one sample for scripts.
+    #[command(
+        after_help = "Examples:\n  macvswitch top\n  macvswitch top --once --json --interval 2"
+    )]
+    Top {
+        /// Print one sample over the interval and exit.
+        #[arg(long)]
+        once: bool,
+        /// Print JSON instead of text (with --once).
+        #[arg(long, requires = "once")]
+        json: bool,
+        /// Seconds between samples.
+        #[arg(long, value_name = "SECONDS", default_value_t = 1.0)]
+        interval: f64,
+    },
     /// Remove every endpoint, program, link and pin macvswitch created.
     #[command(after_help = "Example:\n  macvswitch reset")]
     Reset,

@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod model;
 pub mod ops;
 pub mod report;
+pub mod top;
 
 pub use error::Error;
 

@@ -240,6 +240,31 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 }
             }
         }
+        Command::Top {
+            once,
+            json,
+            interval,
+        } => {
+            let interval = macvswitch::top::check_interval(interval)?;
+            if once {
+                let rates = macvswitch::top::once(&instance, interval).await?;
+                if json {
+                    print_json(&serde_json::Value::Array(
+                        rates.iter().map(macvswitch::top::Rates::json).collect(),
+                    ));
+                } else {
+                    print!("{}", macvswitch::top::text(&rates));
+                }
+            } else if macvswitch::top::interactive() {
+                macvswitch::top::live(&instance, interval)?;
+            } else {
+                return Err(Error::invalid(
+                    "top",
+                    "",
+                    "needs a terminal; use --once (and --json) in scripts",
+                ));
+            }
+        }
         Command::Reset => instance.reset().await?,
         Command::Apply { file, dry_run } => {
             let config = Config::load(&file)?;

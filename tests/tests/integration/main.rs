@@ -21,3 +21,4 @@ mod packaging;
 mod port;
 mod readme;
 mod relay;
+mod top;
