@@ -315,6 +315,9 @@ pub struct UplinkSetArgs {
     /// Remove the host port.
     #[arg(long)]
     pub no_host_port: bool,
+    /// Delete the lower device's host port of another name, then create NAME.
+    #[arg(long, requires = "host_port")]
+    pub replace: bool,
 }
 
 impl UplinkSetArgs {
@@ -328,6 +331,7 @@ impl UplinkSetArgs {
                 addresses: self.addresses,
             }),
             remove_host_port: self.no_host_port,
+            replace_host_port: self.replace,
         }
     }
 }

@@ -272,6 +272,7 @@ impl Session<'_> {
                     reflective_relay: Some(*on),
                     host_port: None,
                     remove_host_port: false,
+                    replace_host_port: false,
                 })
                 .await
                 .map(drop),
@@ -281,6 +282,7 @@ impl Session<'_> {
                     reflective_relay: None,
                     host_port: None,
                     remove_host_port: true,
+                    replace_host_port: false,
                 })
                 .await
                 .map(drop),
@@ -290,6 +292,7 @@ impl Session<'_> {
                     reflective_relay: None,
                     host_port: Some(port.clone()),
                     remove_host_port: false,
+                    replace_host_port: false,
                 })
                 .await
                 .map(drop),
