@@ -206,7 +206,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
                     .collect();
                 print_json(&serde_json::Value::Array(all));
             } else {
-                print!("{}", report::endpoint_table(&records));
+                print!("{}", report::endpoint_table(&instance, &records));
             }
         }
         Command::Endpoint(EndpointCommand::Show { name, json }) => {
