@@ -64,6 +64,10 @@ pub struct Cli {
     )]
     pub attach: AttachChoice,
 
+    /// Print nothing on success where a command would say what it changed.
+    #[arg(long, global = true)]
+    pub quiet: bool,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -84,7 +88,11 @@ pub enum Command {
         json: bool,
     },
     /// Remove every endpoint, program, link and pin macvswitch created.
-    Reset,
+    Reset {
+        /// Also remove endpoints whose tap a process (a guest) holds open.
+        #[arg(long)]
+        force: bool,
+    },
     /// Converge the host to a configuration file, with the fewest changes;
     /// prints the plan.
     #[command(
@@ -184,7 +192,12 @@ pub enum EndpointCommand {
     )]
     Set(SetArgs),
     /// Remove an endpoint: its macvtap, links, pins and tap node.
-    Del { name: IfName },
+    Del {
+        name: IfName,
+        /// Delete it even if a process (a guest) holds its tap open.
+        #[arg(long)]
+        force: bool,
+    },
     /// List endpoints.
     List {
         #[arg(long)]

@@ -262,10 +262,10 @@ impl Session<'_> {
                 self.update_in_place(from, updated).await.map(drop)
             }
             Change::ReplaceEndpoint { from, to, .. } => {
-                self.del(&from.name).await?;
+                self.del(&from.name, true).await?;
                 self.add(to.clone()).await.map(drop)
             }
-            Change::DeleteEndpoint(name) => self.del(name).await,
+            Change::DeleteEndpoint(name) => self.del(name, true).await.map(drop),
             Change::SetRelay { lower, on } => self
                 .uplink_set(UplinkSetRequest {
                     lower: lower.clone(),

@@ -76,6 +76,22 @@ pub fn holders(dev: (u32, u32)) -> Vec<Holder> {
     found
 }
 
+/// Processes other than this one that hold the endpoint's tap open; none
+/// when its macvtap is not in this network namespace.
+pub fn tap_holders(record: &EndpointRecord) -> Vec<Holder> {
+    let Ok(dev) = tapdev::device_number(record.name.as_str(), record.ifindex) else {
+        return Vec::new();
+    };
+    let me = std::process::id();
+    holders(dev).into_iter().filter(|h| h.pid != me).collect()
+}
+
+/// Holders as one phrase: `process 12 (qemu), process 14 (qemu)`.
+pub fn holders_text(holders: &[Holder]) -> String {
+    let names: Vec<String> = holders.iter().map(Holder::to_string).collect();
+    names.join(", ")
+}
+
 /// Refuses when a process other than this one holds the endpoint's tap.
 fn refuse_if_held(record: &EndpointRecord, dev: (u32, u32)) -> Result<()> {
     let me = std::process::id();

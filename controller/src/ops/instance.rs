@@ -16,6 +16,7 @@ use crate::{
         types::IfName,
     },
     ops::{
+        endpoint::ResetReport,
         requests::{SetRequest, UplinkSetRequest},
         store::StateDir,
         validate::unknown_endpoint,
@@ -184,13 +185,13 @@ impl Instance {
         self.session().await?.set(request).await
     }
 
-    pub async fn del(&self, name: &IfName) -> Result<()> {
-        self.session().await?.del(name).await
+    pub async fn del(&self, name: &IfName, force: bool) -> Result<EndpointRecord> {
+        self.session().await?.del(name, force).await
     }
 
     /// Removes everything this instance created.
-    pub async fn reset(&self) -> Result<()> {
-        self.session().await?.reset().await
+    pub async fn reset(&self, force: bool) -> Result<ResetReport> {
+        self.session().await?.reset(force).await
     }
 
     pub async fn uplink_set(&self, request: UplinkSetRequest) -> Result<UplinkRecord> {
