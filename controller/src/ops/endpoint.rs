@@ -13,7 +13,7 @@ use crate::{
         types::{IfName, Vid},
     },
     ops::{
-        handoff::{holders_text, tap_holders},
+        handoff::{holders_text, tap_holders, tap_holders_of},
         requests::SetRequest,
         session::Session,
         validate::{check_community, check_mac_twin, unknown_endpoint, validate_add},
@@ -198,13 +198,9 @@ impl Session<'_> {
     /// process holds open only with `force`.
     pub async fn reset(&mut self, force: bool) -> Result<ResetReport> {
         let endpoints: Vec<_> = self.state.endpoints.values().cloned().collect();
-        let in_use: Vec<String> = endpoints
+        let in_use: Vec<String> = tap_holders_of(&endpoints)
             .iter()
-            .filter_map(|record| {
-                let holders = tap_holders(record);
-                (!holders.is_empty())
-                    .then(|| format!("{} (open in {})", record.name, holders_text(&holders)))
-            })
+            .map(|(name, holders)| format!("{name} (open in {})", holders_text(holders)))
             .collect();
         if !force && !in_use.is_empty() {
             return Err(Error::invalid(

@@ -169,6 +169,14 @@ fn del_of_an_endpoint_in_use_names_the_process_and_needs_force() {
     let out = h.ctl.ok(&["endpoint", "del", "ep0", "--force"]);
     assert_eq!(out, "deleted endpoint ep0\n");
     assert!(h.names().is_empty());
+
+    // The fd still open is the deleted macvtap's, not that of a new one
+    // that may get its device number.
+    h.add("ep0", &["--vlan", "10"]);
+    assert_eq!(
+        h.ctl.ok(&["endpoint", "del", "ep0"]),
+        "deleted endpoint ep0\n"
+    );
     drop(tap);
 
     h.add("ep1", &[]);
