@@ -73,6 +73,10 @@ pub struct Cli {
     )]
     pub attach: AttachChoice,
 
+    /// Print nothing on success where a command would say what it changed.
+    #[arg(long, global = true)]
+    pub quiet: bool,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -112,8 +116,14 @@ pub enum Command {
         interval: f64,
     },
     /// Remove every endpoint, program, link and pin macvswitch created.
-    #[command(after_help = "Example:\n  macvswitch reset")]
-    Reset,
+    #[command(
+        after_help = "Examples:\n  macvswitch reset\n  macvswitch reset --force   # also endpoints whose tap a guest holds"
+    )]
+    Reset {
+        /// Also remove endpoints whose tap a process (a guest) holds open.
+        #[arg(long)]
+        force: bool,
+    },
     /// Converge the host to a configuration file, with the fewest changes;
     /// prints the plan.
     #[command(
@@ -225,11 +235,16 @@ pub enum EndpointCommand {
     )]
     Set(SetArgs),
     /// Remove an endpoint: its macvtap, links, pins and tap node.
-    #[command(after_help = "Example:\n  macvswitch endpoint del vm1")]
+    #[command(
+        after_help = "Examples:\n  macvswitch endpoint del vm1\n  macvswitch endpoint del vm1 --force   # even while a guest holds its tap"
+    )]
     Del {
         /// The endpoint.
         #[arg(value_name = "NAME")]
         name: IfName,
+        /// Delete it even if a process (a guest) holds its tap open.
+        #[arg(long)]
+        force: bool,
     },
     /// List endpoints.
     #[command(
@@ -384,6 +399,9 @@ pub struct UplinkSetArgs {
     /// Remove the host port.
     #[arg(long)]
     pub no_host_port: bool,
+    /// Delete the lower device's host port of another name, then create NAME.
+    #[arg(long, requires = "host_port")]
+    pub replace: bool,
 }
 
 impl UplinkSetArgs {
@@ -397,6 +415,7 @@ impl UplinkSetArgs {
                 addresses: self.addresses,
             }),
             remove_host_port: self.no_host_port,
+            replace_host_port: self.replace,
         }
     }
 }

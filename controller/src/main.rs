@@ -39,7 +39,27 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    match runtime.block_on(run(cli)) {
+    set_attach_choice(cli.attach);
+    let instance = Instance {
+        state_dir: StateDir::new(&cli.state_dir),
+        pins: PinLayout::new(&cli.bpffs),
+        mark_mask: cli.mark_mask,
+        // A bar for a person at a terminal; scripts get the output alone.
+        progress: if std::io::IsTerminal::is_terminal(&std::io::stdout()) && !cli.quiet {
+            Reporter(std::sync::Arc::new(report::TerminalBar::new()))
+        } else {
+            Reporter::default()
+        },
+    };
+    // A command that fails, and `reset`, leave the state directory as they
+    // found it: no lock file or directory made for nothing.
+    let found = instance.state_dir.found();
+    let reset = matches!(cli.command, Command::Reset { .. });
+    let result = runtime.block_on(run(&instance, cli.command, cli.quiet));
+    if result.is_err() || reset {
+        instance.state_dir.leave_as_found(found);
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {}", one_line(&error));
@@ -142,20 +162,16 @@ fn print_json(value: &serde_json::Value) {
     println!("{}", serde_json::to_string_pretty(value).expect("JSON"));
 }
 
-async fn run(cli: Cli) -> Result<(), Error> {
-    set_attach_choice(cli.attach);
-    let instance = Instance {
-        state_dir: StateDir::new(cli.state_dir),
-        pins: PinLayout::new(cli.bpffs),
-        mark_mask: cli.mark_mask,
-        // A bar for a person at a terminal; scripts get the output alone.
-        progress: if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
-            Reporter(std::sync::Arc::new(report::TerminalBar::new()))
-        } else {
-            Reporter::default()
-        },
-    };
-    match cli.command {
+/// One line saying what a command changed, unless `--quiet`.
+fn changed(quiet: bool, line: impl std::fmt::Display) {
+    if !quiet {
+        println!("{line}");
+    }
+}
+
+async fn run(instance: &Instance, command: Command, quiet: bool) -> Result<(), Error> {
+    let instance = instance.clone();
+    match command {
         Command::Endpoint(EndpointCommand::Add(args)) => {
             let record = instance.add(args.spec()?).await?;
             print!("{}", report::endpoint_details(&instance, &record));
@@ -203,7 +219,10 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 print!("{}", report::uplink_text(&record, counters.as_ref()));
             }
         }
-        Command::Endpoint(EndpointCommand::Del { name }) => instance.del(&name).await?,
+        Command::Endpoint(EndpointCommand::Del { name, force }) => {
+            let record = instance.del(&name, force).await?;
+            changed(quiet, format!("deleted endpoint {}", record.name));
+        }
         Command::Endpoint(EndpointCommand::List { json }) => {
             let records = instance.list()?;
             if json {
@@ -213,7 +232,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
                     .collect();
                 print_json(&serde_json::Value::Array(all));
             } else {
-                print!("{}", report::endpoint_table(&records));
+                print!("{}", report::endpoint_table(&instance, &records));
             }
         }
         Command::Endpoint(EndpointCommand::Show { name, json }) => {
@@ -265,7 +284,10 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 ));
             }
         }
-        Command::Reset => instance.reset().await?,
+        Command::Reset { force } => {
+            let removed = instance.reset(force).await?;
+            changed(quiet, removed);
+        }
         Command::Apply { file, dry_run } => {
             let config = Config::load(&file)?;
             instance
@@ -277,7 +299,13 @@ async fn run(cli: Cli) -> Result<(), Error> {
             let state = instance.state_dir.load()?;
             print!("{}", Config::from_state(&state).to_toml());
         }
-        Command::Reload => instance.session().await?.reload().await?,
+        Command::Reload => {
+            let endpoints = instance.session().await?.reload().await?;
+            changed(
+                quiet,
+                format!("reload: a fresh copy of the programs runs on {endpoints} endpoints"),
+            );
+        }
         Command::Restore => {
             let report = instance.session().await?.restore().await?;
             for line in report.lines() {

@@ -1,5 +1,7 @@
 //! What `endpoint list|show` and `stats` print, as text or JSON.
 
+use std::path::PathBuf;
+
 use macvswitch_common::{DropReason, EndpointCounters, UplinkCounters};
 use serde_json::{Value, json};
 
@@ -10,10 +12,19 @@ use crate::{
         state::{EndpointRecord, UplinkRecord},
         types::AttachMode,
     },
-    ops::instance::Instance,
+    ops::instance::{Instance, LiveStatus},
 };
 
+/// The endpoint's tap node if it can be opened now: its macvtap is there
+/// (programs on it or not: the status says) and so is the node.
+fn usable_tap(instance: &Instance, record: &EndpointRecord, status: LiveStatus) -> Option<PathBuf> {
+    let tap = instance.tap_path(&record.name);
+    let live = matches!(status, LiveStatus::Ready | LiveStatus::NotAttached);
+    (live && tap.exists()).then_some(tap)
+}
+
 pub fn endpoint_json(instance: &Instance, record: &EndpointRecord) -> Value {
+    let status = instance.live_status(record);
     let mut value = json!({
         "name": record.name,
         "lower": record.lower,
@@ -21,7 +32,7 @@ pub fn endpoint_json(instance: &Instance, record: &EndpointRecord) -> Value {
         "mac": record.mac,
         "ifindex": record.ifindex,
         "policy": record.vlans.kind(),
-        "status": record.status,
+        "status": status.as_str(),
         "vlan": null,
         "priority": record.priority,
         "mtu": record.mtu,
@@ -32,7 +43,7 @@ pub fn endpoint_json(instance: &Instance, record: &EndpointRecord) -> Value {
             Isolation::Community(name) => Some(name),
             _ => None,
         },
-        "tap": instance.tap_path(&record.name),
+        "tap": usable_tap(instance, record, status),
         "attach": record.attach,
     });
     match &record.vlans {
@@ -55,15 +66,21 @@ pub fn endpoint_json(instance: &Instance, record: &EndpointRecord) -> Value {
     value
 }
 
-pub fn endpoint_table(records: &[EndpointRecord]) -> String {
+pub fn endpoint_table(instance: &Instance, records: &[EndpointRecord]) -> String {
     let mut out = format!(
-        "{:<15} {:<15} {:<8} {:<17} {:>7}  {}\n",
-        "NAME", "LOWER", "MODE", "MAC", "IFINDEX", "VLANS"
+        "{:<15} {:<15} {:<8} {:<17} {:>7}  {:<12}  {}\n",
+        "NAME", "LOWER", "MODE", "MAC", "IFINDEX", "STATUS", "VLANS"
     );
     for r in records {
         out += &format!(
-            "{:<15} {:<15} {:<8} {:<17} {:>7}  {}\n",
-            r.name, r.lower, r.mode, r.mac, r.ifindex, r.vlans
+            "{:<15} {:<15} {:<8} {:<17} {:>7}  {:<12}  {}\n",
+            r.name,
+            r.lower,
+            r.mode,
+            r.mac,
+            r.ifindex,
+            instance.live_status(r).as_str(),
+            r.vlans
         );
     }
     out
@@ -73,13 +90,29 @@ pub fn endpoint_details(instance: &Instance, r: &EndpointRecord) -> String {
     let priority = r
         .priority
         .map_or("kept from the guest".to_string(), |p| p.get().to_string());
+    let status = instance.live_status(r);
+    let (tap, qemu) = match usable_tap(instance, r, status) {
+        Some(tap) => (tap.display().to_string(), qemu_fragment(r)),
+        None if matches!(status, LiveStatus::Ready | LiveStatus::NotAttached) => (
+            format!(
+                "none: its node {} is gone",
+                instance.tap_path(&r.name).display()
+            ),
+            "not until the tap is there".to_string(),
+        ),
+        None => (
+            "none until the endpoint is ready".to_string(),
+            "not until the endpoint is ready".to_string(),
+        ),
+    };
     format!(
-        "{}: lower {} mode {} mac {} ifindex {}\n  vlans: {}\n  isolation: {}\n  priority: {priority}\n  mtu: {}\n  mac spoofing: {}\n  tap: {}\n  attach: {}\n  qemu: {}\n",
+        "{}: lower {} mode {} mac {} ifindex {}\n  status: {}\n  vlans: {}\n  isolation: {}\n  priority: {priority}\n  mtu: {}\n  mac spoofing: {}\n  tap: {tap}\n  attach: {}\n  qemu: {qemu}\n",
         r.name,
         r.lower,
         r.mode,
         r.mac,
         r.ifindex,
+        status.explained(),
         r.vlans,
         r.isolation,
         r.mtu,
@@ -88,9 +121,7 @@ pub fn endpoint_details(instance: &Instance, r: &EndpointRecord) -> String {
         } else {
             "dropped"
         },
-        instance.tap_path(&r.name).display(),
         attach_text(r.attach),
-        qemu_fragment(r),
     )
 }
 

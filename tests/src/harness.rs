@@ -53,7 +53,8 @@ impl Endpoint {
                 .as_u64()
                 .unwrap_or_else(|| panic!("endpoint JSON lacks ifindex: {v}")),
             vlan: v["vlan"].as_u64().map(|x| x as u16),
-            tap: PathBuf::from(s("tap")),
+            // null while the endpoint's macvtap or tap node is not there
+            tap: PathBuf::from(v["tap"].as_str().unwrap_or_default()),
             raw: v.clone(),
         }
     }

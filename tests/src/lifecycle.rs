@@ -233,9 +233,10 @@ pub fn assert_consistent(h: &Harness, context: &str) {
     );
 }
 
-/// After `reset`: no macvtap, no pin, no state file, no tap node.
+/// After `reset --force` (a test may still hold a tap): no macvtap, no
+/// pin, no state file, no tap node.
 pub fn assert_reset_clean(h: &Harness) {
-    h.ctl.ok(&["reset"]);
+    h.ctl.ok(&["reset", "--force"]);
     assert_eq!(macvtaps(h), BTreeMap::new(), "macvtaps left after reset");
     assert_eq!(
         h.bpffs.pinned_files(),

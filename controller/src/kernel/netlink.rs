@@ -204,6 +204,32 @@ impl Netlink {
             .map_err(|e| Error::netlink(format!("adding {cidr} to link {index}"), e))
     }
 
+    /// Removes address `cidr` from link `index`; one that is not there is
+    /// not an error.
+    pub async fn del_address(&self, index: u32, cidr: Cidr) -> Result<()> {
+        let context = || format!("removing {cidr} from link {index}");
+        let found: Vec<_> = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .set_address_filter(cidr.addr)
+            .set_prefix_length_filter(cidr.prefix)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| Error::netlink(context(), e))?;
+        for message in found {
+            self.handle
+                .address()
+                .del(message)
+                .execute()
+                .await
+                .map_err(|e| Error::netlink(context(), e))?;
+        }
+        Ok(())
+    }
+
     /// Deletes a link; one that is already gone is not an error.
     pub async fn delete(&self, index: u32) -> Result<()> {
         match self.handle.link().del(index).execute().await {

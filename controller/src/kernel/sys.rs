@@ -41,3 +41,8 @@ pub fn is_live(name: &str, ifindex: u32) -> bool {
         .and_then(|text| text.trim().parse::<u32>().ok())
         == Some(ifindex)
 }
+
+/// Whether this network namespace has a link named `name`.
+pub fn has_link(name: &str) -> bool {
+    std::path::Path::new("/sys/class/net").join(name).exists()
+}

@@ -262,16 +262,17 @@ impl Session<'_> {
                 self.update_in_place(from, updated).await.map(drop)
             }
             Change::ReplaceEndpoint { from, to, .. } => {
-                self.del(&from.name).await?;
+                self.del(&from.name, true).await?;
                 self.add(to.clone()).await.map(drop)
             }
-            Change::DeleteEndpoint(name) => self.del(name).await,
+            Change::DeleteEndpoint(name) => self.del(name, true).await.map(drop),
             Change::SetRelay { lower, on } => self
                 .uplink_set(UplinkSetRequest {
                     lower: lower.clone(),
                     reflective_relay: Some(*on),
                     host_port: None,
                     remove_host_port: false,
+                    replace_host_port: false,
                 })
                 .await
                 .map(drop),
@@ -281,6 +282,7 @@ impl Session<'_> {
                     reflective_relay: None,
                     host_port: None,
                     remove_host_port: true,
+                    replace_host_port: false,
                 })
                 .await
                 .map(drop),
@@ -290,6 +292,7 @@ impl Session<'_> {
                     reflective_relay: None,
                     host_port: Some(port.clone()),
                     remove_host_port: false,
+                    replace_host_port: false,
                 })
                 .await
                 .map(drop),

@@ -13,6 +13,7 @@ use crate::{
         types::{IfName, Vid},
     },
     ops::{
+        handoff::{holders_text, tap_holders, tap_holders_of},
         requests::SetRequest,
         session::Session,
         validate::{check_community, check_mac_twin, unknown_endpoint, validate_add},
@@ -166,28 +167,62 @@ impl Session<'_> {
         Ok(updated)
     }
 
-    pub async fn del(&mut self, name: &IfName) -> Result<()> {
+    /// Deletes an endpoint; one whose tap a process holds open only with
+    /// `force`, since its guest loses its network.
+    pub async fn del(&mut self, name: &IfName, force: bool) -> Result<EndpointRecord> {
         let mut record = self
             .state
             .endpoints
             .get(name)
             .cloned()
             .ok_or_else(|| unknown_endpoint(name))?;
+        let holders = tap_holders(&record);
+        if !force && !holders.is_empty() {
+            return Err(Error::invalid(
+                "NAME",
+                name,
+                format!(
+                    "its tap is open in {}; stop that first, or add --force to delete it anyway",
+                    holders_text(&holders)
+                ),
+            ));
+        }
         record.status = RecordStatus::Deleting;
         self.state.endpoints.insert(name.clone(), record.clone());
         self.save()?;
         self.unwire(&record).await;
         self.state.endpoints.remove(name);
         self.save()?;
-        self.refresh_lower(&record.lower)
+        self.refresh_lower(&record.lower)?;
+        Ok(record)
     }
 
-    /// Removes everything this instance created.
-    pub async fn reset(&mut self) -> Result<()> {
+    /// Removes everything this instance created; endpoints whose tap a
+    /// process holds open only with `force`.
+    pub async fn reset(&mut self, force: bool) -> Result<ResetReport> {
         let endpoints: Vec<_> = self.state.endpoints.values().cloned().collect();
+        let in_use: Vec<String> = tap_holders_of(&endpoints)
+            .iter()
+            .map(|(name, holders)| format!("{name} (open in {})", holders_text(holders)))
+            .collect();
+        if !force && !in_use.is_empty() {
+            return Err(Error::invalid(
+                "reset",
+                "",
+                format!(
+                    "endpoints in use: {}; stop those first, or add --force to remove everything \
+                     anyway",
+                    in_use.join(", ")
+                ),
+            ));
+        }
+        let progress = self.instance.progress.clone();
+        let steps = progress.begin("removing endpoints", endpoints.len());
         for record in &endpoints {
             self.unwire(record).await;
+            steps.step();
         }
+        drop(steps);
         let uplinks: Vec<_> = self.state.uplinks.values().cloned().collect();
         for uplink in &uplinks {
             self.unwire_uplink(uplink).await;
@@ -196,6 +231,28 @@ impl Session<'_> {
             Datapath::remove_all_pins(&self.instance.pins)?;
         }
         self.state = State::default();
-        self.clear()
+        self.clear()?;
+        Ok(ResetReport {
+            endpoints: endpoints.len(),
+            host_ports: uplinks.iter().filter(|u| u.host_port.is_some()).count(),
+        })
+    }
+}
+
+/// What `reset` removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ResetReport {
+    pub endpoints: usize,
+    pub host_ports: usize,
+}
+
+impl std::fmt::Display for ResetReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let plural = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+        write!(f, "reset: removed {}", plural(self.endpoints, "endpoint"))?;
+        if self.host_ports > 0 {
+            write!(f, " and {}", plural(self.host_ports, "host port"))?;
+        }
+        Ok(())
     }
 }

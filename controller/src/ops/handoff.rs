@@ -7,6 +7,7 @@
 //! part of the first guest's frames. So both refuse a tap someone holds.
 
 use std::{
+    collections::{BTreeMap, BTreeSet},
     ffi::OsString,
     fs,
     os::{
@@ -20,7 +21,7 @@ use std::{
 use crate::{
     error::{Error, Result},
     kernel::tapdev,
-    model::state::EndpointRecord,
+    model::{state::EndpointRecord, types::IfName},
 };
 
 /// Highest `--queues`: the kernel's limit of queues per macvtap
@@ -46,11 +47,23 @@ impl std::fmt::Display for Holder {
 /// following every `/proc/PID/fd/N` (processes we may not inspect are
 /// skipped; as root that is none in our PID namespace).
 pub fn holders(dev: (u32, u32)) -> Vec<Holder> {
-    let rdev = libc::makedev(dev.0, dev.1);
+    holders_of(&[dev]).remove(&dev).unwrap_or_default()
+}
+
+/// The processes holding each of `devs`, in one walk of `/proc` (as
+/// `holders`; `reset` asks about every endpoint at once).
+pub fn holders_of(devs: &[(u32, u32)]) -> BTreeMap<(u32, u32), Vec<Holder>> {
+    let mut found: BTreeMap<(u32, u32), Vec<Holder>> = BTreeMap::new();
+    let wanted: BTreeMap<libc::dev_t, (u32, u32)> = devs
+        .iter()
+        .map(|dev| (libc::makedev(dev.0, dev.1), *dev))
+        .collect();
+    if wanted.is_empty() {
+        return found;
+    }
     let Ok(procs) = fs::read_dir("/proc") else {
-        return Vec::new();
+        return found;
     };
-    let mut found = Vec::new();
     for entry in procs.flatten() {
         let Some(pid) = entry
             .file_name()
@@ -62,18 +75,72 @@ pub fn holders(dev: (u32, u32)) -> Vec<Holder> {
         let Ok(fds) = fs::read_dir(entry.path().join("fd")) else {
             continue;
         };
-        let holds = fds.flatten().any(|fd| {
-            fs::metadata(fd.path())
-                .is_ok_and(|m| m.file_type().is_char_device() && m.rdev() == rdev)
-        });
-        if holds {
-            let command = fs::read_to_string(entry.path().join("comm"))
-                .map(|c| c.trim().to_string())
-                .unwrap_or_else(|_| "?".into());
-            found.push(Holder { pid, command });
+        let held: BTreeSet<(u32, u32)> = fds
+            .flatten()
+            .filter_map(|fd| {
+                let m = fs::metadata(fd.path()).ok()?;
+                // A node no longer linked anywhere is a deleted macvtap's:
+                // its device number may since be another macvtap's.
+                if !m.file_type().is_char_device() || m.nlink() == 0 {
+                    return None;
+                }
+                wanted.get(&m.rdev()).copied()
+            })
+            .collect();
+        if held.is_empty() {
+            continue;
+        }
+        let command = fs::read_to_string(entry.path().join("comm"))
+            .map(|c| c.trim().to_string())
+            .unwrap_or_else(|_| "?".into());
+        for dev in held {
+            found.entry(dev).or_default().push(Holder {
+                pid,
+                command: command.clone(),
+            });
         }
     }
     found
+}
+
+/// Processes other than this one that hold the endpoint's tap open; none
+/// when its macvtap is not in this network namespace.
+pub fn tap_holders(record: &EndpointRecord) -> Vec<Holder> {
+    tap_holders_of(std::slice::from_ref(record))
+        .pop()
+        .map(|(_, holders)| holders)
+        .unwrap_or_default()
+}
+
+/// The endpoints among `records` whose tap another process holds open,
+/// with those processes, in one walk of `/proc`.
+pub fn tap_holders_of(records: &[EndpointRecord]) -> Vec<(IfName, Vec<Holder>)> {
+    let devs: Vec<(IfName, (u32, u32))> = records
+        .iter()
+        .filter_map(|r| {
+            let dev = tapdev::device_number(r.name.as_str(), r.ifindex).ok()?;
+            Some((r.name.clone(), dev))
+        })
+        .collect();
+    let wanted: Vec<(u32, u32)> = devs.iter().map(|(_, dev)| *dev).collect();
+    let mut by_dev = holders_of(&wanted);
+    let me = std::process::id();
+    devs.into_iter()
+        .filter_map(|(name, dev)| {
+            let holders: Vec<Holder> = by_dev
+                .remove(&dev)?
+                .into_iter()
+                .filter(|h| h.pid != me)
+                .collect();
+            (!holders.is_empty()).then_some((name, holders))
+        })
+        .collect()
+}
+
+/// Holders as one phrase: `process 12 (qemu), process 14 (qemu)`.
+pub fn holders_text(holders: &[Holder]) -> String {
+    let names: Vec<String> = holders.iter().map(Holder::to_string).collect();
+    names.join(", ")
 }
 
 /// Refuses when a process other than this one holds the endpoint's tap.

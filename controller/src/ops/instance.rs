@@ -8,18 +8,76 @@ use crate::{
     kernel::{
         bpffs,
         datapath::{Datapath, Maps, PinLayout},
+        sys,
     },
     model::{
         spec::EndpointSpec,
-        state::{EndpointRecord, State, UplinkRecord},
+        state::{EndpointRecord, RecordStatus, State, UplinkRecord},
         types::IfName,
     },
     ops::{
+        endpoint::ResetReport,
         requests::{SetRequest, UplinkSetRequest},
         store::StateDir,
         validate::unknown_endpoint,
     },
 };
+
+/// An endpoint's status as `endpoint list|show` report it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LiveStatus {
+    /// Its macvtap is there and both programs are on it.
+    Ready,
+    /// Its lower device is gone; it is recreated when that is back.
+    Waiting,
+    /// Its macvtap is gone (deleted out of band) while the lower device is there.
+    Missing,
+    /// Its macvtap is there but a program is not on it.
+    NotAttached,
+    /// An interrupted `add`, rolled back by the next change.
+    Pending,
+    /// An interrupted `del`, finished by the next change.
+    Deleting,
+}
+
+impl LiveStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ready => "ready",
+            Self::Waiting => "waiting",
+            Self::Missing => "missing",
+            Self::NotAttached => "not-attached",
+            Self::Pending => "pending",
+            Self::Deleting => "deleting",
+        }
+    }
+
+    /// What the status means and what brings the endpoint back.
+    pub fn explained(self) -> &'static str {
+        match self {
+            Self::Ready => "ready",
+            Self::Waiting => {
+                "waiting for its lower device (recreated when it is back: `macvswitch restore` or \
+                 the daemon)"
+            }
+            Self::Missing => {
+                "missing: its macvtap is gone (`macvswitch restore` forgets it, `endpoint add` \
+                 makes it again)"
+            }
+            Self::NotAttached => {
+                "not attached: a program is not on its macvtap (`macvswitch restore` puts it back)"
+            }
+            Self::Pending => "pending: an interrupted add (the next change rolls it back)",
+            Self::Deleting => "deleting: an interrupted del (the next change finishes it)",
+        }
+    }
+}
+
+impl std::fmt::Display for LiveStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// Where one macvswitch instance keeps its state and pins.
 #[derive(Clone, Debug)]
@@ -58,6 +116,28 @@ impl Instance {
             .endpoints
             .remove(name)
             .ok_or_else(|| unknown_endpoint(name))
+    }
+
+    /// What the endpoint is right now, checked against the kernel: its
+    /// macvtap under the recorded name and ifindex, both programs on it.
+    pub fn live_status(&self, record: &EndpointRecord) -> LiveStatus {
+        match record.status {
+            RecordStatus::Waiting => return LiveStatus::Waiting,
+            RecordStatus::Pending => return LiveStatus::Pending,
+            RecordStatus::Deleting => return LiveStatus::Deleting,
+            RecordStatus::Ready => {}
+        }
+        if !sys::is_live(record.name.as_str(), record.ifindex) {
+            return if sys::has_link(record.lower.as_str()) {
+                LiveStatus::Missing
+            } else {
+                LiveStatus::Waiting
+            };
+        }
+        if !Datapath::is_attached(&self.pins, record.name.as_str()) {
+            return LiveStatus::NotAttached;
+        }
+        LiveStatus::Ready
     }
 
     /// The counter maps, if the data path was ever loaded here.
@@ -107,13 +187,13 @@ impl Instance {
         self.session().await?.set(request).await
     }
 
-    pub async fn del(&self, name: &IfName) -> Result<()> {
-        self.session().await?.del(name).await
+    pub async fn del(&self, name: &IfName, force: bool) -> Result<EndpointRecord> {
+        self.session().await?.del(name, force).await
     }
 
     /// Removes everything this instance created.
-    pub async fn reset(&self) -> Result<()> {
-        self.session().await?.reset().await
+    pub async fn reset(&self, force: bool) -> Result<ResetReport> {
+        self.session().await?.reset(force).await
     }
 
     pub async fn uplink_set(&self, request: UplinkSetRequest) -> Result<UplinkRecord> {

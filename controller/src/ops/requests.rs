@@ -28,4 +28,7 @@ pub struct UplinkSetRequest {
     pub reflective_relay: Option<bool>,
     pub host_port: Option<HostPortSpec>,
     pub remove_host_port: bool,
+    /// `--replace`: a host port of another name on the lower device goes
+    /// first; without it, that is refused.
+    pub replace_host_port: bool,
 }

@@ -17,7 +17,7 @@ use crate::{
         bpffs,
         datapath::{Datapath, Maps},
         netlink::Netlink,
-        sys::random_u32,
+        sys::{self, random_u32},
     },
     model::{
         state::{RecordStatus, State},
@@ -87,13 +87,20 @@ impl Session<'_> {
     }
 
     /// Loads a fresh copy of the programs and swaps every link to it
-    /// atomically (what a new binary does by itself).
-    pub async fn reload(&mut self) -> Result<()> {
+    /// atomically (what a new binary does by itself); returns how many
+    /// endpoints run it.
+    pub async fn reload(&mut self) -> Result<usize> {
         let mut datapath = self.open_datapath(true)?;
         self.reattach(&mut datapath)?;
         self.opened_maps = None;
         self.datapath = Some(datapath);
-        self.save()
+        self.save()?;
+        Ok(self
+            .state
+            .endpoints
+            .values()
+            .filter(|r| r.status.is_ready() && sys::is_live(r.name.as_str(), r.ifindex))
+            .count())
     }
 
     /// Checks the kernel, then adopts the pinned data path or loads one

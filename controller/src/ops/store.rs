@@ -7,6 +7,7 @@
 use std::{
     fs::{self, File, OpenOptions},
     io::Write as _,
+    os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
 };
 
@@ -20,6 +21,13 @@ use crate::{
 #[derive(Clone, Debug)]
 pub struct StateDir {
     root: PathBuf,
+}
+
+/// Whether the directory and its lock file were there before a command.
+#[derive(Clone, Copy, Debug)]
+pub struct Found {
+    pub dir: bool,
+    pub lock: bool,
 }
 
 /// Held while the state may change; released on drop.
@@ -45,20 +53,63 @@ impl StateDir {
         self.root.join("dev")
     }
 
-    /// Takes the exclusive lock, creating the directory if needed.
+    /// Takes the exclusive lock, creating the directory if needed. A lock
+    /// file `reset` removed while this waited is not a lock: take the new one.
     pub fn lock(&self) -> Result<StateLock> {
         fs::create_dir_all(&self.root)
             .map_err(|e| Error::io(format!("creating {}", self.root.display()), e))?;
-        let path = self.root.join("lock");
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
-        file.lock()
-            .map_err(|e| Error::io(format!("locking {}", path.display()), e))?;
-        Ok(StateLock { _file: file })
+        let path = self.lock_file();
+        loop {
+            let file = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+            file.lock()
+                .map_err(|e| Error::io(format!("locking {}", path.display()), e))?;
+            let held = file
+                .metadata()
+                .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+            let current = fs::metadata(&path).ok();
+            if current.is_some_and(|m| (m.dev(), m.ino()) == (held.dev(), held.ino())) {
+                return Ok(StateLock { _file: file });
+            }
+        }
+    }
+
+    fn lock_file(&self) -> PathBuf {
+        self.root.join("lock")
+    }
+
+    /// What is there before a command runs, so that a command that fails
+    /// (or a `reset`) can leave the directory as it found it.
+    pub fn found(&self) -> Found {
+        Found {
+            dir: self.root.is_dir(),
+            lock: self.lock_file().exists(),
+        }
+    }
+
+    /// Removes what this command created that holds nothing: the lock file
+    /// and the directory, if they were not there before, and a state file
+    /// that records nothing in a directory that was not there.
+    pub fn leave_as_found(&self, found: Found) {
+        if !found.dir
+            && self
+                .load()
+                .is_ok_and(|state| state.endpoints.is_empty() && state.uplinks.is_empty())
+        {
+            let _ = fs::remove_file(self.state_file());
+            let _ = fs::remove_dir(self.dev_dir());
+        }
+        if !found.lock {
+            let _ = fs::remove_file(self.lock_file());
+        }
+        if !found.dir {
+            // Only if empty: what anyone else put there stays.
+            let _ = fs::remove_dir(&self.root);
+        }
     }
 
     /// Reads the state; a missing file is an empty state.
@@ -91,9 +142,15 @@ impl StateDir {
         write().map_err(|e| Error::io(format!("writing {}", path.display()), e))
     }
 
-    /// Removes the state file and tap nodes (for `reset`). Needs the lock.
+    /// Removes the state file, tap nodes and lock file (for `reset`): the
+    /// directory is left as it was before macvswitch used it. Needs the
+    /// lock; a command waiting for it takes the next one (see `lock`).
     pub fn clear(&self, _lock: &StateLock) -> Result<()> {
-        for path in [self.state_file(), self.root.join("state.json.tmp")] {
+        for path in [
+            self.state_file(),
+            self.root.join("state.json.tmp"),
+            self.lock_file(),
+        ] {
             match fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

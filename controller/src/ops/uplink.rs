@@ -5,10 +5,14 @@ use crate::{
     error::Result,
     model::{
         policy::PortVlans,
+        spec::HostPortSpec,
         state::{HostPortRecord, RecordStatus, UplinkRecord},
         types::Mac,
     },
-    ops::{requests::UplinkSetRequest, session::Session, validate::validate_uplink_set},
+    ops::{
+        requests::UplinkSetRequest, session::Session, validate::validate_uplink_set,
+        wiring::write_host_port_maps,
+    },
 };
 
 impl Session<'_> {
@@ -51,6 +55,18 @@ impl Session<'_> {
                     record = updated.clone();
                 }
             }
+        }
+        // The same name again: that port changes in place.
+        let in_place = request.host_port.as_ref().and_then(|spec| {
+            record
+                .host_port
+                .as_ref()
+                .filter(|port| port.name == spec.name && port.status.is_ready())
+                .map(|_| spec.clone())
+        });
+        if let Some(spec) = in_place {
+            self.update_host_port(&mut record, spec).await?;
+            return Ok(record);
         }
         if (request.remove_host_port || request.host_port.is_some())
             && let Some(old) = record.host_port.clone()
@@ -101,5 +117,37 @@ impl Session<'_> {
             .insert(record.name.clone(), record.clone());
         self.save()?;
         Ok(record)
+    }
+
+    /// Changes the VLAN and addresses of the lower device's host port in
+    /// place: one policy map update, addresses removed and added on the
+    /// same macvlan (no relink).
+    async fn update_host_port(
+        &mut self,
+        record: &mut UplinkRecord,
+        spec: HostPortSpec,
+    ) -> Result<()> {
+        let Some(mut port) = record.host_port.clone() else {
+            return Ok(());
+        };
+        let old_addresses = std::mem::take(&mut port.addresses);
+        port.vlans = match spec.vlan {
+            Some(vlan) => PortVlans::Access { vlan },
+            None => PortVlans::Untagged,
+        };
+        port.addresses = spec.addresses;
+        record.host_port = Some(port.clone());
+        self.state
+            .uplinks
+            .insert(record.name.clone(), record.clone());
+        write_host_port_maps(self.pinned_maps()?, record.ifindex, &port)?;
+        self.refresh_lower(&record.name)?;
+        for cidr in old_addresses.iter().filter(|a| !port.addresses.contains(a)) {
+            self.netlink.del_address(port.ifindex, *cidr).await?;
+        }
+        for cidr in port.addresses.iter().filter(|a| !old_addresses.contains(a)) {
+            self.netlink.add_address(port.ifindex, *cidr).await?;
+        }
+        self.save()
     }
 }

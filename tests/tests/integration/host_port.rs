@@ -262,7 +262,7 @@ fn host_port_removal_and_reset() {
     h.ctl.ok(&host_port);
     h.uplink_set(&["--reflective-relay", "on"]);
     assert_eq!(h.topo.host.link_names(), ["lo", LOWER, "g10", "host0"]);
-    h.ctl.ok(&["reset"]);
+    h.ctl.ok(&["reset", "--force"]); // the guest still holds its tap
     assert_eq!(h.topo.host.link_names(), ["lo", LOWER]);
     let pins = h.bpffs.pinned_files();
     assert!(pins.is_empty(), "pins left after reset: {pins:?}");

@@ -12,6 +12,7 @@ mod attach;
 mod carriage;
 mod daemon;
 mod endpoint;
+mod first_hour;
 mod handoff;
 mod host_port;
 mod isolation;

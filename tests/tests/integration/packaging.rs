@@ -117,7 +117,7 @@ fn bash_completes_subcommands_and_options() {
         assert!(options.iter().any(|o| o == option), "{option}: {options:?}");
     }
     assert_eq!(
-        complete(&script, &["macvswitch", "exec", "--qu"]),
+        complete(&script, &["macvswitch", "exec", "--que"]),
         ["--queues"]
     );
     for shell in ["zsh", "fish"] {

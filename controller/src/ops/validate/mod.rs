@@ -151,15 +151,41 @@ pub(crate) fn validate_uplink_set<'a>(
             Mode::Bridge,
             state,
         )?;
-        let taken = links
-            .iter()
-            .any(|link| link.name == host_port.name.as_str())
-            || state.endpoints.contains_key(&host_port.name);
+        // The lower device's own host port is changed in place.
+        let current = state
+            .uplinks
+            .get(&request.lower)
+            .and_then(|uplink| uplink.host_port.as_ref())
+            .is_some_and(|port| port.name == host_port.name);
+        let taken = !current
+            && (links
+                .iter()
+                .any(|link| link.name == host_port.name.as_str())
+                || state.endpoints.contains_key(&host_port.name));
         if taken {
             return Err(Error::invalid(
                 "--host-port",
                 &host_port.name,
                 "an interface of that name exists; pick a free name",
+            ));
+        }
+        let other = state
+            .uplinks
+            .get(&request.lower)
+            .and_then(|uplink| uplink.host_port.as_ref())
+            .filter(|port| port.name != host_port.name);
+        if let Some(old) = other
+            && !request.replace_host_port
+            && !request.remove_host_port
+        {
+            return Err(Error::invalid(
+                "--host-port",
+                &host_port.name,
+                format!(
+                    "{} already has host port {}; add --replace to delete {} and create {}, or \
+                     remove it first with `macvswitch uplink set {} --no-host-port`",
+                    request.lower, old.name, old.name, host_port.name, request.lower
+                ),
             ));
         }
     }
@@ -315,6 +341,7 @@ mod tests {
             reflective_relay: Some(true),
             host_port: None,
             remove_host_port: false,
+            replace_host_port: false,
         };
         assert_eq!(
             message(validate_uplink_set(&request, &state, &links)),

@@ -433,7 +433,7 @@ fn kill_during_relay_changes_on_clsact_then_no_filter_or_qdisc_is_lost() {
         );
         assert_consistent(&h, &context);
     }
-    h.ctl.ok(&["reset"]);
+    h.ctl.ok(&["reset", "--force"]); // the guest still holds its tap
     assert!(attach::filters(&h.topo.host, LOWER, "egress").is_empty());
     assert!(
         !attach::qdiscs(&h.topo.host, LOWER).contains(&"clsact".to_string()),
