@@ -99,6 +99,15 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The whole switch as a tree: each lower device with its relay
+    /// setting and host port, its endpoints grouped by VLAN; `!` marks an
+    /// endpoint whose kernel state is not as recorded.
+    #[command(after_help = "Examples:\n  macvswitch show\n  macvswitch show --json")]
+    Show {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Frames, bytes and drops per second per endpoint, live (s: sort,
     /// q: quit), or one sample for scripts.
     #[command(

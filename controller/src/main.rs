@@ -259,6 +259,13 @@ async fn run(instance: &Instance, command: Command, quiet: bool) -> Result<(), E
                 }
             }
         }
+        Command::Show { json } => {
+            if json {
+                print_json(&macvswitch::tree::json(&instance)?);
+            } else {
+                print!("{}", macvswitch::tree::text(&instance)?);
+            }
+        }
         Command::Top {
             once,
             json,

@@ -22,4 +22,5 @@ mod packaging;
 mod port;
 mod readme;
 mod relay;
+mod show;
 mod top;
