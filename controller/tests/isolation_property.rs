@@ -33,11 +33,11 @@ use std::{
 };
 
 use aya::{
-    Ebpf, EbpfLoader,
+    Ebpf,
     maps::{MapData, PerCpuArray, PerCpuHashMap, PerCpuValues},
-    programs::{SchedClassifier, TestRun, TestRunOptions},
+    programs::{TestRun, TestRunOptions},
 };
-use macvswitch::EBPF_OBJECT;
+use macvswitch::kernel::datapath;
 use macvswitch_common::{
     Action, Decision, DropReason, EndpointCounters, EndpointPolicy, FrameView, MarkCarriage,
     POLICY_CVLANS_LIMITED, POLICY_NATIVE_TAGGED, POLICY_PRIORITY_SET, PORT_ACCESS, PORT_TRUNK,
@@ -59,11 +59,6 @@ const SK_BUFF_CB: usize = 48;
 const SK_BUFF_MARK: usize = 8;
 /// How many kinds of disagreements and violations are printed.
 const SHOW_KINDS: usize = 40;
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
 
 fn env_u64(name: &str) -> Option<u64> {
     let text = std::env::var(name).ok()?;
@@ -439,15 +434,8 @@ fn pure_carried(
 
 impl Kernel {
     fn load() -> Self {
-        let mut ebpf = EbpfLoader::new().load(EBPF_OBJECT).expect("load object");
-        for name in [names::PROG_FROM_GUEST, names::PROG_TO_GUEST] {
-            let program: &mut SchedClassifier = ebpf
-                .program_mut(name)
-                .expect("program")
-                .try_into()
-                .expect("classifier");
-            program.load().expect("verifier accepts the program");
-        }
+        let mut ebpf = datapath::load_object(&[names::PROG_FROM_GUEST, names::PROG_TO_GUEST])
+            .expect("the object loads and the verifier accepts its programs");
         let counters = ebpf
             .take_map(names::MAP_COUNTERS)
             .expect("counters map")
@@ -459,7 +447,7 @@ impl Kernel {
             .try_into()
             .expect("per-cpu hash map");
         let cpus = aya::util::nr_cpus().expect("nr_cpus");
-        macvswitch::kernel::datapath::set_object_uplink(&mut ebpf, 0, 0, Some(&test_carriage()))
+        datapath::set_object_uplink(&mut ebpf, 0, 0, Some(&test_carriage()))
             .expect("setting the carriage");
         Self {
             ebpf,
@@ -471,7 +459,7 @@ impl Kernel {
 
     /// A new policy (or none) with zeroed counters and no VLAN counters.
     fn set_policy(&mut self, policy: Option<&EndpointPolicy>) {
-        macvswitch::kernel::datapath::set_object_policy(&mut self.ebpf, TEST_IFINDEX, policy)
+        datapath::set_object_policy(&mut self.ebpf, TEST_IFINDEX, policy)
             .expect("set policy");
         let zeros = PerCpuValues::try_from(vec![EndpointCounters::ZERO; self.cpus]).expect("zeros");
         self.counters.set(0, zeros, 0).expect("reset counters");
@@ -497,12 +485,7 @@ impl Kernel {
             Dir::FromGuest => names::PROG_FROM_GUEST,
             Dir::ToGuest => names::PROG_TO_GUEST,
         };
-        let program: &mut SchedClassifier = self
-            .ebpf
-            .program_mut(name)
-            .expect("program")
-            .try_into()
-            .expect("classifier");
+        let program = datapath::classifier(&mut self.ebpf, name).expect("classifier");
         let mut out = vec![0u8; frame.len() + 64];
         let mut ctx_in = [0u8; SK_BUFF_SIZE];
         ctx_in[SK_BUFF_MARK..SK_BUFF_MARK + 4].copy_from_slice(&mark.to_ne_bytes());
@@ -1147,7 +1130,7 @@ fn no_frame_leaves_its_vlan() {
         "isolation property: seed {seed:#x} (MSW_FUZZ_SEED), {frames} frames (MSW_FUZZ_FRAMES), \
          {per_policy} per policy"
     );
-    let mut kernel = if is_root() {
+    let mut kernel = if macvswitch_tests::is_root() {
         Some(Kernel::load())
     } else {
         eprintln!(
