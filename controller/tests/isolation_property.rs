@@ -44,7 +44,8 @@ use macvswitch_common::{
     PORT_TUNNEL, PORT_UNTAGGED, VlanKey, decide::VIEW_BYTES, names,
 };
 
-use generate::{GenPolicy, Rng};
+use generate::GenPolicy;
+use macvswitch_tests::rng::Rng;
 use model::{Dir, Outcome, TPID_AD, TPID_Q, Tag, Verdict, is_tpid};
 
 const TC_ACT_OK: u32 = 0;

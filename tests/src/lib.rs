@@ -16,7 +16,8 @@
 //! - [`harness`]: all of the above bundled for one test (`Harness`), and the
 //!   one-endpoint-against-the-wire fixture (`OnePort`);
 //! - [`lifecycle`]: SIGKILLing the CLI and checking state against kernel;
-//! - [`attach`]: what is attached, as TCX pins or clsact filters.
+//! - [`attach`]: what is attached, as TCX pins or clsact filters;
+//! - [`rng`]: the seeded PRNG of randomized tests.
 
 pub mod attach;
 pub mod bpf;
@@ -28,6 +29,7 @@ pub mod hairpin;
 pub mod harness;
 pub mod lifecycle;
 pub mod netns;
+pub mod rng;
 pub mod tap;
 pub mod topology;
 pub mod wire;

@@ -64,7 +64,7 @@ fn kill_during_add_then_next_command_repairs() {
     require_root!();
     let h = Harness::new();
     anchor(&h);
-    let mut rng = Rng::new("kill_during_add");
+    let mut rng = Rng::from_env("kill_during_add");
     for i in 0..ROUNDS {
         let name = format!("ep{i}");
         let vlan = (10 + i).to_string();
@@ -98,7 +98,7 @@ fn kill_during_set_then_kernel_follows_the_state_file() {
     let ep = h.add("ep0", &["--vlan", "10"]);
     let tap = h.tap(&ep);
     let wire = h.topo.wire();
-    let mut rng = Rng::new("kill_during_set");
+    let mut rng = Rng::from_env("kill_during_set");
     for i in 0..ROUNDS {
         let vlan = (20 + i).to_string();
         let delay = rng.range(0, 8_000);
@@ -147,7 +147,7 @@ fn kill_during_del_then_next_command_finishes_it() {
             &(10 + i).to_string(),
         ]);
     }
-    let mut rng = Rng::new("kill_during_del");
+    let mut rng = Rng::from_env("kill_during_del");
     for i in 0..ROUNDS {
         let name = format!("ep{i}");
         let delay = rng.range(0, 40_000);
@@ -295,7 +295,7 @@ fn kill_during_apply_then_apply_converges() {
     let h = Harness::new();
     anchor(&h);
     let files = apply_files(&h);
-    let mut rng = Rng::new("kill_during_apply");
+    let mut rng = Rng::from_env("kill_during_apply");
     for i in 0..6 {
         let file = &files[i % 2];
         let delay = rng.range(0, 150_000);
@@ -402,7 +402,7 @@ fn half_added_endpoint_is_not_shown_as_live() {
 fn kill_during_relay_changes_on_clsact_then_no_filter_or_qdisc_is_lost() {
     require_root!();
     let h = Harness::new();
-    let mut rng = Rng::new("kill_during_relay_changes_on_clsact");
+    let mut rng = Rng::from_env("kill_during_relay_changes_on_clsact");
     for i in 0..ROUNDS * 2 {
         let on_off = if i % 2 == 0 { "on" } else { "off" };
         let delay = rng.range(0, 80_000);
