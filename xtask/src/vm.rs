@@ -11,7 +11,7 @@
 //! entry's output, console log and exit statuses in
 //! `target/vm-cache/runs/ENTRY/`.
 
-mod guest;
+pub(crate) mod guest;
 /// The kernel and initramfs kit, shared with `guest_test`.
 pub(crate) mod initramfs;
 pub(crate) mod kernels;
