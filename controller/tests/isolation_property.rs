@@ -460,8 +460,7 @@ impl Kernel {
 
     /// A new policy (or none) with zeroed counters and no VLAN counters.
     fn set_policy(&mut self, policy: Option<&EndpointPolicy>) {
-        datapath::set_object_policy(&mut self.ebpf, TEST_IFINDEX, policy)
-            .expect("set policy");
+        datapath::set_object_policy(&mut self.ebpf, TEST_IFINDEX, policy).expect("set policy");
         let zeros = PerCpuValues::try_from(vec![EndpointCounters::ZERO; self.cpus]).expect("zeros");
         self.counters.set(0, zeros, 0).expect("reset counters");
         let keys: Vec<VlanKey> = self

@@ -12,11 +12,11 @@ use aya::{
     programs::{TestRun, TestRunOptions},
 };
 use macvswitch::kernel::datapath;
-use macvswitch_tests::require_root;
 use macvswitch_common::{
     DropReason, EndpointCounters, EndpointPolicy, POLICY_ALLOW_MAC_SPOOFING, TPID_8021AD,
     TPID_8021Q, names,
 };
+use macvswitch_tests::require_root;
 
 const TC_ACT_OK: u32 = 0;
 const TC_ACT_SHOT: u32 = 2;

@@ -189,10 +189,7 @@ pub fn reap_stale(prefix: &str, what: &str, runner: Runner) {
                 .filter_map(|l| l.split_whitespace().nth(1))
                 .filter(|m| Path::new(m).starts_with(e.path()))
                 .collect();
-            if under
-                .iter()
-                .any(|m| unmount(runner, Path::new(m)).is_err())
-            {
+            if under.iter().any(|m| unmount(runner, Path::new(m)).is_err()) {
                 continue; // never remove files under a live mount
             }
             let _ = fs::remove_dir_all(e.path());

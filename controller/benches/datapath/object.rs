@@ -60,8 +60,7 @@ impl Object {
     /// Relay on for `lower` (an UPLINKS entry with `flags`) and zeroed
     /// counters, as `uplink set DEV --reflective-relay on` does.
     pub fn set_uplink(&mut self, lower: u32, flags: u32) {
-        datapath::set_object_uplink(&mut self.ebpf, lower, flags, None)
-            .expect("writing an uplink");
+        datapath::set_object_uplink(&mut self.ebpf, lower, flags, None).expect("writing an uplink");
         let mut counters: PerCpuHashMap<_, u32, UplinkCounters> = self
             .ebpf
             .map_mut(names::MAP_UPLINK_COUNTERS)

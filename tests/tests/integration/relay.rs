@@ -30,11 +30,8 @@ fn wire_copies(wire: &WireSocket, m: &Marker) -> Vec<Option<u16>> {
 fn vepa_relay_off_on_off() {
     require_root!();
     let h = Harness::new();
-    let a = h.add_pvlan("a", "vepa", &[]);
-    let b = h.add_pvlan("b", "vepa", &[]);
-    let c = h.add("c20", &["--mode", "vepa", "--vlan", "20"]);
+    let (a, b, c, ta, tb, tc) = h.trio("a", "b", "vepa");
     assert_eq!(a.raw["mode"], "vepa", "{}", a.raw);
-    let (ta, tb, tc) = (h.tap(&a), h.tap(&b), h.tap(&c));
     let wire = h.topo.wire();
 
     // Relay off (the default): unicast a -> b goes to the wire, tagged 10,

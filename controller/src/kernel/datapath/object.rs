@@ -129,9 +129,9 @@ pub fn reset_object_counters(ebpf: &mut Ebpf, slot: u16) -> Result<()> {
 
 /// The counters in `slot` of an unpinned object, summed over CPUs.
 pub fn object_counters(ebpf: &Ebpf, slot: u16) -> Result<EndpointCounters> {
-    let map = ebpf
-        .map(names::MAP_COUNTERS)
-        .ok_or_else(|| Error::Refused(format!("the eBPF object lacks map {}", names::MAP_COUNTERS)))?;
+    let map = ebpf.map(names::MAP_COUNTERS).ok_or_else(|| {
+        Error::Refused(format!("the eBPF object lacks map {}", names::MAP_COUNTERS))
+    })?;
     let counters: PerCpuArray<_, EndpointCounters> =
         PerCpuArray::try_from(map).map_err(map_err(format!("opening {}", names::MAP_COUNTERS)))?;
     let per_cpu = counters

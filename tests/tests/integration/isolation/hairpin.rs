@@ -14,10 +14,7 @@ use macvswitch_tests::{Harness, require_root};
 fn vepa_through_a_hairpin_switch() {
     require_root!();
     let h = Harness::new();
-    let a = h.add_pvlan("a", "vepa", &[]);
-    let b = h.add_pvlan("b", "vepa", &[]);
-    let c = h.add("c20", &["--mode", "vepa", "--vlan", "20"]);
-    let (ta, tb, tc) = (h.tap(&a), h.tap(&b), h.tap(&c));
+    let (a, b, _, ta, tb, tc) = h.trio("a", "b", "vepa");
     let wire = h.topo.wire();
     let hairpin = Hairpin::start(&h.topo);
 
