@@ -30,7 +30,7 @@ impl Rng {
         Self(if z == 0 { 1 } else { z })
     }
 
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;
         x ^= x << 25;
@@ -41,7 +41,7 @@ impl Rng {
 
     /// Uniform in 0..n (n > 0).
     pub fn below(&mut self, n: u64) -> u64 {
-        ((u128::from(self.next() >> 11) * u128::from(n)) >> 53) as u64
+        ((u128::from(self.next_u64() >> 11) * u128::from(n)) >> 53) as u64
     }
 
     /// Uniform in lo..=hi.
@@ -55,11 +55,11 @@ impl Rng {
     }
 
     pub fn u16(&mut self) -> u16 {
-        self.next() as u16
+        self.next_u64() as u16
     }
 
     pub fn byte(&mut self) -> u8 {
-        self.next() as u8
+        self.next_u64() as u8
     }
 
     pub fn pick<T: Copy>(&mut self, items: &[T]) -> T {
