@@ -41,7 +41,7 @@ use macvswitch::kernel::datapath;
 use macvswitch_common::{
     Action, Decision, DropReason, EndpointCounters, EndpointPolicy, FrameView, MarkCarriage,
     POLICY_CVLANS_LIMITED, POLICY_NATIVE_TAGGED, POLICY_PRIORITY_SET, PORT_ACCESS, PORT_TRUNK,
-    PORT_TUNNEL, PORT_UNTAGGED, VlanKey, decide::VIEW_BYTES, names,
+    PORT_TUNNEL, PORT_UNTAGGED, VidSet, VlanKey, decide::VIEW_BYTES, names,
 };
 
 use generate::GenPolicy;
@@ -89,21 +89,10 @@ fn tag_text(tag: Option<Tag>) -> String {
 }
 
 fn vid_ranges(policy: &EndpointPolicy) -> String {
-    let parts: Vec<String> = policy
-        .vids
-        .ranges()
-        .map(|(first, last)| {
-            if first == last {
-                first.to_string()
-            } else {
-                format!("{first}-{last}")
-            }
-        })
-        .collect();
-    if parts.is_empty() {
+    if policy.vids == VidSet::EMPTY {
         "-".into()
     } else {
-        parts.join(",")
+        policy.vids.to_string()
     }
 }
 

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
+use macvswitch_tests::Controller;
 
 use crate::run;
 
@@ -89,15 +90,13 @@ impl Scratch {
     /// `BIN ARGS` in namespace `ns` with this run's directories:
     /// `ip netns exec NS BIN --state-dir DIR --bpffs BPFFS ARGS`.
     pub fn controller(&self, ns: &str, bin: &Path, args: &[&str]) -> Command {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", ns])
-            .arg(bin)
-            .arg("--state-dir")
-            .arg(&self.state)
-            .arg("--bpffs")
-            .arg(&self.bpffs)
-            .args(args);
-        cmd
+        Controller {
+            netns: ns.to_string(),
+            state_dir: self.state.clone(),
+            bpffs: self.bpffs.clone(),
+            bin: bin.to_path_buf(),
+        }
+        .command(args)
     }
 
     /// Deletes the namespaces (and with them every link in them, which

@@ -84,18 +84,7 @@ impl From<VidList> for String {
 /// Ranges collapsed: `10,20,100-199`.
 impl fmt::Display for VidList {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let parts: Vec<String> = self
-            .to_vid_set()
-            .ranges()
-            .map(|(first, last)| {
-                if first == last {
-                    first.to_string()
-                } else {
-                    format!("{first}-{last}")
-                }
-            })
-            .collect();
-        f.pad(&parts.join(","))
+        f.pad(&self.to_vid_set().to_string())
     }
 }
 

@@ -43,26 +43,22 @@ struct Member {
     v6: &'static str,
 }
 
-const G1: Member = Member {
-    name: "g1",
-    v4: "192.0.2.11",
-    v6: "2001:db8:10::11",
-};
-const G2: Member = Member {
-    name: "g2",
-    v4: "192.0.2.12",
-    v6: "2001:db8:10::12",
-};
-const G3: Member = Member {
-    name: "g3",
-    v4: "192.0.2.13",
-    v6: "2001:db8:10::13",
-};
-const PEER: Member = Member {
-    name: "peer",
-    v4: "192.0.2.100",
-    v6: "2001:db8:10::100",
-};
+/// A guest `name` whose addresses end in `host`: 192.0.2.HOST and
+/// 2001:db8:10::HOST.
+macro_rules! member {
+    ($name:literal, $host:literal) => {
+        Member {
+            name: $name,
+            v4: concat!("192.0.2.", $host),
+            v6: concat!("2001:db8:10::", $host),
+        }
+    };
+}
+
+const G1: Member = member!("g1", "11");
+const G2: Member = member!("g2", "12");
+const G3: Member = member!("g3", "13");
+const PEER: Member = member!("peer", "100");
 /// The wire peer's NIC (no endpoint polices it).
 const PEER_MAC: &str = "02:6d:73:77:00:64";
 const HOST_PORT: &str = "host0";
