@@ -72,6 +72,18 @@ macro_rules! require_root {
     };
 }
 
+/// The prologue of a test that needs root and one [`Harness`]: skips the
+/// test (returns) when not root, else the harness: `let h = root_harness!();`.
+#[macro_export]
+macro_rules! root_harness {
+    () => {{
+        if !$crate::root_or_skip() {
+            return;
+        }
+        $crate::Harness::new()
+    }};
+}
+
 /// One `#[test]` per row of a table, each calling `$run` with its row, so
 /// that the rows run in parallel and are filtered by name like any test:
 ///

@@ -12,7 +12,7 @@ use macvswitch_tests::frame::{Mac, eth, parse};
 use macvswitch_tests::harness::{ABSENT, ARRIVE, HOST_PORT_10};
 use macvswitch_tests::tap::Tap;
 use macvswitch_tests::topology::LOWER;
-use macvswitch_tests::{Harness, require_root};
+use macvswitch_tests::{Harness, root_harness};
 
 const ETHERTYPE_IPV4: u16 = 0x0800;
 const ETHERTYPE_ARP: u16 = 0x0806;
@@ -166,8 +166,7 @@ fn is_arp_about(f: &[u8], ip: [u8; 4]) -> bool {
 
 #[test]
 fn host_reaches_guests_through_the_host_port() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     let g10 = h.add_pvlan("g10", "bridge", &[]);
     let g20 = h.add("g20", &["--mode", "bridge", "--vlan", "20"]);
     let (t10, t20) = (h.tap(&g10), h.tap(&g20));
@@ -232,8 +231,7 @@ fn host_reaches_guests_through_the_host_port() {
 
 #[test]
 fn host_port_removal_and_reset() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     let g = h.add_pvlan("g10", "bridge", &[]);
     let tg = h.tap(&g);
     let host_port = [&["uplink", "set", LOWER][..], &HOST_PORT_10].concat();
@@ -291,8 +289,7 @@ fn checksums_are_rfc1071() {
 
 #[test]
 fn untagged_host_port_reaches_untagged_guests_only() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     let plain = h.add("plain", &["--mode", "bridge"]);
     let g10 = h.add_pvlan("g10", "bridge", &[]);
     let (tp, t10) = (h.tap(&plain), h.tap(&g10));
@@ -314,8 +311,7 @@ fn untagged_host_port_reaches_untagged_guests_only() {
 
 #[test]
 fn host_port_reaches_vepa_guests_with_relay() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     let v = h.add_pvlan("v10", "vepa", &[]);
     let tv = h.tap(&v);
     h.uplink_set(&[&HOST_PORT_10[..], &["--reflective-relay", "on"]].concat());
@@ -381,8 +377,7 @@ fn is_echo_reply(f: &[u8], from: [u8; 4], seq: u16) -> bool {
 
 #[test]
 fn guests_reach_the_host_port_only_on_its_vlan() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     let g10 = h.add_pvlan("g10", "bridge", &[]);
     let g20 = h.add("g20", &["--mode", "bridge", "--vlan", "20"]);
     let (t10, t20) = (h.tap(&g10), h.tap(&g20));

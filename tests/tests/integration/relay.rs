@@ -9,7 +9,7 @@ use macvswitch_tests::frame::{BROADCAST, Marker, marked};
 use macvswitch_tests::harness::{ABSENT, ARRIVE};
 use macvswitch_tests::topology::LOWER;
 use macvswitch_tests::wire::WireSocket;
-use macvswitch_tests::{Harness, require_root};
+use macvswitch_tests::{Harness, root_harness};
 
 fn relayed(h: &Harness, kind: &str) -> u64 {
     let u = h.uplink();
@@ -28,8 +28,7 @@ fn wire_copies(wire: &WireSocket, m: &Marker) -> Vec<Option<u16>> {
 
 #[test]
 fn vepa_relay_off_on_off() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     let (a, b, c, ta, tb, tc) = h.trio("a", "b", "vepa");
     assert_eq!(a.raw["mode"], "vepa", "{}", a.raw);
     let wire = h.topo.wire();
@@ -119,8 +118,7 @@ fn vepa_relay_off_on_off() {
 
 #[test]
 fn relay_keeps_isolation_and_communities() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     h.uplink_set(&["--reflective-relay", "on"]);
     let iso = h.add_pvlan("iso", "vepa", &["--isolated"]);
     let blue1 = h.add_pvlan("blue1", "vepa", &["--community", "blue"]);
@@ -167,8 +165,7 @@ fn relay_keeps_isolation_and_communities() {
 
 #[test]
 fn relay_with_mixed_modes_delivers_each_copy_once() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     h.uplink_set(&["--reflective-relay", "on"]);
     let eps: Vec<_> = [
         ("b1", "bridge"),
@@ -231,8 +228,7 @@ fn relay_with_mixed_modes_delivers_each_copy_once() {
 
 #[test]
 fn relay_forgets_deleted_endpoints_and_host_ports() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     h.uplink_set(&["--reflective-relay", "on"]);
     let a = h.add_pvlan("a", "vepa", &[]);
     let b = h.add_pvlan("b", "vepa", &[]);

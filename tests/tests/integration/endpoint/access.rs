@@ -11,7 +11,7 @@ use macvswitch_tests::frame::{
 };
 use macvswitch_tests::harness::ABSENT;
 use macvswitch_tests::topology::SWITCH_MAC;
-use macvswitch_tests::{Harness, OnePort, require_root};
+use macvswitch_tests::{OnePort, require_root, root_harness};
 
 #[test]
 fn guest_frame_leaves_tagged_with_its_vid() {
@@ -116,8 +116,7 @@ fn refused_and_counted((way, table): (Way, &[Refused])) {
 
 #[test]
 fn spoofed_source_is_dropped_unless_allowed() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     let strict = h.add("ep0", &["--vlan", "10"]);
     let lax = h.add("ep1", &["--vlan", "10", "--allow-mac-spoofing"]);
     assert_eq!(strict.raw["allow_mac_spoofing"], false, "{}", strict.raw);

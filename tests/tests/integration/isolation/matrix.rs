@@ -14,7 +14,7 @@ use macvswitch_tests::hairpin::Hairpin;
 use macvswitch_tests::harness::{ABSENT, ARRIVE, Endpoint};
 use macvswitch_tests::tap::Tap;
 use macvswitch_tests::topology::SWITCH_MAC;
-use macvswitch_tests::{Harness, require_root};
+use macvswitch_tests::{Harness, root_harness};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Group {
@@ -270,8 +270,7 @@ macvswitch_tests::cases! { private_vlans:
 }
 
 fn private_vlans(path: Path) {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     if path.relay {
         h.uplink_set(&["--reflective-relay", "on"]);
     }
@@ -326,8 +325,7 @@ impl Guests {
 
 #[test]
 fn isolation_changes_live() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     let eps = [
         h.add("x", &["--mode", "bridge", "--vlan", "10", "--isolated"]),
         h.add("y", &["--mode", "bridge", "--vlan", "10"]),

@@ -9,7 +9,7 @@ use macvswitch_tests::expect::on_wire;
 use macvswitch_tests::frame::{Marker, marked};
 use macvswitch_tests::lifecycle::{assert_consistent, macvtaps, recorded, state_bytes};
 use macvswitch_tests::topology::{LOWER, SWITCH_MAC};
-use macvswitch_tests::{Harness, require_root};
+use macvswitch_tests::{Harness, root_harness};
 
 const PREFIXES: [&str; 4] = ["+ ", "~ ", "± ", "- "];
 
@@ -73,8 +73,7 @@ fn unmanaged(h: &Harness) -> Vec<String> {
 
 #[test]
 fn apply_is_idempotent_round_trips_and_changes_the_least() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     h.topo.host.ip_ok(&[
         "link", "add", "xveth0", "type", "veth", "peer", "name", "xveth1",
     ]);
@@ -241,8 +240,7 @@ fn apply_is_idempotent_round_trips_and_changes_the_least() {
 /// and every field an update changes.
 #[test]
 fn errors_point_into_the_file_and_the_plan_shows_every_field() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     let file = h.state.path().join("bad.toml");
     std::fs::write(
         &file,

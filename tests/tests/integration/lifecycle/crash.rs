@@ -20,7 +20,7 @@ use macvswitch_tests::lifecycle::{
     Rng, assert_consistent, assert_reset_clean, recorded, run_and_kill, state,
 };
 use macvswitch_tests::topology::{LOWER, SWITCH_MAC};
-use macvswitch_tests::{Harness, require_root};
+use macvswitch_tests::{Harness, root_harness};
 
 /// Kills per operation.
 const ROUNDS: usize = 8;
@@ -61,8 +61,7 @@ fn leftovers(h: &Harness) -> Vec<String> {
 
 #[test]
 fn kill_during_add_then_next_command_repairs() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     anchor(&h);
     let mut rng = Rng::from_env("kill_during_add");
     for i in 0..ROUNDS {
@@ -92,8 +91,7 @@ fn kill_during_add_then_next_command_repairs() {
 
 #[test]
 fn kill_during_set_then_kernel_follows_the_state_file() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     anchor(&h);
     let ep = h.add("ep0", &["--vlan", "10"]);
     let tap = h.tap(&ep);
@@ -133,8 +131,7 @@ fn kill_during_set_then_kernel_follows_the_state_file() {
 
 #[test]
 fn kill_during_del_then_next_command_finishes_it() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     anchor(&h);
     for i in 0..ROUNDS {
         h.ctl.ok(&[
@@ -291,8 +288,7 @@ fn assert_host_ports_consistent(h: &Harness, context: &str) {
 
 #[test]
 fn kill_during_apply_then_apply_converges() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     anchor(&h);
     let files = apply_files(&h);
     let mut rng = Rng::from_env("kill_during_apply");
@@ -327,8 +323,7 @@ fn kill_during_apply_then_apply_converges() {
 /// add it (as the real `apply`, which repairs first, does).
 #[test]
 fn half_added_endpoint_is_not_shown_as_live() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     let anchor = anchor(&h);
     let mut s = state(&h);
     let mut ghost = s["endpoints"]["anchor0"].clone();
@@ -400,8 +395,7 @@ fn half_added_endpoint_is_not_shown_as_live() {
 /// will be its own before it creates it).
 #[test]
 fn kill_during_relay_changes_on_clsact_then_no_filter_or_qdisc_is_lost() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     let mut rng = Rng::from_env("kill_during_relay_changes_on_clsact");
     for i in 0..ROUNDS * 2 {
         let on_off = if i % 2 == 0 { "on" } else { "off" };

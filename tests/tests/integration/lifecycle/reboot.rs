@@ -9,13 +9,12 @@
 use macvswitch_tests::expect::{at_guest, on_wire};
 use macvswitch_tests::frame::{Marker, marked, marked_tagged};
 use macvswitch_tests::harness::HOST_PORT_10;
+use macvswitch_tests::root_harness;
 use macvswitch_tests::topology::SWITCH_MAC;
-use macvswitch_tests::{Harness, require_root};
 
 #[test]
 fn restore_after_a_reboot_recreates_endpoints_relay_and_host_port() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     h.add("ep0", &["--vlan", "10"]);
     h.add("ep1", &["--trunk", "20,30", "--native", "40", "--isolated"]);
     h.uplink_set(&[&["--reflective-relay", "on"][..], &HOST_PORT_10].concat());
