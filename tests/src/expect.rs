@@ -119,6 +119,16 @@ pub fn copies<R: Receive>(rx: &R, m: &Marker, window: Duration) -> usize {
         .count()
 }
 
+/// The VLAN ids (`None`: untagged) of the frames in `frames` that carry
+/// `m`, in order: one entry per copy on the wire.
+pub fn vids_of(frames: &[WireFrame], m: &Marker) -> Vec<Option<u16>> {
+    frames
+        .iter()
+        .filter(|f| m.is_in(&f.bytes))
+        .map(|f| f.vid())
+        .collect()
+}
+
 /// The frame carrying `m` (`what`) does not reach `rx` within [`ABSENT`].
 pub fn absent<R: Receive>(rx: &R, m: &Marker, what: &str) {
     all_absent(rx, &[(m, what)]);

@@ -4,7 +4,7 @@
 //! device's egress sends frames for local endpoints back in.
 //! Root-only: each test builds its own namespaces and bpffs.
 
-use macvswitch_tests::expect::{absent, assert_drops_at_least, at_guest, copies, on_wire};
+use macvswitch_tests::expect::{absent, assert_drops_at_least, at_guest, copies, on_wire, vids_of};
 use macvswitch_tests::frame::{BROADCAST, Marker, marked};
 use macvswitch_tests::harness::{ABSENT, ARRIVE};
 use macvswitch_tests::topology::LOWER;
@@ -19,11 +19,7 @@ fn relayed(h: &Harness, kind: &str) -> u64 {
 }
 
 fn wire_copies(wire: &WireSocket, m: &Marker) -> Vec<Option<u16>> {
-    wire.recv_all(ABSENT)
-        .iter()
-        .filter(|f| m.is_in(&f.bytes))
-        .map(|f| f.vid())
-        .collect()
+    vids_of(&wire.recv_all(ABSENT), m)
 }
 
 #[test]
