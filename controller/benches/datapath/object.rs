@@ -43,15 +43,22 @@ impl Object {
         datapath::reset_object_counters(&mut self.ebpf, policy.slot).expect("zeroing counters");
     }
 
+    /// The map `name`, as the map type `T`.
+    fn map_mut<'a, T>(&'a mut self, name: &str) -> T
+    where
+        T: TryFrom<&'a mut aya::maps::Map, Error = aya::maps::MapError>,
+    {
+        let map = self
+            .ebpf
+            .map_mut(name)
+            .unwrap_or_else(|| panic!("the eBPF object lacks {name}"));
+        T::try_from(map).unwrap_or_else(|e| panic!("{name}: {e}"))
+    }
+
     /// A local endpoint `mac` on lower device `lower`, as uplink_egress and
     /// to_guest look senders up.
     pub fn set_source(&mut self, lower: u32, mac: [u8; 6], info: &SourceInfo) {
-        let mut sources: HashMap<_, SourceKey, SourceInfo> = self
-            .ebpf
-            .map_mut(names::MAP_SOURCES)
-            .expect("SOURCES")
-            .try_into()
-            .expect("SOURCES is a hash map");
+        let mut sources: HashMap<_, SourceKey, SourceInfo> = self.map_mut(names::MAP_SOURCES);
         sources
             .insert(SourceKey::new(lower, mac), info, 0)
             .expect("writing a source");
@@ -61,12 +68,8 @@ impl Object {
     /// counters, as `uplink set DEV --reflective-relay on` does.
     pub fn set_uplink(&mut self, lower: u32, flags: u32) {
         datapath::set_object_uplink(&mut self.ebpf, lower, flags, None).expect("writing an uplink");
-        let mut counters: PerCpuHashMap<_, u32, UplinkCounters> = self
-            .ebpf
-            .map_mut(names::MAP_UPLINK_COUNTERS)
-            .expect("UPLINK_COUNTERS")
-            .try_into()
-            .expect("UPLINK_COUNTERS is a per-CPU hash map");
+        let mut counters: PerCpuHashMap<_, u32, UplinkCounters> =
+            self.map_mut(names::MAP_UPLINK_COUNTERS);
         let cpus = aya::util::nr_cpus().expect("counting CPUs");
         let zeros = PerCpuValues::try_from(vec![UplinkCounters::default(); cpus]).expect("zeros");
         counters
