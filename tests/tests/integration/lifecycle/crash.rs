@@ -167,78 +167,32 @@ fn kill_during_del_then_next_command_finishes_it() {
 /// Two files that differ in every way `apply` can change things: adds,
 /// updates in place, replacements, deletions, relay and host port.
 fn apply_files(h: &Harness) -> [String; 2] {
-    let a = format!(
-        r#"
-[[uplink]]
-name = "{LOWER}"
-reflective_relay = true
-host_port = {{ name = "host0", vlan = 10, addresses = ["192.0.2.1/24"] }}
-
-[[endpoint]]
-name = "anchor0"
-lower = "{LOWER}"
-vlan = 99
-
-[[endpoint]]
-name = "a1"
-lower = "{LOWER}"
-vlan = 10
-
-[[endpoint]]
-name = "a2"
-lower = "{LOWER}"
-trunk = "10,20"
-native = 10
-
-[[endpoint]]
-name = "a3"
-lower = "{LOWER}"
-tunnel = 100
-
-[[endpoint]]
-name = "a4"
-lower = "{LOWER}"
-isolated = true
-"#
-    );
-    let b = format!(
-        r#"
-[[uplink]]
-name = "{LOWER}"
-
-[[endpoint]]
-name = "anchor0"
-lower = "{LOWER}"
-vlan = 99
-
-[[endpoint]]
-name = "a1"
-lower = "{LOWER}"
-vlan = 11
-
-[[endpoint]]
-name = "a2"
-lower = "{LOWER}"
-mode = "vepa"
-trunk = "10,20"
-native = 10
-
-[[endpoint]]
-name = "a4"
-lower = "{LOWER}"
-community = "web"
-
-[[endpoint]]
-name = "a5"
-lower = "{LOWER}"
-vlan = 30
-
-[[endpoint]]
-name = "a6"
-lower = "{LOWER}"
-trunk = "40-42"
-"#
-    );
+    // An [[endpoint]] table on the lower device with the settings `rest`.
+    let endpoint = |name: &str, rest: &str| {
+        format!("\n[[endpoint]]\nname = \"{name}\"\nlower = \"{LOWER}\"\n{rest}\n")
+    };
+    let a = [
+        format!(
+            "[[uplink]]\nname = \"{LOWER}\"\nreflective_relay = true\n\
+             host_port = {{ name = \"host0\", vlan = 10, addresses = [\"192.0.2.1/24\"] }}\n"
+        ),
+        endpoint("anchor0", "vlan = 99"),
+        endpoint("a1", "vlan = 10"),
+        endpoint("a2", "trunk = \"10,20\"\nnative = 10"),
+        endpoint("a3", "tunnel = 100"),
+        endpoint("a4", "isolated = true"),
+    ]
+    .concat();
+    let b = [
+        format!("[[uplink]]\nname = \"{LOWER}\"\n"),
+        endpoint("anchor0", "vlan = 99"),
+        endpoint("a1", "vlan = 11"),
+        endpoint("a2", "mode = \"vepa\"\ntrunk = \"10,20\"\nnative = 10"),
+        endpoint("a4", "community = \"web\""),
+        endpoint("a5", "vlan = 30"),
+        endpoint("a6", "trunk = \"40-42\""),
+    ]
+    .concat();
     [a, b].map(|text| {
         let path = h
             .state
