@@ -67,19 +67,7 @@ impl FromStr for VidList {
     }
 }
 
-impl TryFrom<String> for VidList {
-    type Error = String;
-
-    fn try_from(s: String) -> Result<Self, String> {
-        s.parse()
-    }
-}
-
-impl From<VidList> for String {
-    fn from(list: VidList) -> String {
-        list.to_string()
-    }
-}
+serde_as_text!(VidList);
 
 /// Ranges collapsed: `10,20,100-199`.
 impl fmt::Display for VidList {
