@@ -743,6 +743,27 @@ struct Expected {
     vlans: StdHashMap<u16, EndpointCounters>,
 }
 
+impl Expected {
+    /// Counts a frame of `len` bytes as the model's `outcome` does: the
+    /// endpoint always, its VLAN when the model counts one (a drop counts
+    /// no bytes). Returns the endpoint's counters before.
+    fn count(&mut self, dir: Dir, outcome: &Outcome, len: usize) -> EndpointCounters {
+        let len = if outcome.verdict == Verdict::Pass {
+            len
+        } else {
+            0
+        };
+        let endpoint = self.endpoint.get_or_insert(EndpointCounters::ZERO);
+        let before = *endpoint;
+        count(endpoint, dir, outcome.verdict, len);
+        if let Some(vid) = outcome.vlan {
+            let vlan = self.vlans.entry(vid).or_insert(EndpointCounters::ZERO);
+            count(vlan, dir, outcome.verdict, len);
+        }
+        before
+    }
+}
+
 fn count(counters: &mut EndpointCounters, dir: Dir, verdict: Verdict, bytes: usize) {
     match verdict {
         Verdict::Pass => {
@@ -930,22 +951,7 @@ fn check_frame(
                     });
                 }
                 // The counters move as for any frame to the guest.
-                let len = if expected.verdict == Verdict::Pass {
-                    bytes.len()
-                } else {
-                    0
-                };
-                let endpoint = expected_counters
-                    .endpoint
-                    .get_or_insert(EndpointCounters::ZERO);
-                count(endpoint, dir, expected.verdict, len);
-                if let Some(vid) = expected.vlan {
-                    let vlan = expected_counters
-                        .vlans
-                        .entry(vid)
-                        .or_insert(EndpointCounters::ZERO);
-                    count(vlan, dir, expected.verdict, len);
-                }
+                expected_counters.count(dir, &expected, bytes.len());
             }
         }
         // The real program.
@@ -1016,23 +1022,7 @@ fn check_frame(
         }
         // Counters: the endpoint's after every run; the VLAN's when the
         // model counts one (all of them at the end of the policy).
-        let counted_len = if expected.verdict == Verdict::Pass {
-            bytes.len()
-        } else {
-            0
-        };
-        let endpoint = expected_counters
-            .endpoint
-            .get_or_insert(EndpointCounters::ZERO);
-        let before = *endpoint;
-        count(endpoint, dir, expected.verdict, counted_len);
-        if let Some(vid) = expected.vlan {
-            let vlan = expected_counters
-                .vlans
-                .entry(vid)
-                .or_insert(EndpointCounters::ZERO);
-            count(vlan, dir, expected.verdict, counted_len);
-        }
+        let before = expected_counters.count(dir, &expected, bytes.len());
         {
             let got = kernel.endpoint_counters();
             let want = expected_counters.endpoint.expect("set above");
