@@ -83,14 +83,7 @@ impl Controller {
     /// Runs and asserts success; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "macvswitch {} failed ({}):\nstdout: {}\nstderr: {}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        crate::netns::check(&out, &format!("macvswitch {}", args.join(" ")));
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 

@@ -137,12 +137,9 @@ fn ping_guest(h: &Harness, tap: &Tap, mac: Mac, ip: [u8; 4]) -> (std::process::O
 }
 
 fn assert_pinged(what: &str, out: &std::process::Output, answered: &Answered) {
-    assert!(
-        out.status.success(),
-        "{what}: ping failed ({}); responder answered {answered:?}\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    macvswitch_tests::netns::check(
+        out,
+        &format!("{what}: ping (the responder answered {answered:?})"),
     );
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("3 received"),
