@@ -13,7 +13,7 @@ use std::fmt::Debug;
 use std::time::{Duration, Instant};
 
 use crate::Harness;
-use crate::frame::{self, Mac, Marker};
+use crate::frame::{self, Mac, Marker, marked};
 use crate::harness::{ABSENT, ARRIVE};
 use crate::tap::Tap;
 use crate::topology::SWITCH_MAC;
@@ -103,6 +103,15 @@ pub fn at_guest(tap: &Tap, m: &Marker, what: &str) -> Vec<u8> {
 /// The frame carrying `m`, which must show on the wire within [`ARRIVE`].
 pub fn on_wire(wire: &WireSocket, m: &Marker, what: &str) -> WireFrame {
     arrives(wire, m, what)
+}
+
+/// Sends a marked, untagged frame from the guest at `tap` (MAC `mac`) to
+/// the switch; it must show on the wire within [`ARRIVE`] (`what` says
+/// which frame, if not).
+pub fn sent_to_wire(tap: &Tap, mac: Mac, wire: &WireSocket, what: &str) -> WireFrame {
+    let m = Marker::new();
+    tap.write(&marked(SWITCH_MAC, mac, &m));
+    on_wire(wire, &m, what)
 }
 
 /// The frame carrying `m`, which must reach `rx` within [`ARRIVE`].

@@ -3,7 +3,7 @@
 //! Root-only: each test builds its own namespaces and bpffs.
 
 use macvswitch_tests::expect::{
-    Refused, Way, absent, assert_drops_at_least, at_guest, drops_of, on_wire, refused,
+    Refused, Way, absent, assert_drops_at_least, at_guest, drops_of, on_wire, refused, sent_to_wire,
 };
 use macvswitch_tests::frame::{
     self, BROADCAST, ETHERTYPE_TEST, Marker, TPID_8021AD, TPID_8021Q, marked, marked_tagged,
@@ -154,9 +154,12 @@ fn untagged_port_passes_only_untagged_frames() {
     assert!(ep.raw["vlan"].is_null(), "vlan should be null: {}", ep.raw);
 
     // guest -> wire: untagged stays untagged.
-    let m = Marker::new();
-    tap.write(&marked(SWITCH_MAC, ep.mac, &m));
-    let f = on_wire(&wire, &m, "guest frame from untagged port not on the wire");
+    let f = sent_to_wire(
+        &tap,
+        ep.mac,
+        &wire,
+        "guest frame from untagged port not on the wire",
+    );
     assert_eq!(f.vlan, None, "untagged port tagged a frame: {f:?}");
     assert_eq!(frame::outer_ethertype(&f.bytes), Some(ETHERTYPE_TEST));
 

@@ -5,10 +5,9 @@
 
 use std::collections::BTreeMap;
 
-use macvswitch_tests::expect::on_wire;
-use macvswitch_tests::frame::{Marker, marked};
+use macvswitch_tests::expect::sent_to_wire;
 use macvswitch_tests::lifecycle::{assert_consistent, macvtaps, recorded, state_bytes};
-use macvswitch_tests::topology::{LOWER, SWITCH_MAC};
+use macvswitch_tests::topology::LOWER;
 use macvswitch_tests::{Harness, root_harness};
 
 const PREFIXES: [&str; 4] = ["+ ", "~ ", "± ", "- "];
@@ -171,9 +170,7 @@ fn apply_is_idempotent_round_trips_and_changes_the_least() {
     {
         let tap = h.tap(&acc2);
         let wire = h.topo.wire();
-        let m = Marker::new();
-        tap.write(&marked(SWITCH_MAC, acc2.mac, &m));
-        let f = on_wire(&wire, &m, "acc's frame on the wire");
+        let f = sent_to_wire(&tap, acc2.mac, &wire, "acc's frame on the wire");
         assert_eq!(f.vid(), Some(11), "{f:?}");
     }
     assert_no_changes(&h, &file, "after the VLAN edit");

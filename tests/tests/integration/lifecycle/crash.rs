@@ -13,13 +13,12 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use macvswitch_tests::attach;
-use macvswitch_tests::expect::on_wire;
-use macvswitch_tests::frame::{Marker, marked};
+use macvswitch_tests::expect::sent_to_wire;
 use macvswitch_tests::harness::Endpoint;
 use macvswitch_tests::lifecycle::{
     Rng, assert_consistent, assert_reset_clean, recorded, run_and_kill, state,
 };
-use macvswitch_tests::topology::{LOWER, SWITCH_MAC};
+use macvswitch_tests::topology::LOWER;
 use macvswitch_tests::{Harness, root_harness};
 
 /// Kills per operation.
@@ -113,11 +112,10 @@ fn kill_during_set_then_kernel_follows_the_state_file() {
             .unwrap_or_else(|| panic!("{context}: ep0 has no access VLAN: {}", state(&h)));
         assert_eq!(h.show("ep0").ifindex, ep.ifindex, "{context}: relinked");
         wire.drain();
-        let m = Marker::new();
-        tap.write(&marked(SWITCH_MAC, ep.mac, &m));
-        let f = on_wire(
+        let f = sent_to_wire(
+            &tap,
+            ep.mac,
             &wire,
-            &m,
             &format!("{context}: guest frame not seen on the wire"),
         );
         assert_eq!(

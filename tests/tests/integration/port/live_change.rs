@@ -6,7 +6,7 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use macvswitch_tests::expect::{absent, assert_drops_at_least, at_guest, on_wire};
+use macvswitch_tests::expect::{absent, assert_drops_at_least, at_guest, on_wire, sent_to_wire};
 use macvswitch_tests::frame::{self, ETHERTYPE_TEST, Marker, TPID_8021Q, marked};
 use macvswitch_tests::topology::SWITCH_MAC;
 use macvswitch_tests::{OnePort, require_root};
@@ -207,11 +207,10 @@ fn set_switches_port_kinds_on_the_same_fd() {
             cmd.extend_from_slice(args);
             h.ctl.ok(&cmd);
         }
-        let m = Marker::new();
-        tap.write(&marked(SWITCH_MAC, ep.mac, &m));
-        let f = on_wire(
+        let f = sent_to_wire(
+            &tap,
+            ep.mac,
             &wire,
-            &m,
             &format!("after set {args:?}: untagged guest frame not on the wire"),
         );
         assert_eq!(f.vlan, expect, "after set {args:?}: {f:?}");

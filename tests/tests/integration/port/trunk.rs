@@ -5,7 +5,7 @@
 
 use macvswitch_tests::expect::{
     Refused, Way, absent, all_absent, assert_drops, assert_vlan_packets, at_guest, drops_of,
-    on_wire, refused, send_refused,
+    on_wire, refused, send_refused, sent_to_wire,
 };
 use macvswitch_tests::frame::{
     self, BROADCAST, ETHERTYPE_TEST, Marker, TPID_8021AD, TPID_8021Q, marked, q_frame, test_mac,
@@ -139,9 +139,7 @@ fn native_untagged_pushes_and_pops_the_native_vlan() {
     assert_eq!(ep.raw["native_tagged"], false, "show: {}", ep.raw);
 
     // guest -> wire: untagged goes into 30 (PCP 0), tagged 10 untouched.
-    let m = Marker::new();
-    tap.write(&marked(SWITCH_MAC, ep.mac, &m));
-    let f = on_wire(&wire, &m, "untagged guest frame");
+    let f = sent_to_wire(&tap, ep.mac, &wire, "untagged guest frame");
     assert_eq!(f.vlan, Some((TPID_8021Q, 30)), "{f:?}");
     assert_inline_untagged(&f, "untagged guest frame");
     let m = Marker::new();
@@ -206,9 +204,7 @@ fn native_tagged_delivers_the_native_vlan_tagged() {
     );
 
     // Untagged guest frames are still accepted into the native VLAN.
-    let m = Marker::new();
-    tap.write(&marked(SWITCH_MAC, ep.mac, &m));
-    let f = on_wire(wire, &m, "untagged guest frame");
+    let f = sent_to_wire(&tap, ep.mac, wire, "untagged guest frame");
     assert_eq!(f.vlan, Some((TPID_8021Q, 30)), "{f:?}");
     assert_inline_untagged(&f, "untagged guest frame");
 }
@@ -224,9 +220,7 @@ fn priority_sets_the_pcp_of_pushed_tags_only() {
     assert_eq!(ep.raw["priority"], 5, "show: {}", ep.raw);
 
     // Pushed native tag: PCP 5.
-    let m = Marker::new();
-    tap.write(&marked(SWITCH_MAC, ep.mac, &m));
-    let f = on_wire(wire, &m, "untagged guest frame");
+    let f = sent_to_wire(&tap, ep.mac, wire, "untagged guest frame");
     assert_eq!(f.vlan, Some((TPID_8021Q, 0xa01e)), "pushed tag: {f:?}");
     // A priority-tagged frame (PCP 2) also gets the configured PCP 5.
     let m = Marker::new();

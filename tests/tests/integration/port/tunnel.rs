@@ -7,7 +7,7 @@
 
 use macvswitch_tests::expect::{
     Refused, Way, absent, all_absent, assert_drops, assert_vlan_packets, at_guest, drops_of,
-    on_wire, refused,
+    on_wire, refused, sent_to_wire,
 };
 use macvswitch_tests::frame::{
     self, BROADCAST, ETHERTYPE_TEST, Marker, TPID_8021AD, TPID_8021Q, ad_frame, marked, q_frame,
@@ -53,9 +53,7 @@ fn guest_frames_leave_under_an_8021ad_s_tag_with_customer_tags_kept() {
     assert_eq!(ep.raw["tunnel"], 100, "show: {}", ep.raw);
 
     // Untagged customer frame: S-tag 100 in metadata, bytes untagged.
-    let m = Marker::new();
-    tap.write(&marked(SWITCH_MAC, ep.mac, &m));
-    let f = on_wire(&wire, &m, "untagged guest frame");
+    let f = sent_to_wire(&tap, ep.mac, &wire, "untagged guest frame");
     assert_eq!(f.vlan, Some((TPID_8021AD, 100)), "outer tag: {f:?}");
     let p = frame::parse(&f.bytes).unwrap();
     assert!(p.tags.is_empty(), "inline tag on untagged customer: {f:?}");
