@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use macvswitch_tests::expect::{absent, assert_drops_at_least, at_guest};
 use macvswitch_tests::frame::{Mac, eth, parse};
-use macvswitch_tests::harness::{ABSENT, ARRIVE, HOST_PORT_10};
+use macvswitch_tests::harness::{ABSENT, ARRIVE, Endpoint, HOST_PORT_10};
 use macvswitch_tests::tap::Tap;
 use macvswitch_tests::topology::LOWER;
 use macvswitch_tests::{Harness, root_harness};
@@ -161,12 +161,18 @@ fn is_arp_about(f: &[u8], ip: [u8; 4]) -> bool {
     })
 }
 
-#[test]
-fn host_reaches_guests_through_the_host_port() {
-    let h = root_harness!();
+/// A guest `g10` on VLAN 10 and `g20` on VLAN 20, and their taps.
+fn guests_on_10_and_20(h: &Harness) -> (Endpoint, Endpoint, Tap, Tap) {
     let g10 = h.add_pvlan("g10", "bridge", &[]);
     let g20 = h.add("g20", &["--mode", "bridge", "--vlan", "20"]);
     let (t10, t20) = (h.tap(&g10), h.tap(&g20));
+    (g10, g20, t10, t20)
+}
+
+#[test]
+fn host_reaches_guests_through_the_host_port() {
+    let h = root_harness!();
+    let (g10, _, t10, t20) = guests_on_10_and_20(&h);
     let wire = h.topo.wire();
 
     h.uplink_set(&HOST_PORT_10);
@@ -375,9 +381,7 @@ fn is_echo_reply(f: &[u8], from: [u8; 4], seq: u16) -> bool {
 #[test]
 fn guests_reach_the_host_port_only_on_its_vlan() {
     let h = root_harness!();
-    let g10 = h.add_pvlan("g10", "bridge", &[]);
-    let g20 = h.add("g20", &["--mode", "bridge", "--vlan", "20"]);
-    let (t10, t20) = (h.tap(&g10), h.tap(&g20));
+    let (g10, g20, t10, t20) = guests_on_10_and_20(&h);
     h.uplink_set(&HOST_PORT_10);
 
     // The VLAN 10 guest resolves the host and pings it.

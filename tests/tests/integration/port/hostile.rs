@@ -135,24 +135,20 @@ fn truncated_and_stacked_tags_are_dropped_by_reason() {
         tap.write(&runt);
     }
     // Stacked tags from the wire: under a trunk VLAN, under the S-tag.
-    let mt = Marker::new();
-    wire.send(&frame::double_tagged(
-        t.mac,
-        SWITCH_MAC,
-        (TPID_8021Q, 10),
-        (TPID_8021Q, 20),
-        ETHERTYPE_TEST,
-        &mt.0,
-    ));
-    let mq = Marker::new();
-    wire.send(&frame::double_tagged(
-        q.mac,
-        SWITCH_MAC,
-        (TPID_8021AD, 100),
-        (TPID_8021AD, 7),
-        ETHERTYPE_TEST,
-        &mq.0,
-    ));
+    let send_stacked = |dst, outer, inner| {
+        let m = Marker::new();
+        wire.send(&frame::double_tagged(
+            dst,
+            SWITCH_MAC,
+            outer,
+            inner,
+            ETHERTYPE_TEST,
+            &m.0,
+        ));
+        m
+    };
+    let mt = send_stacked(t.mac, (TPID_8021Q, 10), (TPID_8021Q, 20));
+    let mq = send_stacked(q.mac, (TPID_8021AD, 100), (TPID_8021AD, 7));
     absent(&tt, &mt, "double-tagged 10/20 delivered to a trunk");
     absent(&tq, &mq, "S100 over an 802.1ad tag delivered to a tunnel");
     for name in ["a", "t", "q"] {
