@@ -336,11 +336,7 @@ fn run_ip_batch(h: &Harness, batch: &Path) {
         .arg(batch)
         .output()
         .expect("running ip -batch");
-    assert!(
-        out.status.success(),
-        "ip -batch failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    macvswitch_tests::netns::check(&out, "ip -batch");
 }
 
 #[test]
