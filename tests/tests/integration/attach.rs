@@ -164,12 +164,17 @@ fn relay_off_and_reset_remove_our_filters_and_only_our_qdisc() {
     assert!(attach::qdiscs(&h.topo.host, LOWER).contains(&"clsact".to_string()));
 }
 
-#[test]
-fn reset_leaves_an_operators_qdisc_and_filters() {
-    let h = root_harness!();
+/// The operator's own clsact qdisc on the lower device, before macvswitch.
+fn add_operators_qdisc(h: &Harness) {
     h.topo
         .host
         .exec_ok(&["tc", "qdisc", "add", "dev", LOWER, "clsact"]);
+}
+
+#[test]
+fn reset_leaves_an_operators_qdisc_and_filters() {
+    let h = root_harness!();
+    add_operators_qdisc(&h);
     add_foreign_filter(&h, "ingress", 5);
     add_foreign_filter(&h, "egress", 5);
     add_foreign_filter(&h, "egress", 49152);
@@ -194,9 +199,7 @@ fn reset_leaves_an_operators_qdisc_and_filters() {
 #[test]
 fn a_foreign_filter_at_our_priority_is_not_taken_over() {
     let h = root_harness!();
-    h.topo
-        .host
-        .exec_ok(&["tc", "qdisc", "add", "dev", LOWER, "clsact"]);
+    add_operators_qdisc(&h);
     add_foreign_filter(&h, "egress", PRIORITY);
     let out = h.ctl.run(&clsact(&RELAY_ON));
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -306,13 +306,18 @@ fn same_vlan(w: &mut World) -> Result<String> {
     ))
 }
 
+/// Drops of `reason` on the endpoints `names`, summed.
+fn drops(w: &World, names: &[&str], reason: &str) -> Result<u64> {
+    names.iter().map(|name| w.lab.drops(name, reason)).sum()
+}
+
 fn other_vlan(w: &mut World) -> Result<String> {
     flush(w, &[G1.name, G3.name])?;
-    let before = w.lab.drops(G1.name, "wrong-vlan")? + w.lab.drops(G3.name, "wrong-vlan")?;
+    let before = drops(w, &[G1.name, G3.name], "wrong-vlan")?;
     blocked(w, G3.name, G1.v4)?;
     blocked(w, G3.name, G1.v6)?;
     blocked(w, G1.name, G3.v4)?;
-    let after = w.lab.drops(G1.name, "wrong-vlan")? + w.lab.drops(G3.name, "wrong-vlan")?;
+    let after = drops(w, &[G1.name, G3.name], "wrong-vlan")?;
     if after <= before {
         bail!("no reply, but no wrong-vlan drop on g1 or g3 either: the frames got lost elsewhere");
     }
@@ -439,12 +444,12 @@ fn isolated(w: &mut World) -> Result<String> {
         "--isolated",
     ])?;
     flush(w, &[G1.name, G3.name, PEER.name])?;
-    let before = w.lab.drops(G1.name, "isolation")? + w.lab.drops(G3.name, "isolation")?;
+    let before = drops(w, &[G1.name, G3.name], "isolation")?;
     let a = reaches(w, G3.name, PEER.v4, "IPv4")?;
     let b = reaches(w, G3.name, PEER.v6, "IPv6")?;
     blocked(w, G3.name, G1.v4)?;
     blocked(w, G1.name, G3.v4)?;
-    let after = w.lab.drops(G1.name, "isolation")? + w.lab.drops(G3.name, "isolation")?;
+    let after = drops(w, &[G1.name, G3.name], "isolation")?;
     if after <= before {
         bail!("no reply, but no isolation drop on g1 or g3 either");
     }
