@@ -84,6 +84,25 @@ macro_rules! root_harness {
     }};
 }
 
+/// The prologue of a test that needs root and one [`OnePort`]: skips the
+/// test (returns) when not root, else `OnePort::new(name, extra)`, or with
+/// a policy, `OnePort::with_policy(name, policy, extra)`.
+#[macro_export]
+macro_rules! root_port {
+    ($name:expr, $extra:expr $(,)?) => {{
+        if !$crate::root_or_skip() {
+            return;
+        }
+        $crate::OnePort::new($name, $extra)
+    }};
+    ($name:expr, $policy:expr, $extra:expr $(,)?) => {{
+        if !$crate::root_or_skip() {
+            return;
+        }
+        $crate::OnePort::with_policy($name, $policy, $extra)
+    }};
+}
+
 /// One `#[test]` per row of a table, each calling `$run` with its row, so
 /// that the rows run in parallel and are filtered by name like any test:
 ///

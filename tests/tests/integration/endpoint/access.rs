@@ -11,12 +11,11 @@ use macvswitch_tests::frame::{
 };
 use macvswitch_tests::harness::ABSENT;
 use macvswitch_tests::topology::SWITCH_MAC;
-use macvswitch_tests::{OnePort, require_root, root_harness};
+use macvswitch_tests::{OnePort, root_harness, root_port};
 
 #[test]
 fn guest_frame_leaves_tagged_with_its_vid() {
-    require_root!();
-    let port = OnePort::new("ep0", &["--vlan", "10"]);
+    let port = root_port!("ep0", &["--vlan", "10"]);
     let OnePort { ep, tap, wire, .. } = &port;
     assert_eq!(ep.vlan, Some(10), "show: {}", ep.raw);
 
@@ -40,8 +39,7 @@ fn guest_frame_leaves_tagged_with_its_vid() {
 
 #[test]
 fn wire_frame_tagged_with_vid_reaches_guest_untagged() {
-    require_root!();
-    let OnePort { h, ep, tap, wire } = OnePort::new("ep0", &["--vlan", "10"]);
+    let OnePort { h, ep, tap, wire } = root_port!("ep0", &["--vlan", "10"]);
     // Open before sending: macvtap drops frames while no fd is open.
 
     // Plain VID 10, VID 10 with PCP 5 (TCI 0xa00a), and a broadcast.
@@ -108,8 +106,7 @@ macvswitch_tests::cases! { refused_and_counted:
 /// and counts it under its reason (at least: the kernel's own frames may
 /// add to a count).
 fn refused_and_counted((way, table): (Way, &[Refused])) {
-    require_root!();
-    let OnePort { h, ep, tap, wire } = OnePort::new("ep0", &["--vlan", "10"]);
+    let OnePort { h, ep, tap, wire } = root_port!("ep0", &["--vlan", "10"]);
     refused(&tap, ep.mac, &wire, way, table);
     assert_drops_at_least(&h, "ep0", &drops_of(table));
 }
@@ -149,8 +146,7 @@ fn spoofed_source_is_dropped_unless_allowed() {
 
 #[test]
 fn untagged_port_passes_only_untagged_frames() {
-    require_root!();
-    let OnePort { h, ep, tap, wire } = OnePort::new("ep0", &[]);
+    let OnePort { h, ep, tap, wire } = root_port!("ep0", &[]);
     assert!(ep.raw["vlan"].is_null(), "vlan should be null: {}", ep.raw);
 
     // guest -> wire: untagged stays untagged.

@@ -12,7 +12,7 @@ use macvswitch_tests::frame::{
 };
 use macvswitch_tests::topology::SWITCH_MAC;
 use macvswitch_tests::wire::WireFrame;
-use macvswitch_tests::{OnePort, require_root};
+use macvswitch_tests::{OnePort, root_port};
 
 /// Guest frames a trunk 10,20 must not send, by drop reason.
 #[rustfmt::skip]
@@ -38,14 +38,9 @@ fn assert_inline_untagged(f: &WireFrame, what: &str) {
     assert_eq!(p.ethertype, ETHERTYPE_TEST, "{what}: {f:?}");
 }
 
-fn trunk(name: &str, extra: &[&str]) -> OnePort {
-    OnePort::with_policy(name, "trunk", extra)
-}
-
 #[test]
 fn guest_frames_of_allowed_vlans_leave_unchanged_with_their_priority() {
-    require_root!();
-    let OnePort { h, ep, tap, wire } = trunk("t0", &["--trunk", "10,20"]);
+    let OnePort { h, ep, tap, wire } = root_port!("t0", "trunk", &["--trunk", "10,20"]);
     assert_eq!(ep.raw["trunk"], "10,20", "show: {}", ep.raw);
     assert!(ep.raw["native"].is_null(), "show: {}", ep.raw);
 
@@ -83,8 +78,7 @@ fn guest_frames_of_allowed_vlans_leave_unchanged_with_their_priority() {
 
 #[test]
 fn guest_frames_outside_the_trunk_are_dropped_by_reason() {
-    require_root!();
-    let OnePort { h, ep, tap, wire } = trunk("t0", &["--trunk", "10,20"]);
+    let OnePort { h, ep, tap, wire } = root_port!("t0", "trunk", &["--trunk", "10,20"]);
 
     let sent = send_refused(GUEST_REFUSED, SWITCH_MAC, ep.mac, |f| tap.write(f));
     // A frame that made it would be on the wire long before this one.
@@ -104,8 +98,7 @@ fn guest_frames_outside_the_trunk_are_dropped_by_reason() {
 
 #[test]
 fn wire_frames_of_allowed_vlans_arrive_tagged_others_are_dropped() {
-    require_root!();
-    let OnePort { h, ep, tap, wire } = trunk("t0", &["--trunk", "10,20"]);
+    let OnePort { h, ep, tap, wire } = root_port!("t0", "trunk", &["--trunk", "10,20"]);
 
     for (dst, tci) in [(ep.mac, 0x600a_u16), (ep.mac, 0x0014), (BROADCAST, 0xb014)] {
         let m = Marker::new();
@@ -133,8 +126,8 @@ fn wire_frames_of_allowed_vlans_arrive_tagged_others_are_dropped() {
 
 #[test]
 fn native_untagged_pushes_and_pops_the_native_vlan() {
-    require_root!();
-    let OnePort { h, ep, tap, wire } = trunk("t0", &["--trunk", "10,20", "--native", "30"]);
+    let OnePort { h, ep, tap, wire } =
+        root_port!("t0", "trunk", &["--trunk", "10,20", "--native", "30"]);
     assert_eq!(ep.raw["native"], 30, "show: {}", ep.raw);
     assert_eq!(ep.raw["native_tagged"], false, "show: {}", ep.raw);
 
@@ -185,9 +178,9 @@ fn native_untagged_pushes_and_pops_the_native_vlan() {
 
 #[test]
 fn native_tagged_delivers_the_native_vlan_tagged() {
-    require_root!();
-    let port = trunk(
+    let port = root_port!(
         "t0",
+        "trunk",
         &["--trunk", "10,20", "--native", "30", "--native-tagged"],
     );
     let OnePort { ep, tap, wire, .. } = &port;
@@ -211,9 +204,9 @@ fn native_tagged_delivers_the_native_vlan_tagged() {
 
 #[test]
 fn priority_sets_the_pcp_of_pushed_tags_only() {
-    require_root!();
-    let port = trunk(
+    let port = root_port!(
         "t0",
+        "trunk",
         &["--trunk", "10", "--native", "30", "--priority", "5"],
     );
     let OnePort { ep, tap, wire, .. } = &port;
@@ -237,13 +230,7 @@ fn priority_sets_the_pcp_of_pushed_tags_only() {
 
 #[test]
 fn spoofed_source_on_a_trunk_is_dropped_before_any_tag() {
-    require_root!();
-    let OnePort {
-        h,
-        ep: _,
-        tap,
-        wire,
-    } = trunk("t0", &["--trunk", "10"]);
+    let OnePort { h, tap, wire, .. } = root_port!("t0", "trunk", &["--trunk", "10"]);
     let m = Marker::new();
     tap.write(&q_frame(SWITCH_MAC, test_mac(0x42), 10, &m));
     absent(&wire, &m, "spoofed tagged guest frame");
