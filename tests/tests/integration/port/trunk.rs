@@ -197,7 +197,7 @@ fn native_tagged_delivers_the_native_vlan_tagged() {
     );
 
     // Untagged guest frames are still accepted into the native VLAN.
-    let f = sent_to_wire(&tap, ep.mac, wire, "untagged guest frame");
+    let f = sent_to_wire(tap, ep.mac, wire, "untagged guest frame");
     assert_eq!(f.vlan, Some((TPID_8021Q, 30)), "{f:?}");
     assert_inline_untagged(&f, "untagged guest frame");
 }
@@ -213,7 +213,7 @@ fn priority_sets_the_pcp_of_pushed_tags_only() {
     assert_eq!(ep.raw["priority"], 5, "show: {}", ep.raw);
 
     // Pushed native tag: PCP 5.
-    let f = sent_to_wire(&tap, ep.mac, wire, "untagged guest frame");
+    let f = sent_to_wire(tap, ep.mac, wire, "untagged guest frame");
     assert_eq!(f.vlan, Some((TPID_8021Q, 0xa01e)), "pushed tag: {f:?}");
     // A priority-tagged frame (PCP 2) also gets the configured PCP 5.
     let m = Marker::new();
