@@ -165,6 +165,24 @@ impl VidSet {
     }
 }
 
+/// Ranges collapsed, as the CLI writes a VLAN list: `10,20,100-199`
+/// (nothing for the empty set).
+impl core::fmt::Display for VidSet {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        for (i, (first, last)) in self.ranges().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            if first == last {
+                write!(f, "{first}")?;
+            } else {
+                write!(f, "{first}-{last}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Per-endpoint policy, keyed by the macvtap's ifindex in `POLICIES`.
 /// Updated in place by `endpoint set`: one map update, atomic per entry.
 #[repr(C)]

@@ -8,7 +8,7 @@ use macvswitch::kernel::datapath::{Maps, PinLayout};
 use macvswitch_tests::frame::{self, BROADCAST, Marker, marked};
 use macvswitch_tests::harness::ARRIVE;
 use macvswitch_tests::topology::{LOWER, SWITCH_MAC};
-use macvswitch_tests::{Harness, require_root};
+use macvswitch_tests::{Harness, root_harness};
 
 fn lower_ifindex(h: &Harness) -> u32 {
     h.topo
@@ -54,8 +54,7 @@ fn assert_tagged_everywhere(h: &Harness, context: &str) {
 
 #[test]
 fn without_the_lower_program_endpoints_push_their_tags_themselves() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     // TCX, so that removing the pin is removing the program.
     h.add("a10", &["--vlan", "10", "--attach", "tcx"]);
     h.add("b10", &["--vlan", "10", "--attach", "tcx"]);

@@ -33,18 +33,19 @@ use std::{
 };
 
 use aya::{
-    Ebpf, EbpfLoader,
+    Ebpf,
     maps::{MapData, PerCpuArray, PerCpuHashMap, PerCpuValues},
-    programs::{SchedClassifier, TestRun, TestRunOptions},
+    programs::{TestRun, TestRunOptions},
 };
-use macvswitch::EBPF_OBJECT;
+use macvswitch::kernel::datapath;
 use macvswitch_common::{
     Action, Decision, DropReason, EndpointCounters, EndpointPolicy, FrameView, MarkCarriage,
     POLICY_CVLANS_LIMITED, POLICY_NATIVE_TAGGED, POLICY_PRIORITY_SET, PORT_ACCESS, PORT_TRUNK,
-    PORT_TUNNEL, PORT_UNTAGGED, VlanKey, decide::VIEW_BYTES, names,
+    PORT_TUNNEL, PORT_UNTAGGED, VidSet, VlanKey, decide::VIEW_BYTES, names,
 };
 
-use generate::{GenPolicy, Rng};
+use generate::GenPolicy;
+use macvswitch_tests::rng::Rng;
 use model::{Dir, Outcome, TPID_AD, TPID_Q, Tag, Verdict, is_tpid};
 
 const TC_ACT_OK: u32 = 0;
@@ -59,11 +60,6 @@ const SK_BUFF_CB: usize = 48;
 const SK_BUFF_MARK: usize = 8;
 /// How many kinds of disagreements and violations are printed.
 const SHOW_KINDS: usize = 40;
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
 
 fn env_u64(name: &str) -> Option<u64> {
     let text = std::env::var(name).ok()?;
@@ -93,21 +89,10 @@ fn tag_text(tag: Option<Tag>) -> String {
 }
 
 fn vid_ranges(policy: &EndpointPolicy) -> String {
-    let parts: Vec<String> = policy
-        .vids
-        .ranges()
-        .map(|(first, last)| {
-            if first == last {
-                first.to_string()
-            } else {
-                format!("{first}-{last}")
-            }
-        })
-        .collect();
-    if parts.is_empty() {
+    if policy.vids == VidSet::EMPTY {
         "-".into()
     } else {
-        parts.join(",")
+        policy.vids.to_string()
     }
 }
 
@@ -439,15 +424,8 @@ fn pure_carried(
 
 impl Kernel {
     fn load() -> Self {
-        let mut ebpf = EbpfLoader::new().load(EBPF_OBJECT).expect("load object");
-        for name in [names::PROG_FROM_GUEST, names::PROG_TO_GUEST] {
-            let program: &mut SchedClassifier = ebpf
-                .program_mut(name)
-                .expect("program")
-                .try_into()
-                .expect("classifier");
-            program.load().expect("verifier accepts the program");
-        }
+        let mut ebpf = datapath::load_object(&[names::PROG_FROM_GUEST, names::PROG_TO_GUEST])
+            .expect("the object loads and the verifier accepts its programs");
         let counters = ebpf
             .take_map(names::MAP_COUNTERS)
             .expect("counters map")
@@ -459,7 +437,7 @@ impl Kernel {
             .try_into()
             .expect("per-cpu hash map");
         let cpus = aya::util::nr_cpus().expect("nr_cpus");
-        macvswitch::kernel::datapath::set_object_uplink(&mut ebpf, 0, 0, Some(&test_carriage()))
+        datapath::set_object_uplink(&mut ebpf, 0, 0, Some(&test_carriage()))
             .expect("setting the carriage");
         Self {
             ebpf,
@@ -471,8 +449,7 @@ impl Kernel {
 
     /// A new policy (or none) with zeroed counters and no VLAN counters.
     fn set_policy(&mut self, policy: Option<&EndpointPolicy>) {
-        macvswitch::kernel::datapath::set_object_policy(&mut self.ebpf, TEST_IFINDEX, policy)
-            .expect("set policy");
+        datapath::set_object_policy(&mut self.ebpf, TEST_IFINDEX, policy).expect("set policy");
         let zeros = PerCpuValues::try_from(vec![EndpointCounters::ZERO; self.cpus]).expect("zeros");
         self.counters.set(0, zeros, 0).expect("reset counters");
         let keys: Vec<VlanKey> = self
@@ -497,12 +474,7 @@ impl Kernel {
             Dir::FromGuest => names::PROG_FROM_GUEST,
             Dir::ToGuest => names::PROG_TO_GUEST,
         };
-        let program: &mut SchedClassifier = self
-            .ebpf
-            .program_mut(name)
-            .expect("program")
-            .try_into()
-            .expect("classifier");
+        let program = datapath::classifier(&mut self.ebpf, name).expect("classifier");
         let mut out = vec![0u8; frame.len() + 64];
         let mut ctx_in = [0u8; SK_BUFF_SIZE];
         ctx_in[SK_BUFF_MARK..SK_BUFF_MARK + 4].copy_from_slice(&mark.to_ne_bytes());
@@ -771,6 +743,27 @@ struct Expected {
     vlans: StdHashMap<u16, EndpointCounters>,
 }
 
+impl Expected {
+    /// Counts a frame of `len` bytes as the model's `outcome` does: the
+    /// endpoint always, its VLAN when the model counts one (a drop counts
+    /// no bytes). Returns the endpoint's counters before.
+    fn count(&mut self, dir: Dir, outcome: &Outcome, len: usize) -> EndpointCounters {
+        let len = if outcome.verdict == Verdict::Pass {
+            len
+        } else {
+            0
+        };
+        let endpoint = self.endpoint.get_or_insert(EndpointCounters::ZERO);
+        let before = *endpoint;
+        count(endpoint, dir, outcome.verdict, len);
+        if let Some(vid) = outcome.vlan {
+            let vlan = self.vlans.entry(vid).or_insert(EndpointCounters::ZERO);
+            count(vlan, dir, outcome.verdict, len);
+        }
+        before
+    }
+}
+
 fn count(counters: &mut EndpointCounters, dir: Dir, verdict: Verdict, bytes: usize) {
     match verdict {
         Verdict::Pass => {
@@ -958,22 +951,7 @@ fn check_frame(
                     });
                 }
                 // The counters move as for any frame to the guest.
-                let len = if expected.verdict == Verdict::Pass {
-                    bytes.len()
-                } else {
-                    0
-                };
-                let endpoint = expected_counters
-                    .endpoint
-                    .get_or_insert(EndpointCounters::ZERO);
-                count(endpoint, dir, expected.verdict, len);
-                if let Some(vid) = expected.vlan {
-                    let vlan = expected_counters
-                        .vlans
-                        .entry(vid)
-                        .or_insert(EndpointCounters::ZERO);
-                    count(vlan, dir, expected.verdict, len);
-                }
+                expected_counters.count(dir, &expected, bytes.len());
             }
         }
         // The real program.
@@ -1044,23 +1022,7 @@ fn check_frame(
         }
         // Counters: the endpoint's after every run; the VLAN's when the
         // model counts one (all of them at the end of the policy).
-        let counted_len = if expected.verdict == Verdict::Pass {
-            bytes.len()
-        } else {
-            0
-        };
-        let endpoint = expected_counters
-            .endpoint
-            .get_or_insert(EndpointCounters::ZERO);
-        let before = *endpoint;
-        count(endpoint, dir, expected.verdict, counted_len);
-        if let Some(vid) = expected.vlan {
-            let vlan = expected_counters
-                .vlans
-                .entry(vid)
-                .or_insert(EndpointCounters::ZERO);
-            count(vlan, dir, expected.verdict, counted_len);
-        }
+        let before = expected_counters.count(dir, &expected, bytes.len());
         {
             let got = kernel.endpoint_counters();
             let want = expected_counters.endpoint.expect("set above");
@@ -1147,7 +1109,7 @@ fn no_frame_leaves_its_vlan() {
         "isolation property: seed {seed:#x} (MSW_FUZZ_SEED), {frames} frames (MSW_FUZZ_FRAMES), \
          {per_policy} per policy"
     );
-    let mut kernel = if is_root() {
+    let mut kernel = if macvswitch_tests::is_root() {
         Some(Kernel::load())
     } else {
         eprintln!(

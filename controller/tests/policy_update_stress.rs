@@ -17,9 +17,9 @@ use std::{
 use macvswitch::kernel::datapath::{Maps, PinLayout};
 use macvswitch_common::{PORT_ACCESS, TPID_8021AD, TPID_8021Q, VidSet};
 use macvswitch_tests::frame::{ETHERTYPE_TEST, Marker, tagged};
+use macvswitch_tests::root_harness;
 use macvswitch_tests::topology::{SWITCH_MAC, SWITCH_PORT};
 use macvswitch_tests::wire::WireSocket;
-use macvswitch_tests::{Harness, require_root};
 
 /// Flips (each waits for an RCU grace period, about 10 ms here).
 fn flips() -> u32 {
@@ -31,8 +31,7 @@ fn flips() -> u32 {
 
 #[test]
 fn no_frame_is_judged_by_a_mix_of_two_policies() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     let ep = h.add("ep0", &["--tunnel", "100"]);
     let ifindex = ep.ifindex as u32;
     let mut maps = Maps::open(&PinLayout::new(h.bpffs.path()))

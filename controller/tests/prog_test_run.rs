@@ -8,15 +8,15 @@
 //! output bytes.
 
 use aya::{
-    Ebpf, EbpfLoader,
-    maps::{PerCpuArray, PerCpuValues},
-    programs::{SchedClassifier, TestRun, TestRunOptions},
+    Ebpf,
+    programs::{TestRun, TestRunOptions},
 };
-use macvswitch::EBPF_OBJECT;
+use macvswitch::kernel::datapath;
 use macvswitch_common::{
     DropReason, EndpointCounters, EndpointPolicy, POLICY_ALLOW_MAC_SPOOFING, TPID_8021AD,
     TPID_8021Q, names,
 };
+use macvswitch_tests::require_root;
 
 const TC_ACT_OK: u32 = 0;
 const TC_ACT_SHOT: u32 = 2;
@@ -25,20 +25,6 @@ const TEST_IFINDEX: u32 = 1;
 const GUEST_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x00, 0x0a];
 const PEER_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x00, 0x0b];
 const IPV4: u16 = 0x0800;
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-macro_rules! require_root {
-    () => {
-        if !is_root() {
-            eprintln!("skipping: needs root to load eBPF programs (BPF_PROG_TEST_RUN)");
-            return;
-        }
-    };
-}
 
 /// The object loaded, with one endpoint's policy on the test ifindex.
 struct Programs {
@@ -56,47 +42,21 @@ impl Programs {
                 EndpointPolicy::access(GUEST_MAC, vlan)
             }
         };
-        macvswitch::kernel::datapath::set_object_policy(
-            &mut programs.ebpf,
-            TEST_IFINDEX,
-            Some(&policy),
-        )
-        .expect("set policy");
-        let mut counters: PerCpuArray<_, EndpointCounters> = programs
-            .ebpf
-            .map_mut(names::MAP_COUNTERS)
-            .expect("counters map")
-            .try_into()
-            .expect("per-cpu array");
-        let cpus = aya::util::nr_cpus().expect("nr_cpus");
-        let zeros = PerCpuValues::try_from(vec![EndpointCounters::ZERO; cpus]).expect("zeros");
-        counters
-            .set(u32::from(policy.slot), zeros, 0)
-            .expect("set counters");
+        datapath::set_object_policy(&mut programs.ebpf, TEST_IFINDEX, Some(&policy))
+            .expect("set policy");
+        datapath::reset_object_counters(&mut programs.ebpf, policy.slot).expect("set counters");
         programs
     }
 
     fn without_policy() -> Self {
-        let mut ebpf = EbpfLoader::new().load(EBPF_OBJECT).expect("load object");
-        for name in [names::PROG_FROM_GUEST, names::PROG_TO_GUEST] {
-            let program: &mut SchedClassifier = ebpf
-                .program_mut(name)
-                .expect("program")
-                .try_into()
-                .expect("classifier");
-            program.load().expect("verifier accepts the program");
-        }
+        let ebpf = datapath::load_object(&[names::PROG_FROM_GUEST, names::PROG_TO_GUEST])
+            .expect("the object loads and the verifier accepts its programs");
         Self { ebpf }
     }
 
     /// Runs a program once; returns the verdict and the output frame.
     fn run(&mut self, program: &str, frame: &[u8]) -> (u32, Vec<u8>) {
-        let program: &mut SchedClassifier = self
-            .ebpf
-            .program_mut(program)
-            .expect("program")
-            .try_into()
-            .expect("classifier");
+        let program = datapath::classifier(&mut self.ebpf, program).expect("classifier");
         let mut out = vec![0u8; frame.len() + 64];
         let result = program
             .test_run(TestRunOptions {
@@ -118,18 +78,8 @@ impl Programs {
     }
 
     fn counters(&self) -> EndpointCounters {
-        let counters: PerCpuArray<_, EndpointCounters> = self
-            .ebpf
-            .map(names::MAP_COUNTERS)
-            .expect("counters map")
-            .try_into()
-            .expect("per-cpu array");
-        let mut total = EndpointCounters::ZERO;
         // Test policies use counter slot 0.
-        for per_cpu in counters.get(&0, 0).expect("counters").iter() {
-            total.accumulate(per_cpu);
-        }
-        total
+        datapath::object_counters(&self.ebpf, 0).expect("counters")
     }
 
     fn drops(&self, reason: DropReason) -> u64 {

@@ -1,8 +1,19 @@
 //! TC programs of macvswitch. One file per hook; the decisions themselves
 //! live in `macvswitch_common::decide` so that host tests run the same code.
+//!
+//! Two programs are bench-only and production never loads them:
+//! `baseline` (empty) and `bench_push_tag`. They are in this object on
+//! purpose: the benchmark subtracts `baseline` from the real programs, which
+//! is only honest if it is the same build (compiler, flags, bpf-linker,
+//! loader, log-level global) as they are, and a second object would be a
+//! second build. It costs production nothing: the controller loads and pins
+//! only `from_guest`, `to_guest` and `uplink_egress`, a program that is not
+//! loaded never reaches the kernel, and neither bench program has a map
+//! (the controller pins every map of the object).
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
+/// Bench-only: the empty program the benchmark subtracts (see above).
 #[cfg(target_arch = "bpf")]
 mod baseline;
 /// Bench-only: pushes a tag on the wire peer's egress (see the file).

@@ -1,7 +1,7 @@
 //! Runs the real `macvswitch` binary inside the host namespace.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 /// Path of the controller binary: `$MACVSWITCH_BIN`, else
 /// `<target>/debug/macvswitch` next to this test executable
@@ -49,32 +49,33 @@ impl Controller {
         }
     }
 
-    /// `ip netns exec NS BIN --state-dir S --bpffs B args...`
-    pub fn run(&self, args: &[&str]) -> Output {
-        Command::new("ip")
-            .args(["netns", "exec", &self.netns])
+    /// `ip netns exec NS BIN --state-dir S --bpffs B args...`, not started.
+    /// `ip netns exec` execs the binary, so the child's pid is the
+    /// controller's once it runs.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.netns])
             .arg(&self.bin)
             .arg("--state-dir")
             .arg(&self.state_dir)
             .arg("--bpffs")
             .arg(&self.bpffs)
-            .args(args)
+            .args(args);
+        cmd
+    }
+
+    /// Runs `macvswitch args...` to the end; its output.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args)
             .output()
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", self.bin.display()))
     }
 
     /// Starts `macvswitch args...` without waiting (output discarded).
     pub fn spawn(&self, args: &[&str]) -> std::process::Child {
-        Command::new("ip")
-            .args(["netns", "exec", &self.netns])
-            .arg(&self.bin)
-            .arg("--state-dir")
-            .arg(&self.state_dir)
-            .arg("--bpffs")
-            .arg(&self.bpffs)
-            .args(args)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+        self.command(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", self.bin.display()))
     }
@@ -82,14 +83,7 @@ impl Controller {
     /// Runs and asserts success; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "macvswitch {} failed ({}):\nstdout: {}\nstderr: {}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        crate::netns::check(&out, &format!("macvswitch {}", args.join(" ")));
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 

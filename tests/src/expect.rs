@@ -13,7 +13,7 @@ use std::fmt::Debug;
 use std::time::{Duration, Instant};
 
 use crate::Harness;
-use crate::frame::{self, Mac, Marker};
+use crate::frame::{self, Mac, Marker, marked};
 use crate::harness::{ABSENT, ARRIVE};
 use crate::tap::Tap;
 use crate::topology::SWITCH_MAC;
@@ -105,6 +105,15 @@ pub fn on_wire(wire: &WireSocket, m: &Marker, what: &str) -> WireFrame {
     arrives(wire, m, what)
 }
 
+/// Sends a marked, untagged frame from the guest at `tap` (MAC `mac`) to
+/// the switch; it must show on the wire within [`ARRIVE`] (`what` says
+/// which frame, if not).
+pub fn sent_to_wire(tap: &Tap, mac: Mac, wire: &WireSocket, what: &str) -> WireFrame {
+    let m = Marker::new();
+    tap.write(&marked(SWITCH_MAC, mac, &m));
+    on_wire(wire, &m, what)
+}
+
 /// The frame carrying `m`, which must reach `rx` within [`ARRIVE`].
 pub fn arrives<R: Receive>(rx: &R, m: &Marker, what: &str) -> R::Frame {
     rx.first_matching(ARRIVE, |f| m.is_in(R::bytes(f)))
@@ -117,6 +126,16 @@ pub fn copies<R: Receive>(rx: &R, m: &Marker, window: Duration) -> usize {
         .iter()
         .filter(|f| m.is_in(R::bytes(f)))
         .count()
+}
+
+/// The VLAN ids (`None`: untagged) of the frames in `frames` that carry
+/// `m`, in order: one entry per copy on the wire.
+pub fn vids_of(frames: &[WireFrame], m: &Marker) -> Vec<Option<u16>> {
+    frames
+        .iter()
+        .filter(|f| m.is_in(&f.bytes))
+        .map(|f| f.vid())
+        .collect()
 }
 
 /// The frame carrying `m` (`what`) does not reach `rx` within [`ABSENT`].

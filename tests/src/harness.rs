@@ -108,6 +108,22 @@ impl Harness {
         self.add(name, &args)
     }
 
+    /// Two private-VLAN guests `a` and `b` on VLAN 10 and `c20` on VLAN 20,
+    /// all in `mode`, and their taps open: the cast of the bridge, relay
+    /// and hairpin tests, as `(a, b, c20, tap a, tap b, tap c20)`.
+    pub fn trio(
+        &self,
+        a: &str,
+        b: &str,
+        mode: &str,
+    ) -> (Endpoint, Endpoint, Endpoint, Tap, Tap, Tap) {
+        let a = self.add_pvlan(a, mode, &[]);
+        let b = self.add_pvlan(b, mode, &[]);
+        let c = self.add("c20", &["--mode", mode, "--vlan", "20"]);
+        let (ta, tb, tc) = (self.tap(&a), self.tap(&b), self.tap(&c));
+        (a, b, c, ta, tb, tc)
+    }
+
     /// `uplink set lower0 ARGS...`.
     pub fn uplink_set(&self, args: &[&str]) {
         let mut all = vec!["uplink", "set", crate::topology::LOWER];

@@ -16,7 +16,8 @@
 //! - [`harness`]: all of the above bundled for one test (`Harness`), and the
 //!   one-endpoint-against-the-wire fixture (`OnePort`);
 //! - [`lifecycle`]: SIGKILLing the CLI and checking state against kernel;
-//! - [`attach`]: what is attached, as TCX pins or clsact filters.
+//! - [`attach`]: what is attached, as TCX pins or clsact filters;
+//! - [`rng`]: the seeded PRNG of randomized tests.
 
 pub mod attach;
 pub mod bpf;
@@ -28,6 +29,7 @@ pub mod hairpin;
 pub mod harness;
 pub mod lifecycle;
 pub mod netns;
+pub mod rng;
 pub mod tap;
 pub mod topology;
 pub mod wire;
@@ -68,6 +70,37 @@ macro_rules! require_root {
             return;
         }
     };
+}
+
+/// The prologue of a test that needs root and one [`Harness`]: skips the
+/// test (returns) when not root, else the harness: `let h = root_harness!();`.
+#[macro_export]
+macro_rules! root_harness {
+    () => {{
+        if !$crate::root_or_skip() {
+            return;
+        }
+        $crate::Harness::new()
+    }};
+}
+
+/// The prologue of a test that needs root and one [`OnePort`]: skips the
+/// test (returns) when not root, else `OnePort::new(name, extra)`, or with
+/// a policy, `OnePort::with_policy(name, policy, extra)`.
+#[macro_export]
+macro_rules! root_port {
+    ($name:expr, $extra:expr $(,)?) => {{
+        if !$crate::root_or_skip() {
+            return;
+        }
+        $crate::OnePort::new($name, $extra)
+    }};
+    ($name:expr, $policy:expr, $extra:expr $(,)?) => {{
+        if !$crate::root_or_skip() {
+            return;
+        }
+        $crate::OnePort::with_policy($name, $policy, $extra)
+    }};
 }
 
 /// One `#[test]` per row of a table, each calling `$run` with its row, so

@@ -1,5 +1,5 @@
 //! Helpers for the lifecycle tests (crash safety, races, `apply`, upgrades):
-//! spawning and SIGKILLing the CLI, a seeded PRNG, and the consistency
+//! spawning and SIGKILLing the CLI, and the consistency
 //! check between the state file, the host namespace's macvtaps, the link
 //! pins and the tap nodes.
 
@@ -12,56 +12,13 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::Harness;
+pub use crate::rng::Rng;
 
-/// xorshift64*: small, seeded, reproducible. The seed comes from
-/// `MSW_SEED` when set, else from the clock; it is printed so a failing run
-/// can be replayed.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(what: &str) -> Rng {
-        let seed = std::env::var("MSW_SEED")
-            .ok()
-            .and_then(|s| s.parse::<u64>().ok())
-            .unwrap_or_else(|| {
-                let t = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap_or_default();
-                t.as_nanos() as u64 ^ u64::from(std::process::id()).rotate_left(32)
-            });
-        eprintln!("{what}: MSW_SEED={seed}");
-        Rng(seed | 1)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// Uniform-ish in `lo..=hi`.
-    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next_u64() % (hi - lo + 1)
-    }
-}
-
-/// The `ip netns exec NS BIN --state-dir S --bpffs B args...` command of a
-/// harness, not started. `ip netns exec` execs the binary, so the child's
-/// pid is the controller's once it runs.
+/// The controller's command of a harness ([`crate::Controller::command`]),
+/// not started, with no stdin and its output discarded.
 pub fn command(h: &Harness, args: &[&str]) -> Command {
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", &h.ctl.netns])
-        .arg(&h.ctl.bin)
-        .arg("--state-dir")
-        .arg(&h.ctl.state_dir)
-        .arg("--bpffs")
-        .arg(&h.ctl.bpffs)
-        .args(args)
-        .stdin(Stdio::null())
+    let mut cmd = h.ctl.command(args);
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     cmd

@@ -5,25 +5,13 @@
 use std::time::Duration;
 
 use crate::frame::{self, ETHERTYPE_TEST, Marker, TPID_8021Q, fmt_mac, test_mac};
-use crate::topology::{LOWER, LOWER_MAC, SWITCH_MAC};
+use crate::topology::{LOWER_MAC, SWITCH_MAC};
 use crate::{TempStateDir, Topology, tap};
 
 const T: Duration = Duration::from_secs(2);
 
 fn handmade_macvtap(topo: &Topology, mac: frame::Mac) {
-    topo.host.ip_ok(&[
-        "link",
-        "add",
-        "mvt0",
-        "link",
-        LOWER,
-        "address",
-        &fmt_mac(&mac),
-        "type",
-        "macvtap",
-        "mode",
-        "bridge",
-    ]);
+    topo.bare_macvtap("mvt0", &mac);
     topo.host.ip_ok(&["link", "set", "mvt0", "up"]);
 }
 

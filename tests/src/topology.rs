@@ -72,6 +72,24 @@ impl Topology {
         switch.ip_ok(&["link", "set", SWITCH_PORT, "up"]);
     }
 
+    /// A macvtap `name` with `mac` on the lower device in bridge mode, made
+    /// by hand as an operator would without macvswitch (left down).
+    pub fn bare_macvtap(&self, name: &str, mac: &Mac) {
+        self.host.ip_ok(&[
+            "link",
+            "add",
+            name,
+            "link",
+            LOWER,
+            "address",
+            &crate::frame::fmt_mac(mac),
+            "type",
+            "macvtap",
+            "mode",
+            "bridge",
+        ]);
+    }
+
     /// An AF_PACKET socket on `sw0`: what the trunk switch sees.
     pub fn wire(&self) -> crate::wire::WireSocket {
         crate::wire::WireSocket::open(&self.switch, SWITCH_PORT)

@@ -1,12 +1,8 @@
 //! `cargo xtask demo`: the controller at work in throw-away network
-//! namespaces, with every command and its output shown.
-//!
-//! The bpffs is mounted here, in xtask's (the root) mount namespace: one
-//! mounted inside `ip netns exec` would vanish with its private mount
-//! namespace, and the pinned links with it.
+//! namespaces (see `scratch`), with every command and its output shown.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use std::time::Duration;
@@ -20,6 +16,7 @@ use macvswitch_tests::{
 };
 
 use crate::run::{self, Workspace};
+use crate::scratch::{self, Scratch};
 
 const PREFIX: &str = "msw-demo-";
 
@@ -34,7 +31,7 @@ pub fn demo(ws: &Workspace) -> Result<()> {
             bin.display()
         );
     }
-    reap_stale();
+    scratch::reap_stale(PREFIX, "demo", run::check);
 
     let mut env = DemoEnv::new();
     let result = env.create().and_then(|()| env.exercise(&bin));
@@ -49,34 +46,21 @@ pub fn demo(ws: &Workspace) -> Result<()> {
     }
 }
 
-/// Everything the demo makes; [`DemoEnv::cleanup`] (or `Drop`, on panic)
-/// removes what was made, in reverse order, and keeps going past failures.
+/// The demo's namespaces and directories; [`DemoEnv::cleanup`] (or
+/// `Drop`, on panic) removes them.
 struct DemoEnv {
     host_ns: String,
     switch_ns: String,
-    tmp: PathBuf,
-    bpffs: PathBuf,
-    state: PathBuf,
-    made_ns: Vec<String>,
-    made_tmp: bool,
-    mounted: bool,
-    done: bool,
+    scratch: Scratch,
 }
 
 impl DemoEnv {
     fn new() -> Self {
-        let pid = std::process::id();
-        let tmp = std::env::temp_dir().join(format!("{PREFIX}{pid}"));
+        let scratch = Scratch::new(PREFIX, run::check);
         Self {
-            host_ns: format!("{PREFIX}{pid}-host"),
-            switch_ns: format!("{PREFIX}{pid}-switch"),
-            bpffs: tmp.join("bpffs"),
-            state: tmp.join("state"),
-            tmp,
-            made_ns: Vec::new(),
-            made_tmp: false,
-            mounted: false,
-            done: false,
+            host_ns: scratch.ns_name("host"),
+            switch_ns: scratch.ns_name("switch"),
+            scratch,
         }
     }
 
@@ -85,9 +69,8 @@ impl DemoEnv {
             "demo: host namespace {}, switch namespace {}",
             self.host_ns, self.switch_ns
         );
-        for ns in [self.host_ns.clone(), self.switch_ns.clone()] {
-            run::check(Command::new("ip").args(["netns", "add", &ns]))?;
-            self.made_ns.push(ns);
+        for role in ["host", "switch"] {
+            self.scratch.add_ns(role)?;
         }
         // No IPv6 chatter (router solicitations, DAD) from the namespaces'
         // own stacks: the counters shown then count the demo's frames only.
@@ -121,21 +104,7 @@ impl DemoEnv {
         ]))?;
         run::check(Command::new("ip").args(["-n", &self.host_ns, "link", "set", "lower0", "up"]))?;
         run::check(Command::new("ip").args(["-n", &self.switch_ns, "link", "set", "sw0", "up"]))?;
-
-        if run::exists(&self.tmp) {
-            bail!("{} already exists", self.tmp.display());
-        }
-        fs::create_dir_all(&self.bpffs)
-            .with_context(|| format!("cannot create {}", self.bpffs.display()))?;
-        self.made_tmp = true;
-        fs::create_dir_all(&self.state)?;
-        run::check(
-            Command::new("mount")
-                .args(["-t", "bpf", "bpf"])
-                .arg(&self.bpffs),
-        )?;
-        self.mounted = true;
-        Ok(())
+        self.scratch.mount()
     }
 
     fn exercise(&self, bin: &Path) -> Result<()> {
@@ -160,15 +129,7 @@ impl DemoEnv {
 
     /// `macvswitch ARGS` in the host namespace with the demo's directories.
     fn macvswitch(&self, bin: &Path, args: &[&str]) -> Command {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.host_ns])
-            .arg(bin)
-            .arg("--state-dir")
-            .arg(&self.state)
-            .arg("--bpffs")
-            .arg(&self.bpffs)
-            .args(args);
-        cmd
+        self.scratch.controller(&self.host_ns, bin, args)
     }
 
     /// Frames through vm1's tap and the wire (sw0): one from the guest
@@ -247,110 +208,10 @@ impl DemoEnv {
         Ok(row["drops"]["wrong-vlan"].as_u64().unwrap_or(0))
     }
 
+    /// Deleting the namespaces deletes the veth and the macvtaps, which
+    /// detaches the programs before their pins go with the bpffs.
     fn cleanup(&mut self) -> Result<()> {
-        if self.done {
-            return Ok(());
-        }
-        self.done = true;
-        let mut errors = Vec::new();
-        // Deleting the namespaces deletes the veth and the macvtaps, which
-        // detaches the programs before their pins go with the bpffs.
-        for ns in self.made_ns.drain(..).rev() {
-            if let Err(e) = run::check(Command::new("ip").args(["netns", "del", &ns])) {
-                errors.push(format!("{e:#}"));
-            }
-        }
-        if self.mounted {
-            self.mounted = false;
-            if let Err(e) = unmount(&self.bpffs) {
-                errors.push(format!("{e:#}"));
-            }
-        }
-        if self.made_tmp {
-            self.made_tmp = false;
-            println!("$ rm -rf {}", self.tmp.display());
-            if let Err(e) = fs::remove_dir_all(&self.tmp) {
-                errors.push(format!("cannot remove {}: {e}", self.tmp.display()));
-            }
-        }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            bail!("demo cleanup incomplete: {}", errors.join("; "))
-        }
-    }
-}
-
-impl Drop for DemoEnv {
-    fn drop(&mut self) {
-        if let Err(e) = self.cleanup() {
-            eprintln!("{e:#}");
-        }
-    }
-}
-
-fn unmount(dir: &Path) -> Result<()> {
-    if run::check(Command::new("umount").arg(dir)).is_ok() {
-        return Ok(());
-    }
-    run::check(Command::new("umount").arg("-l").arg(dir))
-}
-
-/// Remove what an earlier demo left behind when it was killed (Drop does
-/// not run on SIGKILL or Ctrl-C): only ours, and only if its xtask is gone.
-fn reap_stale() {
-    let alive = |pid: &str| Path::new("/proc").join(pid).exists();
-    let netns = run::output(Command::new("ip").args(["netns", "list"])).unwrap_or_default();
-    for name in netns.lines().filter_map(|l| l.split_whitespace().next()) {
-        let Some(rest) = name.strip_prefix(PREFIX) else {
-            continue;
-        };
-        let Some((pid, _)) = rest.split_once('-') else {
-            continue;
-        };
-        if pid.chars().all(|c| c.is_ascii_digit()) && !alive(pid) {
-            println!("demo: removing namespace {name} left by an earlier demo");
-            let _ = run::check(Command::new("ip").args(["netns", "del", name]));
-        }
-    }
-    let tmp = std::env::temp_dir();
-    let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-    for mnt in mounts.lines().filter_map(|l| l.split_whitespace().nth(1)) {
-        let Some(rest) = Path::new(mnt)
-            .strip_prefix(&tmp)
-            .ok()
-            .and_then(|r| r.to_str())
-            .and_then(|r| r.strip_prefix(PREFIX))
-        else {
-            continue;
-        };
-        let pid = rest.split('/').next().unwrap_or_default();
-        if pid.chars().all(|c| c.is_ascii_digit()) && !alive(pid) {
-            println!("demo: unmounting {mnt} left by an earlier demo");
-            let _ = unmount(Path::new(mnt));
-        }
-    }
-    let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-    if let Ok(entries) = fs::read_dir(&tmp) {
-        for e in entries.flatten() {
-            let name = e.file_name();
-            let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(PREFIX)) else {
-                continue;
-            };
-            if pid.chars().all(|c| c.is_ascii_digit()) && !alive(pid) {
-                let is_mount = mounts
-                    .lines()
-                    .filter_map(|l| l.split_whitespace().nth(1))
-                    .any(|m| Path::new(m).starts_with(e.path()));
-                if !is_mount {
-                    println!(
-                        "demo: removing {} left by an earlier demo",
-                        e.path().display()
-                    );
-                    let _ = fs::remove_dir_all(e.path());
-                }
-            }
-        }
+        self.scratch.cleanup("demo")
     }
 }
 

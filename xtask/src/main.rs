@@ -10,6 +10,7 @@ mod fuzz;
 mod guest_test;
 mod previous;
 mod run;
+mod scratch;
 mod setup;
 mod vm;
 

@@ -143,17 +143,8 @@ pub fn output(cmd: &mut Command) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-pub fn is_root() -> bool {
-    // No libc dependency for one call: /proc tells the effective uid.
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|euid| euid == "0"))
-        })
-        .unwrap_or(false)
-}
+/// Whether xtask runs as root: the tests' own check.
+pub use macvswitch_tests::is_root;
 
 pub fn exists(p: &Path) -> bool {
     p.symlink_metadata().is_ok()

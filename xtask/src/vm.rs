@@ -11,7 +11,7 @@
 //! entry's output, console log and exit statuses in
 //! `target/vm-cache/runs/ENTRY/`.
 
-mod guest;
+pub(crate) mod guest;
 /// The kernel and initramfs kit, shared with `guest_test`.
 pub(crate) mod initramfs;
 pub(crate) mod kernels;
@@ -67,30 +67,18 @@ enum Entry {
 
 impl Entry {
     fn parse(name: &str) -> Result<Entry> {
+        let debian = |label, source, pick| Entry::Debian {
+            label,
+            source,
+            pick,
+        };
+        let host = |label, clsact| Entry::Host { label, clsact };
         Ok(match name {
-            "5.10" => Entry::Debian {
-                label: "5.10",
-                source: Source::Bullseye,
-                pick: Pick::Stock,
-            },
-            "6.1" => Entry::Debian {
-                label: "6.1",
-                source: Source::System,
-                pick: Pick::Stock,
-            },
-            "newest" => Entry::Debian {
-                label: "newest",
-                source: Source::System,
-                pick: Pick::Newest,
-            },
-            "host" => Entry::Host {
-                label: "host",
-                clsact: false,
-            },
-            "host-clsact" => Entry::Host {
-                label: "host-clsact",
-                clsact: true,
-            },
+            "5.10" => debian("5.10", Source::Bullseye, Pick::Stock),
+            "6.1" => debian("6.1", Source::System, Pick::Stock),
+            "newest" => debian("newest", Source::System, Pick::Newest),
+            "host" => host("host", false),
+            "host-clsact" => host("host-clsact", true),
             other => bail!(
                 "--kernel {other}: not an entry of the matrix; one of {}",
                 ENTRIES.join(", ")

@@ -11,10 +11,10 @@
 //!   in-situ cost: the floor under every in-situ figure.
 
 use aya::{
-    Ebpf, EbpfLoader,
+    Ebpf,
     programs::{SchedClassifier, TcAttachType, tc::SchedClassifierLinkId},
 };
-use macvswitch::EBPF_OBJECT;
+use macvswitch::kernel::datapath;
 use macvswitch_tests::NetNs;
 
 /// The bench-only tagging program's name in the object.
@@ -28,23 +28,13 @@ pub struct Attached {
 
 impl Attached {
     pub fn load(name: &'static str) -> Attached {
-        let ebpf = EbpfLoader::new()
-            .load(EBPF_OBJECT)
-            .expect("loading the eBPF object");
-        let mut a = Attached { ebpf, name };
-        a.prog()
-            .load()
-            .unwrap_or_else(|e| panic!("the verifier refuses {name}: {e}"));
-        a
+        let ebpf = datapath::load_object(&[name])
+            .unwrap_or_else(|e| panic!("loading {name} of the eBPF object: {e}"));
+        Attached { ebpf, name }
     }
 
     fn prog(&mut self) -> &mut SchedClassifier {
-        let name = self.name;
-        self.ebpf
-            .program_mut(name)
-            .unwrap_or_else(|| panic!("the eBPF object lacks {name}"))
-            .try_into()
-            .expect("a TC program")
+        datapath::classifier(&mut self.ebpf, self.name).unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Attaches at each hook (interface names of `ns`).

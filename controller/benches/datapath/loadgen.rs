@@ -183,6 +183,19 @@ pub struct Sent {
     pub elapsed: Duration,
 }
 
+impl Sent {
+    /// A call (`what`, which returned `n`) refused for lack of buffer space
+    /// is counted; any other failure stops the bench.
+    fn count_refusal(&mut self, what: &str, n: i64) {
+        let e = last_error();
+        assert!(
+            matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::ENOBUFS)),
+            "{what}: {e} ({n})"
+        );
+        self.refused += 1;
+    }
+}
+
 /// Writes `buf` (header + frame) to a tap fd until `run_time` has passed or
 /// `max` frames went out.
 pub fn write_tap(fd: RawFd, buf: &[u8], run_time: Duration, max: u64) -> Sent {
@@ -194,12 +207,7 @@ pub fn write_tap(fd: RawFd, buf: &[u8], run_time: Duration, max: u64) -> Sent {
         if n == buf.len() as isize {
             sent.frames += 1;
         } else {
-            let e = last_error();
-            assert!(
-                matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::ENOBUFS)),
-                "write to tap: {e} ({n})"
-            );
-            sent.refused += 1;
+            sent.count_refusal("write to tap", n as i64);
             poll(fd, libc::POLLOUT, Duration::from_millis(1));
         }
         if sent.frames % 64 == 0 && start.elapsed() >= run_time {
@@ -312,12 +320,7 @@ pub fn send_packets(fd: RawFd, frame: &[u8], run_time: Duration, max: u64) -> Se
         if n > 0 {
             sent.frames += n as u64;
         } else {
-            let e = last_error();
-            assert!(
-                matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::ENOBUFS)),
-                "sendmmsg: {e}"
-            );
-            sent.refused += 1;
+            sent.count_refusal("sendmmsg", n as i64);
             std::thread::yield_now();
         }
     }

@@ -6,20 +6,15 @@
 use std::os::fd::{AsFd, AsRawFd};
 
 use aya::{
-    Ebpf, EbpfLoader,
-    maps::{HashMap, MapInfo, PerCpuArray, PerCpuHashMap, PerCpuValues},
+    Ebpf,
+    maps::{HashMap, MapInfo, PerCpuHashMap, PerCpuValues},
     programs::{SchedClassifier, TestRun, TestRunOptions},
 };
-use macvswitch::EBPF_OBJECT;
+use macvswitch::kernel::datapath;
 use macvswitch_common::{
     EndpointCounters, EndpointPolicy, SourceInfo, SourceKey, UplinkCounters, names,
 };
 
-/// The aya-log level the controller compiles into the programs at load
-/// (`EBPF_LOG_LEVEL` in controller/src/datapath.rs, private there): info,
-/// so the per-drop debug logs cost a compare. Loading with the default
-/// (everything on) would make every drop row measure logging.
-const LOG_LEVEL: u8 = 3;
 /// The device BPF_PROG_TEST_RUN gives the skb by default.
 pub const TEST_IFINDEX: u32 = 1;
 
@@ -29,49 +24,41 @@ pub struct Object {
 
 impl Object {
     pub fn load() -> Object {
-        let mut ebpf = EbpfLoader::new()
-            .override_global("AYA_LOG_LEVEL", &LOG_LEVEL, false)
-            .load(EBPF_OBJECT)
-            .expect("loading the eBPF object");
-        for name in [
+        // The production log level comes with the loader: with every level
+        // on, each drop row would measure logging.
+        let ebpf = datapath::load_object(&[
             names::PROG_BASELINE,
             names::PROG_FROM_GUEST,
             names::PROG_TO_GUEST,
             names::PROG_UPLINK_EGRESS,
-        ] {
-            classifier(&mut ebpf, name)
-                .load()
-                .unwrap_or_else(|e| panic!("the verifier refuses {name}: {e}"));
-        }
+        ])
+        .unwrap_or_else(|e| panic!("loading the eBPF object: {e}"));
         Object { ebpf }
     }
 
     /// Gives `ifindex` a policy and zeroed counters.
     pub fn set_endpoint(&mut self, ifindex: u32, policy: &EndpointPolicy) {
-        macvswitch::kernel::datapath::set_object_policy(&mut self.ebpf, ifindex, Some(policy))
+        datapath::set_object_policy(&mut self.ebpf, ifindex, Some(policy))
             .expect("writing a policy");
-        let mut counters: PerCpuArray<_, EndpointCounters> = self
+        datapath::reset_object_counters(&mut self.ebpf, policy.slot).expect("zeroing counters");
+    }
+
+    /// The map `name`, as the map type `T`.
+    fn map_mut<'a, T>(&'a mut self, name: &str) -> T
+    where
+        T: TryFrom<&'a mut aya::maps::Map, Error = aya::maps::MapError>,
+    {
+        let map = self
             .ebpf
-            .map_mut(names::MAP_COUNTERS)
-            .expect("COUNTERS")
-            .try_into()
-            .expect("COUNTERS is a per-CPU array");
-        let cpus = aya::util::nr_cpus().expect("counting CPUs");
-        let zeros = PerCpuValues::try_from(vec![EndpointCounters::ZERO; cpus]).expect("zeros");
-        counters
-            .set(u32::from(policy.slot), zeros, 0)
-            .expect("zeroing counters");
+            .map_mut(name)
+            .unwrap_or_else(|| panic!("the eBPF object lacks {name}"));
+        T::try_from(map).unwrap_or_else(|e| panic!("{name}: {e}"))
     }
 
     /// A local endpoint `mac` on lower device `lower`, as uplink_egress and
     /// to_guest look senders up.
     pub fn set_source(&mut self, lower: u32, mac: [u8; 6], info: &SourceInfo) {
-        let mut sources: HashMap<_, SourceKey, SourceInfo> = self
-            .ebpf
-            .map_mut(names::MAP_SOURCES)
-            .expect("SOURCES")
-            .try_into()
-            .expect("SOURCES is a hash map");
+        let mut sources: HashMap<_, SourceKey, SourceInfo> = self.map_mut(names::MAP_SOURCES);
         sources
             .insert(SourceKey::new(lower, mac), info, 0)
             .expect("writing a source");
@@ -80,14 +67,9 @@ impl Object {
     /// Relay on for `lower` (an UPLINKS entry with `flags`) and zeroed
     /// counters, as `uplink set DEV --reflective-relay on` does.
     pub fn set_uplink(&mut self, lower: u32, flags: u32) {
-        macvswitch::kernel::datapath::set_object_uplink(&mut self.ebpf, lower, flags, None)
-            .expect("writing an uplink");
-        let mut counters: PerCpuHashMap<_, u32, UplinkCounters> = self
-            .ebpf
-            .map_mut(names::MAP_UPLINK_COUNTERS)
-            .expect("UPLINK_COUNTERS")
-            .try_into()
-            .expect("UPLINK_COUNTERS is a per-CPU hash map");
+        datapath::set_object_uplink(&mut self.ebpf, lower, flags, None).expect("writing an uplink");
+        let mut counters: PerCpuHashMap<_, u32, UplinkCounters> =
+            self.map_mut(names::MAP_UPLINK_COUNTERS);
         let cpus = aya::util::nr_cpus().expect("counting CPUs");
         let zeros = PerCpuValues::try_from(vec![UplinkCounters::default(); cpus]).expect("zeros");
         counters
@@ -115,19 +97,7 @@ impl Object {
 
     /// The counters in `slot`, summed over CPUs.
     pub fn counters(&self, slot: u16) -> EndpointCounters {
-        let counters: PerCpuArray<_, EndpointCounters> = self
-            .ebpf
-            .map(names::MAP_COUNTERS)
-            .expect("COUNTERS")
-            .try_into()
-            .expect("COUNTERS is a per-CPU array");
-        let mut total = EndpointCounters::ZERO;
-        if let Ok(per_cpu) = counters.get(&u32::from(slot), 0) {
-            for c in per_cpu.iter() {
-                total.accumulate(c);
-            }
-        }
-        total
+        datapath::object_counters(&self.ebpf, slot).expect("reading COUNTERS")
     }
 
     /// One BPF_PROG_TEST_RUN: the verdict of the last repeat and the
@@ -172,10 +142,7 @@ impl Object {
 }
 
 fn classifier<'a>(ebpf: &'a mut Ebpf, name: &str) -> &'a mut SchedClassifier {
-    ebpf.program_mut(name)
-        .unwrap_or_else(|| panic!("the eBPF object lacks {name}"))
-        .try_into()
-        .unwrap_or_else(|e| panic!("{name} is not a classifier: {e}"))
+    datapath::classifier(ebpf, name).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// One map's shape and the memory the kernel charges for it.

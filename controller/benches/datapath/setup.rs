@@ -100,19 +100,7 @@ impl Setup {
         let bare_nodes = TempStateDir::new();
         let host = &harness.topo.host;
         let bare_guest = |name: &str, mac: Mac| {
-            host.ip_ok(&[
-                "link",
-                "add",
-                name,
-                "link",
-                LOWER,
-                "address",
-                &fmt_mac(&mac),
-                "type",
-                "macvtap",
-                "mode",
-                "bridge",
-            ]);
+            harness.topo.bare_macvtap(name, &mac);
             // As `endpoint add` does.
             host.ip_ok(&["link", "set", name, "allmulticast", "on", "up"]);
             Guest {

@@ -67,35 +67,12 @@ impl FromStr for VidList {
     }
 }
 
-impl TryFrom<String> for VidList {
-    type Error = String;
-
-    fn try_from(s: String) -> Result<Self, String> {
-        s.parse()
-    }
-}
-
-impl From<VidList> for String {
-    fn from(list: VidList) -> String {
-        list.to_string()
-    }
-}
+serde_as_text!(VidList);
 
 /// Ranges collapsed: `10,20,100-199`.
 impl fmt::Display for VidList {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let parts: Vec<String> = self
-            .to_vid_set()
-            .ranges()
-            .map(|(first, last)| {
-                if first == last {
-                    first.to_string()
-                } else {
-                    format!("{first}-{last}")
-                }
-            })
-            .collect();
-        f.pad(&parts.join(","))
+        f.pad(&self.to_vid_set().to_string())
     }
 }
 

@@ -6,56 +6,9 @@ use macvswitch_common::{
     PORT_TUNNEL, PORT_UNTAGGED, VidSet,
 };
 
+use macvswitch_tests::rng::Rng;
+
 use crate::model::{TPID_AD, TPID_LEGACY, TPID_Q, Tag};
-
-/// xorshift64* seeded through splitmix64: small, fast, reproducible.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^= z >> 31;
-        Self(if z == 0 { 1 } else { z })
-    }
-
-    pub fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// Uniform in 0..n (n > 0).
-    pub fn below(&mut self, n: u64) -> u64 {
-        ((u128::from(self.next() >> 11) * u128::from(n)) >> 53) as u64
-    }
-
-    /// Uniform in lo..=hi.
-    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.below(hi - lo + 1)
-    }
-
-    /// True with probability `percent`/100.
-    pub fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-
-    pub fn u16(&mut self) -> u16 {
-        self.next() as u16
-    }
-
-    pub fn byte(&mut self) -> u8 {
-        self.next() as u8
-    }
-
-    pub fn pick<T: Copy>(&mut self, items: &[T]) -> T {
-        items[self.below(items.len() as u64) as usize]
-    }
-}
 
 /// A policy and the VIDs it mentions (to bias frame VIDs towards them).
 pub struct GenPolicy {

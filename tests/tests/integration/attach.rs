@@ -11,7 +11,7 @@
 
 use macvswitch_tests::attach::{self, PRIORITY};
 use macvswitch_tests::topology::LOWER;
-use macvswitch_tests::{Harness, require_root};
+use macvswitch_tests::{Harness, root_harness};
 use serde_json::Value;
 
 const ADD_EP0: [&str; 7] = ["endpoint", "add", "ep0", "--lower", LOWER, "--vlan", "10"];
@@ -63,8 +63,7 @@ fn foreign(h: &Harness, hook: &str) -> Vec<Value> {
 
 #[test]
 fn reload_and_restore_replace_the_clsact_filters_in_place() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     h.ctl.ok(&clsact(&ADD_EP0));
     h.ctl.ok(&clsact(
         &[&RELAY_ON[..], &["--host-port", "host0", "--vlan", "10"]].concat(),
@@ -135,8 +134,7 @@ fn reload_and_restore_replace_the_clsact_filters_in_place() {
 
 #[test]
 fn relay_off_and_reset_remove_our_filters_and_only_our_qdisc() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     h.ctl
         .ok(&clsact(&["endpoint", "add", "ep0", "--lower", LOWER]));
     h.ctl.ok(&clsact(&RELAY_ON));
@@ -166,13 +164,17 @@ fn relay_off_and_reset_remove_our_filters_and_only_our_qdisc() {
     assert!(attach::qdiscs(&h.topo.host, LOWER).contains(&"clsact".to_string()));
 }
 
-#[test]
-fn reset_leaves_an_operators_qdisc_and_filters() {
-    require_root!();
-    let h = Harness::new();
+/// The operator's own clsact qdisc on the lower device, before macvswitch.
+fn add_operators_qdisc(h: &Harness) {
     h.topo
         .host
         .exec_ok(&["tc", "qdisc", "add", "dev", LOWER, "clsact"]);
+}
+
+#[test]
+fn reset_leaves_an_operators_qdisc_and_filters() {
+    let h = root_harness!();
+    add_operators_qdisc(&h);
     add_foreign_filter(&h, "ingress", 5);
     add_foreign_filter(&h, "egress", 5);
     add_foreign_filter(&h, "egress", 49152);
@@ -196,11 +198,8 @@ fn reset_leaves_an_operators_qdisc_and_filters() {
 
 #[test]
 fn a_foreign_filter_at_our_priority_is_not_taken_over() {
-    require_root!();
-    let h = Harness::new();
-    h.topo
-        .host
-        .exec_ok(&["tc", "qdisc", "add", "dev", LOWER, "clsact"]);
+    let h = root_harness!();
+    add_operators_qdisc(&h);
     add_foreign_filter(&h, "egress", PRIORITY);
     let out = h.ctl.run(&clsact(&RELAY_ON));
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -222,8 +221,7 @@ fn a_foreign_filter_at_our_priority_is_not_taken_over() {
 
 #[test]
 fn a_forced_mode_applies_to_new_devices_and_each_keeps_its_own() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     h.ctl
         .ok(&clsact(&["endpoint", "add", "epc", "--lower", LOWER]));
     let out = h.ctl.run(&[
@@ -262,8 +260,7 @@ fn a_forced_mode_applies_to_new_devices_and_each_keeps_its_own() {
 
 #[test]
 fn a_bad_attach_mode_is_refused_before_anything_changes() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     let out = h.ctl.run(&[
         "--attach", "xdp", "endpoint", "add", "ep0", "--lower", LOWER,
     ]);

@@ -12,7 +12,7 @@ use macvswitch_tests::expect::{absent, at_guest, on_wire};
 use macvswitch_tests::frame::{self, Marker, marked, marked_tagged};
 use macvswitch_tests::harness::Endpoint;
 use macvswitch_tests::wire::WireSocket;
-use macvswitch_tests::{Harness, require_root};
+use macvswitch_tests::{Harness, root_harness};
 
 /// A lower device whose peer stays in the host namespace.
 const LOWER: &str = "lowerm";
@@ -60,8 +60,7 @@ fn host_pair(h: &Harness) -> WireSocket {
 
 #[test]
 fn host_marks_without_the_pattern_cannot_put_a_frame_into_a_vlan() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     let peer = host_pair(&h);
     let a10 = add(&h, "a10", &["--vlan", "10"]);
     let plain = add(&h, "plain", &[]);
@@ -129,8 +128,7 @@ fn host_marks_without_the_pattern_cannot_put_a_frame_into_a_vlan() {
 
 #[test]
 fn tags_travel_in_the_mark_and_leave_in_metadata() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     let peer = host_pair(&h);
     let a = add(&h, "a10", &["--vlan", "10", "--priority", "5"]);
     let b = add(&h, "b10", &["--vlan", "10"]);

@@ -16,7 +16,7 @@ use macvswitch_tests::frame::{ETHERTYPE_TEST, Marker, marked, marked_tagged, out
 use macvswitch_tests::harness::{ARRIVE, Endpoint};
 use macvswitch_tests::topology::{LOWER, SWITCH_MAC};
 use macvswitch_tests::wire::WireSocket;
-use macvswitch_tests::{Harness, require_root};
+use macvswitch_tests::{Harness, root_harness};
 
 /// How long the daemon may take to notice and repair something.
 const REACT: Duration = Duration::from_secs(10);
@@ -205,8 +205,7 @@ fn wire_frame_reaches_guest(ep: &Endpoint, wire: &WireSocket, vid: u16) {
 
 #[test]
 fn endpoint_deleted_out_of_band_is_cleaned_up() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     let ep0 = h.add("ep0", &["--vlan", "10"]);
     let mut daemon = Daemon::start(&h, "daemon.log");
     // It reads the programs' log ring buffer (their records are debug
@@ -247,8 +246,7 @@ fn endpoint_deleted_out_of_band_is_cleaned_up() {
 
 #[test]
 fn lower_device_gone_and_back_brings_endpoints_back() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     let eps = [
         h.add("ep0", &["--vlan", "10"]),
         h.add("ep1", &["--vlan", "20"]),
@@ -302,8 +300,7 @@ fn lower_device_gone_and_back_brings_endpoints_back() {
 
 #[test]
 fn macvtap_recreated_by_hand_is_readopted() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     let old = h.add("ep0", &["--vlan", "10"]);
     let mut daemon = Daemon::start(&h, "daemon.log");
 
@@ -339,17 +336,12 @@ fn run_ip_batch(h: &Harness, batch: &Path) {
         .arg(batch)
         .output()
         .expect("running ip -batch");
-    assert!(
-        out.status.success(),
-        "ip -batch failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    macvswitch_tests::netns::check(&out, "ip -batch");
 }
 
 #[test]
 fn sigterm_and_sigint_exit_cleanly_and_the_data_path_keeps_forwarding() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     let ep = h.add("ep0", &["--vlan", "10"]);
     let wire = h.topo.wire();
     for (signal, name) in [(libc::SIGTERM, "SIGTERM"), (libc::SIGINT, "SIGINT")] {

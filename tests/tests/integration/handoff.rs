@@ -12,7 +12,7 @@ use macvswitch_tests::expect::assert_refused;
 use macvswitch_tests::frame::{Marker, marked};
 use macvswitch_tests::topology::{SWITCH_MAC, SWITCH_PORT};
 use macvswitch_tests::wire::WireSocket;
-use macvswitch_tests::{Harness, controller, require_root};
+use macvswitch_tests::{Harness, controller, root_harness};
 
 /// (major, minor) of the tap node `macvswitch` made for the endpoint.
 fn tap_dev(h: &Harness, name: &str) -> (u64, u64) {
@@ -24,8 +24,7 @@ fn tap_dev(h: &Harness, name: &str) -> (u64, u64) {
 
 #[test]
 fn exec_gives_the_command_one_fd_per_queue() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     h.add("ep0", &["--vlan", "10"]);
     let (major, minor) = tap_dev(&h, "ep0");
     // Every fd the command has, with the device it is (hex, as stat -L).
@@ -58,8 +57,7 @@ fn exec_gives_the_command_one_fd_per_queue() {
 
 #[test]
 fn exec_runs_the_command_as_another_user_with_the_tap_open() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     h.add("ep0", &[]);
     let ep = h.show("ep0");
     // The command cannot open the node itself, but has it as fd 3: a frame
@@ -102,8 +100,7 @@ fn exec_runs_the_command_as_another_user_with_the_tap_open() {
 
 #[test]
 fn exec_refuses_a_tap_held_by_another_process() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     let ep = h.add("ep0", &[]);
     let _guest = h.tap(&ep);
     let ran = h.state.path().join("ran");
@@ -118,8 +115,7 @@ fn exec_refuses_a_tap_held_by_another_process() {
 
 #[test]
 fn exec_refuses_bad_input_in_one_line() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     h.add("ep0", &[]);
     for (args, needle) in [
         (&["exec", "ep0", "--fd", "2", "--", "true"][..], "--fd 2"),
@@ -171,8 +167,7 @@ fn libvirt_xml_with_dev_tap(h: &Harness, node: Option<(u64, u64)>) -> Output {
 
 #[test]
 fn libvirt_xml_only_for_the_endpoints_own_dev_tap() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     let ep = h.add("ep0", &["--vlan", "10"]);
     let (major, minor) = tap_dev(&h, "ep0");
 

@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 
 use macvswitch_tests::expect::{absent, assert_drops_at_least, at_guest};
 use macvswitch_tests::frame::{Mac, eth, parse};
-use macvswitch_tests::harness::{ABSENT, ARRIVE, HOST_PORT_10};
+use macvswitch_tests::harness::{ABSENT, ARRIVE, Endpoint, HOST_PORT_10};
 use macvswitch_tests::tap::Tap;
 use macvswitch_tests::topology::LOWER;
-use macvswitch_tests::{Harness, require_root};
+use macvswitch_tests::{Harness, root_harness};
 
 const ETHERTYPE_IPV4: u16 = 0x0800;
 const ETHERTYPE_ARP: u16 = 0x0806;
@@ -137,12 +137,9 @@ fn ping_guest(h: &Harness, tap: &Tap, mac: Mac, ip: [u8; 4]) -> (std::process::O
 }
 
 fn assert_pinged(what: &str, out: &std::process::Output, answered: &Answered) {
-    assert!(
-        out.status.success(),
-        "{what}: ping failed ({}); responder answered {answered:?}\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    macvswitch_tests::netns::check(
+        out,
+        &format!("{what}: ping (the responder answered {answered:?})"),
     );
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("3 received"),
@@ -164,13 +161,18 @@ fn is_arp_about(f: &[u8], ip: [u8; 4]) -> bool {
     })
 }
 
-#[test]
-fn host_reaches_guests_through_the_host_port() {
-    require_root!();
-    let h = Harness::new();
+/// A guest `g10` on VLAN 10 and `g20` on VLAN 20, and their taps.
+fn guests_on_10_and_20(h: &Harness) -> (Endpoint, Endpoint, Tap, Tap) {
     let g10 = h.add_pvlan("g10", "bridge", &[]);
     let g20 = h.add("g20", &["--mode", "bridge", "--vlan", "20"]);
     let (t10, t20) = (h.tap(&g10), h.tap(&g20));
+    (g10, g20, t10, t20)
+}
+
+#[test]
+fn host_reaches_guests_through_the_host_port() {
+    let h = root_harness!();
+    let (g10, _, t10, t20) = guests_on_10_and_20(&h);
     let wire = h.topo.wire();
 
     h.uplink_set(&HOST_PORT_10);
@@ -232,8 +234,7 @@ fn host_reaches_guests_through_the_host_port() {
 
 #[test]
 fn host_port_removal_and_reset() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     let g = h.add_pvlan("g10", "bridge", &[]);
     let tg = h.tap(&g);
     let host_port = [&["uplink", "set", LOWER][..], &HOST_PORT_10].concat();
@@ -291,8 +292,7 @@ fn checksums_are_rfc1071() {
 
 #[test]
 fn untagged_host_port_reaches_untagged_guests_only() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     let plain = h.add("plain", &["--mode", "bridge"]);
     let g10 = h.add_pvlan("g10", "bridge", &[]);
     let (tp, t10) = (h.tap(&plain), h.tap(&g10));
@@ -314,8 +314,7 @@ fn untagged_host_port_reaches_untagged_guests_only() {
 
 #[test]
 fn host_port_reaches_vepa_guests_with_relay() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     let v = h.add_pvlan("v10", "vepa", &[]);
     let tv = h.tap(&v);
     h.uplink_set(&[&HOST_PORT_10[..], &["--reflective-relay", "on"]].concat());
@@ -381,11 +380,8 @@ fn is_echo_reply(f: &[u8], from: [u8; 4], seq: u16) -> bool {
 
 #[test]
 fn guests_reach_the_host_port_only_on_its_vlan() {
-    require_root!();
-    let h = Harness::new();
-    let g10 = h.add_pvlan("g10", "bridge", &[]);
-    let g20 = h.add("g20", &["--mode", "bridge", "--vlan", "20"]);
-    let (t10, t20) = (h.tap(&g10), h.tap(&g20));
+    let h = root_harness!();
+    let (g10, g20, t10, t20) = guests_on_10_and_20(&h);
     h.uplink_set(&HOST_PORT_10);
 
     // The VLAN 10 guest resolves the host and pings it.

@@ -81,11 +81,7 @@ fn complete(script: &Path, line: &[&str]) -> Vec<String> {
         .args(["--norc", "-c", &program])
         .output()
         .expect("bash");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    macvswitch_tests::netns::check(&out, "bash");
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(str::to_string)

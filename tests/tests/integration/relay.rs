@@ -4,12 +4,12 @@
 //! device's egress sends frames for local endpoints back in.
 //! Root-only: each test builds its own namespaces and bpffs.
 
-use macvswitch_tests::expect::{absent, assert_drops_at_least, at_guest, copies, on_wire};
+use macvswitch_tests::expect::{absent, assert_drops_at_least, at_guest, copies, on_wire, vids_of};
 use macvswitch_tests::frame::{BROADCAST, Marker, marked};
 use macvswitch_tests::harness::{ABSENT, ARRIVE};
 use macvswitch_tests::topology::LOWER;
 use macvswitch_tests::wire::WireSocket;
-use macvswitch_tests::{Harness, require_root};
+use macvswitch_tests::{Harness, root_harness};
 
 fn relayed(h: &Harness, kind: &str) -> u64 {
     let u = h.uplink();
@@ -19,22 +19,14 @@ fn relayed(h: &Harness, kind: &str) -> u64 {
 }
 
 fn wire_copies(wire: &WireSocket, m: &Marker) -> Vec<Option<u16>> {
-    wire.recv_all(ABSENT)
-        .iter()
-        .filter(|f| m.is_in(&f.bytes))
-        .map(|f| f.vid())
-        .collect()
+    vids_of(&wire.recv_all(ABSENT), m)
 }
 
 #[test]
 fn vepa_relay_off_on_off() {
-    require_root!();
-    let h = Harness::new();
-    let a = h.add_pvlan("a", "vepa", &[]);
-    let b = h.add_pvlan("b", "vepa", &[]);
-    let c = h.add("c20", &["--mode", "vepa", "--vlan", "20"]);
+    let h = root_harness!();
+    let (a, b, c, ta, tb, tc) = h.trio("a", "b", "vepa");
     assert_eq!(a.raw["mode"], "vepa", "{}", a.raw);
-    let (ta, tb, tc) = (h.tap(&a), h.tap(&b), h.tap(&c));
     let wire = h.topo.wire();
 
     // Relay off (the default): unicast a -> b goes to the wire, tagged 10,
@@ -122,8 +114,7 @@ fn vepa_relay_off_on_off() {
 
 #[test]
 fn relay_keeps_isolation_and_communities() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     h.uplink_set(&["--reflective-relay", "on"]);
     let iso = h.add_pvlan("iso", "vepa", &["--isolated"]);
     let blue1 = h.add_pvlan("blue1", "vepa", &["--community", "blue"]);
@@ -170,8 +161,7 @@ fn relay_keeps_isolation_and_communities() {
 
 #[test]
 fn relay_with_mixed_modes_delivers_each_copy_once() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     h.uplink_set(&["--reflective-relay", "on"]);
     let eps: Vec<_> = [
         ("b1", "bridge"),
@@ -234,8 +224,7 @@ fn relay_with_mixed_modes_delivers_each_copy_once() {
 
 #[test]
 fn relay_forgets_deleted_endpoints_and_host_ports() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     h.uplink_set(&["--reflective-relay", "on"]);
     let a = h.add_pvlan("a", "vepa", &[]);
     let b = h.add_pvlan("b", "vepa", &[]);

@@ -43,26 +43,22 @@ struct Member {
     v6: &'static str,
 }
 
-const G1: Member = Member {
-    name: "g1",
-    v4: "192.0.2.11",
-    v6: "2001:db8:10::11",
-};
-const G2: Member = Member {
-    name: "g2",
-    v4: "192.0.2.12",
-    v6: "2001:db8:10::12",
-};
-const G3: Member = Member {
-    name: "g3",
-    v4: "192.0.2.13",
-    v6: "2001:db8:10::13",
-};
-const PEER: Member = Member {
-    name: "peer",
-    v4: "192.0.2.100",
-    v6: "2001:db8:10::100",
-};
+/// A guest `name` whose addresses end in `host`: 192.0.2.HOST and
+/// 2001:db8:10::HOST.
+macro_rules! member {
+    ($name:literal, $host:literal) => {
+        Member {
+            name: $name,
+            v4: concat!("192.0.2.", $host),
+            v6: concat!("2001:db8:10::", $host),
+        }
+    };
+}
+
+const G1: Member = member!("g1", "11");
+const G2: Member = member!("g2", "12");
+const G3: Member = member!("g3", "13");
+const PEER: Member = member!("peer", "100");
 /// The wire peer's NIC (no endpoint polices it).
 const PEER_MAC: &str = "02:6d:73:77:00:64";
 const HOST_PORT: &str = "host0";
@@ -310,13 +306,18 @@ fn same_vlan(w: &mut World) -> Result<String> {
     ))
 }
 
+/// Drops of `reason` on the endpoints `names`, summed.
+fn drops(w: &World, names: &[&str], reason: &str) -> Result<u64> {
+    names.iter().map(|name| w.lab.drops(name, reason)).sum()
+}
+
 fn other_vlan(w: &mut World) -> Result<String> {
     flush(w, &[G1.name, G3.name])?;
-    let before = w.lab.drops(G1.name, "wrong-vlan")? + w.lab.drops(G3.name, "wrong-vlan")?;
+    let before = drops(w, &[G1.name, G3.name], "wrong-vlan")?;
     blocked(w, G3.name, G1.v4)?;
     blocked(w, G3.name, G1.v6)?;
     blocked(w, G1.name, G3.v4)?;
-    let after = w.lab.drops(G1.name, "wrong-vlan")? + w.lab.drops(G3.name, "wrong-vlan")?;
+    let after = drops(w, &[G1.name, G3.name], "wrong-vlan")?;
     if after <= before {
         bail!("no reply, but no wrong-vlan drop on g1 or g3 either: the frames got lost elsewhere");
     }
@@ -443,12 +444,12 @@ fn isolated(w: &mut World) -> Result<String> {
         "--isolated",
     ])?;
     flush(w, &[G1.name, G3.name, PEER.name])?;
-    let before = w.lab.drops(G1.name, "isolation")? + w.lab.drops(G3.name, "isolation")?;
+    let before = drops(w, &[G1.name, G3.name], "isolation")?;
     let a = reaches(w, G3.name, PEER.v4, "IPv4")?;
     let b = reaches(w, G3.name, PEER.v6, "IPv6")?;
     blocked(w, G3.name, G1.v4)?;
     blocked(w, G1.name, G3.v4)?;
-    let after = w.lab.drops(G1.name, "isolation")? + w.lab.drops(G3.name, "isolation")?;
+    let after = drops(w, &[G1.name, G3.name], "isolation")?;
     if after <= before {
         bail!("no reply, but no isolation drop on g1 or g3 either");
     }

@@ -6,11 +6,8 @@
 //!
 //! The controller runs as the integration tests run it: `ip netns exec
 //! host macvswitch --state-dir DIR --bpffs BPFFS ...`, with the bpffs
-//! mounted here, in the root mount namespace (one mounted inside `ip netns
-//! exec` would vanish with its private mount namespace, and the pinned
-//! links with it).
+//! mounted in the root mount namespace (see `scratch`).
 
-use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::thread;
@@ -19,6 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use crate::run;
+use crate::scratch::{self, Scratch};
 
 /// Names of everything a run makes start with this and the xtask's PID.
 const PREFIX: &str = "msw-gt-";
@@ -30,46 +28,32 @@ pub const WIRE_TAP: &str = "wtap0";
 /// under a second; the controller's attach waits for RCU at most).
 const COMMAND: Duration = Duration::from_secs(60);
 
-/// Everything a run makes; [`Lab::cleanup`] (or `Drop`, on error and
-/// panic) removes what was made, in reverse order, past failures.
+/// The guests' namespaces and directories; [`Lab::cleanup`] (or `Drop`, on
+/// error and panic) removes them.
 pub struct Lab {
     pub host_ns: String,
     pub wire_ns: String,
     bin: PathBuf,
-    tmp: PathBuf,
-    bpffs: PathBuf,
-    state: PathBuf,
-    made_ns: Vec<String>,
-    made_tmp: bool,
-    mounted: bool,
-    done: bool,
+    scratch: Scratch,
 }
 
 impl Lab {
     pub fn create(bin: &Path) -> Result<Lab> {
-        reap_stale();
-        let pid = std::process::id();
-        let tmp = std::env::temp_dir().join(format!("{PREFIX}{pid}"));
+        scratch::reap_stale(PREFIX, "guest-test", quiet);
+        let scratch = Scratch::new(PREFIX, quiet);
         let mut lab = Lab {
-            host_ns: format!("{PREFIX}{pid}-host"),
-            wire_ns: format!("{PREFIX}{pid}-wire"),
+            host_ns: scratch.ns_name("host"),
+            wire_ns: scratch.ns_name("wire"),
             bin: bin.to_path_buf(),
-            bpffs: tmp.join("bpffs"),
-            state: tmp.join("state"),
-            tmp,
-            made_ns: Vec::new(),
-            made_tmp: false,
-            mounted: false,
-            done: false,
+            scratch,
         };
         lab.build()?;
         Ok(lab)
     }
 
     fn build(&mut self) -> Result<()> {
-        for ns in [self.host_ns.clone(), self.wire_ns.clone()] {
-            quiet(Command::new("ip").args(["netns", "add", &ns]))?;
-            self.made_ns.push(ns);
+        for role in ["host", "wire"] {
+            self.scratch.add_ns(role)?;
         }
         let (h, w) = (self.host_ns.as_str(), self.wire_ns.as_str());
         // Made inside the host namespace, the peer moved straight to the
@@ -102,32 +86,12 @@ impl Lab {
         for args in steps {
             quiet(Command::new("ip").args(*args))?;
         }
-        if run::exists(&self.tmp) {
-            bail!("{} already exists", self.tmp.display());
-        }
-        fs::create_dir_all(&self.bpffs)
-            .with_context(|| format!("cannot create {}", self.bpffs.display()))?;
-        self.made_tmp = true;
-        fs::create_dir_all(&self.state)?;
-        quiet(
-            Command::new("mount")
-                .args(["-t", "bpf", "bpf"])
-                .arg(&self.bpffs),
-        )?;
-        self.mounted = true;
-        Ok(())
+        self.scratch.mount()
     }
 
     /// `macvswitch ARGS` in the host namespace with this run's directories.
     pub fn controller(&self, args: &[&str]) -> Command {
-        let mut cmd = self.in_host(&[]);
-        cmd.arg(&self.bin)
-            .arg("--state-dir")
-            .arg(&self.state)
-            .arg("--bpffs")
-            .arg(&self.bpffs)
-            .args(args);
-        cmd
+        self.scratch.controller(&self.host_ns, &self.bin, args)
     }
 
     /// Runs `macvswitch ARGS`; its standard output, or an error with its
@@ -183,12 +147,7 @@ impl Lab {
     }
 
     pub fn cleanup(&mut self) -> Result<()> {
-        if self.done {
-            return Ok(());
-        }
-        self.done = true;
-        let mut errors = Vec::new();
-        if self.mounted {
+        if self.scratch.is_mounted() {
             // Programs, pins and host port go; a failure here is only
             // untidy, since the namespaces and the bpffs go next anyway.
             if let Err(e) = self.macvswitch(&["reset"]) {
@@ -197,28 +156,7 @@ impl Lab {
         }
         // Deleting the namespaces deletes the veth pair, the bridge, the
         // tap and the macvtaps, which detaches the programs.
-        for ns in self.made_ns.drain(..).rev() {
-            if let Err(e) = quiet(Command::new("ip").args(["netns", "del", &ns])) {
-                errors.push(format!("{e:#}"));
-            }
-        }
-        if self.mounted {
-            self.mounted = false;
-            if let Err(e) = unmount(&self.bpffs) {
-                errors.push(format!("{e:#}"));
-            }
-        }
-        if self.made_tmp {
-            self.made_tmp = false;
-            if let Err(e) = fs::remove_dir_all(&self.tmp) {
-                errors.push(format!("cannot remove {}: {e}", self.tmp.display()));
-            }
-        }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            bail!("guest-test cleanup incomplete: {}", errors.join("; "))
-        }
+        self.scratch.cleanup("guest-test")
     }
 }
 
@@ -287,59 +225,4 @@ fn quiet(cmd: &mut Command) -> Result<()> {
         );
     }
     Ok(())
-}
-
-fn unmount(dir: &Path) -> Result<()> {
-    if quiet(Command::new("umount").arg(dir)).is_ok() {
-        return Ok(());
-    }
-    quiet(Command::new("umount").arg("-l").arg(dir))
-}
-
-/// Removes what an earlier run left when it was killed (Drop does not run
-/// on SIGKILL or Ctrl-C; its guests died with it, see `qemu`): only ours,
-/// and only when that xtask is gone.
-fn reap_stale() {
-    let gone = |pid: &str| {
-        !pid.is_empty()
-            && pid.chars().all(|c| c.is_ascii_digit())
-            && !Path::new("/proc").join(pid).exists()
-    };
-    let netns = run::output(Command::new("ip").args(["netns", "list"])).unwrap_or_default();
-    for name in netns.lines().filter_map(|l| l.split_whitespace().next()) {
-        let pid = name
-            .strip_prefix(PREFIX)
-            .and_then(|r| r.split_once('-'))
-            .map_or("", |(pid, _)| pid);
-        if gone(pid) {
-            println!("guest-test: removing namespace {name} left by an earlier run");
-            let _ = quiet(Command::new("ip").args(["netns", "del", name]));
-        }
-    }
-    let tmp = std::env::temp_dir();
-    let Ok(entries) = fs::read_dir(&tmp) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name();
-        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(PREFIX)) else {
-            continue;
-        };
-        if gone(pid) {
-            println!(
-                "guest-test: removing {} left by an earlier run",
-                e.path().display()
-            );
-            let bpffs = e.path().join("bpffs");
-            let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-            let mounted = mounts
-                .lines()
-                .filter_map(|l| l.split_whitespace().nth(1))
-                .any(|m| Path::new(m) == bpffs);
-            if mounted && unmount(&bpffs).is_err() {
-                continue; // never remove files under a live mount
-            }
-            let _ = fs::remove_dir_all(e.path());
-        }
-    }
 }

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::vm::kernels::Kernel;
+use crate::vm::{guest::printable, kernels::Kernel};
 
 /// The line `/init` prints when the guest takes commands.
 pub const READY: &str = "guest: ready";
@@ -293,27 +293,6 @@ impl Drop for Guest {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// The line without terminal control sequences and carriage returns.
-fn printable(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '\x1b' => {
-                // ESC [ params letter, or ESC and one character.
-                if chars.next_if_eq(&'[').is_some() {
-                    while chars.next().is_some_and(|c| !c.is_ascii_alphabetic()) {}
-                } else {
-                    chars.next();
-                }
-            }
-            c if c.is_control() && c != '\t' => {}
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]

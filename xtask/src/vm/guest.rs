@@ -247,8 +247,9 @@ fn stream(
 }
 
 /// The line without terminal control sequences (the firmware clears the
-/// screen on the serial console) and carriage returns.
-fn printable(line: &str) -> String {
+/// screen on the serial console) and carriage returns; also for the
+/// guest tests' consoles.
+pub(crate) fn printable(line: &str) -> String {
     let mut out = String::with_capacity(line.len());
     let mut chars = line.chars().peekable();
     while let Some(c) = chars.next() {

@@ -439,12 +439,9 @@ pub(super) fn would_create_qdisc(
 
 #[cfg(test)]
 mod tests {
-    use aya::{
-        EbpfLoader,
-        programs::{
-            SchedClassifier, TcAttachType,
-            tc::{NlOptions, TcAttachOptions},
-        },
+    use aya::programs::{
+        TcAttachType,
+        tc::{NlOptions, TcAttachOptions},
     };
     use macvswitch_common::names;
 
@@ -463,13 +460,10 @@ mod tests {
         std::thread::spawn(|| {
             // SAFETY: this thread only; it ends with the test.
             assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0);
-            let mut ebpf = EbpfLoader::new().load(crate::EBPF_OBJECT).expect("object");
-            let program: &mut SchedClassifier = ebpf
-                .program_mut(names::PROG_FROM_GUEST)
-                .expect("program")
-                .try_into()
+            let mut ebpf = crate::kernel::datapath::load_object(&[names::PROG_FROM_GUEST])
+                .expect("loading the object");
+            let program = crate::kernel::datapath::classifier(&mut ebpf, names::PROG_FROM_GUEST)
                 .expect("classifier");
-            program.load().expect("load");
             clsact::add_qdisc(1)
                 .expect("netlink")
                 .expect("clsact on lo");

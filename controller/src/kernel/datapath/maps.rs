@@ -426,7 +426,7 @@ pub fn wait_for_readers() {
 }
 
 /// `value` once for every possible CPU, for a per-CPU map entry.
-fn per_cpu<T: aya::Pod + Clone>(value: T) -> Result<aya::maps::PerCpuValues<T>> {
+pub(super) fn per_cpu<T: aya::Pod + Clone>(value: T) -> Result<aya::maps::PerCpuValues<T>> {
     let cpus = aya::util::nr_cpus().map_err(|(_, e)| Error::io("counting CPUs", e))?;
     aya::maps::PerCpuValues::try_from(vec![value; cpus])
         .map_err(|e| Error::io("building per-CPU values", e))
@@ -443,68 +443,4 @@ fn ignore_missing(result: Result<(), aya::maps::MapError>) -> Result<(), aya::ma
         }
         other => other,
     }
-}
-
-/// Writes (or with `None` removes) the policy of the port at `ifindex` in a
-/// freshly loaded, unpinned object: for BPF_PROG_TEST_RUN tests and the
-/// benchmarks, where no program runs concurrently. Production goes through
-/// [`Maps::set_policy`].
-pub fn set_object_policy(
-    ebpf: &mut aya::Ebpf,
-    ifindex: u32,
-    policy: Option<&EndpointPolicy>,
-) -> Result<()> {
-    let word = match policy {
-        Some(policy) => {
-            let word = PortWord::new(policy.slot, 1);
-            let mut policies: Array<_, EndpointPolicy> = object_map(ebpf, names::MAP_POLICIES)?;
-            policies
-                .set(word.policy_index().expect("copy 1"), policy, 0)
-                .map_err(map_err("writing a policy".into()))?;
-            word
-        }
-        None => PortWord::NONE,
-    };
-    if ifindex < IFINDEX_DIRECT {
-        let mut ports: Array<_, u32> = object_map(ebpf, names::MAP_PORTS)?;
-        ports
-            .set(ifindex, word.0, 0)
-            .map_err(map_err("writing a port".into()))
-    } else {
-        let mut ports: HashMap<_, u32, u32> = object_map(ebpf, names::MAP_PORTS_HIGH)?;
-        ports
-            .insert(ifindex, word.0, 0)
-            .map_err(map_err("writing a port".into()))
-    }
-}
-
-/// Sets the flags of lower device `lower` (below `IFINDEX_DIRECT`) and, if
-/// `carriage` is given, how tags travel in the mark, in an unpinned object
-/// (see [`set_object_policy`]).
-pub fn set_object_uplink(
-    ebpf: &mut aya::Ebpf,
-    lower: u32,
-    flags: u32,
-    carriage: Option<&MarkCarriage>,
-) -> Result<()> {
-    let mut uplinks: Array<_, UplinkConfig> = object_map(ebpf, names::MAP_UPLINKS)?;
-    uplinks
-        .set(lower, UplinkConfig { flags }, 0)
-        .map_err(map_err("writing an uplink".into()))?;
-    if let Some(carriage) = carriage {
-        let mut map: Array<_, MarkCarriage> = object_map(ebpf, names::MAP_CARRIAGE)?;
-        map.set(0, carriage, 0)
-            .map_err(map_err("writing the carriage".into()))?;
-    }
-    Ok(())
-}
-
-fn object_map<'a, T>(ebpf: &'a mut aya::Ebpf, name: &str) -> Result<T>
-where
-    T: TryFrom<&'a mut Map, Error = aya::maps::MapError>,
-{
-    let map = ebpf
-        .map_mut(name)
-        .ok_or_else(|| Error::Refused(format!("the eBPF object lacks map {name}")))?;
-    T::try_from(map).map_err(map_err(format!("opening {name}")))
 }

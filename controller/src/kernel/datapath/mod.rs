@@ -19,10 +19,7 @@
 
 use std::{fs, path::PathBuf};
 
-use aya::{
-    EbpfLoader,
-    programs::{SchedClassifier, TcAttachType},
-};
+use aya::programs::{SchedClassifier, TcAttachType};
 use macvswitch_common::names;
 
 mod attach;
@@ -30,10 +27,15 @@ pub mod clsact;
 mod compat;
 mod features;
 mod maps;
+mod object;
 mod pins;
 
 pub use attach::{ATTACH_ENV, Attached, attach_choice, set_attach_choice};
-pub use maps::{Maps, set_object_policy, set_object_uplink, wait_for_readers};
+pub use maps::{Maps, wait_for_readers};
+pub use object::{
+    check_embedded, classifier, load_object, loader, object_counters, reset_object_counters,
+    set_object_policy, set_object_uplink,
+};
 pub use pins::PinLayout;
 use pins::{Hook, create_dir, remove_dir_if_exists};
 
@@ -42,10 +44,6 @@ use crate::{
     error::{Error, Result},
     model::types::AttachMode,
 };
-
-/// aya-log level compiled into the programs at load: info, so that the
-/// per-drop debug logs cost a compare and nothing more.
-const EBPF_LOG_LEVEL: u8 = 3;
 
 /// Programs and maps, ready to attach endpoints.
 pub struct Datapath {
@@ -89,11 +87,7 @@ impl Datapath {
     /// endpoints afterwards swaps their links to the new programs, as an
     /// upgrade does.
     pub fn load(pins: PinLayout) -> Result<Self> {
-        if EBPF_OBJECT.is_empty() {
-            return Err(Error::Refused(
-                "this binary was built with AYA_BUILD_SKIP=1 and carries no eBPF object".into(),
-            ));
-        }
+        check_embedded()?;
         create_dir(&pins.root().join("maps"))?;
         // Pinned maps that match this build are reused, so policies and
         // counters survive an upgrade; the others are recreated, loudly.
@@ -109,8 +103,7 @@ impl Datapath {
                     .map_err(|e| Error::io(format!("removing {}", path.display()), e))?;
             }
         }
-        let mut loader = EbpfLoader::new();
-        loader.override_global("AYA_LOG_LEVEL", &EBPF_LOG_LEVEL, false);
+        let mut loader = loader();
         let map_paths: Vec<(String, PathBuf)> = expected
             .iter()
             .map(|spec| (spec.name.clone(), pins.map(&spec.name)))
@@ -128,16 +121,11 @@ impl Datapath {
         remove_dir_if_exists(&progs)?;
         create_dir(&progs)?;
         let mut take_program = |name: &str| -> Result<SchedClassifier> {
-            let program = ebpf
-                .program_mut(name)
-                .ok_or_else(|| Error::Refused(format!("the eBPF object lacks program {name}")))?;
-            let classifier: &mut SchedClassifier = program
-                .try_into()
-                .map_err(|e| Error::bpf(format!("program {name}"), e))?;
-            classifier
+            let program = classifier(&mut ebpf, name)?;
+            program
                 .load()
                 .map_err(|e| Error::bpf(format!("loading program {name}"), e))?;
-            classifier
+            program
                 .pin(pins.prog(name))
                 .map_err(|e| Error::bpf(format!("pinning program {name}"), e))?;
             SchedClassifier::from_pin(pins.prog(name))

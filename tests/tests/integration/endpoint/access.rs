@@ -3,7 +3,7 @@
 //! Root-only: each test builds its own namespaces and bpffs.
 
 use macvswitch_tests::expect::{
-    Refused, Way, absent, assert_drops_at_least, at_guest, drops_of, on_wire, refused,
+    Refused, Way, absent, assert_drops_at_least, at_guest, drops_of, on_wire, refused, sent_to_wire,
 };
 use macvswitch_tests::frame::{
     self, BROADCAST, ETHERTYPE_TEST, Marker, TPID_8021AD, TPID_8021Q, marked, marked_tagged,
@@ -11,12 +11,11 @@ use macvswitch_tests::frame::{
 };
 use macvswitch_tests::harness::ABSENT;
 use macvswitch_tests::topology::SWITCH_MAC;
-use macvswitch_tests::{Harness, OnePort, require_root};
+use macvswitch_tests::{OnePort, root_harness, root_port};
 
 #[test]
 fn guest_frame_leaves_tagged_with_its_vid() {
-    require_root!();
-    let port = OnePort::new("ep0", &["--vlan", "10"]);
+    let port = root_port!("ep0", &["--vlan", "10"]);
     let OnePort { ep, tap, wire, .. } = &port;
     assert_eq!(ep.vlan, Some(10), "show: {}", ep.raw);
 
@@ -40,8 +39,7 @@ fn guest_frame_leaves_tagged_with_its_vid() {
 
 #[test]
 fn wire_frame_tagged_with_vid_reaches_guest_untagged() {
-    require_root!();
-    let OnePort { h, ep, tap, wire } = OnePort::new("ep0", &["--vlan", "10"]);
+    let OnePort { h, ep, tap, wire } = root_port!("ep0", &["--vlan", "10"]);
     // Open before sending: macvtap drops frames while no fd is open.
 
     // Plain VID 10, VID 10 with PCP 5 (TCI 0xa00a), and a broadcast.
@@ -108,16 +106,14 @@ macvswitch_tests::cases! { refused_and_counted:
 /// and counts it under its reason (at least: the kernel's own frames may
 /// add to a count).
 fn refused_and_counted((way, table): (Way, &[Refused])) {
-    require_root!();
-    let OnePort { h, ep, tap, wire } = OnePort::new("ep0", &["--vlan", "10"]);
+    let OnePort { h, ep, tap, wire } = root_port!("ep0", &["--vlan", "10"]);
     refused(&tap, ep.mac, &wire, way, table);
     assert_drops_at_least(&h, "ep0", &drops_of(table));
 }
 
 #[test]
 fn spoofed_source_is_dropped_unless_allowed() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     let strict = h.add("ep0", &["--vlan", "10"]);
     let lax = h.add("ep1", &["--vlan", "10", "--allow-mac-spoofing"]);
     assert_eq!(strict.raw["allow_mac_spoofing"], false, "{}", strict.raw);
@@ -150,14 +146,16 @@ fn spoofed_source_is_dropped_unless_allowed() {
 
 #[test]
 fn untagged_port_passes_only_untagged_frames() {
-    require_root!();
-    let OnePort { h, ep, tap, wire } = OnePort::new("ep0", &[]);
+    let OnePort { h, ep, tap, wire } = root_port!("ep0", &[]);
     assert!(ep.raw["vlan"].is_null(), "vlan should be null: {}", ep.raw);
 
     // guest -> wire: untagged stays untagged.
-    let m = Marker::new();
-    tap.write(&marked(SWITCH_MAC, ep.mac, &m));
-    let f = on_wire(&wire, &m, "guest frame from untagged port not on the wire");
+    let f = sent_to_wire(
+        &tap,
+        ep.mac,
+        &wire,
+        "guest frame from untagged port not on the wire",
+    );
     assert_eq!(f.vlan, None, "untagged port tagged a frame: {f:?}");
     assert_eq!(frame::outer_ethertype(&f.bytes), Some(ETHERTYPE_TEST));
 

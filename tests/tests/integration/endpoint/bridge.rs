@@ -4,18 +4,14 @@
 
 use macvswitch_tests::expect::{absent, assert_drops_at_least, at_guest, on_wire};
 use macvswitch_tests::frame::{self, BROADCAST, ETHERTYPE_TEST, Marker, marked};
+use macvswitch_tests::root_harness;
 use macvswitch_tests::topology::SWITCH_MAC;
-use macvswitch_tests::{Harness, require_root};
 
 #[test]
 fn guests_in_same_vlan_exchange_unicast_other_vlans_do_not() {
-    require_root!();
-    let h = Harness::new();
-    let a = h.add_pvlan("a10", "bridge", &[]);
-    let b = h.add_pvlan("b10", "bridge", &[]);
-    let c = h.add("c20", &["--mode", "bridge", "--vlan", "20"]);
+    let h = root_harness!();
+    let (a, b, c, ta, tb, tc) = h.trio("a10", "b10", "bridge");
     assert_eq!(a.raw["mode"], "bridge", "{}", a.raw);
-    let (ta, tb, tc) = (h.tap(&a), h.tap(&b), h.tap(&c));
 
     // a -> b (same VLAN): delivered untagged.
     let m = Marker::new();
@@ -42,12 +38,8 @@ fn guests_in_same_vlan_exchange_unicast_other_vlans_do_not() {
 
 #[test]
 fn broadcast_stays_in_its_vlan() {
-    require_root!();
-    let h = Harness::new();
-    let a = h.add_pvlan("a10", "bridge", &[]);
-    let b = h.add_pvlan("b10", "bridge", &[]);
-    let c = h.add("c20", &["--mode", "bridge", "--vlan", "20"]);
-    let (ta, tb, tc) = (h.tap(&a), h.tap(&b), h.tap(&c));
+    let h = root_harness!();
+    let (a, _, _, ta, tb, tc) = h.trio("a10", "b10", "bridge");
     let wire = h.topo.wire();
 
     let m = Marker::new();

@@ -4,13 +4,12 @@
 use std::os::unix::fs::FileTypeExt;
 
 use macvswitch_tests::frame::{fmt_mac, parse_mac};
+use macvswitch_tests::root_harness;
 use macvswitch_tests::topology::{LOWER, LOWER_MAC};
-use macvswitch_tests::{Harness, require_root};
 
 #[test]
 fn show_and_list_report_the_endpoint() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     let ep = h.add(
         "ep0",
         &[
@@ -66,8 +65,7 @@ fn show_and_list_report_the_endpoint() {
 
 #[test]
 fn derived_mac_is_stable_local_unicast_and_per_name() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     let a = h.add("ep0", &[]);
     let b = h.add("ep1", &[]);
     let s = a.raw["mac"].as_str().unwrap();
@@ -85,8 +83,7 @@ fn derived_mac_is_stable_local_unicast_and_per_name() {
 
 #[test]
 fn bad_input_fails_cleanly_without_side_effects() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     let ep = h.add("ep0", &["--vlan", "10"]);
     let list_before = h.list();
     let links_before = h.topo.host.link_names();
@@ -256,8 +253,7 @@ fn typos_get_the_suggestion_and_the_help_to_read_in_one_line() {
 
 #[test]
 fn under_ip_netns_exec_the_default_bpffs_is_refused_with_advice_that_works() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     // No --bpffs: the default, /sys/fs/bpf/macvswitch, which `ip netns exec`
     // hides under a fresh sysfs.
     let out = std::process::Command::new("ip")
@@ -289,8 +285,7 @@ fn under_ip_netns_exec_the_default_bpffs_is_refused_with_advice_that_works() {
 /// spoofing setting; each has its own way back to the default.
 #[test]
 fn set_changes_only_what_it_is_given_and_each_setting_has_a_way_back() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     h.add(
         "ep0",
         &[

@@ -5,13 +5,12 @@ use std::path::Path;
 
 use macvswitch_tests::expect::{at_guest, on_wire};
 use macvswitch_tests::frame::{Marker, marked, marked_tagged};
+use macvswitch_tests::root_harness;
 use macvswitch_tests::topology::{LOWER, SWITCH_MAC};
-use macvswitch_tests::{Harness, require_root};
 
 #[test]
 fn del_and_reset_leave_no_links_pins_or_tap_nodes() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     let e0 = h.add("ep0", &["--vlan", "10"]);
     let e1 = h.add("ep1", &["--vlan", "20"]);
     let e2 = h.add("ep2", &[]);
@@ -74,8 +73,7 @@ fn del_and_reset_leave_no_links_pins_or_tap_nodes() {
 
 #[test]
 fn data_path_outlives_the_controller_process() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     // `endpoint add` has exited when h.add returns; nothing else runs.
     let ep = h.add("ep0", &["--vlan", "10"]);
     let tap = h.tap(&ep);

@@ -4,7 +4,7 @@
 
 use macvswitch_tests::lifecycle::state_bytes;
 use macvswitch_tests::topology::LOWER;
-use macvswitch_tests::{Harness, require_root};
+use macvswitch_tests::{Harness, root_harness};
 
 /// Runs `args`, expecting a one-line refusal naming `option`, exit 2, and
 /// no change to the links or the state file.
@@ -33,8 +33,7 @@ fn refused(h: &Harness, args: &[&str], option: &str, mentions: &str) {
 
 #[test]
 fn passthru_must_be_alone_on_its_lower_device() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     h.add("ep0", &[]);
     refused(
         &h,
@@ -77,8 +76,7 @@ fn passthru_must_be_alone_on_its_lower_device() {
 
 #[test]
 fn a_lower_device_that_cannot_carry_macvtaps_is_refused() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     refused(
         &h,
         &["endpoint", "add", "ep0", "--lower", "lo"],

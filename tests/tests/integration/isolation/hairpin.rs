@@ -8,16 +8,12 @@ use macvswitch_tests::expect::{absent, assert_drops_at_least, at_guest, copies, 
 use macvswitch_tests::frame::{BROADCAST, Marker, marked};
 use macvswitch_tests::hairpin::Hairpin;
 use macvswitch_tests::harness::ARRIVE;
-use macvswitch_tests::{Harness, require_root};
+use macvswitch_tests::root_harness;
 
 #[test]
 fn vepa_through_a_hairpin_switch() {
-    require_root!();
-    let h = Harness::new();
-    let a = h.add_pvlan("a", "vepa", &[]);
-    let b = h.add_pvlan("b", "vepa", &[]);
-    let c = h.add("c20", &["--mode", "vepa", "--vlan", "20"]);
-    let (ta, tb, tc) = (h.tap(&a), h.tap(&b), h.tap(&c));
+    let h = root_harness!();
+    let (a, b, _, ta, tb, tc) = h.trio("a", "b", "vepa");
     let wire = h.topo.wire();
     let hairpin = Hairpin::start(&h.topo);
 
@@ -47,8 +43,7 @@ fn vepa_through_a_hairpin_switch() {
 
 #[test]
 fn isolation_holds_for_reflected_frames() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     let iso = h.add_pvlan("iso", "vepa", &["--isolated"]);
     let open = h.add_pvlan("open", "vepa", &[]);
     let blue1 = h.add_pvlan("blue1", "vepa", &["--community", "blue"]);
@@ -109,8 +104,7 @@ fn isolation_holds_for_reflected_frames() {
 
 #[test]
 fn sender_never_gets_its_own_frame_back() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     // In private mode the kernel hands a broadcast that comes back from
     // the wire to its sender only; in VEPA mode a unicast the guest sent to
     // its own address comes back to it. The programs drop both.
@@ -141,8 +135,7 @@ fn sender_never_gets_its_own_frame_back() {
 
 #[test]
 fn private_mode_behind_a_hairpin() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     let a = h.add_pvlan("a", "private", &[]);
     let b = h.add_pvlan("b", "private", &[]);
     let (ta, tb) = (h.tap(&a), h.tap(&b));

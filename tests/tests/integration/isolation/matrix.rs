@@ -8,13 +8,13 @@
 
 use std::time::{Duration, Instant};
 
-use macvswitch_tests::expect::assert_drops_at_least;
+use macvswitch_tests::expect::{assert_drops_at_least, vids_of};
 use macvswitch_tests::frame::{BROADCAST, Marker, marked, marked_tagged};
 use macvswitch_tests::hairpin::Hairpin;
 use macvswitch_tests::harness::{ABSENT, ARRIVE, Endpoint};
 use macvswitch_tests::tap::Tap;
 use macvswitch_tests::topology::SWITCH_MAC;
-use macvswitch_tests::{Harness, require_root};
+use macvswitch_tests::{Harness, root_harness};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Group {
@@ -165,11 +165,7 @@ fn matrix(h: &Harness, ports: &[Port], label: &str) {
     let mut errors = check(ports, &sent, &got);
     let on_wire = wire.recv_all(ABSENT);
     for (from, marker) in ports.iter().zip(&broadcasts) {
-        let vids: Vec<Option<u16>> = on_wire
-            .iter()
-            .filter(|f| marker.is_in(&f.bytes))
-            .map(|f| f.vid())
-            .collect();
+        let vids = vids_of(&on_wire, marker);
         if vids != [Some(10)] {
             errors.push(format!(
                 "broadcast from {}: on the wire as {vids:?}",
@@ -217,11 +213,7 @@ fn wire_both_ways(h: &Harness, ports: &[Port], label: &str) {
         .collect();
     let on_wire = wire.recv_all(ARRIVE.min(ABSENT * 3));
     for (from, m) in ports.iter().zip(&markers) {
-        let vids: Vec<Option<u16>> = on_wire
-            .iter()
-            .filter(|f| m.is_in(&f.bytes))
-            .map(|f| f.vid())
-            .collect();
+        let vids = vids_of(&on_wire, m);
         if vids != [Some(10)] {
             errors.push(format!("unicast {} -> wire: seen as {vids:?}", from.name));
         }
@@ -270,8 +262,7 @@ macvswitch_tests::cases! { private_vlans:
 }
 
 fn private_vlans(path: Path) {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     if path.relay {
         h.uplink_set(&["--reflective-relay", "on"]);
     }
@@ -326,8 +317,7 @@ impl Guests {
 
 #[test]
 fn isolation_changes_live() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     let eps = [
         h.add("x", &["--mode", "bridge", "--vlan", "10", "--isolated"]),
         h.add("y", &["--mode", "bridge", "--vlan", "10"]),

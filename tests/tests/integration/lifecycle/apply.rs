@@ -5,11 +5,10 @@
 
 use std::collections::BTreeMap;
 
-use macvswitch_tests::expect::on_wire;
-use macvswitch_tests::frame::{Marker, marked};
+use macvswitch_tests::expect::sent_to_wire;
 use macvswitch_tests::lifecycle::{assert_consistent, macvtaps, recorded, state_bytes};
-use macvswitch_tests::topology::{LOWER, SWITCH_MAC};
-use macvswitch_tests::{Harness, require_root};
+use macvswitch_tests::topology::LOWER;
+use macvswitch_tests::{Harness, root_harness};
 
 const PREFIXES: [&str; 4] = ["+ ", "~ ", "± ", "- "];
 
@@ -73,8 +72,7 @@ fn unmanaged(h: &Harness) -> Vec<String> {
 
 #[test]
 fn apply_is_idempotent_round_trips_and_changes_the_least() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     h.topo.host.ip_ok(&[
         "link", "add", "xveth0", "type", "veth", "peer", "name", "xveth1",
     ]);
@@ -172,9 +170,7 @@ fn apply_is_idempotent_round_trips_and_changes_the_least() {
     {
         let tap = h.tap(&acc2);
         let wire = h.topo.wire();
-        let m = Marker::new();
-        tap.write(&marked(SWITCH_MAC, acc2.mac, &m));
-        let f = on_wire(&wire, &m, "acc's frame on the wire");
+        let f = sent_to_wire(&tap, acc2.mac, &wire, "acc's frame on the wire");
         assert_eq!(f.vid(), Some(11), "{f:?}");
     }
     assert_no_changes(&h, &file, "after the VLAN edit");
@@ -241,8 +237,7 @@ fn apply_is_idempotent_round_trips_and_changes_the_least() {
 /// and every field an update changes.
 #[test]
 fn errors_point_into_the_file_and_the_plan_shows_every_field() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     let file = h.state.path().join("bad.toml");
     std::fs::write(
         &file,

@@ -13,14 +13,13 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use macvswitch_tests::attach;
-use macvswitch_tests::expect::on_wire;
-use macvswitch_tests::frame::{Marker, marked};
+use macvswitch_tests::expect::sent_to_wire;
 use macvswitch_tests::harness::Endpoint;
 use macvswitch_tests::lifecycle::{
     Rng, assert_consistent, assert_reset_clean, recorded, run_and_kill, state,
 };
-use macvswitch_tests::topology::{LOWER, SWITCH_MAC};
-use macvswitch_tests::{Harness, require_root};
+use macvswitch_tests::topology::LOWER;
+use macvswitch_tests::{Harness, root_harness};
 
 /// Kills per operation.
 const ROUNDS: usize = 8;
@@ -61,10 +60,9 @@ fn leftovers(h: &Harness) -> Vec<String> {
 
 #[test]
 fn kill_during_add_then_next_command_repairs() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     anchor(&h);
-    let mut rng = Rng::new("kill_during_add");
+    let mut rng = Rng::from_env("kill_during_add");
     for i in 0..ROUNDS {
         let name = format!("ep{i}");
         let vlan = (10 + i).to_string();
@@ -92,13 +90,12 @@ fn kill_during_add_then_next_command_repairs() {
 
 #[test]
 fn kill_during_set_then_kernel_follows_the_state_file() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     anchor(&h);
     let ep = h.add("ep0", &["--vlan", "10"]);
     let tap = h.tap(&ep);
     let wire = h.topo.wire();
-    let mut rng = Rng::new("kill_during_set");
+    let mut rng = Rng::from_env("kill_during_set");
     for i in 0..ROUNDS {
         let vlan = (20 + i).to_string();
         let delay = rng.range(0, 8_000);
@@ -115,11 +112,10 @@ fn kill_during_set_then_kernel_follows_the_state_file() {
             .unwrap_or_else(|| panic!("{context}: ep0 has no access VLAN: {}", state(&h)));
         assert_eq!(h.show("ep0").ifindex, ep.ifindex, "{context}: relinked");
         wire.drain();
-        let m = Marker::new();
-        tap.write(&marked(SWITCH_MAC, ep.mac, &m));
-        let f = on_wire(
+        let f = sent_to_wire(
+            &tap,
+            ep.mac,
             &wire,
-            &m,
             &format!("{context}: guest frame not seen on the wire"),
         );
         assert_eq!(
@@ -133,8 +129,7 @@ fn kill_during_set_then_kernel_follows_the_state_file() {
 
 #[test]
 fn kill_during_del_then_next_command_finishes_it() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     anchor(&h);
     for i in 0..ROUNDS {
         h.ctl.ok(&[
@@ -147,7 +142,7 @@ fn kill_during_del_then_next_command_finishes_it() {
             &(10 + i).to_string(),
         ]);
     }
-    let mut rng = Rng::new("kill_during_del");
+    let mut rng = Rng::from_env("kill_during_del");
     for i in 0..ROUNDS {
         let name = format!("ep{i}");
         let delay = rng.range(0, 40_000);
@@ -170,78 +165,32 @@ fn kill_during_del_then_next_command_finishes_it() {
 /// Two files that differ in every way `apply` can change things: adds,
 /// updates in place, replacements, deletions, relay and host port.
 fn apply_files(h: &Harness) -> [String; 2] {
-    let a = format!(
-        r#"
-[[uplink]]
-name = "{LOWER}"
-reflective_relay = true
-host_port = {{ name = "host0", vlan = 10, addresses = ["192.0.2.1/24"] }}
-
-[[endpoint]]
-name = "anchor0"
-lower = "{LOWER}"
-vlan = 99
-
-[[endpoint]]
-name = "a1"
-lower = "{LOWER}"
-vlan = 10
-
-[[endpoint]]
-name = "a2"
-lower = "{LOWER}"
-trunk = "10,20"
-native = 10
-
-[[endpoint]]
-name = "a3"
-lower = "{LOWER}"
-tunnel = 100
-
-[[endpoint]]
-name = "a4"
-lower = "{LOWER}"
-isolated = true
-"#
-    );
-    let b = format!(
-        r#"
-[[uplink]]
-name = "{LOWER}"
-
-[[endpoint]]
-name = "anchor0"
-lower = "{LOWER}"
-vlan = 99
-
-[[endpoint]]
-name = "a1"
-lower = "{LOWER}"
-vlan = 11
-
-[[endpoint]]
-name = "a2"
-lower = "{LOWER}"
-mode = "vepa"
-trunk = "10,20"
-native = 10
-
-[[endpoint]]
-name = "a4"
-lower = "{LOWER}"
-community = "web"
-
-[[endpoint]]
-name = "a5"
-lower = "{LOWER}"
-vlan = 30
-
-[[endpoint]]
-name = "a6"
-lower = "{LOWER}"
-trunk = "40-42"
-"#
-    );
+    // An [[endpoint]] table on the lower device with the settings `rest`.
+    let endpoint = |name: &str, rest: &str| {
+        format!("\n[[endpoint]]\nname = \"{name}\"\nlower = \"{LOWER}\"\n{rest}\n")
+    };
+    let a = [
+        format!(
+            "[[uplink]]\nname = \"{LOWER}\"\nreflective_relay = true\n\
+             host_port = {{ name = \"host0\", vlan = 10, addresses = [\"192.0.2.1/24\"] }}\n"
+        ),
+        endpoint("anchor0", "vlan = 99"),
+        endpoint("a1", "vlan = 10"),
+        endpoint("a2", "trunk = \"10,20\"\nnative = 10"),
+        endpoint("a3", "tunnel = 100"),
+        endpoint("a4", "isolated = true"),
+    ]
+    .concat();
+    let b = [
+        format!("[[uplink]]\nname = \"{LOWER}\"\n"),
+        endpoint("anchor0", "vlan = 99"),
+        endpoint("a1", "vlan = 11"),
+        endpoint("a2", "mode = \"vepa\"\ntrunk = \"10,20\"\nnative = 10"),
+        endpoint("a4", "community = \"web\""),
+        endpoint("a5", "vlan = 30"),
+        endpoint("a6", "trunk = \"40-42\""),
+    ]
+    .concat();
     [a, b].map(|text| {
         let path = h
             .state
@@ -291,11 +240,10 @@ fn assert_host_ports_consistent(h: &Harness, context: &str) {
 
 #[test]
 fn kill_during_apply_then_apply_converges() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     anchor(&h);
     let files = apply_files(&h);
-    let mut rng = Rng::new("kill_during_apply");
+    let mut rng = Rng::from_env("kill_during_apply");
     for i in 0..6 {
         let file = &files[i % 2];
         let delay = rng.range(0, 150_000);
@@ -327,8 +275,7 @@ fn kill_during_apply_then_apply_converges() {
 /// add it (as the real `apply`, which repairs first, does).
 #[test]
 fn half_added_endpoint_is_not_shown_as_live() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     let anchor = anchor(&h);
     let mut s = state(&h);
     let mut ghost = s["endpoints"]["anchor0"].clone();
@@ -400,9 +347,8 @@ fn half_added_endpoint_is_not_shown_as_live() {
 /// will be its own before it creates it).
 #[test]
 fn kill_during_relay_changes_on_clsact_then_no_filter_or_qdisc_is_lost() {
-    require_root!();
-    let h = Harness::new();
-    let mut rng = Rng::new("kill_during_relay_changes_on_clsact");
+    let h = root_harness!();
+    let mut rng = Rng::from_env("kill_during_relay_changes_on_clsact");
     for i in 0..ROUNDS * 2 {
         let on_off = if i % 2 == 0 { "on" } else { "off" };
         let delay = rng.range(0, 80_000);

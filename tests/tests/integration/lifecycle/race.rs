@@ -6,7 +6,7 @@ use std::process::Output;
 
 use macvswitch_tests::lifecycle::{assert_consistent, assert_reset_clean, command, recorded};
 use macvswitch_tests::topology::LOWER;
-use macvswitch_tests::{Harness, require_root};
+use macvswitch_tests::{Harness, root_harness};
 
 fn run(h: &Harness, args: &[&str]) -> Output {
     command(h, args)
@@ -68,8 +68,7 @@ fn repeat(args: &[&str], n: usize) -> Vec<Vec<String>> {
 
 #[test]
 fn parallel_adds_of_distinct_names_are_all_recorded() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     // From a fresh state dir and bpffs: the first adds also race to load
     // the data path.
     let workers: Vec<Vec<Vec<String>>> = ["a", "b"]
@@ -109,8 +108,7 @@ fn parallel_adds_of_distinct_names_are_all_recorded() {
 
 #[test]
 fn concurrent_add_set_del_of_one_name_keep_state_and_kernel_in_step() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     h.add("anchor0", &["--vlan", "99"]);
     let ops: [&[&str]; 3] = [
         &["endpoint", "add", "x0", "--lower", LOWER, "--vlan", "10"],
@@ -146,8 +144,7 @@ fn concurrent_add_set_del_of_one_name_keep_state_and_kernel_in_step() {
 
 #[test]
 fn racing_applies_of_two_files_converge() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     let files: Vec<String> = [
         (1, "vlan = 10", "trunk = \"10,20\"\nnative = 10"),
         (2, "vlan = 11\nmode = \"vepa\"", "tunnel = 100"),

@@ -6,16 +6,15 @@
 //! macvswitch made is deleted, every pin removed (which detaches the
 //! programs), and the state file's boot id changed.
 
-use macvswitch_tests::expect::{at_guest, on_wire};
-use macvswitch_tests::frame::{Marker, marked, marked_tagged};
+use macvswitch_tests::expect::{at_guest, sent_to_wire};
+use macvswitch_tests::frame::{Marker, marked_tagged};
 use macvswitch_tests::harness::HOST_PORT_10;
+use macvswitch_tests::root_harness;
 use macvswitch_tests::topology::SWITCH_MAC;
-use macvswitch_tests::{Harness, require_root};
 
 #[test]
 fn restore_after_a_reboot_recreates_endpoints_relay_and_host_port() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     h.add("ep0", &["--vlan", "10"]);
     h.add("ep1", &["--trunk", "20,30", "--native", "40", "--isolated"]);
     h.uplink_set(&[&["--reflective-relay", "on"][..], &HOST_PORT_10].concat());
@@ -80,9 +79,12 @@ fn restore_after_a_reboot_recreates_endpoints_relay_and_host_port() {
     let ep0 = h.show("ep0");
     let tap = h.tap(&ep0);
     let wire = h.topo.wire();
-    let m = Marker::new();
-    tap.write(&marked(SWITCH_MAC, ep0.mac, &m));
-    let f = on_wire(&wire, &m, "guest frame not forwarded after restore");
+    let f = sent_to_wire(
+        &tap,
+        ep0.mac,
+        &wire,
+        "guest frame not forwarded after restore",
+    );
     assert_eq!(f.vid(), Some(10), "{f:?}");
     let m = Marker::new();
     wire.send(&marked_tagged(ep0.mac, SWITCH_MAC, 10, &m));

@@ -171,7 +171,7 @@ fn stream_through_reloads_kills_and_an_upgrade(mode: Option<&str>) {
     let ids_before = filter_prog_ids(&h, "ep0");
     let tap = h.tap(&ep);
     let wire = h.topo.wire();
-    let mut rng = Rng::new("stream");
+    let mut rng = Rng::from_env("stream");
     let up = Marker::new();
     let down = Marker::new();
     let sending = AtomicBool::new(true);

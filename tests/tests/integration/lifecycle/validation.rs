@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use macvswitch_tests::frame::fmt_mac;
 use macvswitch_tests::lifecycle::state_bytes;
 use macvswitch_tests::topology::{LOWER, LOWER_MAC};
-use macvswitch_tests::{Harness, require_root};
+use macvswitch_tests::{Harness, require_root, root_harness};
 
 /// One bad command: its arguments, the strings stderr must contain, and
 /// for `apply` the line the error must point at.
@@ -127,8 +127,7 @@ fn apply_cases(h: &Harness, table: &[(&str, Option<usize>, &[&str])]) -> Vec<Cas
 
 #[test]
 fn bad_input_exits_2_with_one_line_and_changes_nothing() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     let ep = h.add("ep0", &["--vlan", "10"]);
     // Links macvswitch does not manage: a veth pair and a macvlan.
     h.topo.host.ip_ok(&[
@@ -256,8 +255,7 @@ fn bad_input_exits_2_with_one_line_and_changes_nothing() {
 /// and pin the data path.
 #[test]
 fn bad_input_on_a_fresh_host_creates_no_state_and_no_pins() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     let missing_lower = config_file(
         &h,
         0,
@@ -320,8 +318,7 @@ fn bad_input_on_a_fresh_host_creates_no_state_and_no_pins() {
 /// error must still name `--vlan` and `-1`.
 #[test]
 fn negative_vid_as_separate_argument_names_the_option() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     h.add("ep0", &["--vlan", "10"]);
     let cases = vec![
         case(

@@ -6,13 +6,12 @@
 use macvswitch_tests::expect::{absent, assert_drops_at_least, at_guest, on_wire};
 use macvswitch_tests::frame::{self, BROADCAST, ETHERTYPE_TEST, Marker, TPID_8021Q, marked};
 use macvswitch_tests::frame::{q_frame, tags};
+use macvswitch_tests::root_harness;
 use macvswitch_tests::tap::Tap;
-use macvswitch_tests::{Harness, require_root};
 
 #[test]
 fn two_trunk_guests_share_only_their_common_vlan() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     let a = h.add("ta", &["--mode", "bridge", "--trunk", "10,20"]);
     let b = h.add("tb", &["--mode", "bridge", "--trunk", "20,30"]);
     let (ta, tb) = (h.tap(&a), h.tap(&b));
@@ -46,8 +45,7 @@ fn two_trunk_guests_share_only_their_common_vlan() {
 
 #[test]
 fn trunk_and_access_guest_talk_on_the_access_vlan() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     let t = h.add("t", &["--mode", "bridge", "--trunk", "10,20"]);
     let a = h.add_pvlan("a10", "bridge", &[]);
     let (tt, ta) = (h.tap(&t), h.tap(&a));
@@ -73,8 +71,7 @@ fn trunk_and_access_guest_talk_on_the_access_vlan() {
 
 #[test]
 fn access_broadcast_reaches_only_ports_carrying_its_vlan() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     let a = h.add_pvlan("a10", "bridge", &[]);
     let t10 = h.add("t10", &["--mode", "bridge", "--trunk", "10,20"]);
     let t20 = h.add("t20", &["--mode", "bridge", "--trunk", "20,30"]);

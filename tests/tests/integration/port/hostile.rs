@@ -7,13 +7,12 @@ use macvswitch_tests::expect::{absent, at_guest, on_wire};
 use macvswitch_tests::frame::{self, ETHERTYPE_TEST, Marker, TPID_8021AD, TPID_8021Q};
 use macvswitch_tests::frame::{q_frame, tags};
 use macvswitch_tests::harness::ABSENT;
+use macvswitch_tests::root_harness;
 use macvswitch_tests::topology::SWITCH_MAC;
-use macvswitch_tests::{Harness, require_root};
 
 #[test]
 fn priority_tagged_guest_frames_get_the_port_tag_with_the_guest_pcp() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     let a = h.add("a", &["--vlan", "10"]);
     let ap = h.add("ap", &["--vlan", "10", "--priority", "2"]);
     let u = h.add("u", &[]);
@@ -63,8 +62,7 @@ fn priority_tagged_guest_frames_get_the_port_tag_with_the_guest_pcp() {
 /// tag stays inline under the S-tag and lends it its priority.
 #[test]
 fn priority_tagged_guest_frame_into_a_tunnel_keeps_it_under_the_s_tag() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     let q = h.add("q", &["--tunnel", "100"]);
     let tap = h.tap(&q);
     let wire = h.topo.wire();
@@ -81,8 +79,7 @@ fn priority_tagged_guest_frame_into_a_tunnel_keeps_it_under_the_s_tag() {
 
 #[test]
 fn priority_tagged_wire_frames_reach_only_untagged_ports_stripped() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     let u = h.add("u", &[]);
     let a = h.add("a", &["--vlan", "10"]);
     let t = h.add("t", &["--trunk", "10", "--native", "30"]);
@@ -119,8 +116,7 @@ fn priority_tagged_wire_frames_reach_only_untagged_ports_stripped() {
 
 #[test]
 fn truncated_and_stacked_tags_are_dropped_by_reason() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     let a = h.add("a", &["--vlan", "10"]);
     let t = h.add("t", &["--trunk", "10,20"]);
     let q = h.add("q", &["--tunnel", "100"]);
@@ -139,24 +135,20 @@ fn truncated_and_stacked_tags_are_dropped_by_reason() {
         tap.write(&runt);
     }
     // Stacked tags from the wire: under a trunk VLAN, under the S-tag.
-    let mt = Marker::new();
-    wire.send(&frame::double_tagged(
-        t.mac,
-        SWITCH_MAC,
-        (TPID_8021Q, 10),
-        (TPID_8021Q, 20),
-        ETHERTYPE_TEST,
-        &mt.0,
-    ));
-    let mq = Marker::new();
-    wire.send(&frame::double_tagged(
-        q.mac,
-        SWITCH_MAC,
-        (TPID_8021AD, 100),
-        (TPID_8021AD, 7),
-        ETHERTYPE_TEST,
-        &mq.0,
-    ));
+    let send_stacked = |dst, outer, inner| {
+        let m = Marker::new();
+        wire.send(&frame::double_tagged(
+            dst,
+            SWITCH_MAC,
+            outer,
+            inner,
+            ETHERTYPE_TEST,
+            &m.0,
+        ));
+        m
+    };
+    let mt = send_stacked(t.mac, (TPID_8021Q, 10), (TPID_8021Q, 20));
+    let mq = send_stacked(q.mac, (TPID_8021AD, 100), (TPID_8021AD, 7));
     absent(&tt, &mt, "double-tagged 10/20 delivered to a trunk");
     absent(&tq, &mq, "S100 over an 802.1ad tag delivered to a tunnel");
     for name in ["a", "t", "q"] {

@@ -6,10 +6,10 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use macvswitch_tests::expect::{absent, assert_drops_at_least, at_guest, on_wire};
+use macvswitch_tests::expect::{absent, assert_drops_at_least, at_guest, on_wire, sent_to_wire};
 use macvswitch_tests::frame::{self, ETHERTYPE_TEST, Marker, TPID_8021Q, marked};
 use macvswitch_tests::topology::SWITCH_MAC;
-use macvswitch_tests::{OnePort, require_root};
+use macvswitch_tests::{OnePort, root_port};
 
 /// Frames in the stream at least; it runs on until `AFTER_CHANGE` frames
 /// were sent after the last `set`, and never beyond `MAX_FRAMES`.
@@ -35,8 +35,7 @@ fn stream_seq(stream: &Marker, bytes: &[u8]) -> Option<usize> {
 
 #[test]
 fn set_changes_policy_in_place_without_losing_untouched_vlans() {
-    require_root!();
-    let OnePort { h, ep, tap, wire } = OnePort::new("t0", &["--trunk", "10,20"]);
+    let OnePort { h, ep, tap, wire } = root_port!("t0", &["--trunk", "10,20"]);
     let pins_before = h.bpffs.pinned_files();
 
     // Warm-up: both VLANs pass before the change.
@@ -188,8 +187,7 @@ fn set_changes_policy_in_place_without_losing_untouched_vlans() {
 
 #[test]
 fn set_switches_port_kinds_on_the_same_fd() {
-    require_root!();
-    let OnePort { h, ep, tap, wire } = OnePort::new("e0", &["--vlan", "10"]);
+    let OnePort { h, ep, tap, wire } = root_port!("e0", &["--vlan", "10"]);
 
     // access 10 -> tunnel 100 -> untagged -> access 20 with priority 3.
     let steps: [(&[&str], Option<Tag>); 4] = [
@@ -207,11 +205,10 @@ fn set_switches_port_kinds_on_the_same_fd() {
             cmd.extend_from_slice(args);
             h.ctl.ok(&cmd);
         }
-        let m = Marker::new();
-        tap.write(&marked(SWITCH_MAC, ep.mac, &m));
-        let f = on_wire(
+        let f = sent_to_wire(
+            &tap,
+            ep.mac,
             &wire,
-            &m,
             &format!("after set {args:?}: untagged guest frame not on the wire"),
         );
         assert_eq!(f.vlan, expect, "after set {args:?}: {f:?}");

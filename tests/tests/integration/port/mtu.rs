@@ -9,7 +9,7 @@
 use macvswitch_tests::expect::{at_guest, on_wire};
 use macvswitch_tests::frame::{self, ETHERTYPE_TEST, Marker, TPID_8021AD, TPID_8021Q};
 use macvswitch_tests::topology::{LOWER, SWITCH_MAC, SWITCH_PORT};
-use macvswitch_tests::{Harness, require_root};
+use macvswitch_tests::{Harness, root_harness};
 
 /// A 1500-byte payload starting with the marker.
 fn payload(m: &Marker) -> Vec<u8> {
@@ -29,8 +29,7 @@ fn set_mtu(h: &Harness, lower: u32, switch: u32) {
 
 #[test]
 fn full_size_frames_through_access_and_trunk_ports() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     let a = h.add("a10", &["--vlan", "10"]);
     let t = h.add("t", &["--trunk", "20"]);
     assert_eq!(a.raw["mtu"], 1500, "{}", a.raw);
@@ -96,8 +95,7 @@ fn full_size_frames_through_access_and_trunk_ports() {
 
 #[test]
 fn full_size_frames_through_a_tunnel_port() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     // The switch sends the S-tag inline: allow it on sw0 (lower0 stays 1500).
     set_mtu(&h, 1500, 1504);
     let q = h.add("q", &["--tunnel", "100"]);
@@ -145,8 +143,7 @@ fn full_size_frames_through_a_tunnel_port() {
 
 #[test]
 fn qinq_customer_tagged_full_size_frames_with_lower_mtu_plus_8() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     set_mtu(&h, 1508, 1508);
     let q = h.add("q", &["--tunnel", "100", "--mtu", "1500"]);
     assert_eq!(q.raw["mtu"], 1500, "{}", q.raw);
@@ -178,8 +175,7 @@ fn qinq_customer_tagged_full_size_frames_with_lower_mtu_plus_8() {
 
 #[test]
 fn mtu_option_sets_the_endpoint_mtu() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     let e = h.add("e", &["--vlan", "10", "--mtu", "1400"]);
     assert_eq!(e.raw["mtu"], 1400, "show: {}", e.raw);
     let link = h.topo.host.ip_ok(&["link", "show", "e"]);

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use macvswitch_tests::expect::{absent, at_guest, on_wire};
 use macvswitch_tests::frame::{self, BROADCAST, Mac, Marker, TPID_8021Q};
 use macvswitch_tests::harness::ARRIVE;
+use macvswitch_tests::root_harness;
 use macvswitch_tests::topology::{SWITCH_MAC, SWITCH_PORT};
-use macvswitch_tests::{Harness, require_root};
 
 const ETHERTYPE_IPV6: u16 = 0x86dd;
 const ETHERTYPE_ARP: u16 = 0x0806;
@@ -135,8 +135,7 @@ fn icmpv6_type(f: &[u8]) -> Option<u8> {
 
 #[test]
 fn endpoints_are_allmulticast() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     for (name, args) in [
         ("a", &["--vlan", "10"][..]),
         ("t", &["--trunk", "10"]),
@@ -154,8 +153,7 @@ fn endpoints_are_allmulticast() {
 
 #[test]
 fn neighbour_solicitations_and_arp_stay_in_their_vlan() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     let a = h.add("a10", &["--vlan", "10"]);
     let b = h.add("b10", &["--vlan", "10"]);
     let c = h.add("c20", &["--vlan", "20"]);
@@ -210,8 +208,7 @@ fn neighbour_solicitations_and_arp_stay_in_their_vlan() {
 
 #[test]
 fn multicast_to_trunk_and_tunnel_ports_keeps_their_tags() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     let t = h.add("t", &["--trunk", "10,20"]);
     let q = h.add("q", &["--tunnel", "100"]);
     let (tt, tq) = (h.tap(&t), h.tap(&q));
@@ -242,8 +239,7 @@ fn multicast_to_trunk_and_tunnel_ports_keeps_their_tags() {
 /// untagged port (the switch namespace has no 802.1Q devices to tag with).
 #[test]
 fn real_nd_exchange_with_a_kernel_on_the_wire() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     let g = h.add("g", &[]);
     let tap = h.tap(&g);
     let sw = &h.topo.switch;

@@ -5,14 +5,14 @@
 
 use macvswitch_tests::expect::{
     Refused, Way, absent, all_absent, assert_drops, assert_vlan_packets, at_guest, drops_of,
-    on_wire, refused, send_refused,
+    on_wire, refused, send_refused, sent_to_wire,
 };
 use macvswitch_tests::frame::{
     self, BROADCAST, ETHERTYPE_TEST, Marker, TPID_8021AD, TPID_8021Q, marked, q_frame, test_mac,
 };
 use macvswitch_tests::topology::SWITCH_MAC;
 use macvswitch_tests::wire::WireFrame;
-use macvswitch_tests::{OnePort, require_root};
+use macvswitch_tests::{OnePort, root_port};
 
 /// Guest frames a trunk 10,20 must not send, by drop reason.
 #[rustfmt::skip]
@@ -38,14 +38,9 @@ fn assert_inline_untagged(f: &WireFrame, what: &str) {
     assert_eq!(p.ethertype, ETHERTYPE_TEST, "{what}: {f:?}");
 }
 
-fn trunk(name: &str, extra: &[&str]) -> OnePort {
-    OnePort::with_policy(name, "trunk", extra)
-}
-
 #[test]
 fn guest_frames_of_allowed_vlans_leave_unchanged_with_their_priority() {
-    require_root!();
-    let OnePort { h, ep, tap, wire } = trunk("t0", &["--trunk", "10,20"]);
+    let OnePort { h, ep, tap, wire } = root_port!("t0", "trunk", &["--trunk", "10,20"]);
     assert_eq!(ep.raw["trunk"], "10,20", "show: {}", ep.raw);
     assert!(ep.raw["native"].is_null(), "show: {}", ep.raw);
 
@@ -83,8 +78,7 @@ fn guest_frames_of_allowed_vlans_leave_unchanged_with_their_priority() {
 
 #[test]
 fn guest_frames_outside_the_trunk_are_dropped_by_reason() {
-    require_root!();
-    let OnePort { h, ep, tap, wire } = trunk("t0", &["--trunk", "10,20"]);
+    let OnePort { h, ep, tap, wire } = root_port!("t0", "trunk", &["--trunk", "10,20"]);
 
     let sent = send_refused(GUEST_REFUSED, SWITCH_MAC, ep.mac, |f| tap.write(f));
     // A frame that made it would be on the wire long before this one.
@@ -104,8 +98,7 @@ fn guest_frames_outside_the_trunk_are_dropped_by_reason() {
 
 #[test]
 fn wire_frames_of_allowed_vlans_arrive_tagged_others_are_dropped() {
-    require_root!();
-    let OnePort { h, ep, tap, wire } = trunk("t0", &["--trunk", "10,20"]);
+    let OnePort { h, ep, tap, wire } = root_port!("t0", "trunk", &["--trunk", "10,20"]);
 
     for (dst, tci) in [(ep.mac, 0x600a_u16), (ep.mac, 0x0014), (BROADCAST, 0xb014)] {
         let m = Marker::new();
@@ -133,15 +126,13 @@ fn wire_frames_of_allowed_vlans_arrive_tagged_others_are_dropped() {
 
 #[test]
 fn native_untagged_pushes_and_pops_the_native_vlan() {
-    require_root!();
-    let OnePort { h, ep, tap, wire } = trunk("t0", &["--trunk", "10,20", "--native", "30"]);
+    let OnePort { h, ep, tap, wire } =
+        root_port!("t0", "trunk", &["--trunk", "10,20", "--native", "30"]);
     assert_eq!(ep.raw["native"], 30, "show: {}", ep.raw);
     assert_eq!(ep.raw["native_tagged"], false, "show: {}", ep.raw);
 
     // guest -> wire: untagged goes into 30 (PCP 0), tagged 10 untouched.
-    let m = Marker::new();
-    tap.write(&marked(SWITCH_MAC, ep.mac, &m));
-    let f = on_wire(&wire, &m, "untagged guest frame");
+    let f = sent_to_wire(&tap, ep.mac, &wire, "untagged guest frame");
     assert_eq!(f.vlan, Some((TPID_8021Q, 30)), "{f:?}");
     assert_inline_untagged(&f, "untagged guest frame");
     let m = Marker::new();
@@ -187,9 +178,9 @@ fn native_untagged_pushes_and_pops_the_native_vlan() {
 
 #[test]
 fn native_tagged_delivers_the_native_vlan_tagged() {
-    require_root!();
-    let port = trunk(
+    let port = root_port!(
         "t0",
+        "trunk",
         &["--trunk", "10,20", "--native", "30", "--native-tagged"],
     );
     let OnePort { ep, tap, wire, .. } = &port;
@@ -206,27 +197,23 @@ fn native_tagged_delivers_the_native_vlan_tagged() {
     );
 
     // Untagged guest frames are still accepted into the native VLAN.
-    let m = Marker::new();
-    tap.write(&marked(SWITCH_MAC, ep.mac, &m));
-    let f = on_wire(wire, &m, "untagged guest frame");
+    let f = sent_to_wire(tap, ep.mac, wire, "untagged guest frame");
     assert_eq!(f.vlan, Some((TPID_8021Q, 30)), "{f:?}");
     assert_inline_untagged(&f, "untagged guest frame");
 }
 
 #[test]
 fn priority_sets_the_pcp_of_pushed_tags_only() {
-    require_root!();
-    let port = trunk(
+    let port = root_port!(
         "t0",
+        "trunk",
         &["--trunk", "10", "--native", "30", "--priority", "5"],
     );
     let OnePort { ep, tap, wire, .. } = &port;
     assert_eq!(ep.raw["priority"], 5, "show: {}", ep.raw);
 
     // Pushed native tag: PCP 5.
-    let m = Marker::new();
-    tap.write(&marked(SWITCH_MAC, ep.mac, &m));
-    let f = on_wire(wire, &m, "untagged guest frame");
+    let f = sent_to_wire(tap, ep.mac, wire, "untagged guest frame");
     assert_eq!(f.vlan, Some((TPID_8021Q, 0xa01e)), "pushed tag: {f:?}");
     // A priority-tagged frame (PCP 2) also gets the configured PCP 5.
     let m = Marker::new();
@@ -243,13 +230,7 @@ fn priority_sets_the_pcp_of_pushed_tags_only() {
 
 #[test]
 fn spoofed_source_on_a_trunk_is_dropped_before_any_tag() {
-    require_root!();
-    let OnePort {
-        h,
-        ep: _,
-        tap,
-        wire,
-    } = trunk("t0", &["--trunk", "10"]);
+    let OnePort { h, tap, wire, .. } = root_port!("t0", "trunk", &["--trunk", "10"]);
     let m = Marker::new();
     tap.write(&q_frame(SWITCH_MAC, test_mac(0x42), 10, &m));
     absent(&wire, &m, "spoofed tagged guest frame");

@@ -7,14 +7,14 @@
 
 use macvswitch_tests::expect::{
     Refused, Way, absent, all_absent, assert_drops, assert_vlan_packets, at_guest, drops_of,
-    on_wire, refused,
+    on_wire, refused, sent_to_wire,
 };
 use macvswitch_tests::frame::{
     self, BROADCAST, ETHERTYPE_TEST, Marker, TPID_8021AD, TPID_8021Q, ad_frame, marked, q_frame,
     stacked, tags,
 };
 use macvswitch_tests::topology::SWITCH_MAC;
-use macvswitch_tests::{OnePort, require_root};
+use macvswitch_tests::{OnePort, root_port};
 
 /// Wire frames a tunnel 100 must not deliver, by drop reason.
 #[rustfmt::skip]
@@ -42,20 +42,13 @@ fn s_frame(dst: frame::Mac, stci: u16, m: &Marker) -> Vec<u8> {
     ad_frame(dst, SWITCH_MAC, stci, m)
 }
 
-fn tunnel(name: &str, extra: &[&str]) -> OnePort {
-    OnePort::with_policy(name, "tunnel", extra)
-}
-
 #[test]
 fn guest_frames_leave_under_an_8021ad_s_tag_with_customer_tags_kept() {
-    require_root!();
-    let OnePort { h, ep, tap, wire } = tunnel("q0", &["--tunnel", "100"]);
+    let OnePort { h, ep, tap, wire } = root_port!("q0", "tunnel", &["--tunnel", "100"]);
     assert_eq!(ep.raw["tunnel"], 100, "show: {}", ep.raw);
 
     // Untagged customer frame: S-tag 100 in metadata, bytes untagged.
-    let m = Marker::new();
-    tap.write(&marked(SWITCH_MAC, ep.mac, &m));
-    let f = on_wire(&wire, &m, "untagged guest frame");
+    let f = sent_to_wire(&tap, ep.mac, &wire, "untagged guest frame");
     assert_eq!(f.vlan, Some((TPID_8021AD, 100)), "outer tag: {f:?}");
     let p = frame::parse(&f.bytes).unwrap();
     assert!(p.tags.is_empty(), "inline tag on untagged customer: {f:?}");
@@ -88,8 +81,7 @@ fn guest_frames_leave_under_an_8021ad_s_tag_with_customer_tags_kept() {
 
 #[test]
 fn priority_sets_the_pcp_of_the_s_tag() {
-    require_root!();
-    let port = tunnel("q0", &["--tunnel", "100", "--priority", "6"]);
+    let port = root_port!("q0", "tunnel", &["--tunnel", "100", "--priority", "6"]);
     let OnePort { ep, tap, wire, .. } = &port;
     assert_eq!(ep.raw["priority"], 6, "show: {}", ep.raw);
     let m = Marker::new();
@@ -105,8 +97,7 @@ fn priority_sets_the_pcp_of_the_s_tag() {
 
 #[test]
 fn wire_frames_under_the_s_tag_arrive_with_the_s_tag_removed() {
-    require_root!();
-    let OnePort { h, ep, tap, wire } = tunnel("q0", &["--tunnel", "100"]);
+    let OnePort { h, ep, tap, wire } = root_port!("q0", "tunnel", &["--tunnel", "100"]);
 
     // S 100 (PCP 5) + C 7 (PCP 2): the guest sees exactly the C-tag.
     for (dst, ctci) in [(ep.mac, 0x4007_u16), (BROADCAST, 0x0007)] {
@@ -135,8 +126,8 @@ fn wire_frames_under_the_s_tag_arrive_with_the_s_tag_removed() {
 
 #[test]
 fn tunnel_cvlans_limit_customer_vlans_both_ways() {
-    require_root!();
-    let OnePort { h, ep, tap, wire } = tunnel("q0", &["--tunnel", "100", "--tunnel-cvlans", "7"]);
+    let OnePort { h, ep, tap, wire } =
+        root_port!("q0", "tunnel", &["--tunnel", "100", "--tunnel-cvlans", "7"]);
     assert_eq!(ep.raw["tunnel_cvlans"], "7", "show: {}", ep.raw);
 
     // Allowed C-VID 7 passes both ways.
@@ -168,8 +159,7 @@ fn tunnel_cvlans_limit_customer_vlans_both_ways() {
 
 #[test]
 fn guest_8021ad_frame_into_a_tunnel_is_dropped() {
-    require_root!();
-    let OnePort { h, ep, tap, wire } = tunnel("q0", &["--tunnel", "100"]);
+    let OnePort { h, ep, tap, wire } = root_port!("q0", "tunnel", &["--tunnel", "100"]);
 
     refused(&tap, ep.mac, &wire, Way::GuestToWire, GUEST_REFUSED);
     assert_drops(&h, "q0", &drops_of(GUEST_REFUSED));
