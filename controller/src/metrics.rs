@@ -67,6 +67,41 @@ fn directions(counters: &EndpointCounters) -> [(&'static str, u64, u64); 2] {
     ]
 }
 
+/// `PREFIX_frames_total` and `PREFIX_bytes_total` of each labelled set of
+/// counters, by direction.
+fn traffic(
+    out: &mut String,
+    prefix: &str,
+    whose: &str,
+    sets: &[(Vec<(&str, String)>, &EndpointCounters)],
+) {
+    for (unit, bytes) in [("frames", false), ("bytes", true)] {
+        let name = format!("{prefix}_{unit}_total");
+        let help = format!("{} passed by {whose} by direction.", capitalized(unit));
+        let mut family = Family::new(out, &name, "counter", &help);
+        for (labels, counters) in sets {
+            for (direction, frames, octets) in directions(counters) {
+                let labels = with(labels, ("direction", direction));
+                family.sample(&name, &labels, if bytes { octets } else { frames });
+            }
+        }
+    }
+}
+
+/// `labels` borrowed, and one more.
+fn with<'a>(labels: &'a [(&'a str, String)], more: (&'a str, &'a str)) -> Vec<(&'a str, &'a str)> {
+    let mut all: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    all.push(more);
+    all
+}
+
+fn capitalized(word: &str) -> String {
+    let mut chars = word.chars();
+    chars
+        .next()
+        .map_or(String::new(), |c| c.to_uppercase().chain(chars).collect())
+}
+
 /// Every metric, read from the state and the pinned maps now.
 pub fn render(instance: &Instance) -> Result<String> {
     let records = instance.list()?;
@@ -89,12 +124,8 @@ pub fn render(instance: &Instance) -> Result<String> {
     );
 
     let name = "macvswitch_endpoint_info";
-    let mut family = Family::new(
-        &mut out,
-        name,
-        "gauge",
-        "One per endpoint: its lower device, mode, port kind and attach mode.",
-    );
+    let help = "One per endpoint: its lower device, mode, port kind and attach mode.";
+    let mut family = Family::new(&mut out, name, "gauge", help);
     for record in &records {
         family.sample(
             name,
@@ -118,110 +149,70 @@ pub fn render(instance: &Instance) -> Result<String> {
             .find(|r| r.name.as_str() == row.name)
             .map_or("", |r| r.lower.as_str())
     };
-    for (name, help, bytes) in [
-        (
-            "macvswitch_endpoint_frames_total",
-            "Frames an endpoint's programs passed, by direction.",
-            false,
-        ),
-        (
-            "macvswitch_endpoint_bytes_total",
-            "Bytes an endpoint's programs passed, by direction.",
-            true,
-        ),
-    ] {
-        let mut family = Family::new(&mut out, name, "counter", help);
-        for row in &rows {
-            for (direction, frames, octets) in directions(&row.counters) {
-                family.sample(
-                    name,
-                    &[
-                        ("endpoint", &row.name),
-                        ("lower", lower_of(row)),
-                        ("direction", direction),
-                    ],
-                    if bytes { octets } else { frames },
-                );
-            }
-        }
-    }
-
-    let name = "macvswitch_endpoint_drops_total";
-    let mut family = Family::new(
+    // (labels, counters): one per endpoint, and one per VLAN of a trunk or
+    // tunnel, each given as frames and bytes by direction.
+    let endpoints: Vec<(Vec<(&str, String)>, &EndpointCounters)> = rows
+        .iter()
+        .map(|row| {
+            let labels = vec![
+                ("endpoint", row.name.clone()),
+                ("lower", lower_of(row).into()),
+            ];
+            (labels, &row.counters)
+        })
+        .collect();
+    traffic(
         &mut out,
-        name,
-        "counter",
-        "Frames an endpoint's programs dropped, by reason (see `stats`).",
+        "macvswitch_endpoint",
+        "an endpoint's programs",
+        &endpoints,
     );
-    for row in &rows {
+    let drops = "macvswitch_endpoint_drops_total";
+    let help = "Frames an endpoint's programs dropped, by reason (see `stats`).";
+    let mut family = Family::new(&mut out, drops, "counter", help);
+    for (labels, counters) in &endpoints {
         for reason in DropReason::ALL {
-            family.sample(
-                name,
-                &[
-                    ("endpoint", &row.name),
-                    ("lower", lower_of(row)),
-                    ("reason", reason.name()),
-                ],
-                row.counters.drops[*reason as usize],
-            );
+            let labels = with(labels, ("reason", reason.name()));
+            family.sample(drops, &labels, counters.drops[*reason as usize]);
         }
     }
-
-    for (name, help, bytes) in [
-        (
-            "macvswitch_vlan_frames_total",
-            "Frames a trunk or tunnel endpoint passed, by VLAN (a tunnel's customer VLAN, 0 \
-             for untagged) and direction.",
-            false,
-        ),
-        (
-            "macvswitch_vlan_bytes_total",
-            "Bytes a trunk or tunnel endpoint passed, by VLAN and direction.",
-            true,
-        ),
-    ] {
-        let mut family = Family::new(&mut out, name, "counter", help);
-        for row in &rows {
-            for (vid, counters) in row.vlans.iter().flatten() {
-                let vlan = vid.to_string();
-                for (direction, frames, octets) in directions(counters) {
-                    family.sample(
-                        name,
-                        &[
-                            ("endpoint", &row.name),
-                            ("lower", lower_of(row)),
-                            ("vlan", &vlan),
-                            ("direction", direction),
-                        ],
-                        if bytes { octets } else { frames },
-                    );
-                }
-            }
-        }
-    }
-
-    let name = "macvswitch_relay_frames_total";
-    let mut family = Family::new(
+    // A trunk's or tunnel's VLANs: the endpoint's labels and the VLAN.
+    let vlans: Vec<(Vec<(&str, String)>, &EndpointCounters)> = rows
+        .iter()
+        .zip(&endpoints)
+        .flat_map(|(row, (labels, _))| {
+            row.vlans.iter().flatten().map(move |(vid, counters)| {
+                let mut labels = labels.clone();
+                labels.push(("vlan", vid.to_string()));
+                (labels, counters)
+            })
+        })
+        .collect();
+    traffic(
         &mut out,
-        name,
-        "counter",
-        "Frames reflective-relay emulation sent back into a lower device, by kind.",
+        "macvswitch_vlan",
+        "a trunk or tunnel endpoint, by VLAN (a tunnel's customer VLAN, 0 for untagged),",
+        &vlans,
     );
+
+    let mut relayed = Vec::new();
     for uplink in &uplinks {
         let counters = match &maps {
             Some(maps) => maps.uplink_counters(uplink.ifindex)?,
             None => Default::default(),
         };
-        for (kind, value) in [
-            ("unicast", counters.relayed_unicast),
-            ("multicast", counters.relayed_multicast),
-        ] {
-            family.sample(
-                name,
-                &[("lower", uplink.name.as_str()), ("kind", kind)],
-                value,
-            );
-        }
+        relayed.push((uplink.name.as_str(), "unicast", counters.relayed_unicast));
+        relayed.push((
+            uplink.name.as_str(),
+            "multicast",
+            counters.relayed_multicast,
+        ));
+    }
+    let relay = "macvswitch_relay_frames_total";
+    let help = "Frames reflective-relay emulation sent back into a lower device, by kind.";
+    let mut family = Family::new(&mut out, relay, "counter", help);
+    for (lower, kind, value) in relayed {
+        family.sample(relay, &[("lower", lower), ("kind", kind)], value);
     }
     Ok(out)
 }

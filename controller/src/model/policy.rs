@@ -457,6 +457,11 @@ mod tests {
         assert!(trunk.carries(Vid::new(30).unwrap()));
     }
 
+    /// `options` resolved against `current`, which must succeed.
+    fn resolved(options: PortOptions, current: &PortVlans) -> PortVlans {
+        options.resolve(current).unwrap()
+    }
+
     #[test]
     fn options_resolve_and_conflict() {
         let trunk_opts = PortOptions {
@@ -467,12 +472,13 @@ mod tests {
         let trunk = trunk_opts.resolve(&PortVlans::Untagged).unwrap();
         assert_eq!(trunk.kind(), "trunk");
         // `set --native-tagged` modifies the current trunk.
-        let tagged = PortOptions {
-            native_tagged: Some(true),
-            ..PortOptions::default()
-        }
-        .resolve(&trunk)
-        .unwrap();
+        let tagged = resolved(
+            PortOptions {
+                native_tagged: Some(true),
+                ..PortOptions::default()
+            },
+            &trunk,
+        );
         assert!(matches!(
             tagged,
             PortVlans::Trunk {
@@ -482,12 +488,13 @@ mod tests {
         ));
         // `set --trunk` on a trunk keeps its native VLAN and its tagging;
         // `--no-native` drops them.
-        let relisted = PortOptions {
-            trunk: Some("10,30".parse().unwrap()),
-            ..PortOptions::default()
-        }
-        .resolve(&tagged)
-        .unwrap();
+        let relisted = resolved(
+            PortOptions {
+                trunk: Some("10,30".parse().unwrap()),
+                ..PortOptions::default()
+            },
+            &tagged,
+        );
         assert_eq!(
             relisted,
             PortVlans::Trunk {
@@ -496,12 +503,13 @@ mod tests {
                 native_tagged: true,
             }
         );
-        let no_native = PortOptions {
-            no_native: true,
-            ..PortOptions::default()
-        }
-        .resolve(&relisted)
-        .unwrap();
+        let no_native = resolved(
+            PortOptions {
+                no_native: true,
+                ..PortOptions::default()
+            },
+            &relisted,
+        );
         assert!(matches!(
             no_native,
             PortVlans::Trunk {
@@ -519,12 +527,13 @@ mod tests {
         }
         .resolve(&PortVlans::Untagged)
         .unwrap();
-        let moved = PortOptions {
-            tunnel: Vid::new(301),
-            ..PortOptions::default()
-        }
-        .resolve(&tunnel)
-        .unwrap();
+        let moved = resolved(
+            PortOptions {
+                tunnel: Vid::new(301),
+                ..PortOptions::default()
+            },
+            &tunnel,
+        );
         assert_eq!(
             moved,
             PortVlans::Tunnel {
@@ -532,20 +541,22 @@ mod tests {
                 cvlans: Some("7,8".parse().unwrap()),
             }
         );
-        let all = PortOptions {
-            all_cvlans: true,
-            ..PortOptions::default()
-        }
-        .resolve(&moved)
-        .unwrap();
+        let all = resolved(
+            PortOptions {
+                all_cvlans: true,
+                ..PortOptions::default()
+            },
+            &moved,
+        );
         assert!(matches!(all, PortVlans::Tunnel { cvlans: None, .. }));
         // A new kind starts from scratch.
-        let access = PortOptions {
-            vlan: Vid::new(5),
-            ..PortOptions::default()
-        }
-        .resolve(&tagged)
-        .unwrap();
+        let access = resolved(
+            PortOptions {
+                vlan: Vid::new(5),
+                ..PortOptions::default()
+            },
+            &tagged,
+        );
         assert_eq!(
             access,
             PortVlans::Access {

@@ -6,7 +6,10 @@ use std::collections::BTreeMap;
 
 use crate::{
     error::Result,
-    kernel::{datapath::Datapath, sys::is_live},
+    kernel::{
+        datapath::{Datapath, Hook},
+        sys::is_live,
+    },
     model::{
         state::{RecordStatus, UplinkRecord},
         types::{AttachMode, IfName},
@@ -42,7 +45,7 @@ impl Session<'_> {
                 .maps
                 .set_source(record.lower_ifindex, record.mac, &record.source())?;
             lowers.insert(record.lower.clone(), record.lower_ifindex);
-            let mode = datapath.attach_to_guest(name.as_str(), record.attach)?;
+            let mode = datapath.attach_hook(name.as_str(), Hook::ToGuest, record.attach)?;
             if let Some(record) = self.state.endpoints.get_mut(name) {
                 record.attach = Some(mode);
             }
@@ -66,7 +69,7 @@ impl Session<'_> {
                 .filter(|p| p.status.is_ready() && is_live(p.name.as_str(), p.ifindex))
             {
                 write_host_port_maps(&mut datapath.maps, uplink.ifindex, port)?;
-                let mode = datapath.attach_to_guest(port.name.as_str(), port.attach)?;
+                let mode = datapath.attach_hook(port.name.as_str(), Hook::ToGuest, port.attach)?;
                 if let Some(port) = self
                     .state
                     .uplinks
@@ -84,7 +87,7 @@ impl Session<'_> {
             self.attach_uplink_program(datapath, lower, *ifindex, false)?;
         }
         for (name, mode) in &ports {
-            datapath.attach_from_guest(name.as_str(), Some(*mode))?;
+            datapath.attach_hook(name.as_str(), Hook::FromGuest, Some(*mode))?;
             log::info!("{name}: attached to the loaded data path");
         }
         for ifindex in lowers.values() {

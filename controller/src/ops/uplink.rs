@@ -44,10 +44,7 @@ impl Session<'_> {
                     .set_relay(record.ifindex, false)?;
             }
             record.reflective_relay = relay;
-            self.state
-                .uplinks
-                .insert(record.name.clone(), record.clone());
-            self.save()?;
+            self.keep_uplink(&record)?;
             if !relay {
                 // The program stays while endpoints on the device need it.
                 self.release_uplink_program(&record.name, record.ifindex, "");
@@ -74,10 +71,7 @@ impl Session<'_> {
             self.mark_host_port_deleting(&mut record)?;
             self.unwire_host_port(&record, &old).await;
             record.host_port = None;
-            self.state
-                .uplinks
-                .insert(record.name.clone(), record.clone());
-            self.save()?;
+            self.keep_uplink(&record)?;
         }
         if let Some(spec) = request.host_port {
             let mut port = HostPortRecord {
@@ -95,27 +89,18 @@ impl Session<'_> {
             };
             // Intent first, as for endpoints.
             record.host_port = Some(port.clone());
-            self.state
-                .uplinks
-                .insert(record.name.clone(), record.clone());
-            self.save()?;
+            self.keep_uplink(&record)?;
             let mtu = lower.mtu.unwrap_or(1500);
             if let Err(error) = self.wire_new_host_port(&record, &mut port, mtu).await {
                 self.unwire_host_port(&record, &port).await;
                 record.host_port = None;
-                self.state
-                    .uplinks
-                    .insert(record.name.clone(), record.clone());
-                self.save()?;
+                self.keep_uplink(&record)?;
                 return Err(error);
             }
             port.status = RecordStatus::Ready;
             record.host_port = Some(port);
         }
-        self.state
-            .uplinks
-            .insert(record.name.clone(), record.clone());
-        self.save()?;
+        self.keep_uplink(&record)?;
         Ok(record)
     }
 
@@ -148,6 +133,16 @@ impl Session<'_> {
         for cidr in port.addresses.iter().filter(|a| !old_addresses.contains(a)) {
             self.netlink.add_address(port.ifindex, *cidr).await?;
         }
+        self.save()
+    }
+}
+
+impl Session<'_> {
+    /// Records `record` as the lower device's settings, on disk at once.
+    fn keep_uplink(&mut self, record: &UplinkRecord) -> Result<()> {
+        self.state
+            .uplinks
+            .insert(record.name.clone(), record.clone());
         self.save()
     }
 }

@@ -9,7 +9,7 @@ use std::path::Path;
 use macvswitch_tests::expect::assert_refused;
 use macvswitch_tests::harness::HOST_PORT_10;
 use macvswitch_tests::topology::LOWER;
-use macvswitch_tests::{Controller, Harness, require_root};
+use macvswitch_tests::{Controller, Harness, root_harness};
 use serde_json::Value;
 
 fn stdout(out: &std::process::Output) -> String {
@@ -56,8 +56,7 @@ fn addresses(h: &Harness, dev: &str) -> String {
 
 #[test]
 fn host_port_changes_vlan_and_addresses_in_place() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     h.uplink_set(&HOST_PORT_10);
     let before = h.uplink()["host_port"].clone();
     let out = h.ctl.ok(&[
@@ -86,8 +85,7 @@ fn host_port_changes_vlan_and_addresses_in_place() {
 
 #[test]
 fn host_port_of_another_name_is_replaced_only_when_asked() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     h.uplink_set(&HOST_PORT_10);
     let out = h.ctl.run(&[
         "uplink",
@@ -113,8 +111,7 @@ fn host_port_of_another_name_is_replaced_only_when_asked() {
 
 #[test]
 fn list_and_show_report_the_live_status() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     let ep = h.add("ep0", &["--vlan", "10"]);
     h.add("ep1", &["--vlan", "10"]);
     assert_eq!(ep.raw["status"], "ready");
@@ -155,8 +152,7 @@ fn list_and_show_report_the_live_status() {
 
 #[test]
 fn del_of_an_endpoint_in_use_names_the_process_and_needs_force() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     let ep = h.add("ep0", &["--vlan", "10"]);
     let tap = h.tap(&ep);
     let me = format!("process {}", std::process::id());
@@ -186,8 +182,7 @@ fn del_of_an_endpoint_in_use_names_the_process_and_needs_force() {
 
 #[test]
 fn reset_lists_the_endpoints_in_use_and_needs_force() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     let ep = h.add("ep0", &["--vlan", "10"]);
     h.add("ep1", &["--vlan", "20"]);
     h.uplink_set(&HOST_PORT_10);
@@ -220,8 +215,7 @@ fn tree(path: &Path) -> Vec<String> {
 
 #[test]
 fn a_refused_command_leaves_no_state_dir_or_lock() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     let fresh = h.state.path().join("new");
     let ctl = Controller::new(h.topo.host.name(), &fresh, h.bpffs.path());
     let out = ctl.run(&["endpoint", "add", "vm1", "--lower", "lo"]);
@@ -244,8 +238,7 @@ fn a_refused_command_leaves_no_state_dir_or_lock() {
 
 #[test]
 fn reset_leaves_the_state_dir_as_it_found_it() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     let fresh = h.state.path().join("new");
     let ctl = Controller::new(h.topo.host.name(), &fresh, h.bpffs.path());
     ctl.ok(&["endpoint", "add", "ep0", "--lower", LOWER]);

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use macvswitch_tests::expect::on_wire;
 use macvswitch_tests::frame::{Marker, marked};
 use macvswitch_tests::topology::SWITCH_MAC;
-use macvswitch_tests::{Harness, require_root};
+use macvswitch_tests::{Harness, root_harness};
 use prometheus_parse::{Sample, Scrape, Value};
 
 /// Inside the harness's own namespace, so the port collides with nothing.
@@ -43,8 +43,7 @@ fn value(scrape: &Scrape, metric: &str, labels: &[(&str, &str)]) -> Option<f64> 
 
 #[test]
 fn metrics_parse_and_match_stats() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     let ep = h.add("ep0", &["--vlan", "10"]);
     h.add("ep1", &["--trunk", "10,20"]);
     h.uplink_set(&["--reflective-relay", "on"]);

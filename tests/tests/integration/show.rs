@@ -1,13 +1,12 @@
 //! `macvswitch show`: every endpoint under its lower device and each VLAN it
 //! carries, and a mark on one whose macvtap was deleted by hand.
 
+use macvswitch_tests::root_harness;
 use macvswitch_tests::topology::LOWER;
-use macvswitch_tests::{Harness, require_root};
 
 #[test]
 fn show_groups_endpoints_by_lower_and_vlan_and_marks_a_missing_one() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     h.add("acc10", &["--vlan", "10"]);
     h.add("trk", &["--trunk", "10,20", "--native", "30"]);
     h.add("tun", &["--tunnel", "300"]);

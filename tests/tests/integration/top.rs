@@ -7,15 +7,14 @@ use std::time::{Duration, Instant};
 use macvswitch_tests::frame::{ETHERTYPE_TEST, Marker, TPID_8021Q, tagged};
 use macvswitch_tests::topology::{SWITCH_MAC, SWITCH_PORT};
 use macvswitch_tests::wire::WireSocket;
-use macvswitch_tests::{Harness, controller, require_root};
+use macvswitch_tests::{controller, root_harness};
 
 /// Frames per second of the paced stream.
 const RATE: f64 = 400.0;
 
 #[test]
 fn once_json_rates_match_a_paced_stream() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     let ep = h.add("ep0", &["--vlan", "10"]);
     h.add("ep1", &[]);
     let wire = WireSocket::open(&h.topo.switch, SWITCH_PORT);
@@ -72,8 +71,7 @@ fn tmux(socket: &str, args: &[&str]) -> std::process::Output {
 
 #[test]
 fn the_live_view_runs_in_a_terminal_and_quits_on_q() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     h.add("ep0", &["--vlan", "10"]);
     // A tmux server of this test's own, on its own socket.
     let socket = format!("msw-top-{}", std::process::id());

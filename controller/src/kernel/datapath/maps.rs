@@ -14,6 +14,25 @@ use macvswitch_common::{
 use super::pins::PinLayout;
 use crate::error::{Error, Result};
 
+/// A device's value: in the array below `IFINDEX_DIRECT` (what the programs
+/// read without hashing), in the hash map above; `None` if it has none.
+fn by_ifindex<V: aya::Pod>(
+    low: &Array<MapData, V>,
+    high: &HashMap<MapData, u32, V>,
+    ifindex: u32,
+) -> std::result::Result<Option<V>, aya::maps::MapError> {
+    let found = if ifindex < IFINDEX_DIRECT {
+        low.get(&ifindex, 0)
+    } else {
+        high.get(&ifindex, 0)
+    };
+    match found {
+        Ok(value) => Ok(Some(value)),
+        Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 pub(super) fn map_err(context: String) -> impl FnOnce(aya::maps::MapError) -> Error {
     move |e| Error::bpf(context, e)
 }
@@ -138,19 +157,9 @@ impl Maps {
     }
 
     fn port_word(&self, ifindex: u32) -> Result<PortWord> {
-        let found = if ifindex < IFINDEX_DIRECT {
-            self.ports.get(&ifindex, 0)
-        } else {
-            self.ports_high.get(&ifindex, 0)
-        };
-        match found {
-            Ok(word) => Ok(PortWord(word)),
-            Err(aya::maps::MapError::KeyNotFound) => Ok(PortWord::NONE),
-            Err(e) => Err(Error::bpf(
-                format!("reading the port of ifindex {ifindex}"),
-                e,
-            )),
-        }
+        by_ifindex(&self.ports, &self.ports_high, ifindex)
+            .map(|word| word.map_or(PortWord::NONE, PortWord))
+            .map_err(|e| Error::bpf(format!("reading the port of ifindex {ifindex}"), e))
     }
 
     fn set_port_word(&mut self, ifindex: u32, word: PortWord) -> Result<()> {
@@ -262,16 +271,9 @@ impl Maps {
     }
 
     fn uplink_flags(&self, lower: u32) -> Result<u32> {
-        let found = if lower < IFINDEX_DIRECT {
-            self.uplinks.get(&lower, 0)
-        } else {
-            self.uplinks_high.get(&lower, 0)
-        };
-        match found {
-            Ok(config) => Ok(config.flags),
-            Err(aya::maps::MapError::KeyNotFound) => Ok(0),
-            Err(e) => Err(Error::bpf(format!("reading uplink {lower}"), e)),
-        }
+        by_ifindex(&self.uplinks, &self.uplinks_high, lower)
+            .map(|config| config.map_or(0, |c| c.flags))
+            .map_err(|e| Error::bpf(format!("reading uplink {lower}"), e))
     }
 
     /// Sets the bits `flags` of lower device `lower` to `on`. One 4-byte

@@ -36,8 +36,8 @@ pub use object::{
     check_embedded, classifier, load_object, loader, object_counters, reset_object_counters,
     set_object_policy, set_object_uplink,
 };
-pub use pins::PinLayout;
-use pins::{Hook, create_dir, remove_dir_if_exists};
+pub use pins::{Hook, PinLayout};
+use pins::{create_dir, remove_dir_if_exists};
 
 use crate::{
     EBPF_OBJECT,
@@ -169,24 +169,16 @@ impl Datapath {
         self.attach_hooks(name, &Hook::ALL, prefer)
     }
 
-    /// Attaches (or swaps in) only the program for frames towards the
-    /// guest: the first step of re-wiring a port to a freshly loaded data
-    /// path.
-    pub fn attach_to_guest(
+    /// Attaches (or swaps in) the program of one hook only: re-wiring a
+    /// port to a freshly loaded data path goes hook by hook (frames towards
+    /// the guest first).
+    pub fn attach_hook(
         &mut self,
         name: &str,
+        hook: Hook,
         prefer: Option<AttachMode>,
     ) -> Result<AttachMode> {
-        self.attach_hooks(name, &[Hook::ToGuest], prefer)
-    }
-
-    /// Attaches (or swaps in) only the program for frames from the guest.
-    pub fn attach_from_guest(
-        &mut self,
-        name: &str,
-        prefer: Option<AttachMode>,
-    ) -> Result<AttachMode> {
-        self.attach_hooks(name, &[Hook::FromGuest], prefer)
+        self.attach_hooks(name, &[hook], prefer)
     }
 
     fn attach_hooks(

@@ -86,7 +86,7 @@ impl PinLayout {
 
 /// The two hooks of an endpoint.
 #[derive(Clone, Copy, Debug)]
-pub(super) enum Hook {
+pub enum Hook {
     /// The macvtap's egress: frames the guest wrote.
     FromGuest,
     /// The macvtap's ingress: frames for the guest.

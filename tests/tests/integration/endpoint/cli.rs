@@ -300,42 +300,35 @@ fn set_changes_only_what_it_is_given_and_each_setting_has_a_way_back() {
             "--allow-mac-spoofing",
         ],
     );
-    h.ctl.ok(&[
-        "endpoint",
-        "set",
-        "ep0",
-        "--trunk",
-        "10,30",
-        "--priority",
-        "5",
-    ]);
-    let v = h.show("ep0").raw;
-    assert_eq!(v["trunk"], "10,30", "{v}");
-    assert_eq!(v["native"], 10, "{v}");
-    assert_eq!(v["native_tagged"], true, "{v}");
-    assert_eq!(v["priority"], 5, "{v}");
-    assert_eq!(v["isolated"], true, "{v}");
-    assert_eq!(v["allow_mac_spoofing"], true, "{v}");
+    // (set arguments, the fields `show --json` must have afterwards)
+    let kept: [(&str, serde_json::Value); 6] = [
+        ("trunk", "10,30".into()),
+        ("native", 10.into()),
+        ("native_tagged", true.into()),
+        ("priority", 5.into()),
+        ("isolated", true.into()),
+        ("allow_mac_spoofing", true.into()),
+    ];
+    set_and_check(&h, &["--trunk", "10,30", "--priority", "5"], &kept);
 
     h.ctl.ok(&["endpoint", "set", "ep0", "--trunk", "10,40"]);
     assert_eq!(h.show("ep0").raw["priority"], 5, "priority kept");
 
-    h.ctl.ok(&[
-        "endpoint",
-        "set",
-        "ep0",
+    let defaults: [(&str, serde_json::Value); 6] = [
+        ("trunk", "10,40".into()),
+        ("native", serde_json::Value::Null),
+        ("native_tagged", false.into()),
+        ("priority", serde_json::Value::Null),
+        ("isolation", "open".into()),
+        ("allow_mac_spoofing", false.into()),
+    ];
+    let back = [
         "--no-native",
         "--no-priority",
         "--no-allow-mac-spoofing",
         "--open",
-    ]);
-    let v = h.show("ep0").raw;
-    assert_eq!(v["trunk"], "10,40", "{v}");
-    assert!(v["native"].is_null(), "{v}");
-    assert_eq!(v["native_tagged"], false, "{v}");
-    assert!(v["priority"].is_null(), "{v}");
-    assert_eq!(v["isolation"], "open", "{v}");
-    assert_eq!(v["allow_mac_spoofing"], false, "{v}");
+    ];
+    set_and_check(&h, &back, &defaults);
 
     // A tunnel keeps its customer VLANs when it moves to another S-VLAN.
     h.add("ep1", &["--tunnel", "300", "--tunnel-cvlans", "7,8"]);
@@ -352,4 +345,19 @@ fn set_changes_only_what_it_is_given_and_each_setting_has_a_way_back() {
     // The set-only ways back refuse a port they do not fit, in one line.
     let out = h.ctl.run(&["endpoint", "set", "ep1", "--no-native"]);
     macvswitch_tests::expect::assert_refused(&out, "--no-native");
+}
+
+/// `endpoint set ep0 ARGS`, then every field of `show --json` as expected.
+fn set_and_check(
+    h: &macvswitch_tests::Harness,
+    args: &[&str],
+    expected: &[(&str, serde_json::Value)],
+) {
+    let mut command = vec!["endpoint", "set", "ep0"];
+    command.extend_from_slice(args);
+    h.ctl.ok(&command);
+    let shown = h.show("ep0").raw;
+    for (field, value) in expected {
+        assert_eq!(&shown[*field], value, "{field} after set {args:?}: {shown}");
+    }
 }

@@ -285,8 +285,7 @@ fn errors_point_into_the_file_and_the_plan_shows_every_field() {
 /// `script`) and nothing when its output is a pipe.
 #[test]
 fn apply_shows_progress_on_a_terminal_only() {
-    require_root!();
-    let h = Harness::new();
+    let h = root_harness!();
     let file = h.state.path().join("many.toml");
     let endpoints: BTreeMap<&str, String> = [
         "p01", "p02", "p03", "p04", "p05", "p06", "p07", "p08", "p09", "p10", "p11", "p12",
