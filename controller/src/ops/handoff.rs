@@ -124,17 +124,18 @@ pub fn tap_holders_of(records: &[EndpointRecord]) -> Vec<(IfName, Vec<Holder>)> 
         .collect();
     let wanted: Vec<(u32, u32)> = devs.iter().map(|(_, dev)| *dev).collect();
     let mut by_dev = holders_of(&wanted);
-    let me = std::process::id();
     devs.into_iter()
         .filter_map(|(name, dev)| {
-            let holders: Vec<Holder> = by_dev
-                .remove(&dev)?
-                .into_iter()
-                .filter(|h| h.pid != me)
-                .collect();
+            let holders = others(by_dev.remove(&dev)?);
             (!holders.is_empty()).then_some((name, holders))
         })
         .collect()
+}
+
+/// `holders` but this process (which may hold the tap itself).
+fn others(holders: Vec<Holder>) -> Vec<Holder> {
+    let me = std::process::id();
+    holders.into_iter().filter(|h| h.pid != me).collect()
 }
 
 /// Holders as one phrase: `process 12 (qemu), process 14 (qemu)`.
@@ -145,13 +146,8 @@ pub fn holders_text(holders: &[Holder]) -> String {
 
 /// Refuses when a process other than this one holds the endpoint's tap.
 fn refuse_if_held(record: &EndpointRecord, dev: (u32, u32)) -> Result<()> {
-    let me = std::process::id();
-    let others: Vec<String> = holders(dev)
-        .into_iter()
-        .filter(|h| h.pid != me)
-        .map(|h| h.to_string())
-        .collect();
-    if others.is_empty() {
+    let holders = others(holders(dev));
+    if holders.is_empty() {
         return Ok(());
     }
     Err(Error::invalid(
@@ -160,7 +156,7 @@ fn refuse_if_held(record: &EndpointRecord, dev: (u32, u32)) -> Result<()> {
         format!(
             "its tap is already open in {}; a second opener would take part of that guest's \
              frames (stop it first)",
-            others.join(", ")
+            holders_text(&holders)
         ),
     ))
 }
