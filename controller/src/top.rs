@@ -149,7 +149,7 @@ pub fn live(instance: &Instance, interval: Duration) -> Result<()> {
         let mut column = 1;
         let mut last = sample(instance)?;
         let mut rows: Vec<Rates> = Vec::new();
-        loop {
+        'view: loop {
             sort(&mut rows, column);
             terminal
                 .draw(|frame| {
@@ -207,8 +207,10 @@ pub fn live(instance: &Instance, interval: Duration) -> Result<()> {
                             return Ok(());
                         }
                         KeyCode::Char('s') => {
+                            // Redrawn at once, in the new order; the next
+                            // sample stays due when it was.
                             column = (column + 1) % COLUMNS.len();
-                            sort(&mut rows, column);
+                            continue 'view;
                         }
                         _ => {}
                     }
