@@ -13,7 +13,7 @@ use tokio::{
 use crate::{
     error::{Error, Result},
     ops::instance::Instance,
-    report::{self, StatsRow},
+    report,
 };
 
 /// `Content-Type` of the text exposition format.
@@ -143,20 +143,16 @@ pub fn render(instance: &Instance) -> Result<String> {
         );
     }
 
-    let lower_of = |row: &StatsRow| {
-        records
-            .iter()
-            .find(|r| r.name.as_str() == row.name)
-            .map_or("", |r| r.lower.as_str())
-    };
     // (labels, counters): one per endpoint, and one per VLAN of a trunk or
-    // tunnel, each given as frames and bytes by direction.
+    // tunnel, each given as frames and bytes by direction. `stats_rows`
+    // keeps the records' order.
     let endpoints: Vec<(Vec<(&str, String)>, &EndpointCounters)> = rows
         .iter()
-        .map(|row| {
+        .zip(&records)
+        .map(|(row, record)| {
             let labels = vec![
                 ("endpoint", row.name.clone()),
-                ("lower", lower_of(row).into()),
+                ("lower", record.lower.to_string()),
             ];
             (labels, &row.counters)
         })
