@@ -43,8 +43,8 @@ impl fmt::Debug for Reporter {
 pub const WORTH_SHOWING: usize = 10;
 
 impl Reporter {
-    /// Reports `items`' steps through `each`, when there are enough of them
-    /// to be worth showing.
+    /// Begins `total` steps of `what`, shown only when there are enough of
+    /// them to be worth showing; the steps end when the result drops.
     pub fn begin(&self, what: &str, total: usize) -> Steps<'_> {
         let shown = total >= WORTH_SHOWING;
         if shown {
