@@ -95,10 +95,10 @@ fn config_file(dir: &Path) -> std::path::PathBuf {
     path
 }
 
-/// Runs one `macvswitch …` line of the README in the harness; `> FILE`
-/// goes to a scratch file.
-fn run_line(h: &Harness, scratch: &TempStateDir, line: &str) {
-    let config = config_file(scratch.path());
+/// Runs one `macvswitch …` line of the README in the harness, with
+/// `config` where it names the configuration file; `> FILE` goes to a
+/// scratch file.
+fn run_line(h: &Harness, scratch: &TempStateDir, config: &Path, line: &str) {
     let mut words: Vec<String> = line.split_whitespace().map(str::to_string).collect();
     // `ip netns exec host macvswitch --bpffs B --state-dir S …`: the
     // harness has its own namespace, bpffs and state directory.
@@ -173,6 +173,7 @@ fn every_readme_example_runs_as_written() {
     for block in blocks().iter().filter(|b| b.lang == "sh") {
         let h = Harness::new();
         let scratch = TempStateDir::new();
+        let config = config_file(scratch.path());
         let lines = commands(&block.text);
         // A block that uses an endpoint made in an earlier block (the
         // README reads top to bottom) gets it made first.
@@ -184,8 +185,12 @@ fn every_readme_example_runs_as_written() {
                 eprintln!("README:{}: not run ({why}): {line}", block.first_line);
                 continue;
             }
-            let line = line.replace("mac=MAC", &format!("mac={}", vm_mac(&h)));
-            run_line(&h, &scratch, &line);
+            let line = if line.contains("mac=MAC") {
+                line.replace("mac=MAC", &format!("mac={}", vm_mac(&h)))
+            } else {
+                line
+            };
+            run_line(&h, &scratch, &config, &line);
             ran += 1;
         }
     }
