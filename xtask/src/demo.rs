@@ -1,7 +1,6 @@
 //! `cargo xtask demo`: the controller at work in throw-away network
 //! namespaces (see `scratch`), with every command and its output shown.
 
-use std::fs;
 use std::path::Path;
 use std::process::Command;
 
@@ -10,6 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use macvswitch_tests::{
     frame::{Marker, marked, marked_tagged, parse, parse_mac, vid},
+    netns::in_netns,
     tap::Tap,
     topology::{SWITCH_MAC, SWITCH_PORT},
     wire::WireSocket,
@@ -144,7 +144,7 @@ impl DemoEnv {
             .and_then(parse_mac)
             .context("vm1's MAC in `endpoint show --json`")?;
         let tap = Tap::open(vm1["tap"].as_str().context("vm1's tap node")?);
-        let wire = in_netns(&self.switch_ns, || WireSocket::open_here(SWITCH_PORT))?;
+        let wire = in_netns(&self.switch_ns, || WireSocket::open_here(SWITCH_PORT));
         let wait = Duration::from_secs(2);
         let describe = |tags: &[(u16, u16)]| match tags {
             [] => "untagged".to_string(),
@@ -213,26 +213,4 @@ impl DemoEnv {
     fn cleanup(&mut self) -> Result<()> {
         self.scratch.cleanup("demo")
     }
-}
-
-/// Runs `f` in a thread that has joined network namespace `name` (made by
-/// `ip netns add`); sockets it opens stay there.
-fn in_netns<T: Send>(name: &str, f: impl FnOnce() -> T + Send) -> Result<T> {
-    let path = Path::new("/run/netns").join(name);
-    let ns = fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            use std::os::fd::AsRawFd as _;
-            // SAFETY: setns(2) on this thread only, with a valid fd.
-            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                bail!(
-                    "joining network namespace {name}: {}",
-                    std::io::Error::last_os_error()
-                );
-            }
-            Ok(f())
-        })
-        .join()
-        .map_err(|_| anyhow::anyhow!("a thread in namespace {name} panicked"))?
-    })
 }
