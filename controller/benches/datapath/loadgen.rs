@@ -12,7 +12,6 @@
 
 use std::{
     ffi::CString,
-    fs::File,
     os::{
         fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
         unix::ffi::OsStrExt,
@@ -62,7 +61,9 @@ impl Queues {
     pub fn open(&self) -> OwnedFd {
         match self {
             Queues::Macvtap(node) => open_queue(node),
-            Queues::Tap { netns, ifname } => in_netns(netns, || open_tap(ifname)),
+            Queues::Tap { netns, ifname } => {
+                macvswitch_tests::netns::in_netns(netns, || open_tap(ifname))
+            }
         }
     }
 }
@@ -137,23 +138,6 @@ fn set_sndbuf(fd: &OwnedFd, what: &str) {
     // SAFETY: the ioctl reads one int.
     let rc = unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETSNDBUF as _, &sndbuf) };
     assert_eq!(rc, 0, "TUNSETSNDBUF {what}: {}", last_error());
-}
-
-/// Runs `f` on a thread that joined the network namespace `netns` (by
-/// name), as [`NetNs::enter_and`] does for a namespace we hold.
-pub fn in_netns<T: Send>(netns: &str, f: impl FnOnce() -> T + Send) -> T {
-    let path = format!("/run/netns/{netns}");
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            let ns = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-            // SAFETY: valid fd for a netns file; affects only this thread.
-            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns({path}): {}", last_error());
-            f()
-        })
-        .join()
-        .unwrap_or_else(|e| std::panic::resume_unwind(e))
-    })
 }
 
 /// `frame` behind a zero virtio-net header.

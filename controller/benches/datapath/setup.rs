@@ -286,7 +286,7 @@ fn make_bridge(harness: &Harness) -> (Variant, Vec<OwnedFd>) {
     fdb(&SWITCH_MAC, BRIDGE_LOWER);
     let mut anchors = Vec::new();
     let mut guest = |ifname: &str, mac: Mac| {
-        let anchor = loadgen::in_netns(host.name(), || loadgen::open_tap(ifname));
+        let anchor = host.enter_and(|| loadgen::open_tap(ifname));
         loadgen::detach_tap_queue(&anchor, ifname);
         anchors.push(anchor);
         host.ip_ok(&["link", "set", ifname, "master", BRIDGE, "up"]);
