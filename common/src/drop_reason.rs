@@ -58,4 +58,20 @@ drop_reasons! {
         "from a local endpoint the private-VLAN policy keeps apart (--isolated, --community)";
     OwnFrame = 12, "own-frame",
         "the endpoint's own frame, come back (from a hairpin switch)";
+    IpSpoofed = 13, "ip-spoofed",
+        "an IPv4 or IPv6 source outside the endpoint's --ip list";
+    ArpSpoofed = 14, "arp-spoofed",
+        "ARP whose sender address or MAC is not the endpoint's (--ip)";
+    NdSpoofed = 15, "nd-spoofed",
+        "neighbour advertisement for an address or MAC not the endpoint's (--ip)";
+    DhcpServer = 16, "dhcp-server",
+        "a DHCP or DHCPv6 server message from a guest without --allow-dhcp-server";
+    RouterAdvert = 17, "router-advert",
+        "an IPv6 router advertisement or redirect from a guest without --allow-ra";
+    Bpdu = 18, "bpdu",
+        "a spanning-tree or slow-protocols (LACP) frame from a guest without --allow-bpdu";
+    Storm = 19, "storm",
+        "broadcast or multicast above the endpoint's --storm-limit";
+    Unparsable = 20, "unparsable-header",
+        "an IP header or IPv6 extension-header chain too short or too long for the guards to check";
 }

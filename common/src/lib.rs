@@ -9,11 +9,13 @@
 pub mod carriage;
 pub mod decide;
 pub mod drop_reason;
+pub mod guard;
 pub mod isolation;
 
 pub use carriage::MarkCarriage;
 pub use decide::{Action, Decision, FrameView, Tag, from_guest, to_guest};
 pub use drop_reason::DropReason;
+pub use guard::AddressGuard;
 pub use isolation::{SourceInfo, SourceKey, UplinkConfig, UplinkCounters};
 
 /// Length of an Ethernet header (dst, src, ethertype).
@@ -120,6 +122,21 @@ pub const POLICY_PROMISCUOUS: u32 = 1 << 5;
 /// open and in bridge mode, where neither can happen: one hash lookup less
 /// per frame.
 pub const POLICY_CHECK_SENDERS: u32 = 1 << 6;
+/// Source guard: IP sources, ARP and neighbour advertisements must match
+/// `addresses` (see [`guard`]).
+pub const POLICY_GUARD_IP: u32 = 1 << 7;
+/// The guest may send DHCP and DHCPv6 server messages.
+pub const POLICY_ALLOW_DHCP_SERVER: u32 = 1 << 8;
+/// The guest may send IPv6 router advertisements and redirects.
+pub const POLICY_ALLOW_RA: u32 = 1 << 9;
+/// The guest may send to the STP and slow-protocols group addresses.
+pub const POLICY_ALLOW_BPDU: u32 = 1 << 10;
+
+/// Storm control: the fastest `--storm-limit`, frames per second. Its
+/// interval (1000 ns) keeps the bucket's arithmetic exact to 0.1 %.
+pub const MAX_STORM_PPS: u32 = 1_000_000;
+/// The burst a storm bucket allows: one second of the limit.
+pub const STORM_BURST_NS: u64 = 1_000_000_000;
 
 /// A set of VLAN ids as a 4096-bit bitmap: one lookup, constant time.
 #[repr(C)]
@@ -207,6 +224,12 @@ pub struct EndpointPolicy {
     pub community: u32,
     /// Trunk: allowed VLANs. Tunnel: allowed customer VLANs.
     pub vids: VidSet,
+    /// Storm control: nanoseconds between broadcast or multicast frames
+    /// at the limit (1e9 / PPS); 0: no limit.
+    pub storm_interval_ns: u32,
+    pub _reserved: u32,
+    /// The guest's addresses, with `POLICY_GUARD_IP`.
+    pub addresses: AddressGuard,
 }
 
 impl EndpointPolicy {
@@ -222,6 +245,9 @@ impl EndpointPolicy {
             lower: 0,
             community: 0,
             vids: VidSet::EMPTY,
+            storm_interval_ns: 0,
+            _reserved: 0,
+            addresses: AddressGuard::EMPTY,
         }
     }
 
@@ -247,7 +273,7 @@ impl EndpointPolicy {
 
 /// Slots in `EndpointCounters::drops`; room for reasons added later
 /// without changing the map's value size.
-pub const DROP_SLOTS: usize = 16;
+pub const DROP_SLOTS: usize = 32;
 
 /// Per-endpoint counters: the per-CPU array `COUNTERS`, indexed by the
 /// endpoint's `slot` (an array lookup the verifier inlines, no hashing).
@@ -308,6 +334,8 @@ pub mod names {
     pub const MAP_PORTS: &str = "PORTS";
     pub const MAP_PORTS_HIGH: &str = "PORTS_HIGH";
     pub const MAP_CARRIAGE: &str = "CARRIAGE";
+    /// Storm control's bucket per endpoint slot (shared by all CPUs).
+    pub const MAP_STORM: &str = "STORM";
     pub const MAP_UPLINK_COUNTERS: &str = "UPLINK_COUNTERS";
     /// On the lower device's egress: reflective-relay emulation.
     pub const PROG_UPLINK_EGRESS: &str = "uplink_egress";
@@ -332,7 +360,11 @@ mod tests {
 
     #[test]
     fn map_values_have_no_padding() {
-        assert_eq!(core::mem::size_of::<EndpointPolicy>(), 24 + 512);
+        assert_eq!(
+            core::mem::size_of::<EndpointPolicy>(),
+            24 + 512 + 8 + core::mem::size_of::<AddressGuard>()
+        );
+        assert_eq!(core::mem::size_of::<AddressGuard>(), 16 * 8 + 16 * 32 + 8);
         assert_eq!(core::mem::size_of::<SourceKey>(), 12);
         assert_eq!(core::mem::size_of::<SourceInfo>(), 16);
         assert_eq!(core::mem::size_of::<VlanKey>(), 8);

@@ -7,12 +7,13 @@ use clap::{Args, Parser, Subcommand};
 use crate::{
     error::Result,
     model::{
+        guards::{Guards, IpList, StormLimit},
         isolation::Isolation,
         policy::{Pcp, PortOptions, PortVlans, VidList},
         spec::{EndpointSpec, HostPortSpec},
         types::{AttachChoice, Cidr, IfName, Mac, Mode, Mtu, Vid, mark_mask_rule},
     },
-    ops::requests::{SetRequest, UplinkSetRequest},
+    ops::requests::{GuardChanges, SetRequest, UplinkSetRequest},
 };
 
 /// Put virtual machines on VLANs over macvtap, with TC eBPF doing the
@@ -303,6 +304,109 @@ pub struct AddArgs {
     pub allow_mac_spoofing: bool,
     #[command(flatten)]
     pub isolation: IsolationArgs,
+    #[command(flatten)]
+    pub guards: GuardArgs,
+}
+
+/// Port security: what the guest may send beyond its VLAN and MAC.
+#[derive(Debug, Args)]
+pub struct GuardArgs {
+    /// The IPv4/IPv6 addresses or prefixes the guest may use (comma list,
+    /// at most 16 of each family); ARP, IP sources and neighbour
+    /// advertisements outside it are dropped. Default: no address checks.
+    #[arg(long, value_name = "LIST")]
+    pub ip: Option<IpList>,
+    /// Let the guest send DHCP/DHCPv6 server messages (a DHCP-server VM).
+    #[arg(long)]
+    pub allow_dhcp_server: bool,
+    /// Let the guest send IPv6 router advertisements and redirects (a
+    /// router VM).
+    #[arg(long)]
+    pub allow_ra: bool,
+    /// Let the guest send STP and LACP frames (a bridge or bond in the
+    /// guest).
+    #[arg(long)]
+    pub allow_bpdu: bool,
+    /// Broadcast and multicast frames per second the guest may send
+    /// (1..=1000000; a second of it as burst). Default: no limit.
+    #[arg(long, value_name = "PPS")]
+    pub storm_limit: Option<StormLimit>,
+}
+
+impl GuardArgs {
+    fn guards(self) -> Guards {
+        Guards {
+            ip: self.ip,
+            allow_dhcp_server: self.allow_dhcp_server,
+            allow_ra: self.allow_ra,
+            allow_bpdu: self.allow_bpdu,
+            storm_limit: self.storm_limit,
+        }
+    }
+}
+
+/// `endpoint set`'s guard options: each given one changes, the others stay.
+#[derive(Debug, Args)]
+pub struct GuardSetArgs {
+    /// Replace the addresses the guest may use (see `endpoint add --ip`).
+    #[arg(long, value_name = "LIST", conflicts_with = "no_ip")]
+    pub ip: Option<IpList>,
+    /// Stop checking addresses.
+    #[arg(long)]
+    pub no_ip: bool,
+    /// Let the guest send DHCP/DHCPv6 server messages.
+    #[arg(long, conflicts_with = "no_allow_dhcp_server")]
+    pub allow_dhcp_server: bool,
+    /// Drop DHCP server messages again (the default).
+    #[arg(long)]
+    pub no_allow_dhcp_server: bool,
+    /// Let the guest send router advertisements and redirects.
+    #[arg(long, conflicts_with = "no_allow_ra")]
+    pub allow_ra: bool,
+    /// Drop router advertisements again (the default).
+    #[arg(long)]
+    pub no_allow_ra: bool,
+    /// Let the guest send STP and LACP frames.
+    #[arg(long, conflicts_with = "no_allow_bpdu")]
+    pub allow_bpdu: bool,
+    /// Drop BPDUs again (the default).
+    #[arg(long)]
+    pub no_allow_bpdu: bool,
+    /// Change the broadcast/multicast limit (frames per second).
+    #[arg(long, value_name = "PPS", conflicts_with = "no_storm_limit")]
+    pub storm_limit: Option<StormLimit>,
+    /// Remove the broadcast/multicast limit.
+    #[arg(long)]
+    pub no_storm_limit: bool,
+}
+
+/// `--flag`/`--no-flag` as a change: `None` when neither is given.
+fn switch(on: bool, off: bool) -> Option<bool> {
+    match (on, off) {
+        (true, _) => Some(true),
+        (_, true) => Some(false),
+        _ => None,
+    }
+}
+
+impl GuardSetArgs {
+    fn changes(self) -> GuardChanges {
+        GuardChanges {
+            ip: match (self.ip, self.no_ip) {
+                (Some(list), _) => Some(Some(list)),
+                (None, true) => Some(None),
+                (None, false) => None,
+            },
+            allow_dhcp_server: switch(self.allow_dhcp_server, self.no_allow_dhcp_server),
+            allow_ra: switch(self.allow_ra, self.no_allow_ra),
+            allow_bpdu: switch(self.allow_bpdu, self.no_allow_bpdu),
+            storm_limit: match (self.storm_limit, self.no_storm_limit) {
+                (Some(limit), _) => Some(Some(limit)),
+                (None, true) => Some(None),
+                (None, false) => None,
+            },
+        }
+    }
 }
 
 impl AddArgs {
@@ -321,6 +425,7 @@ impl AddArgs {
             priority: self.port.priority,
             mtu: self.mtu,
             allow_mac_spoofing: self.allow_mac_spoofing,
+            guards: self.guards.guards(),
         })
     }
 }
@@ -529,6 +634,8 @@ pub struct SetArgs {
     /// Drop frames from any source MAC but the endpoint's (the default).
     #[arg(long)]
     pub no_allow_mac_spoofing: bool,
+    #[command(flatten)]
+    pub guards: GuardSetArgs,
 }
 
 impl SetArgs {
@@ -552,6 +659,7 @@ impl SetArgs {
             } else {
                 self.isolation.isolation()
             },
+            guards: self.guards.changes(),
             name: self.name,
         }
     }

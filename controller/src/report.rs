@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 
 use crate::{
     model::{
+        guards::Guards,
         isolation::Isolation,
         policy::PortVlans,
         state::{EndpointRecord, UplinkRecord},
@@ -45,6 +46,7 @@ pub fn endpoint_json(instance: &Instance, record: &EndpointRecord) -> Value {
         },
         "tap": usable_tap(instance, record, status),
         "attach": record.attach,
+        "guards": guards_json(&record.guards),
     });
     match &record.vlans {
         PortVlans::Untagged => {}
@@ -106,7 +108,7 @@ pub fn endpoint_details(instance: &Instance, r: &EndpointRecord) -> String {
         ),
     };
     format!(
-        "{}: lower {} mode {} mac {} ifindex {}\n  status: {}\n  vlans: {}\n  isolation: {}\n  priority: {priority}\n  mtu: {}\n  mac spoofing: {}\n  tap: {tap}\n  attach: {}\n  qemu: {qemu}\n",
+        "{}: lower {} mode {} mac {} ifindex {}\n  status: {}\n  vlans: {}\n  isolation: {}\n  priority: {priority}\n  mtu: {}\n  mac spoofing: {}\n  guards: {}\n  tap: {tap}\n  attach: {}\n  qemu: {qemu}\n",
         r.name,
         r.lower,
         r.mode,
@@ -121,7 +123,39 @@ pub fn endpoint_details(instance: &Instance, r: &EndpointRecord) -> String {
         } else {
             "dropped"
         },
+        guards_text(&r.guards),
         attach_text(r.attach),
+    )
+}
+
+/// The guards with every key present, so scripts can rely on them.
+pub fn guards_json(guards: &Guards) -> Value {
+    json!({
+        "ip": guards.ip.as_ref().map(|list| list.iter().map(ToString::to_string).collect::<Vec<_>>()),
+        "allow_dhcp_server": guards.allow_dhcp_server,
+        "allow_ra": guards.allow_ra,
+        "allow_bpdu": guards.allow_bpdu,
+        "storm_limit": guards.storm_limit,
+    })
+}
+
+/// The guards of `endpoint show`: each on or off, in words.
+fn guards_text(guards: &Guards) -> String {
+    let guard = |allowed: bool, name: &str| {
+        format!("{name} {}", if allowed { "allowed" } else { "dropped" })
+    };
+    format!(
+        "ip {}; {}; {}; {}; storm {}",
+        guards
+            .ip
+            .as_ref()
+            .map_or("any (no --ip)".to_string(), ToString::to_string),
+        guard(guards.allow_dhcp_server, "dhcp-server"),
+        guard(guards.allow_ra, "ra"),
+        guard(guards.allow_bpdu, "bpdu"),
+        guards
+            .storm_limit
+            .map_or("unlimited".to_string(), |limit| format!("{limit}/s")),
     )
 }
 

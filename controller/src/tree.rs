@@ -73,6 +73,10 @@ impl Leaf {
         if r.allow_mac_spoofing {
             line += ", mac spoofing allowed";
         }
+        let guards = r.guards.describe();
+        if !guards.is_empty() {
+            line += &format!(", {guards}");
+        }
         if !matches!(self.status, LiveStatus::Ready) {
             line += &format!(", {}", self.status);
         }
@@ -88,6 +92,7 @@ impl Leaf {
             "mac": r.mac.to_string(),
             "isolation": r.isolation.to_string(),
             "allow_mac_spoofing": r.allow_mac_spoofing,
+            "guards": crate::report::guards_json(&r.guards),
             "status": self.status.as_str(),
         })
     }

@@ -24,7 +24,9 @@ const TC_ACT_SHOT: u32 = 2;
 const TEST_IFINDEX: u32 = 1;
 const GUEST_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x00, 0x0a];
 const PEER_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x00, 0x0b];
-const IPV4: u16 = 0x0800;
+/// IEEE local experimental: no guard parses it, so these tests see the
+/// VLAN policy alone (the guards have tests of their own).
+const LOCAL_EXPERIMENTAL: u16 = 0x88b5;
 
 /// The object loaded, with one endpoint's policy on the test ifindex.
 struct Programs {
@@ -104,11 +106,11 @@ fn frame(dst: [u8; 6], src: [u8; 6], tags: &[(u16, u16)], ethertype: u16) -> Vec
 }
 
 fn from_guest_frame(tags: &[(u16, u16)]) -> Vec<u8> {
-    frame(PEER_MAC, GUEST_MAC, tags, IPV4)
+    frame(PEER_MAC, GUEST_MAC, tags, LOCAL_EXPERIMENTAL)
 }
 
 fn to_guest_frame(tags: &[(u16, u16)]) -> Vec<u8> {
-    frame(GUEST_MAC, PEER_MAC, tags, IPV4)
+    frame(GUEST_MAC, PEER_MAC, tags, LOCAL_EXPERIMENTAL)
 }
 
 #[test]
@@ -149,7 +151,7 @@ fn from_guest_drops_any_tag_the_guest_sets() {
 #[test]
 fn from_guest_drops_spoofed_sources_unless_allowed() {
     require_root!();
-    let spoofed = frame(PEER_MAC, [0x02, 0, 0, 0, 0, 0x66], &[], IPV4);
+    let spoofed = frame(PEER_MAC, [0x02, 0, 0, 0, 0, 0x66], &[], LOCAL_EXPERIMENTAL);
     let mut strict = Programs::with_policy(10, 0);
     assert_eq!(strict.run_from_guest(&spoofed).0, TC_ACT_SHOT);
     assert_eq!(strict.drops(DropReason::SpoofedSource), 1);

@@ -46,6 +46,10 @@ fn endpoint(slot: u16) -> Option<&'static mut EndpointCounters> {
         .map(|ptr| unsafe { &mut *ptr })
 }
 
+/// A new VLAN's first value, in read-only data: on the stack it would
+/// take more than half of the 512 bytes a program has.
+static ZERO: EndpointCounters = EndpointCounters::ZERO;
+
 /// The VLAN's counters on this CPU, created on first use.
 #[inline(always)]
 fn vlan(ifindex: u32, vid: u16) -> Option<&'static mut EndpointCounters> {
@@ -58,7 +62,7 @@ fn vlan(ifindex: u32, vid: u16) -> Option<&'static mut EndpointCounters> {
         Some(ptr) => ptr,
         None => {
             // Another CPU may win the race; either way the entry then exists.
-            let _ = VLAN_COUNTERS.insert(key, EndpointCounters::ZERO, u64::from(BPF_NOEXIST));
+            let _ = VLAN_COUNTERS.insert(key, &ZERO, u64::from(BPF_NOEXIST));
             VLAN_COUNTERS.get_ptr_mut(key)?
         }
     };

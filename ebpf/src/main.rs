@@ -12,6 +12,9 @@
 //! (the controller pins every map of the object).
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
+// `atomic_xadd` for storm control's shared bucket (see `guards`).
+#![cfg_attr(target_arch = "bpf", feature(core_intrinsics))]
+#![cfg_attr(target_arch = "bpf", allow(internal_features))]
 
 /// Bench-only: the empty program the benchmark subtracts (see above).
 #[cfg(target_arch = "bpf")]
@@ -25,6 +28,8 @@ mod counters;
 mod frame;
 #[cfg(target_arch = "bpf")]
 mod from_guest;
+#[cfg(target_arch = "bpf")]
+mod guards;
 #[cfg(target_arch = "bpf")]
 mod maps;
 #[cfg(target_arch = "bpf")]

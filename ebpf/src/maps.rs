@@ -57,6 +57,11 @@ pub static UPLINK_COUNTERS: PerCpuHashMap<u32, UplinkCounters> =
 #[map]
 pub static CARRIAGE: Array<MarkCarriage> = Array::with_max_entries(1, 0);
 
+/// Storm control: per endpoint slot, when its bucket is due (see
+/// `guards`); shared by all CPUs, so the limit holds across them.
+#[map]
+pub static STORM: Array<u64> = Array::with_max_entries(MAX_ENDPOINTS, 0);
+
 /// The current policy of the port at `ifindex`.
 #[inline(always)]
 pub fn policy(ifindex: u32) -> Option<&'static EndpointPolicy> {

@@ -15,13 +15,13 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 use macvswitch_common::{
     Action, Decision, DropReason, ETH_HLEN, EndpointPolicy, FrameView, MarkCarriage,
-    POLICY_CHECK_SENDERS, SourceKey, Tag, decide, isolation::UPLINK_TAGS_FROM_MARK,
+    POLICY_CHECK_SENDERS, SourceKey, Tag, decide, guard::Payload, isolation::UPLINK_TAGS_FROM_MARK,
     isolation::isolation,
 };
 
 use crate::{
     counters::{self, Direction},
-    frame,
+    frame, guards,
     maps::{self, SOURCES},
 };
 
@@ -119,14 +119,17 @@ pub fn handle(
     let check_senders = to_guest && policy.flags & POLICY_CHECK_SENDERS != 0;
     // The common cases from a glance; the others, and frames towards a
     // guest whose sender must be looked up, from the whole view.
-    let quick = if check_senders {
+    let glance = if check_senders {
         None
     } else {
         frame::glance(&ctx, len, &policy.mac, meta, carried)
-            .and_then(|glance| decide::fast(policy, to_guest, &glance))
     };
-    let decision = match quick {
-        Some(decision) => decision,
+    let quick = glance.and_then(|glance| {
+        decide::fast(policy, to_guest, &glance)
+            .map(|decision| (decision, Payload::untagged(glance.ethertype)))
+    });
+    let (mut decision, payload) = match quick {
+        Some(quick) => quick,
         None => {
             let frame = frame::view(&ctx, len, meta).with_carried(carried);
             let mut decision = decide(policy, &frame);
@@ -141,9 +144,15 @@ pub fn handle(
             {
                 decision.action = Action::Drop(reason);
             }
-            decision
+            (decision, Payload::of(&frame))
         }
     };
+    if !to_guest
+        && !matches!(decision.action, Action::Drop(_))
+        && let Err(reason) = guards::check(&ctx, policy, payload)
+    {
+        decision.action = Action::Drop(reason);
+    }
     if ours && !matches!(decision.action, Action::Drop(_)) {
         set_mark(&ctx, carriage.cleared(mark));
     }

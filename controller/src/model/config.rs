@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     error::{Error, Result},
+    model::guards::{Guards, IpList, StormLimit},
     model::isolation::Isolation,
     model::policy::{Pcp, PortOptions, PortVlans, VidList},
     model::spec::{EndpointSpec, HostPortSpec},
@@ -56,6 +57,17 @@ pub struct EndpointConfig {
     pub isolated: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub community: Option<String>,
+    /// Port security (see `model::guards`), under the CLI's names.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip: Option<IpList>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub allow_dhcp_server: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub allow_ra: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub allow_bpdu: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storm_limit: Option<StormLimit>,
 }
 
 /// `[[uplink]]`: a lower device's settings.
@@ -165,6 +177,13 @@ impl Config {
                 mtu,
                 allow_mac_spoofing: endpoint.allow_mac_spoofing,
                 isolation,
+                guards: Guards {
+                    ip: endpoint.ip.clone(),
+                    allow_dhcp_server: endpoint.allow_dhcp_server,
+                    allow_ra: endpoint.allow_ra,
+                    allow_bpdu: endpoint.allow_bpdu,
+                    storm_limit: endpoint.storm_limit,
+                },
             };
             if let Some(twin) = desired.iter().find(|other| other.name == want.name) {
                 return Err(Error::invalid(
@@ -246,6 +265,11 @@ fn endpoint_config(record: &EndpointRecord) -> EndpointConfig {
             Isolation::Community(name) => Some(name.clone()),
             _ => None,
         },
+        ip: record.guards.ip.clone(),
+        allow_dhcp_server: record.guards.allow_dhcp_server,
+        allow_ra: record.guards.allow_ra,
+        allow_bpdu: record.guards.allow_bpdu,
+        storm_limit: record.guards.storm_limit,
     };
     match &record.vlans {
         PortVlans::Untagged => {}

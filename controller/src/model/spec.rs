@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::model::{
+    guards::Guards,
     isolation::Isolation,
     policy::{Pcp, PortVlans},
     types::{Cidr, IfName, Mac, Mode, Mtu, Vid},
@@ -25,6 +26,7 @@ pub struct EndpointSpec {
     pub mtu: Option<Mtu>,
     pub allow_mac_spoofing: bool,
     pub isolation: Isolation,
+    pub guards: Guards,
 }
 
 impl EndpointSpec {

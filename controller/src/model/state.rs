@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     error::{Error, Result},
+    model::guards::Guards,
     model::isolation::{Isolation, source_info},
     model::policy::{Pcp, PortVlans},
     model::spec::{EndpointSpec, HostPortSpec},
@@ -58,6 +59,9 @@ pub struct EndpointRecord {
     /// Private-VLAN membership.
     #[serde(default)]
     pub isolation: Isolation,
+    /// Access-port guards (state files older than them: the defaults).
+    #[serde(default, flatten)]
+    pub guards: Guards,
     /// How its programs are attached; `None` until they are (and in state
     /// files older than the clsact path).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -77,6 +81,7 @@ impl EndpointRecord {
         policy.slot = self.slot;
         policy.community = self.isolation.community_id();
         policy.flags |= self.isolation.flags();
+        self.guards.apply(&mut policy);
         policy
     }
 
@@ -99,12 +104,13 @@ impl EndpointRecord {
     }
 
     /// Whether `spec` asks for another policy (VLANs, priority, isolation,
-    /// spoofing): a map update, no relink.
+    /// spoofing, guards): a map update, no relink.
     pub fn policy_differs(&self, spec: &EndpointSpec) -> bool {
         self.vlans != spec.vlans
             || self.priority != spec.priority
             || self.isolation != spec.isolation
             || self.allow_mac_spoofing != spec.allow_mac_spoofing
+            || self.guards != spec.guards
     }
 
     /// The endpoint as a sender, for the isolation checks of others.
@@ -136,6 +142,7 @@ impl HostPortRecord {
     /// like a promiscuous port of a private VLAN.
     pub fn policy(&self, lower: u32) -> EndpointPolicy {
         let mut policy = self.vlans.to_policy(self.mac, None, false);
+        Guards::none().apply(&mut policy);
         policy.lower = lower;
         policy.slot = self.slot;
         policy.flags |= POLICY_PROMISCUOUS;

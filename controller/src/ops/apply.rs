@@ -76,6 +76,10 @@ impl fmt::Display for Change {
                 if to.allow_mac_spoofing {
                     write!(f, ", mac spoofing allowed")?;
                 }
+                let guards = to.guards.describe();
+                if !guards.is_empty() {
+                    write!(f, ", {guards}")?;
+                }
                 Ok(())
             }
             Change::UpdateEndpoint { from, to } => {
@@ -103,6 +107,13 @@ impl fmt::Display for Change {
                         " mac spoofing allowed {} -> {}",
                         from.allow_mac_spoofing, to.allow_mac_spoofing
                     )?;
+                }
+                if from.guards != to.guards {
+                    let text = |guards: &crate::model::guards::Guards| match guards.describe() {
+                        text if text.is_empty() => "defaults".to_string(),
+                        text => text,
+                    };
+                    write!(f, " guards {} -> {}", text(&from.guards), text(&to.guards))?;
                 }
                 Ok(())
             }
@@ -259,6 +270,7 @@ impl Session<'_> {
                 updated.priority = to.priority;
                 updated.isolation = to.isolation.clone();
                 updated.allow_mac_spoofing = to.allow_mac_spoofing;
+                updated.guards = to.guards.clone();
                 self.update_in_place(from, updated).await.map(drop)
             }
             Change::ReplaceEndpoint { from, to, .. } => {

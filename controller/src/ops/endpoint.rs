@@ -53,6 +53,7 @@ impl Session<'_> {
                 lower_ifindex: lower.index,
                 slot: planned.free_slot()?,
                 isolation: spec.isolation,
+                guards: spec.guards,
                 attach: None,
                 status: RecordStatus::Pending,
             };
@@ -135,11 +136,12 @@ impl Session<'_> {
         if let Some(allow) = request.allow_mac_spoofing {
             updated.allow_mac_spoofing = allow;
         }
+        request.guards.apply_to(&mut updated.guards);
         self.update_in_place(&record, updated).await
     }
 
     /// Writes a live endpoint's changed policy (VLANs, priority,
-    /// isolation, spoofing) into the maps, then records it.
+    /// isolation, spoofing, guards) into the maps, then records it.
     pub(crate) async fn update_in_place(
         &mut self,
         record: &EndpointRecord,

@@ -2,6 +2,7 @@
 //! ports are `model::spec`'s; these say what to change of existing ones.
 
 use crate::model::{
+    guards::{Guards, IpList, StormLimit},
     isolation::Isolation,
     policy::{Pcp, PortOptions},
     spec::HostPortSpec,
@@ -19,6 +20,39 @@ pub struct SetRequest {
     pub clear_priority: bool,
     pub isolation: Option<Isolation>,
     pub allow_mac_spoofing: Option<bool>,
+    pub guards: GuardChanges,
+}
+
+/// `endpoint set`'s guard options: `None` leaves a guard as it is.
+#[derive(Clone, Debug, Default)]
+pub struct GuardChanges {
+    /// `Some(None)`: `--no-ip`, address checks off.
+    pub ip: Option<Option<IpList>>,
+    pub allow_dhcp_server: Option<bool>,
+    pub allow_ra: Option<bool>,
+    pub allow_bpdu: Option<bool>,
+    /// `Some(None)`: `--no-storm-limit`.
+    pub storm_limit: Option<Option<StormLimit>>,
+}
+
+impl GuardChanges {
+    pub fn apply_to(&self, guards: &mut Guards) {
+        if let Some(ip) = &self.ip {
+            guards.ip = ip.clone();
+        }
+        if let Some(allow) = self.allow_dhcp_server {
+            guards.allow_dhcp_server = allow;
+        }
+        if let Some(allow) = self.allow_ra {
+            guards.allow_ra = allow;
+        }
+        if let Some(allow) = self.allow_bpdu {
+            guards.allow_bpdu = allow;
+        }
+        if let Some(limit) = self.storm_limit {
+            guards.storm_limit = limit;
+        }
+    }
 }
 
 /// `uplink set LOWER ...`.

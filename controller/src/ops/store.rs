@@ -203,6 +203,7 @@ mod tests {
                 lower_ifindex: 2,
                 slot: 0,
                 isolation: Isolation::Community("blue".into()),
+                guards: Default::default(),
                 attach: Some(AttachMode::Clsact),
                 status: RecordStatus::Pending,
             },

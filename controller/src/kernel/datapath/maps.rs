@@ -49,13 +49,14 @@ pub struct Maps {
     uplinks_high: HashMap<MapData, u32, UplinkConfig>,
     uplink_counters: PerCpuHashMap<MapData, u32, UplinkCounters>,
     carriage: Array<MapData, MarkCarriage>,
+    storm: Array<MapData, u64>,
     /// Slots whose previous policy copy a program may still be reading:
     /// switched to another copy, or freed, since the last wait for readers.
     unsettled: HashSet<u16>,
 }
 
 /// The data path's maps, by name, in the order `Maps::from_maps` takes them.
-pub(super) const MAP_NAMES: [&str; 10] = [
+pub(super) const MAP_NAMES: [&str; 11] = [
     names::MAP_POLICIES,
     names::MAP_PORTS,
     names::MAP_PORTS_HIGH,
@@ -66,6 +67,7 @@ pub(super) const MAP_NAMES: [&str; 10] = [
     names::MAP_UPLINKS_HIGH,
     names::MAP_UPLINK_COUNTERS,
     names::MAP_CARRIAGE,
+    names::MAP_STORM,
 ];
 
 impl Maps {
@@ -81,7 +83,8 @@ impl Maps {
             uplinks_high,
             uplink_counters,
             carriage,
-        ]: [Map; 10],
+            storm,
+        ]: [Map; MAP_NAMES.len()],
     ) -> Result<Self> {
         fn open<T: TryFrom<Map, Error = aya::maps::MapError>>(map: Map, name: &str) -> Result<T> {
             T::try_from(map).map_err(map_err(format!("opening {name}")))
@@ -97,6 +100,7 @@ impl Maps {
             uplinks_high: open(uplinks_high, names::MAP_UPLINKS_HIGH)?,
             uplink_counters: open(uplink_counters, names::MAP_UPLINK_COUNTERS)?,
             carriage: open(carriage, names::MAP_CARRIAGE)?,
+            storm: open(storm, names::MAP_STORM)?,
             unsettled: HashSet::new(),
         })
     }
@@ -133,7 +137,7 @@ impl Maps {
                 None => return Ok(None),
             }
         }
-        let Ok(maps) = <[Map; 10]>::try_from(maps) else {
+        let Ok(maps) = <[Map; MAP_NAMES.len()]>::try_from(maps) else {
             unreachable!("one map per name in MAP_NAMES")
         };
         Self::from_maps(maps).map(Some)
@@ -246,11 +250,18 @@ impl Maps {
         Ok(())
     }
 
-    /// Starts counting in `slot` from zero (for a newly added endpoint).
+    /// Starts counting in `slot` from zero, with a full storm bucket (for
+    /// a newly added endpoint: a bucket left by the slot's last owner could
+    /// be due far ahead).
     pub fn reset_counters(&mut self, slot: u16) -> Result<()> {
         self.counters
             .set(u32::from(slot), per_cpu(EndpointCounters::ZERO)?, 0)
-            .map_err(map_err(format!("resetting the counters in slot {slot}")))
+            .map_err(map_err(format!("resetting the counters in slot {slot}")))?;
+        self.storm
+            .set(u32::from(slot), 0, 0)
+            .map_err(map_err(format!(
+                "resetting the storm bucket of slot {slot}"
+            )))
     }
 
     /// Records a local endpoint as a sender on its lower device.

@@ -142,7 +142,7 @@ impl Datapath {
                     .ok_or_else(|| Error::Refused(format!("the eBPF object lacks map {name}")))?,
             );
         }
-        let Ok(taken) = <[aya::maps::Map; 10]>::try_from(taken) else {
+        let Ok(taken) = <[aya::maps::Map; maps::MAP_NAMES.len()]>::try_from(taken) else {
             unreachable!("one map per name in MAP_NAMES")
         };
         let maps = Maps::from_maps(taken)?;

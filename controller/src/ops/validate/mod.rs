@@ -314,6 +314,7 @@ mod tests {
             mtu: None,
             allow_mac_spoofing: false,
             isolation: Isolation::Open,
+            guards: Default::default(),
         }
     }
 
