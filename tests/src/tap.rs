@@ -121,6 +121,14 @@ impl Tap {
         );
     }
 
+    /// Writes one frame as the guest if the queue takes it now; `false`
+    /// when its send buffer is full (the fd is non-blocking).
+    pub fn try_write(&self, frame: &[u8]) -> bool {
+        // SAFETY: buffer valid for frame.len() bytes.
+        let n = unsafe { libc::write(self.fd.as_raw_fd(), frame.as_ptr().cast(), frame.len()) };
+        n == frame.len() as isize
+    }
+
     /// Next frame delivered to the guest within `timeout`.
     pub fn read_timeout(&self, timeout: Duration) -> Option<Vec<u8>> {
         let deadline = Instant::now() + timeout;

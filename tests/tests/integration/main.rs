@@ -13,6 +13,7 @@ mod carriage;
 mod daemon;
 mod endpoint;
 mod first_hour;
+mod guards;
 mod handoff;
 mod host_port;
 mod isolation;
