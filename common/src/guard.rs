@@ -352,6 +352,55 @@ const fn extension(next: u8) -> Option<bool> {
     }
 }
 
+/// Where a walk along IPv6 extension headers is.
+#[derive(Clone, Copy)]
+struct Chain {
+    /// The next-header value of the last header read.
+    next: u8,
+    /// Where the header it names starts.
+    offset: u32,
+    /// Extension headers passed.
+    followed: u32,
+    /// A fragment header of a later fragment was met: nothing follows.
+    later_fragment: bool,
+}
+
+/// One step along the chain: past the extension header `chain.next`
+/// names, if it names one; the chain as it was otherwise.
+#[inline(always)]
+fn follow<F: FrameBytes + ?Sized>(frame: &F, chain: Chain) -> Result<Chain, DropReason> {
+    if chain.later_fragment {
+        return Ok(chain);
+    }
+    let Some(auth) = extension(chain.next) else {
+        return Ok(chain);
+    };
+    if chain.offset > MAX_HEADER_OFFSET {
+        return Err(DropReason::Unparsable);
+    }
+    let ext: [u8; 4] = frame.read_far(chain.offset).ok_or(DropReason::Unparsable)?;
+    let fragment = chain.next == 44;
+    if fragment && u16::from_be_bytes([ext[2], ext[3]]) & 0xfff8 != 0 {
+        return Ok(Chain {
+            later_fragment: true,
+            ..chain
+        });
+    }
+    let len = if auth {
+        (u32::from(ext[1]) + 2) * 4
+    } else if fragment {
+        8
+    } else {
+        (u32::from(ext[1]) + 1) * 8
+    };
+    Ok(Chain {
+        next: ext[0],
+        offset: chain.offset + len,
+        followed: chain.followed + 1,
+        later_fragment: false,
+    })
+}
+
 #[inline(always)]
 fn ipv6<F: FrameBytes + ?Sized>(
     policy: &EndpointPolicy,
@@ -377,30 +426,36 @@ fn ipv6<F: FrameBytes + ?Sized>(
         }
     }
     // The upper-layer header, past a bounded chain of extension headers.
-    let mut next = header[6];
-    let mut offset = at + 40;
-    let mut followed = 0;
-    while let Some(auth) = extension(next) {
-        if followed == MAX_EXTENSION_HEADERS || offset > MAX_HEADER_OFFSET {
-            return Err(DropReason::Unparsable);
-        }
-        let ext: [u8; 4] = frame.read_far(offset).ok_or(DropReason::Unparsable)?;
-        if next == 44 && u16::from_be_bytes([ext[2], ext[3]]) & 0xfff8 != 0 {
-            // A later fragment: no upper-layer header here to check, and
-            // the first fragment, which has it, went through this check.
-            return Ok(());
-        }
-        let len = if auth {
-            (u32::from(ext[1]) + 2) * 4
-        } else if next == 44 {
-            8
-        } else {
-            (u32::from(ext[1]) + 1) * 8
-        };
-        next = ext[0];
-        offset += len;
-        followed += 1;
+    // Unrolled by hand, here and for ND options: kernels before 5.13
+    // refuse a loop whose back edge lands right after a helper call (the
+    // programs' `read_far`), as "back-edge from insn N to N+1".
+    const _: () = assert!(MAX_EXTENSION_HEADERS == 6);
+    let chain = Chain {
+        next: header[6],
+        offset: at + 40,
+        followed: 0,
+        later_fragment: false,
+    };
+    let chain = follow(frame, chain)?;
+    let chain = follow(frame, chain)?;
+    let chain = follow(frame, chain)?;
+    let chain = follow(frame, chain)?;
+    let chain = follow(frame, chain)?;
+    let chain = follow(frame, chain)?;
+    if chain.later_fragment {
+        // No upper-layer header here to check; the first fragment, which
+        // has it, went through this check.
+        return Ok(());
     }
+    if extension(chain.next).is_some() {
+        return Err(DropReason::Unparsable);
+    }
+    let Chain {
+        next,
+        offset,
+        followed,
+        ..
+    } = chain;
     if offset > MAX_HEADER_OFFSET {
         return Err(DropReason::Unparsable);
     }
@@ -461,31 +516,47 @@ fn neighbour_advert<F: FrameBytes + ?Sized>(
     if policy.allows_mac_spoofing() {
         return Ok(());
     }
-    let mut option = at + 24;
-    let mut seen = 0;
-    while seen < MAX_ND_OPTIONS {
-        if option > MAX_HEADER_OFFSET {
-            return Err(DropReason::NdSpoofed);
-        }
-        // Options run to the end of the frame; none left is the end.
-        let Some(head) = frame.read_far::<8>(option) else {
-            return Ok(());
-        };
-        if head[1] == 0 {
-            // A zero length is invalid (RFC 4861 4.6): receivers discard it.
-            return Err(DropReason::NdSpoofed);
-        }
-        if head[0] == ND_OPT_TARGET_LLADDR && head[2..8] != policy.mac {
-            return Err(DropReason::NdSpoofed);
-        }
-        option += u32::from(head[1]) * 8;
-        seen += 1;
-    }
+    // Unrolled by hand (see `ipv6`).
+    const _: () = assert!(MAX_ND_OPTIONS == 3);
+    let option = at + 24;
+    let Some(option) = nd_option(policy, frame, option)? else {
+        return Ok(());
+    };
+    let Some(option) = nd_option(policy, frame, option)? else {
+        return Ok(());
+    };
+    let Some(option) = nd_option(policy, frame, option)? else {
+        return Ok(());
+    };
     // More options than are followed: one of them could name another MAC.
     match frame.read_far::<2>(option) {
         Some(_) => Err(DropReason::NdSpoofed),
         None => Ok(()),
     }
+}
+
+/// Checks the ND option at `option`; where the next one starts, or `None`
+/// at the end of the frame.
+#[inline(always)]
+fn nd_option<F: FrameBytes + ?Sized>(
+    policy: &EndpointPolicy,
+    frame: &F,
+    option: u32,
+) -> Result<Option<u32>, DropReason> {
+    if option > MAX_HEADER_OFFSET {
+        return Err(DropReason::NdSpoofed);
+    }
+    let Some(head) = frame.read_far::<8>(option) else {
+        return Ok(None);
+    };
+    if head[1] == 0 {
+        // A zero length is invalid (RFC 4861 4.6): receivers discard it.
+        return Err(DropReason::NdSpoofed);
+    }
+    if head[0] == ND_OPT_TARGET_LLADDR && head[2..8] != policy.mac {
+        return Err(DropReason::NdSpoofed);
+    }
+    Ok(Some(option + u32::from(head[1]) * 8))
 }
 
 #[cfg(test)]

@@ -118,6 +118,9 @@ fn neighbour_advert(from: Mac, target: [u8; 16], lladdr: Mac, m: &Marker) -> Vec
     eth(ALL_NODES_MAC, from, 0x86dd, &packet)
 }
 
+/// Builds a frame around a marker.
+type Build = Box<dyn Fn(&Marker) -> Vec<u8>>;
+
 /// Writes `frame` as `ep`'s guest: it must reach the wire, or (with a
 /// reason) must not.
 fn expect(h: &Harness, ep: &Endpoint, frame: &[u8], m: &Marker, dropped: Option<&str>, what: &str) {
@@ -147,7 +150,7 @@ fn source_guard_drops_spoofed_ip_arp_and_neighbour_advertisements() {
     let h = root_harness!();
     let g = h.add("g", &["--vlan", "10", "--ip", "192.0.2.10,2001:db8::10"]);
     let mac = g.mac;
-    let rows: Vec<(&str, Box<dyn Fn(&Marker) -> Vec<u8>>, Option<&str>)> = vec![
+    let rows: Vec<(&str, Build, Option<&str>)> = vec![
         (
             "IPv4 from its address",
             Box::new(move |m| ipv4(mac, SWITCH_MAC, MINE4, UDP, &udp(4000, 53), m)),
@@ -276,7 +279,7 @@ fn dhcp_server_ra_and_bpdu_guards_are_on_by_default_and_can_be_lifted() {
     let mac = r.mac;
     let hop_by_hop: &[u8] = &[0, 0, 5, 2, 0, 0, 1, 0];
     let destination: &[u8] = &[0, 0, 1, 4, 0, 0, 0, 0];
-    let rows: Vec<(&str, Box<dyn Fn(&Marker) -> Vec<u8>>, &str)> = vec![
+    let rows: Vec<(&str, Build, &str)> = vec![
         (
             "DHCP offer",
             Box::new(move |m| ipv4(mac, BROADCAST, MINE4, UDP, &udp(67, 68), m)),
