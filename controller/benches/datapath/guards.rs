@@ -5,8 +5,13 @@
 //! correct lengths and checksums, sent from the addresses `--ip` lists.
 
 use macvswitch::model::guards::Guards;
-use macvswitch_common::guard::{ETHERTYPE_IPV4, ETHERTYPE_IPV6};
+use macvswitch_common::{
+    DropReason, POLICY_ALLOW_BPDU, POLICY_ALLOW_DHCP_SERVER, POLICY_ALLOW_RA, POLICY_GUARD_IP,
+    guard::{self, ETHERTYPE_IPV4, ETHERTYPE_IPV6, Payload},
+};
 use macvswitch_tests::frame::{Mac, eth};
+
+use crate::rows::{GUEST_MAC, PEER_MAC, Port, row_policy};
 
 /// An endpoint's guards, built by the controller's own `Guards` (its
 /// `apply` writes the policy bits the per-program rows load; its flags are
@@ -249,10 +254,51 @@ pub fn router_advert(src: Mac) -> Vec<u8> {
     )
 }
 
-/// The checksums verify as a receiver verifies them (the sum over the
-/// covered bytes, pseudo-header included, folds to 0xffff) and the
-/// lengths match the frame: the smoke run's check of these builders.
+/// The smoke run's check of these settings and builders: the policies
+/// carry the bits each setting names, and the guards' own parser (common/,
+/// the programs' code) passes the honest frames under `--ip` and drops a
+/// spoofed source and the RA; the checksums verify as a receiver verifies
+/// them (the sum over the covered bytes, pseudo-header included, folds to
+/// 0xffff) and the lengths match the frame.
 pub fn self_check() {
+    let policy = |guarding| row_policy(GUEST_MAC, Port::Access(10), guarding);
+    let allow_all = POLICY_ALLOW_DHCP_SERVER | POLICY_ALLOW_RA | POLICY_ALLOW_BPDU;
+    assert_eq!(
+        policy(Guarding::Default).flags & (allow_all | POLICY_GUARD_IP),
+        0
+    );
+    assert_eq!(policy(Guarding::Off).flags & allow_all, allow_all);
+    for guarding in [Guarding::Ip, Guarding::All] {
+        let p = policy(guarding);
+        assert!(
+            p.has(POLICY_GUARD_IP) && p.flags & allow_all == 0,
+            "{guarding:?}"
+        );
+        assert_eq!((p.addresses.v4_count, p.addresses.v6_count), (1, 1));
+    }
+    assert_eq!(policy(Guarding::All).storm_interval_ns, 1000);
+    let on = policy(Guarding::All);
+    let verdict = |frame: Vec<u8>, ethertype| {
+        guard::check(&on, frame.as_slice(), Payload::untagged(ethertype)).map(|_| ())
+    };
+    let honest4 = udp4(PEER_MAC, GUEST_MAC, 60);
+    let spoofed4 = udp4_with(PEER_MAC, GUEST_MAC, SPOOFED_V4, UDP_PORTS, &[], 60);
+    let dhcp4 = udp4_with(PEER_MAC, GUEST_MAC, GUEST_V4, DHCP_SERVER_PORTS, &[], 60);
+    assert_eq!(verdict(honest4, ETHERTYPE_IPV4), Ok(()));
+    assert_eq!(
+        verdict(spoofed4, ETHERTYPE_IPV4),
+        Err(DropReason::IpSpoofed)
+    );
+    assert_eq!(verdict(dhcp4, ETHERTYPE_IPV4), Err(DropReason::DhcpServer));
+    assert_eq!(
+        verdict(udp6(PEER_MAC, GUEST_MAC, 78), ETHERTYPE_IPV6),
+        Ok(())
+    );
+    assert_eq!(
+        verdict(router_advert(GUEST_MAC), ETHERTYPE_IPV6),
+        Err(DropReason::RouterAdvert)
+    );
+
     let (dst, src) = ([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
     for size in [60, 1514] {
         let f = udp4(dst, src, size);

@@ -465,7 +465,8 @@ impl Results {
         let _ = writeln!(
             s,
             "\n### In-situ cost per program run\n\n\
-             {} statistics runs per row, each with an empty-program run on the same hooks.\n\n\
+             {} statistics runs per row and macvswitch variant, each round of them followed by \
+             an empty-program run on the same hooks.\n\n\
              | path | size | program | runs | ns per run | over empty | ≤ {INSITU_TARGET_NS:.0} ns |\n\
              |---|---|---|---|---|---|---|",
             t.insitu_rounds
