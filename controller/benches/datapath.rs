@@ -1,6 +1,8 @@
 //! Benchmarks of the data path (issues 6 and 9): per-program cost,
 //! throughput against bare macvtap and the Linux bridge, scale, in-situ
-//! cost.
+//! cost; and of the access-port guards (issue 12): per-program rows of
+//! honest IPv4 and IPv6 with and without `--ip`, throughput with all guards
+//! on and off against bare macvtap.
 //!
 //! `cargo bench -p macvswitch --bench datapath` (or `cargo xtask bench`)
 //! runs everything and writes BENCHMARKS.md and its chart, BENCHMARKS.svg,
@@ -18,6 +20,7 @@ mod datapath {
     pub mod chart;
     pub mod create;
     pub mod entries;
+    pub mod guards;
     pub mod loadgen;
     pub mod machine;
     pub mod mode;
@@ -31,8 +34,8 @@ mod datapath {
 }
 
 use datapath::{
-    attached, chart, create, entries, loadgen, machine, mode, object, progs, report, rows, setup,
-    stats, throughput,
+    attached, chart, create, entries, guards, loadgen, machine, mode, object, progs, report, rows,
+    setup, stats, throughput,
 };
 
 use std::{path::PathBuf, process::ExitCode, time::Instant};
@@ -146,6 +149,13 @@ fn smoke_checks(r: &Results) {
     // every repeat relayed (the counters say so).
     assert_eq!(valid(rows::RELAY_UNICAST.name), Some(true));
     assert_eq!(valid(rows::RELAY_BROADCAST.name), Some(true));
+    // The guard rows ran (their verdicts and counters were checked), and
+    // the RA drop, which leaves the skb as it was, loops.
+    for row in &rows::GUARD_ROWS {
+        assert!(valid(row.name).is_some(), "{}: not measured", row.name);
+    }
+    assert_eq!(valid(rows::DROP_RA.name), Some(true));
+    guards::self_check();
     assert_eq!(r.scale.rows.len(), 3);
     assert!(
         r.scale
@@ -155,18 +165,29 @@ fn smoke_checks(r: &Results) {
     );
     assert!(!r.scale.maps.is_empty() && r.scale.maps.iter().all(|m| m.empty.memlock > 0));
     assert_eq!(r.tput.cases.len(), throughput::CASES.len());
-    for c in &r.tput.cases {
-        for kind in throughput::Kind::ALL {
+    assert_eq!(r.tput.guards.len(), throughput::GUARD_CASES.len());
+    assert!(r.tput.guards.iter().all(|c| c.scenario.guards()));
+    assert!(!r.tput.cases.iter().any(|c| c.scenario.guards()));
+    assert_eq!(r.tput.guard_drops, 0);
+    for c in r.tput.cases.iter().chain(&r.tput.guards) {
+        for &kind in c.kinds() {
             assert_eq!(c.runs(kind).len(), r.tput.rounds, "{}", kind.name());
             let ratio = c.paired(kind).median;
             assert!(ratio.is_finite() && ratio > 0.0, "{}", c.scenario.name());
         }
-        for program in c.scenario.programs() {
-            assert!(
-                c.insitu.iter().any(|p| p.program == *program),
-                "{}: no in-situ figure for {program}",
-                c.scenario.name()
-            );
+        if c.scenario.guards() {
+            let on_off = c.ratio(throughput::Kind::GuardsOn, throughput::Kind::GuardsOff);
+            assert!(on_off.median.is_finite() && on_off.median > 0.0);
+        }
+        for &kind in c.kinds().iter().filter(|k| k.macvswitch()) {
+            for program in c.scenario.programs() {
+                assert!(
+                    c.insitu_of(kind, program).is_some(),
+                    "{} {}: no in-situ figure for {program}",
+                    c.scenario.name(),
+                    kind.name()
+                );
+            }
         }
         assert!(
             c.insitu

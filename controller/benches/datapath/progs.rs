@@ -34,7 +34,7 @@ impl Bench {
     pub fn new(row: Row) -> Bench {
         let mut object = Object::load();
         if let Some(port) = row.port {
-            object.set_endpoint(TEST_IFINDEX, &rows::policy(GUEST_MAC, port));
+            object.set_endpoint(TEST_IFINDEX, &rows::row_policy(GUEST_MAC, port, row.guards));
         }
         if let Some(uplink) = row.uplink {
             // The guest and the peer: VEPA endpoints on the test device.

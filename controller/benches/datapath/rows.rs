@@ -10,6 +10,8 @@ use macvswitch_tests::frame::{
     BROADCAST, ETHERTYPE_TEST, Mac, TPID_8021AD, TPID_8021Q, double_tagged, eth, tagged, test_mac,
 };
 
+use crate::guards::{self, Guarding};
+
 /// The endpoint's MAC in test runs.
 pub const GUEST_MAC: Mac = test_mac(0x0a);
 /// The other end of the conversation.
@@ -33,8 +35,16 @@ pub enum Port {
     },
 }
 
+/// A row's map value: its port's, with its guards applied as the
+/// controller applies them.
+pub fn row_policy(mac: Mac, port: Port, guarding: Guarding) -> EndpointPolicy {
+    let mut policy = policy(mac, port);
+    guarding.guards().apply(&mut policy);
+    policy
+}
+
 /// The one place that builds map values from a port: adapt it when
-/// `EndpointPolicy` changes.
+/// `EndpointPolicy` changes. A new endpoint's guards (see [`row_policy`]).
 pub fn policy(mac: Mac, port: Port) -> EndpointPolicy {
     match port {
         Port::Untagged => EndpointPolicy::untagged(mac),
@@ -59,11 +69,20 @@ pub fn policy(mac: Mac, port: Port) -> EndpointPolicy {
     }
 }
 
-/// The frame handed to the program (always 60 bytes, 64 with FCS).
+/// The frame handed to the program: 60 bytes (64 with FCS), the IPv6
+/// ones 78 (UDP) and 70 (RA). Test-ethertype frames unless named otherwise:
+/// no guard parses them.
 #[derive(Clone, Copy, Debug)]
 pub enum Frame {
     /// Untagged, from the guest's own MAC.
     FromGuest,
+    /// Untagged IPv4 UDP from the guest's own MAC and address.
+    FromGuestUdp4,
+    /// Untagged IPv6 UDP from the guest's own MAC and address, as long as
+    /// a header and the 16-byte payload of the other frames make it.
+    FromGuestUdp6,
+    /// An ICMPv6 router advertisement from the guest, to all nodes.
+    FromGuestRouterAdvert,
     /// From the guest, already carrying an 802.1Q tag.
     FromGuestTagged(u16),
     /// Untagged, from a MAC the guest does not own.
@@ -83,6 +102,9 @@ impl Frame {
         let payload = b"macvswitch bench";
         match self {
             Frame::FromGuest => eth(PEER_MAC, GUEST_MAC, ETHERTYPE_TEST, payload),
+            Frame::FromGuestUdp4 => guards::udp4(PEER_MAC, GUEST_MAC, 60),
+            Frame::FromGuestUdp6 => guards::udp6(PEER_MAC, GUEST_MAC, 14 + 40 + 8 + payload.len()),
+            Frame::FromGuestRouterAdvert => guards::router_advert(GUEST_MAC),
             Frame::FromGuestTagged(vid) => tagged(
                 PEER_MAC,
                 GUEST_MAC,
@@ -202,6 +224,8 @@ pub struct Row {
     pub expect: Outcome,
     /// uplink_egress rows: the relay setting and local senders.
     pub uplink: Option<Uplink>,
+    /// The endpoint's guards (with `port`).
+    pub guards: Guarding,
 }
 
 /// The empty program, built and loaded like the others.
@@ -212,15 +236,17 @@ pub const BASELINE: Row = Row {
     frame: Frame::FromGuest,
     expect: Outcome::Baseline,
     uplink: None,
+    guards: Guarding::Default,
 };
 
 pub const ACCESS_PUSH: Row = Row {
-    name: "access push: from_guest, untagged frame, VLAN 10",
+    name: "access push: from_guest, untagged test-ethertype frame, VLAN 10",
     program: names::PROG_FROM_GUEST,
     port: Some(Port::Access(10)),
     frame: Frame::FromGuest,
     expect: Outcome::PassFromGuest,
     uplink: None,
+    guards: Guarding::Default,
 };
 
 pub const ACCESS_POP: Row = Row {
@@ -230,6 +256,7 @@ pub const ACCESS_POP: Row = Row {
     frame: Frame::ToGuestTagged(10),
     expect: Outcome::PassToGuest,
     uplink: None,
+    guards: Guarding::Default,
 };
 
 pub const WRONG_VLAN: Row = Row {
@@ -239,6 +266,7 @@ pub const WRONG_VLAN: Row = Row {
     frame: Frame::ToGuestTagged(20),
     expect: Outcome::Drop(DropReason::WrongVlan),
     uplink: None,
+    guards: Guarding::Default,
 };
 
 pub const UNTAGGED_FROM: Row = Row {
@@ -248,6 +276,7 @@ pub const UNTAGGED_FROM: Row = Row {
     frame: Frame::FromGuest,
     expect: Outcome::PassFromGuest,
     uplink: None,
+    guards: Guarding::Default,
 };
 
 pub const UNTAGGED_TO: Row = Row {
@@ -257,6 +286,7 @@ pub const UNTAGGED_TO: Row = Row {
     frame: Frame::ToGuest,
     expect: Outcome::PassToGuest,
     uplink: None,
+    guards: Guarding::Default,
 };
 
 const TRUNK: Port = Port::Trunk {
@@ -264,9 +294,64 @@ const TRUNK: Port = Port::Trunk {
     vids: &[20, 30],
 };
 
+/// From the guest on an access port, honest IP: parsed by the guards.
+const fn guarded(name: &'static str, frame: Frame, guards: Guarding, expect: Outcome) -> Row {
+    Row {
+        name,
+        program: names::PROG_FROM_GUEST,
+        port: Some(Port::Access(10)),
+        frame,
+        expect,
+        uplink: None,
+        guards,
+    }
+}
+
+/// The guard rows (issue 12): honest IPv4 and IPv6 with the default guards
+/// and with `--ip`, and a router advertisement the RA guard drops.
+pub const GUARD_ROWS: [Row; 5] = [
+    guarded(
+        "guards default: from_guest, IPv4 UDP from 192.0.2.10, VLAN 10",
+        Frame::FromGuestUdp4,
+        Guarding::Default,
+        Outcome::PassFromGuest,
+    ),
+    guarded(
+        "guards + --ip: from_guest, IPv4 UDP from 192.0.2.10 (listed), VLAN 10",
+        Frame::FromGuestUdp4,
+        Guarding::Ip,
+        Outcome::PassFromGuest,
+    ),
+    guarded(
+        "guards default: from_guest, IPv6 UDP from 2001:db8::10, VLAN 10",
+        Frame::FromGuestUdp6,
+        Guarding::Default,
+        Outcome::PassFromGuest,
+    ),
+    guarded(
+        "guards + --ip: from_guest, IPv6 UDP from 2001:db8::10 (listed), VLAN 10",
+        Frame::FromGuestUdp6,
+        Guarding::Ip,
+        Outcome::PassFromGuest,
+    ),
+    DROP_RA,
+];
+
+pub const DROP_RA: Row = guarded(
+    "drop router-advert: from_guest, ICMPv6 RA, default guards, VLAN 10",
+    Frame::FromGuestRouterAdvert,
+    Guarding::Default,
+    Outcome::Drop(DropReason::RouterAdvert),
+);
+
 /// Every row of the per-program table, in report order.
 pub const TABLE: &[Row] = &[
     ACCESS_PUSH,
+    GUARD_ROWS[0],
+    GUARD_ROWS[1],
+    GUARD_ROWS[2],
+    GUARD_ROWS[3],
+    GUARD_ROWS[4],
     ACCESS_POP,
     UNTAGGED_FROM,
     UNTAGGED_TO,
@@ -277,6 +362,7 @@ pub const TABLE: &[Row] = &[
         frame: Frame::FromGuestTagged(10),
         expect: Outcome::Drop(DropReason::GuestTagged),
         uplink: None,
+        guards: Guarding::Default,
     },
     Row {
         name: "drop spoofed-source: from_guest, foreign source MAC",
@@ -285,6 +371,7 @@ pub const TABLE: &[Row] = &[
         frame: Frame::FromGuestSpoofed,
         expect: Outcome::Drop(DropReason::SpoofedSource),
         uplink: None,
+        guards: Guarding::Default,
     },
     WRONG_VLAN,
     Row {
@@ -294,6 +381,7 @@ pub const TABLE: &[Row] = &[
         frame: Frame::ToGuest,
         expect: Outcome::Drop(DropReason::Untagged),
         uplink: None,
+        guards: Guarding::Default,
     },
     Row {
         name: "fail closed: from_guest on a device without policy",
@@ -302,6 +390,7 @@ pub const TABLE: &[Row] = &[
         frame: Frame::FromGuest,
         expect: Outcome::FailClosed,
         uplink: None,
+        guards: Guarding::Default,
     },
     TRUNK_FROM,
     TRUNK_TO,
@@ -323,6 +412,7 @@ pub const RELAY_UNICAST: Row = Row {
         relay: true,
         local: true,
     }),
+    guards: Guarding::Default,
 };
 
 pub const RELAY_BROADCAST: Row = Row {
@@ -335,6 +425,7 @@ pub const RELAY_BROADCAST: Row = Row {
         relay: true,
         local: true,
     }),
+    guards: Guarding::Default,
 };
 
 pub const TRUNK_FROM: Row = Row {
@@ -344,6 +435,7 @@ pub const TRUNK_FROM: Row = Row {
     frame: Frame::FromGuestTagged(20),
     expect: Outcome::PassFromGuest,
     uplink: None,
+    guards: Guarding::Default,
 };
 
 pub const TRUNK_TO: Row = Row {
@@ -353,6 +445,7 @@ pub const TRUNK_TO: Row = Row {
     frame: Frame::ToGuestTagged(20),
     expect: Outcome::PassToGuest,
     uplink: None,
+    guards: Guarding::Default,
 };
 
 pub const TUNNEL_PUSH: Row = Row {
@@ -362,6 +455,7 @@ pub const TUNNEL_PUSH: Row = Row {
     frame: Frame::FromGuestTagged(100),
     expect: Outcome::PassFromGuest,
     uplink: None,
+    guards: Guarding::Default,
 };
 
 pub const TUNNEL_POP: Row = Row {
@@ -374,6 +468,7 @@ pub const TUNNEL_POP: Row = Row {
     },
     expect: Outcome::PassToGuest,
     uplink: None,
+    guards: Guarding::Default,
 };
 
 pub const RELAY_OFF: Row = Row {
@@ -386,6 +481,7 @@ pub const RELAY_OFF: Row = Row {
         relay: false,
         local: true,
     }),
+    guards: Guarding::Default,
 };
 
 pub const RELAY_NON_LOCAL: Row = Row {
@@ -398,4 +494,5 @@ pub const RELAY_NON_LOCAL: Row = Row {
         relay: true,
         local: false,
     }),
+    guards: Guarding::Default,
 };

@@ -5,10 +5,13 @@
 //! taps and its own veth to the wire (untagged: this kernel has no bridge
 //! VLAN filtering and no 8021q). For the VEPA rows, added after the others
 //! are done: two more macvswitch guests in VEPA mode on VLAN 10 and
-//! reflective-relay emulation on lower0.
+//! reflective-relay emulation on lower0. For the guard cases, one more
+//! macvswitch guest each with all guards on and with all guards off (VLAN
+//! 10, bridge mode): guardon, guardoff.
 //!
 //! ```text
 //!   [host netns]  mswa, mswb (macvswitch)   barea, bareb (ip link)     brtapa, brtapb (tap)
+//!                 guardon, guardoff (macvswitch)                              |
 //!                 [vepaa, vepab (macvswitch, VEPA)]                          |
 //!                   \__________ lower0 ____________/                     br0 -- lowerbr
 //!                                 ||  veth                                      || veth
@@ -30,7 +33,9 @@ use macvswitch_tests::{
 };
 
 use crate::attached::{Attached, PROG_BENCH_PUSH_TAG};
+use crate::guards::{self, GUEST_V4, Guarding, SPOOFED_V4};
 use crate::loadgen::{self, Queues, VNET_HDR_LEN, with_vnet_hdr};
+use crate::throughput::GATEWAY_MAC;
 
 /// The VLAN of the macvswitch guests.
 pub const VLAN: u16 = 10;
@@ -74,6 +79,10 @@ pub struct Setup {
     pub bare: Variant,
     pub msw: Variant,
     pub bridge: Variant,
+    /// One guest with [`Guarding::All`], one with [`Guarding::Off`]; `b`
+    /// is `a` again: only the guest→wire guard cases use them.
+    pub guards_on: Variant,
+    pub guards_off: Variant,
     /// The VEPA guests, once [`Setup::add_vepa`] made them.
     pub vepa: Option<Variant>,
 }
@@ -97,6 +106,26 @@ impl Setup {
             wire_vid: Some(VLAN),
             wire_port: SWITCH_PORT,
         };
+        let guarded = |name: &'static str, ifname: &str, guarding: Guarding| {
+            let mut args = vec!["--vlan", &vlan, "--mode", "bridge"];
+            let flags = guarding.args();
+            args.extend(flags.iter().map(String::as_str));
+            let ep = harness.add(ifname, &args);
+            let a = Guest {
+                ifname: ep.name,
+                mac: ep.mac,
+                queues: Queues::Macvtap(ep.tap),
+            };
+            Variant {
+                name,
+                b: a.clone(),
+                a,
+                wire_vid: Some(VLAN),
+                wire_port: SWITCH_PORT,
+            }
+        };
+        let guards_on = guarded("macvswitch, all guards on", "guardon", Guarding::All);
+        let guards_off = guarded("macvswitch, all guards off", "guardoff", Guarding::Off);
         let bare_nodes = TempStateDir::new();
         let host = &harness.topo.host;
         let bare_guest = |name: &str, mac: Mac| {
@@ -133,6 +162,8 @@ impl Setup {
             bare,
             msw,
             bridge,
+            guards_on,
+            guards_off,
             vepa: None,
         }
     }
@@ -230,6 +261,81 @@ impl Setup {
             );
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+
+    /// The guard endpoints really differ before anything is timed: an
+    /// honest IPv4 UDP frame, as the timed runs send it, reaches the wire on
+    /// VLAN 10 from both; a DHCP server's reply passes all guards off and is
+    /// dropped all guards on (`dhcp-server`), and so is a spoofed source
+    /// (`ip-spoofed`).
+    pub fn check_guards(&self) {
+        let switch = &self.harness.topo.switch;
+        let send = |v: &Variant, source: [u8; 4], ports: (u16, u16), arrives: bool, what: &str| {
+            let wire = WireSocket::open(switch, v.wire_port);
+            let marker = Marker::new();
+            let frame = guards::udp4_with(GATEWAY_MAC, v.a.mac, source, ports, &marker.0, 60);
+            let fd = v.a.queues.open();
+            write_frame(&fd, &with_vnet_hdr(&frame));
+            let timeout = if arrives { ARRIVE } else { ABSENT };
+            let got = wire.recv_matching(timeout, |f| marker.is_in(&f.bytes));
+            match got {
+                Some(got) if arrives => {
+                    assert_eq!(
+                        got.vid(),
+                        v.wire_vid,
+                        "{}: {what}: VLAN on the wire",
+                        v.name
+                    );
+                }
+                None if arrives => panic!("{}: {what} never reached the wire", v.name),
+                Some(_) => panic!("{}: {what} reached the wire", v.name),
+                None => {}
+            }
+        };
+        let (on, off) = (&self.guards_on, &self.guards_off);
+        for v in [on, off] {
+            send(v, GUEST_V4, guards::UDP_PORTS, true, "honest IPv4 UDP");
+        }
+        send(
+            off,
+            GUEST_V4,
+            guards::DHCP_SERVER_PORTS,
+            true,
+            "DHCP server reply",
+        );
+        send(
+            on,
+            GUEST_V4,
+            guards::DHCP_SERVER_PORTS,
+            false,
+            "DHCP server reply",
+        );
+        send(
+            on,
+            SPOOFED_V4,
+            guards::UDP_PORTS,
+            false,
+            "spoofed IPv4 source",
+        );
+        let name = &on.a.ifname;
+        for reason in ["dhcp-server", "ip-spoofed"] {
+            let n = self.harness.drops(name, reason);
+            assert_eq!(n, 1, "{name}: {reason} drops");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    /// Every drop counted on the guard endpoints, all reasons.
+    pub fn guard_drops(&self) -> u64 {
+        [&self.guards_on, &self.guards_off]
+            .iter()
+            .map(|v| {
+                let s = self.harness.stats(&v.a.ifname);
+                s["drops"]
+                    .as_object()
+                    .map_or(0, |d| d.values().filter_map(|n| n.as_u64()).sum())
+            })
+            .sum()
     }
 
     /// Packets counted by macvswitch for `name` in `dir` (`from_guest`,

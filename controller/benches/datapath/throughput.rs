@@ -1,7 +1,9 @@
 //! Packets per second through the real data path: bare macvtap,
 //! macvswitch and a Linux bridge with taps, in one topology and one run,
-//! interleaved run by run (the order rotates by round). The VEPA rows run
-//! last, in a second phase (see [`Setup::add_vepa`]).
+//! interleaved run by run (the order rotates by round). The guard cases
+//! (issue 12) put macvswitch with all guards on and all guards off next to
+//! bare macvtap in the same rounds. The VEPA rows run last, in a second
+//! phase (see [`Setup::add_vepa`]).
 
 use std::{
     os::fd::AsRawFd,
@@ -20,25 +22,38 @@ use macvswitch_tests::{
 
 use crate::{
     attached::Attached,
+    guards,
     loadgen::{self, Queues, Sent, with_vnet_hdr},
     mode::Mode,
     setup::{Setup, Variant},
     stats::Summary,
 };
 
-/// The variants of every row. `Empty` is bare macvtap with the empty
-/// program on the hooks macvswitch's programs take on that path: the
-/// ceiling any TC program can reach there.
+/// The variants of the rows ([`Scenario::kinds`] says which a row runs).
+/// `Empty` is bare macvtap with the empty program on the hooks
+/// macvswitch's programs take on that path: the ceiling any TC program can
+/// reach there. `GuardsOn` and `GuardsOff`: macvswitch endpoints with
+/// [`guards::Guarding::All`] and [`guards::Guarding::Off`] (`Msw`'s have
+/// the defaults).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     Bare,
     Empty,
     Msw,
     Bridge,
+    GuardsOn,
+    GuardsOff,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [Kind::Bare, Kind::Empty, Kind::Msw, Kind::Bridge];
+    pub const ALL: [Kind; 6] = [
+        Kind::Bare,
+        Kind::Empty,
+        Kind::Msw,
+        Kind::Bridge,
+        Kind::GuardsOn,
+        Kind::GuardsOff,
+    ];
 
     fn index(self) -> usize {
         self as usize
@@ -50,13 +65,25 @@ impl Kind {
             Kind::Empty => "bare macvtap + empty programs",
             Kind::Msw => "macvswitch",
             Kind::Bridge => "Linux bridge + tap",
+            Kind::GuardsOn => "macvswitch, all guards on",
+            Kind::GuardsOff => "macvswitch, all guards off",
         }
+    }
+
+    /// Runs macvswitch's programs: in-situ figures are taken of it.
+    pub fn macvswitch(self) -> bool {
+        matches!(self, Kind::Msw | Kind::GuardsOn | Kind::GuardsOff)
     }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Scenario {
     GuestToWire,
+    /// Guest→wire with honest IPv4 UDP from the guest's own address, which
+    /// the guards parse (the other rows' test ethertype they do not), to a
+    /// gateway MAC beyond the wire peer: bare macvtap against macvswitch
+    /// with all guards on and all off.
+    GuestToWireGuards,
     WireToGuest,
     GuestToGuest,
     /// macvswitch: VEPA guests with reflective-relay emulation on lower0.
@@ -69,6 +96,7 @@ impl Scenario {
     pub fn name(self) -> &'static str {
         match self {
             Scenario::GuestToWire => "guest→wire",
+            Scenario::GuestToWireGuards => "guest→wire, IPv4 UDP",
             Scenario::WireToGuest => "wire→guest",
             Scenario::GuestToGuest => "guest→guest (bridge)",
             Scenario::GuestToGuestVepa => "guest→guest (VEPA + relay)",
@@ -79,7 +107,9 @@ impl Scenario {
     /// each on its own queue), or one sender / writer next to one reader.
     fn senders(self) -> usize {
         match self {
-            Scenario::GuestToWire => thread::available_parallelism().map_or(2, |n| n.get()),
+            Scenario::GuestToWire | Scenario::GuestToWireGuards => {
+                thread::available_parallelism().map_or(2, |n| n.get())
+            }
             Scenario::WireToGuest | Scenario::GuestToGuest | Scenario::GuestToGuestVepa => 1,
         }
     }
@@ -87,7 +117,7 @@ impl Scenario {
     /// What bounds the rate (the load generators), in a few words.
     pub fn generators(self) -> String {
         match self {
-            Scenario::GuestToWire => format!(
+            Scenario::GuestToWire | Scenario::GuestToWireGuards => format!(
                 "{} writers, one queue each; counted at the wire peer",
                 self.senders()
             ),
@@ -111,7 +141,7 @@ impl Scenario {
     /// that ran, such as uplink_egress on lower0's egress, are reported too).
     pub fn programs(self) -> &'static [&'static str] {
         match self {
-            Scenario::GuestToWire => &[names::PROG_FROM_GUEST],
+            Scenario::GuestToWire | Scenario::GuestToWireGuards => &[names::PROG_FROM_GUEST],
             Scenario::WireToGuest => &[names::PROG_TO_GUEST],
             Scenario::GuestToGuest => &[names::PROG_FROM_GUEST, names::PROG_TO_GUEST],
             Scenario::GuestToGuestVepa => &[
@@ -125,6 +155,21 @@ impl Scenario {
     /// Measured in the second phase, with VEPA guests and relay on.
     pub fn vepa(self) -> bool {
         matches!(self, Scenario::GuestToGuestVepa)
+    }
+
+    /// A guard case: reported on its own, not in the chart or the
+    /// throughput target.
+    pub fn guards(self) -> bool {
+        matches!(self, Scenario::GuestToWireGuards)
+    }
+
+    /// The variants this row runs, each round.
+    pub fn kinds(self) -> &'static [Kind] {
+        if self.guards() {
+            &[Kind::Bare, Kind::GuardsOn, Kind::GuardsOff]
+        } else {
+            &[Kind::Bare, Kind::Empty, Kind::Msw, Kind::Bridge]
+        }
     }
 }
 
@@ -143,6 +188,20 @@ pub const CASES: [(Scenario, usize); 8] = [
     (Scenario::GuestToGuestVepa, SIZES[0]),
     (Scenario::GuestToGuestVepa, SIZES[1]),
 ];
+
+/// The guard cases, measured in the first phase with the others (their
+/// variants run in the same rotation, each round). Both sizes: about a
+/// minute more in the full run.
+pub const GUARD_CASES: [(Scenario, usize); 2] = [
+    (Scenario::GuestToWireGuards, SIZES[0]),
+    (Scenario::GuestToWireGuards, SIZES[1]),
+];
+
+/// Where the guard cases' frames go: a gateway beyond the wire peer, not
+/// the peer's own MAC, so that the peer's IP stack drops every variant's
+/// IPv4 alike at its first check (another host's frame) instead of routing
+/// the bare variant's (untagged, for it) and not macvswitch's (tagged).
+pub const GATEWAY_MAC: [u8; 6] = macvswitch_tests::frame::test_mac(0xe1);
 
 /// One timed run.
 #[derive(Clone, Copy, Debug)]
@@ -203,8 +262,12 @@ fn with_reader(
 pub fn run_once(setup: &Setup, v: &Variant, scenario: Scenario, size: usize, mode: &Mode) -> Run {
     let switch = &setup.harness.topo.switch;
     let (delivered, sent) = match scenario {
-        Scenario::GuestToWire => {
-            let buf = guest_frame(SWITCH_MAC, v.a.mac, size);
+        Scenario::GuestToWire | Scenario::GuestToWireGuards => {
+            let buf = if scenario.guards() {
+                with_vnet_hdr(&guards::udp4(GATEWAY_MAC, v.a.mac, size))
+            } else {
+                guest_frame(SWITCH_MAC, v.a.mac, size)
+            };
             let before = loadgen::rx_packets(switch, v.wire_port);
             let sent = write_threads(&v.a.queues, &buf, scenario.senders(), mode);
             let after = loadgen::rx_packets(switch, v.wire_port);
@@ -247,6 +310,8 @@ pub fn run_once(setup: &Setup, v: &Variant, scenario: Scenario, size: usize, mod
 /// The in-situ cost of one program: ns per run in each statistics run.
 #[derive(Clone, Debug)]
 pub struct InSitu {
+    /// The variant it ran in.
+    pub kind: Kind,
     pub program: &'static str,
     /// Program runs over all statistics runs.
     pub runs: u64,
@@ -255,8 +320,9 @@ pub struct InSitu {
 }
 
 impl InSitu {
-    fn new(program: &'static str) -> InSitu {
+    fn new(kind: Kind, program: &'static str) -> InSitu {
         InSitu {
+            kind,
             program,
             runs: 0,
             samples: Vec::new(),
@@ -277,8 +343,9 @@ impl InSitu {
 pub struct Case {
     pub scenario: Scenario,
     pub size: usize,
-    /// Runs per variant, indexed by [`Kind`]; round `i` is entry `i` of each.
-    runs: [Vec<Run>; 4],
+    /// Runs per variant, indexed by [`Kind`]; round `i` is entry `i` of each
+    /// (empty for the kinds the scenario does not run).
+    runs: [Vec<Run>; Kind::ALL.len()],
     /// Each macvswitch program that ran with run-time statistics on.
     pub insitu: Vec<InSitu>,
     /// The empty program on the bare macvtaps' hooks of this path, in situ.
@@ -314,12 +381,17 @@ impl Case {
         )
     }
 
-    /// `kind` against bare macvtap, round by round (the runs of one round
-    /// ran back to back): median and spread. The headline figure.
-    pub fn paired(&self, kind: Kind) -> Summary {
+    /// The variants this row runs.
+    pub fn kinds(&self) -> &'static [Kind] {
+        self.scenario.kinds()
+    }
+
+    /// `kind` against `base`, round by round (the runs of one round ran
+    /// back to back): median and spread.
+    pub fn ratio(&self, kind: Kind, base: Kind) -> Summary {
         Summary::of(
             &self
-                .runs(Kind::Bare)
+                .runs(base)
                 .iter()
                 .zip(self.runs(kind))
                 .map(|(b, k)| k.pps / b.pps)
@@ -327,16 +399,21 @@ impl Case {
         )
     }
 
+    /// `kind` against bare macvtap, round by round. The headline figure.
+    pub fn paired(&self, kind: Kind) -> Summary {
+        self.ratio(kind, Kind::Bare)
+    }
+
     /// macvswitch against `kind`, round by round.
     pub fn vs(&self, kind: Kind) -> Summary {
-        Summary::of(
-            &self
-                .runs(kind)
-                .iter()
-                .zip(self.runs(Kind::Msw))
-                .map(|(b, m)| m.pps / b.pps)
-                .collect::<Vec<_>>(),
-        )
+        self.ratio(Kind::Msw, kind)
+    }
+
+    /// The in-situ figure of `program` in variant `kind`, if it ran.
+    pub fn insitu_of(&self, kind: Kind, program: &str) -> Option<&InSitu> {
+        self.insitu
+            .iter()
+            .find(|p| p.kind == kind && p.program == program)
     }
 
     /// How far `program` runs over the empty program in situ (medians).
@@ -367,7 +444,13 @@ const PROGRAMS: [&str; 3] = [
 ];
 
 pub struct Throughput {
+    /// Bare macvtap, macvswitch and the bridge ([`CASES`]).
     pub cases: Vec<Case>,
+    /// Guards on and off against bare macvtap ([`GUARD_CASES`]).
+    pub guards: Vec<Case>,
+    /// Every guard drop counted on the guard endpoints during the runs:
+    /// must stay 0, the frames are honest.
+    pub guard_drops: u64,
     pub rounds: usize,
     pub insitu_rounds: usize,
     pub run_time: Duration,
@@ -382,6 +465,14 @@ fn variant(setup: &Setup, scenario: Scenario, kind: Kind) -> &Variant {
         Kind::Msw if scenario.vepa() => setup.vepa.as_ref().expect("the VEPA guests"),
         Kind::Msw => &setup.msw,
         Kind::Bridge => &setup.bridge,
+        Kind::GuardsOn | Kind::GuardsOff => {
+            assert!(scenario.guards(), "{} runs guard cases only", kind.name());
+            if kind == Kind::GuardsOn {
+                &setup.guards_on
+            } else {
+                &setup.guards_off
+            }
+        }
     }
 }
 
@@ -390,7 +481,7 @@ fn variant(setup: &Setup, scenario: Scenario, kind: Kind) -> &Variant {
 fn baseline_hooks(setup: &Setup, scenario: Scenario) -> Vec<(&str, TcAttachType)> {
     let (a, b) = (setup.bare.a.ifname.as_str(), setup.bare.b.ifname.as_str());
     match scenario {
-        Scenario::GuestToWire => vec![(a, TcAttachType::Egress)],
+        Scenario::GuestToWire | Scenario::GuestToWireGuards => vec![(a, TcAttachType::Egress)],
         Scenario::WireToGuest => vec![(a, TcAttachType::Ingress)],
         Scenario::GuestToGuest | Scenario::GuestToGuestVepa => {
             vec![(a, TcAttachType::Egress), (b, TcAttachType::Ingress)]
@@ -419,8 +510,9 @@ fn measure(setup: &Setup, cases: &mut [Case], mode: &Mode) {
     let mut empty = Attached::load(names::PROG_BASELINE);
     for round in 0..mode.tput_rounds {
         for case in cases.iter_mut() {
-            for i in 0..Kind::ALL.len() {
-                let kind = Kind::ALL[(round + i) % Kind::ALL.len()];
+            let kinds = case.kinds();
+            for i in 0..kinds.len() {
+                let kind = kinds[(round + i) % kinds.len()];
                 let r = run_kind(setup, &mut empty, case, kind, mode);
                 eprintln!(
                     "  round {round} {:<26} {:>4} B {:<30} {:>10.0} pps (offered {:.0})",
@@ -443,38 +535,20 @@ fn measure(setup: &Setup, cases: &mut [Case], mode: &Mode) {
     insitu(setup, cases, &mut empty, mode);
 }
 
-/// In-situ: `mode.insitu_rounds` more macvswitch runs per case with
-/// run-time statistics on (BPF_ENABLE_STATS: the same static key as the
-/// sysctl kernel.bpf_stats_enabled, and it switches off by itself when the
-/// fd closes, even if this process dies), each followed by a bare run with
-/// the empty program on the same hooks. Kept out of the ratio runs: the
-/// statistics themselves cost two clock reads per program run.
+/// In-situ: `mode.insitu_rounds` more runs per case of each macvswitch
+/// variant with run-time statistics on (BPF_ENABLE_STATS: the same static
+/// key as the sysctl kernel.bpf_stats_enabled, and it switches off by
+/// itself when the fd closes, even if this process dies), followed by a
+/// bare run with the empty program on the same hooks. Kept out of the ratio
+/// runs: the statistics themselves cost two clock reads per program run.
 fn insitu(setup: &Setup, cases: &mut [Case], empty: &mut Attached, mode: &Mode) {
     let bpffs = setup.harness.bpffs.path().to_path_buf();
     let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime)
         .expect("BPF_ENABLE_STATS (run-time statistics)");
     for _ in 0..mode.insitu_rounds {
         for case in cases.iter_mut() {
-            let before: Vec<_> = PROGRAMS.iter().map(|p| prog_stats(&bpffs, p)).collect();
-            let msw = variant(setup, case.scenario, Kind::Msw);
-            run_once(setup, msw, case.scenario, case.size, mode);
-            for (&program, before) in PROGRAMS.iter().zip(before) {
-                let after = prog_stats(&bpffs, program);
-                if after.1 == before.1 {
-                    assert!(
-                        !case.scenario.programs().contains(&program),
-                        "{program} never ran with statistics on"
-                    );
-                    continue;
-                }
-                let at = match case.insitu.iter().position(|p| p.program == program) {
-                    Some(at) => at,
-                    None => {
-                        case.insitu.push(InSitu::new(program));
-                        case.insitu.len() - 1
-                    }
-                };
-                case.insitu[at].add(before, after);
+            for &kind in case.kinds().iter().filter(|k| k.macvswitch()) {
+                insitu_run(setup, &bpffs, case, kind, mode);
             }
 
             let links = empty.attach(
@@ -487,19 +561,55 @@ fn insitu(setup: &Setup, cases: &mut [Case], empty: &mut Attached, mode: &Mode) 
             empty.detach(links);
             assert!(after.1 > before.1, "the empty program never ran in situ");
             case.baseline
-                .get_or_insert_with(|| InSitu::new(names::PROG_BASELINE))
+                .get_or_insert_with(|| InSitu::new(Kind::Empty, names::PROG_BASELINE))
                 .add(before, after);
         }
+    }
+}
+
+/// One statistics run of variant `kind`: each program's run time and count.
+fn insitu_run(setup: &Setup, bpffs: &Path, case: &mut Case, kind: Kind, mode: &Mode) {
+    let before: Vec<_> = PROGRAMS.iter().map(|p| prog_stats(bpffs, p)).collect();
+    let v = variant(setup, case.scenario, kind);
+    run_once(setup, v, case.scenario, case.size, mode);
+    for (&program, before) in PROGRAMS.iter().zip(before) {
+        let after = prog_stats(bpffs, program);
+        if after.1 == before.1 {
+            assert!(
+                !case.scenario.programs().contains(&program),
+                "{program} never ran with statistics on ({})",
+                kind.name()
+            );
+            continue;
+        }
+        let at = match case
+            .insitu
+            .iter()
+            .position(|p| p.kind == kind && p.program == program)
+        {
+            Some(at) => at,
+            None => {
+                case.insitu.push(InSitu::new(kind, program));
+                case.insitu.len() - 1
+            }
+        };
+        case.insitu[at].add(before, after);
     }
 }
 
 pub fn run(mode: &Mode) -> Throughput {
     let mut setup = Setup::new();
     setup.check_wire();
-    let mut cases: Vec<Case> = CASES
-        .iter()
+    // The guard cases before the VEPA ones: measured in the first phase.
+    let (vepa, plain): (Vec<_>, Vec<_>) = CASES.iter().partition(|(s, _)| s.vepa());
+    let mut cases: Vec<Case> = plain
+        .into_iter()
+        .chain(&GUARD_CASES)
+        .chain(vepa)
         .map(|&(scenario, size)| Case::new(scenario, size))
         .collect();
+    setup.check_guards();
+    let guard_drops_before = setup.guard_drops();
     let vepa_from = cases
         .iter()
         .position(|c| c.scenario.vepa())
@@ -509,11 +619,15 @@ pub fn run(mode: &Mode) -> Throughput {
         "the VEPA cases come last"
     );
     measure(&setup, &mut cases[..vepa_from], mode);
+    let guard_drops = setup.guard_drops() - guard_drops_before;
+    assert_eq!(guard_drops, 0, "the guards dropped honest frames");
     let mut counted = Vec::new();
     for (name, dir) in [
         ("mswa", "from_guest"),
         ("mswa", "to_guest"),
         ("mswb", "to_guest"),
+        (setup.guards_on.a.ifname.as_str(), "from_guest"),
+        (setup.guards_off.a.ifname.as_str(), "from_guest"),
     ] {
         let n = setup.counted(name, dir);
         assert!(n > 0, "macvswitch counted no {dir} packets on {name}");
@@ -531,8 +645,11 @@ pub fn run(mode: &Mode) -> Throughput {
         assert!(relayed > 0, "lower0 relayed no unicast frame");
         counted.push(("lower0 relayed unicast".into(), relayed));
     }
+    let (guards, cases) = cases.into_iter().partition(|c| c.scenario.guards());
     Throughput {
         cases,
+        guards,
+        guard_drops,
         rounds: mode.tput_rounds,
         insitu_rounds: mode.insitu_rounds,
         run_time: mode.run_time,
