@@ -868,27 +868,33 @@ fn chain(rng: &mut Rng) -> Vec<(u8, Vec<u8>)> {
 /// ones, longer ones, zero-length ones.
 fn nd_options(rng: &mut Rng, own: [u8; 6]) -> Vec<u8> {
     let mut bytes = Vec::new();
-    let count = match rng.below(10) {
-        0..=2 => 0,
-        3..=6 => 1,
-        7 | 8 => rng.range(2, 3),
-        _ => rng.range(4, 5),
+    let count = match rng.below(20) {
+        0..=3 => 0,
+        4..=8 => 1,
+        9..=11 => 2,
+        12..=14 => 3,
+        15..=17 => 4,
+        _ => 5,
     };
     for _ in 0..count {
-        match rng.below(10) {
-            0..=4 => {
+        match rng.below(20) {
+            0..=7 => {
                 bytes.extend_from_slice(&[2, 1]);
-                bytes.extend_from_slice(&some_mac(rng, own));
+                bytes.extend_from_slice(&if rng.chance(75) {
+                    own
+                } else {
+                    some_mac(rng, own)
+                });
             }
-            5 => {
+            8..=10 => {
                 bytes.extend_from_slice(&[1, 1]);
                 bytes.extend_from_slice(&some_mac(rng, own));
             }
-            6 => {
+            11 | 12 => {
                 bytes.extend_from_slice(&[14, 1]);
                 bytes.extend(random_bytes(rng, 6));
             }
-            7 => {
+            13..=15 => {
                 let units = rng.range(1, 3) as u8;
                 bytes.extend_from_slice(&[pick_with(rng, &[2, 3, 5], Rng::byte), units]);
                 bytes.extend(random_bytes(rng, usize::from(units) * 8 - 2));
@@ -898,6 +904,10 @@ fn nd_options(rng: &mut Rng, own: [u8; 6]) -> Vec<u8> {
                 bytes.extend(random_bytes(rng, 6));
             }
         }
+    }
+    // Now and then a piece of an option, shorter than any option.
+    if rng.chance(15) {
+        bytes.extend(random_len(rng, 1, 7));
     }
     bytes
 }
