@@ -5,6 +5,20 @@
 //! plus an isolation invariant checked on every output independently of the
 //! model.
 //!
+//! From the guest, the access-port guards (issue 12) follow the VLAN
+//! decision, in the programs and on the pure path (`decide::from_guest`,
+//! then `guard::check`), and in the model, which has its own guard code.
+//! Policies get random guard settings (`--ip` lists through the
+//! controller's own parsing, the three allow flags), frames include honest
+//! and hostile ARP, IPv4, IPv6 with extension headers, ND, RA, DHCP and
+//! DHCPv6 and BPDUs under the port's tags (`generate.rs`), and every frame
+//! from the guest that gets through is held to a guard invariant read as a
+//! receiver would (`guard_invariant.rs`). Storm control needs a clock: the
+//! policies set no `--storm-limit`, it is left to a rate test of its own.
+//! The run prints the verdicts per kind of generated frame and per drop
+//! reason, and (from 10,000 frames on) fails unless the pure functions and
+//! the programs each dropped frames for every guard reason but `storm`.
+//!
 //! `cargo test` runs a short, seeded run (50,000 frames); `cargo xtask fuzz`
 //! runs a million in a release build. Environment:
 //! - `MSW_FUZZ_SEED`: the seed (decimal or 0x-hex); printed on every run;
@@ -25,6 +39,8 @@
 mod check;
 #[path = "isolation_property/generate.rs"]
 mod generate;
+#[path = "isolation_property/guard_invariant.rs"]
+mod guard_invariant;
 #[path = "isolation_property/kernel.rs"]
 mod kernel;
 #[path = "isolation_property/model.rs"]
@@ -50,8 +66,9 @@ use aya::{
 use macvswitch::kernel::datapath;
 use macvswitch_common::{
     Action, Decision, DropReason, EndpointCounters, EndpointPolicy, FrameView, MarkCarriage,
-    POLICY_CVLANS_LIMITED, POLICY_NATIVE_TAGGED, POLICY_PRIORITY_SET, PORT_ACCESS, PORT_TRUNK,
-    PORT_TUNNEL, PORT_UNTAGGED, VidSet, VlanKey, decide::VIEW_BYTES, names,
+    POLICY_ALLOW_BPDU, POLICY_ALLOW_DHCP_SERVER, POLICY_ALLOW_RA, POLICY_CVLANS_LIMITED,
+    POLICY_GUARD_IP, POLICY_NATIVE_TAGGED, POLICY_PRIORITY_SET, PORT_ACCESS, PORT_TRUNK,
+    PORT_TUNNEL, PORT_UNTAGGED, VidSet, VlanKey, decide::VIEW_BYTES, guard, names,
 };
 
 use generate::GenPolicy;
@@ -70,6 +87,19 @@ const SK_BUFF_CB: usize = 48;
 const SK_BUFF_MARK: usize = 8;
 /// How many kinds of disagreements and violations are printed.
 const SHOW_KINDS: usize = 40;
+/// The guards' drop reasons a run must show (storm control, which needs a
+/// clock, is left to its own rate test: the policies here set no limit).
+const GUARD_REASONS: [DropReason; 7] = [
+    DropReason::IpSpoofed,
+    DropReason::ArpSpoofed,
+    DropReason::NdSpoofed,
+    DropReason::DhcpServer,
+    DropReason::RouterAdvert,
+    DropReason::Bpdu,
+    DropReason::Unparsable,
+];
+/// From this many frames on, a run must have hit every guard reason.
+const COVERAGE_FRAMES: u64 = 10_000;
 
 fn env_u64(name: &str) -> Option<u64> {
     let text = std::env::var(name).ok()?;
@@ -84,10 +114,16 @@ fn env_u64(name: &str) -> Option<u64> {
 // ---------------------------------------------------------------------------
 // The pure decision functions, fed as ebpf/src/frame.rs feeds them.
 
+/// The view `frame::view` builds: the first `VIEW_BYTES` in place, or for
+/// a shorter frame the Ethernet header and a first tag, each copied only
+/// whole (zeros where a piece is cut short).
 fn view(bytes: &[u8], meta: Option<Tag>) -> FrameView {
     let mut header = [0u8; VIEW_BYTES];
-    let n = bytes.len().min(VIEW_BYTES);
-    header[..n].copy_from_slice(&bytes[..n]);
+    for (start, end) in [(0, 14), (14, 18), (18, 22)] {
+        if bytes.len() >= end {
+            header[start..end].copy_from_slice(&bytes[start..end]);
+        }
+    }
     let meta = meta.map(|t| macvswitch_common::Tag {
         tpid: t.tpid,
         tci: t.tci,
@@ -95,13 +131,23 @@ fn view(bytes: &[u8], meta: Option<Tag>) -> FrameView {
     FrameView::from_header(bytes.len() as u32, &header, meta)
 }
 
-/// `decide`'s decision carried out on the frame, in the model's terms.
+/// `decide`'s decision carried out on the frame, in the model's terms:
+/// from the guest, a frame the VLAN policy passes then goes through
+/// `guard::check` on its bytes, as the programs do (storm control, which
+/// needs a clock, is off: the policies have no `--storm-limit`).
 fn pure(dir: Dir, policy: &EndpointPolicy, bytes: &[u8], meta: Option<Tag>) -> Outcome {
     let decide = match dir {
         Dir::FromGuest => macvswitch_common::from_guest,
         Dir::ToGuest => macvswitch_common::to_guest,
     };
-    let Decision { action, vlan } = decide(policy, &view(bytes, meta));
+    let frame = view(bytes, meta);
+    let Decision { mut action, vlan } = decide(policy, &frame);
+    if dir == Dir::FromGuest
+        && !matches!(action, Action::Drop(_))
+        && let Err(reason) = guard::check(policy, bytes, guard::Payload::of(&frame))
+    {
+        action = Action::Drop(reason);
+    }
     let mut out = bytes.to_vec();
     let mut meta_out = meta;
     let tag = |t: macvswitch_common::Tag| Tag {
@@ -322,6 +368,14 @@ struct Tally {
     /// Those of the programs' verdicts and output bytes.
     program_disagreements: u64,
     violations: u64,
+    /// Those of the guard invariant.
+    guard_violations: u64,
+    /// From the guest, per path ("pure": decide + guard, "program": what
+    /// the program counted): how often each verdict.
+    reasons: BTreeMap<(&'static str, String), u64>,
+    /// Per kind of generated frame, the model's verdicts from the guest
+    /// (inline tags only).
+    classes: BTreeMap<String, BTreeMap<String, u64>>,
     /// Per kind of finding: how many, and the first one in full.
     kinds: BTreeMap<String, (u64, String)>,
     /// What the model said, per direction and port kind: the coverage.
@@ -345,6 +399,47 @@ impl Tally {
     fn violate(&mut self, kind: String, detail: impl FnOnce() -> String) {
         self.violations += 1;
         self.note(format!("VIOLATION {kind}"), detail);
+    }
+
+    fn reason(&mut self, path: &'static str, verdict: &str) {
+        *self.reasons.entry((path, verdict.to_string())).or_default() += 1;
+    }
+
+    fn class(&mut self, class: &str, verdict: &str) {
+        *self
+            .classes
+            .entry(class.to_string())
+            .or_default()
+            .entry(verdict.to_string())
+            .or_default() += 1;
+    }
+
+    fn print_guards(&self) {
+        println!("from the guest, per kind of generated frame (model verdicts, inline tags):");
+        for (class, verdicts) in &self.classes {
+            let mut line = format!("  {class:<36}");
+            for (verdict, count) in verdicts {
+                let _ = write!(line, " {verdict} {count},");
+            }
+            println!("{line}");
+        }
+        for path in ["pure", "program"] {
+            let mut line = format!("from the guest, verdicts ({path}):");
+            for ((_, verdict), count) in self.reasons.iter().filter(|((p, _), _)| *p == path) {
+                let _ = write!(line, " {verdict} {count},");
+            }
+            println!("{line}");
+        }
+    }
+
+    /// The guard reasons (all but storm, whose policies are off here) that
+    /// `path` never showed.
+    fn guard_reasons_missing(&self, path: &'static str) -> Vec<&'static str> {
+        GUARD_REASONS
+            .iter()
+            .map(|reason| reason.name())
+            .filter(|name| !self.reasons.contains_key(&(path, name.to_string())))
+            .collect()
     }
 
     fn cover(&mut self, dir: Dir, policy: Option<&EndpointPolicy>, verdict: Verdict) {
@@ -420,13 +515,13 @@ fn no_frame_leaves_its_vlan() {
         let batch = per_policy.min(frames - tally.frames);
         let disagreements_before = tally.program_disagreements;
         for _ in 0..batch {
-            let frame = generate::frame(&mut rng, &port);
+            let (frame, class) = generate::frame(&mut rng, &port);
             check_frame(
                 &mut tally,
                 &mut rng,
                 &port,
                 policy,
-                &frame,
+                (&frame, &class),
                 kernel.as_mut().map(|k| (k, &mut expected)),
             );
         }
@@ -441,11 +536,12 @@ fn no_frame_leaves_its_vlan() {
     let secs = start.elapsed().as_secs_f64();
     println!("model verdicts over the frames (pure decisions, with and without a metadata tag):");
     tally.print_coverage();
+    tally.print_guards();
     tally.print();
     println!(
         "isolation property: {} frames in {secs:.1} s ({:.0} frames/s), {policies} policies, \
          {} BPF_PROG_TEST_RUN runs ({} refused by it: pure only), {} pure decisions; \
-         disagreements {}, violations {} (seed {seed:#x})",
+         disagreements {}, violations {} (of which guard violations {}) (seed {seed:#x})",
         tally.frames,
         tally.frames as f64 / secs,
         tally.test_runs,
@@ -453,11 +549,33 @@ fn no_frame_leaves_its_vlan() {
         tally.pure_runs,
         tally.disagreements,
         tally.violations,
+        tally.guard_violations,
     );
+    // Every guard reason shown, by the pure functions and the programs.
+    let mut uncovered = Vec::new();
+    if tally.frames >= COVERAGE_FRAMES {
+        let mut paths = vec!["pure"];
+        if kernel.is_some() {
+            paths.push("program");
+        }
+        for path in paths {
+            let missing = tally.guard_reasons_missing(path);
+            if !missing.is_empty() {
+                println!(
+                    "COVERAGE {path}: no frame was dropped as {missing:?}: the generator no \
+                     longer covers that guard"
+                );
+                uncovered.push(path);
+            }
+        }
+    }
     assert!(
-        tally.disagreements == 0 && tally.violations == 0,
-        "{} disagreements, {} isolation violations (seed {seed:#x}; first ones above)",
+        tally.disagreements == 0 && tally.violations == 0 && uncovered.is_empty(),
+        "{} disagreements, {} violations ({} of the guards), guard reasons not covered by {:?} \
+         (seed {seed:#x}; details above)",
         tally.disagreements,
-        tally.violations
+        tally.violations,
+        tally.guard_violations,
+        uncovered
     );
 }

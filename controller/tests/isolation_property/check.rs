@@ -49,14 +49,41 @@ pub(super) fn count(counters: &mut EndpointCounters, dir: Dir, verdict: Verdict,
     }
 }
 
+/// The guard invariant on a frame from the guest that passed `what`.
+fn check_guards(
+    tally: &mut Tally,
+    what: &str,
+    port: &GenPolicy,
+    policy: &EndpointPolicy,
+    bytes: &[u8],
+    meta: Option<Tag>,
+) {
+    let Some((short, why)) = guard_invariant::guard_violation(policy, &port.guards, bytes) else {
+        return;
+    };
+    let tags = guard_invariant::payload(bytes).map_or(0, |(_, _, tags)| tags);
+    let kind = format!(
+        "guards {what} {}: {short}, payload under {tags} inline tag(s)",
+        port_kind(Some(policy)),
+    );
+    tally.guard_violations += 1;
+    tally.violate(kind, || {
+        format!(
+            "{}\n  {why}",
+            case_text(what, Dir::FromGuest, Some(policy), bytes, meta)
+        )
+    });
+}
+
 /// One frame, both directions: the model, the pure functions (with and
 /// without a metadata tag) and, when `kernel` is there, the programs.
+/// `class` is what the generator made the frame to be.
 pub(super) fn check_frame(
     tally: &mut Tally,
     rng: &mut Rng,
     port: &GenPolicy,
     policy: Option<&EndpointPolicy>,
-    frame: &[u8],
+    (frame, class): (&[u8], &str),
     kernel: Option<(&mut Kernel, &mut Expected)>,
 ) {
     tally.frames += 1;
@@ -79,9 +106,18 @@ pub(super) fn check_frame(
                         )
                     });
                 }
-                let expected = model::model(dir, policy, bytes, meta);
+                let expected = model::model(dir, policy, &port.guards, bytes, meta);
                 tally.cover(dir, policy, expected.verdict);
                 let got = pure(dir, p, bytes, meta);
+                if dir == Dir::FromGuest {
+                    tally.reason("pure", &verdict_text(got.verdict));
+                    if meta.is_none() {
+                        tally.class(class, &verdict_text(expected.verdict));
+                    }
+                    if got.verdict == Verdict::Pass {
+                        check_guards(tally, "decide+guard", port, p, bytes, meta);
+                    }
+                }
                 if got != expected {
                     let what = if got.verdict == expected.verdict {
                         "decide (output)"
@@ -125,7 +161,7 @@ pub(super) fn check_frame(
             && let Some(p) = policy
         {
             let (bytes, carried) = (meta_variant.0.as_slice(), meta_variant.1);
-            let expected = model::model(dir, policy, bytes, Some(carried));
+            let expected = model::model(dir, policy, &port.guards, bytes, Some(carried));
             let want = (
                 expected.verdict,
                 expected.vlan,
@@ -230,7 +266,7 @@ pub(super) fn check_frame(
             continue;
         }
         tally.test_runs += 1;
-        let expected = model::model(dir, policy, frame, None);
+        let expected = model::model(dir, policy, &port.guards, frame, None);
         let (retval, bytes, cb0) = as_test_run(&expected);
         let observed = kernel.run(dir, frame);
         let verdict_ok = observed.retval == retval;
@@ -260,6 +296,11 @@ pub(super) fn check_frame(
             });
         }
         if pass {
+            if dir == Dir::FromGuest
+                && let Some(p) = policy
+            {
+                check_guards(tally, "program", port, p, frame, None);
+            }
             match policy {
                 Some(p) => {
                     if let Some(why) =
@@ -292,6 +333,9 @@ pub(super) fn check_frame(
         let before = expected_counters.count(dir, &expected, bytes.len());
         {
             let got = kernel.endpoint_counters();
+            if dir == Dir::FromGuest {
+                tally.reason("program", &counted(&before, &got));
+            }
             let want = expected_counters.endpoint.expect("set above");
             if got != want && run_ok {
                 let kind = kind_text(

@@ -1,7 +1,11 @@
 //! The reference model: what the README's "Port model" says a port does
 //! with one frame, written over raw frame bytes and the same
-//! `EndpointPolicy` the programs read. It deliberately does not call
-//! `macvswitch_common::decide`.
+//! `EndpointPolicy` the programs read, then (from the guest, for frames
+//! the VLAN policy lets through) what issue 12 and the doc comments of
+//! `common/src/guard.rs` say the access-port guards do, from the guard
+//! configuration as generated ([`Guards`]), not from the policy's encoding
+//! of it. It deliberately calls neither `macvswitch_common::decide` nor
+//! `macvswitch_common::guard`.
 //!
 //! A frame is `bytes` (what starts at the MAC header) plus an optional tag
 //! in skb metadata (`meta`), which is the outermost tag when present.
@@ -144,17 +148,27 @@ enum Act {
     PopPush(Tag),
 }
 
-/// The model. `policy` is `None` when the device has no policy entry.
+/// The model. `policy` is `None` when the device has no policy entry;
+/// `guards` is the endpoint's guard configuration (the policy's `flags`
+/// and `addresses` encode it for the programs).
 pub fn model(
     dir: Dir,
     policy: Option<&EndpointPolicy>,
+    guards: &Guards,
     bytes: &[u8],
     meta: Option<Tag>,
 ) -> Outcome {
     let decision = match policy {
         None => Err((None, None)),
         Some(policy) => match dir {
-            Dir::FromGuest => from_guest(policy, bytes, meta),
+            // The guards look at what passes the VLAN policy; their drops
+            // are counted under the decision's VLAN.
+            Dir::FromGuest => from_guest(policy, bytes, meta).and_then(|(act, vlan)| {
+                match guard(policy, guards, bytes) {
+                    Ok(()) => Ok((act, vlan)),
+                    Err(reason) => Err((reason, vlan)),
+                }
+            }),
             Dir::ToGuest => to_guest(policy, bytes, meta),
         }
         .map_err(|(reason, vlan)| (Some(reason), vlan)),
@@ -402,4 +416,319 @@ fn to_guest(policy: &EndpointPolicy, bytes: &[u8], meta: Option<Tag>) -> Decided
         }
         _ => panic!("model: unknown port kind {}", policy.kind),
     }
+}
+
+// ---------------------------------------------------------------------------
+// The access-port guards (issue 12), from the guest only.
+
+/// An endpoint's guard configuration, as `endpoint add --ip ...
+/// --allow-...` states it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Guards {
+    /// `--ip`: `None` without it (no source checks).
+    pub ip: Option<IpList>,
+    pub allow_dhcp_server: bool,
+    pub allow_ra: bool,
+    pub allow_bpdu: bool,
+}
+
+/// The prefixes of `--ip`, as (address, prefix length).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IpList {
+    pub v4: Vec<([u8; 4], u8)>,
+    pub v6: Vec<([u8; 16], u8)>,
+}
+
+/// Whether `a` and `b` agree in their first `bits` bits (bit by bit, most
+/// significant first: no masks to get wrong the same way twice).
+pub fn same_prefix(a: &[u8], b: &[u8], bits: u8) -> bool {
+    (0..usize::from(bits)).all(|i| {
+        let bit = |x: &[u8]| (x[i / 8] >> (7 - i % 8)) & 1;
+        bit(a) == bit(b)
+    })
+}
+
+impl IpList {
+    pub fn has_v4(&self, addr: [u8; 4]) -> bool {
+        self.v4
+            .iter()
+            .any(|(net, len)| same_prefix(net, &addr, *len))
+    }
+
+    pub fn has_v6(&self, addr: [u8; 16]) -> bool {
+        self.v6
+            .iter()
+            .any(|(net, len)| same_prefix(net, &addr, *len))
+    }
+}
+
+/// `fe80::/64`: allowed as an IPv6 source and ND target whatever `--ip`
+/// says.
+pub fn is_link_local(addr: &[u8; 16]) -> bool {
+    addr[..8] == [0xfe, 0x80, 0, 0, 0, 0, 0, 0]
+}
+
+/// IEEE 802.1D reserved groups the BPDU guard stops: STP, and slow
+/// protocols (LACP).
+pub const STP_GROUP: [u8; 6] = [0x01, 0x80, 0xc2, 0, 0, 0];
+pub const SLOW_GROUP: [u8; 6] = [0x01, 0x80, 0xc2, 0, 0, 2];
+
+/// Limits the guard documents (common/src/guard.rs): extension headers
+/// followed, the furthest header start read (from the frame's first
+/// byte), neighbour-discovery options looked at.
+const EXTENSIONS_FOLLOWED: usize = 6;
+const HEADER_LIMIT: usize = 512;
+const ND_OPTIONS_LOOKED_AT: usize = 3;
+
+/// `N` bytes at `at`, if the frame has them.
+fn get<const N: usize>(bytes: &[u8], at: usize) -> Option<[u8; N]> {
+    bytes.get(at..at.checked_add(N)?)?.try_into().ok()
+}
+
+/// The guest's payload: its type and where it starts, past up to two
+/// inline tags (a third TPID is a payload type no guard knows). `None`
+/// when the type field is past the end.
+pub fn payload_of(bytes: &[u8]) -> Option<(u16, usize)> {
+    let mut at = 12;
+    for _ in 0..2 {
+        let ethertype = u16::from_be_bytes(get(bytes, at)?);
+        if !is_tpid(ethertype) {
+            return Some((ethertype, at + 2));
+        }
+        at += 4;
+    }
+    Some((u16::from_be_bytes(get(bytes, at)?), at + 2))
+}
+
+/// Whether a frame from the guest that passed the VLAN policy may go.
+fn guard(policy: &EndpointPolicy, guards: &Guards, bytes: &[u8]) -> Result<(), DropReason> {
+    let dst = &bytes[..6];
+    if !guards.allow_bpdu && (dst == STP_GROUP || dst == SLOW_GROUP) {
+        return Err(DropReason::Bpdu);
+    }
+    let Some((ethertype, at)) = payload_of(bytes) else {
+        return Ok(());
+    };
+    let spoofing = policy.flags & POLICY_ALLOW_MAC_SPOOFING != 0;
+    let own_mac = (!spoofing).then_some(policy.mac);
+    match ethertype {
+        0x0806 => match &guards.ip {
+            Some(ips) => guard_arp(ips, own_mac, bytes, at),
+            None => Ok(()),
+        },
+        0x0800 => guard_ipv4(guards, bytes, at),
+        0x86dd => guard_ipv6(guards, own_mac, bytes, at),
+        _ => Ok(()),
+    }
+}
+
+/// ARP under `--ip`: Ethernet/IPv4, sent by the endpoint's MAC (unless it
+/// may spoof), from a listed address or 0.0.0.0 (an RFC 5227 probe). Too
+/// short to tell is refused too.
+fn guard_arp(
+    ips: &IpList,
+    own_mac: Option<[u8; 6]>,
+    bytes: &[u8],
+    at: usize,
+) -> Result<(), DropReason> {
+    let Some(arp) = get::<18>(bytes, at) else {
+        return Err(DropReason::ArpSpoofed);
+    };
+    let ethernet_ipv4 = arp[0..2] == [0, 1] && arp[2..4] == [8, 0] && arp[4] == 6 && arp[5] == 4;
+    let sender_mac_ok = own_mac.is_none_or(|mac| arp[8..14] == mac);
+    let spa: [u8; 4] = arp[14..18].try_into().expect("4 bytes");
+    let sender_ip_ok = spa == [0; 4] || ips.has_v4(spa);
+    if ethernet_ipv4 && sender_mac_ok && sender_ip_ok {
+        Ok(())
+    } else {
+        Err(DropReason::ArpSpoofed)
+    }
+}
+
+/// IPv4: the source against `--ip` (a DHCP client's discover or request
+/// from 0.0.0.0, UDP 68 to 67, excepted), then the DHCP-server guard (UDP
+/// source port 67, in a first fragment only: later ones carry no ports).
+/// A header that is not IPv4, or whose length field is under 20 bytes, or
+/// that ends before a field a check needs, is unparsable; nothing is read
+/// when neither check is on.
+fn guard_ipv4(guards: &Guards, bytes: &[u8], at: usize) -> Result<(), DropReason> {
+    if guards.ip.is_none() && guards.allow_dhcp_server {
+        return Ok(());
+    }
+    // Up to and including the source address.
+    let Some(ip) = get::<16>(bytes, at) else {
+        return Err(DropReason::Unparsable);
+    };
+    let (version, ihl) = (ip[0] >> 4, usize::from(ip[0] & 0x0f));
+    if version != 4 || ihl < 5 {
+        return Err(DropReason::Unparsable);
+    }
+    let fragment_offset = u16::from_be_bytes([ip[6] & 0x1f, ip[7]]);
+    let udp = ip[9] == 17 && fragment_offset == 0;
+    // The UDP ports are read as a pair (source, destination).
+    let ports = || -> Result<(u16, u16), DropReason> {
+        let p = get::<4>(bytes, at + ihl * 4).ok_or(DropReason::Unparsable)?;
+        Ok((
+            u16::from_be_bytes([p[0], p[1]]),
+            u16::from_be_bytes([p[2], p[3]]),
+        ))
+    };
+    let source: [u8; 4] = ip[12..16].try_into().expect("4 bytes");
+    if let Some(ips) = &guards.ip
+        && !ips.has_v4(source)
+    {
+        let dhcp_client = source == [0; 4] && udp && ports()? == (68, 67);
+        if !dhcp_client {
+            return Err(DropReason::IpSpoofed);
+        }
+    }
+    if !guards.allow_dhcp_server && udp && ports()?.0 == 67 {
+        return Err(DropReason::DhcpServer);
+    }
+    Ok(())
+}
+
+/// How an IPv6 next-header value is followed: the IANA extension headers
+/// (RFC 8200 4, RFC 7045), in 8-octet units past the first 8, the
+/// authentication header in 4-octet units past the first 8 (RFC 4302),
+/// the fragment header 8 octets always. ESP (50) cannot be looked into: it
+/// is an upper layer here.
+enum Next {
+    Extension,
+    Auth,
+    Fragment,
+    Upper,
+}
+
+fn next_kind(next: u8) -> Next {
+    match next {
+        0 | 43 | 60 | 135 | 139 | 140 | 253 | 254 => Next::Extension,
+        44 => Next::Fragment,
+        51 => Next::Auth,
+        _ => Next::Upper,
+    }
+}
+
+/// IPv6: the source against `--ip` (`::` and `fe80::/64` always allowed),
+/// then the upper-layer header past at most six extension headers, each
+/// starting at most 512 bytes into the frame (else unparsable; a later
+/// fragment ends the check, its first fragment was checked): RA (134) and
+/// redirect (137) under the RA guard, a neighbour advertisement (136) under
+/// `--ip`, UDP source port 547 under the DHCP-server guard. The ICMPv6
+/// type is read with its code (two bytes), the UDP source port alone.
+fn guard_ipv6(
+    guards: &Guards,
+    own_mac: Option<[u8; 6]>,
+    bytes: &[u8],
+    at: usize,
+) -> Result<(), DropReason> {
+    let ra_guard = !guards.allow_ra;
+    let dhcp_guard = !guards.allow_dhcp_server;
+    if guards.ip.is_none() && !ra_guard && !dhcp_guard {
+        return Ok(());
+    }
+    // Up to and including the source address.
+    let Some(ip) = get::<24>(bytes, at) else {
+        return Err(DropReason::Unparsable);
+    };
+    if ip[0] >> 4 != 6 {
+        return Err(DropReason::Unparsable);
+    }
+    if let Some(ips) = &guards.ip {
+        let source: [u8; 16] = ip[8..24].try_into().expect("16 bytes");
+        if source != [0; 16] && !is_link_local(&source) && !ips.has_v6(source) {
+            return Err(DropReason::IpSpoofed);
+        }
+    }
+    let mut next = ip[6];
+    let mut header = at + 40;
+    let mut followed = 0;
+    loop {
+        let kind = next_kind(next);
+        if matches!(kind, Next::Upper) {
+            break;
+        }
+        if followed == EXTENSIONS_FOLLOWED || header > HEADER_LIMIT {
+            return Err(DropReason::Unparsable);
+        }
+        let Some(ext) = get::<4>(bytes, header) else {
+            return Err(DropReason::Unparsable);
+        };
+        let len = match kind {
+            Next::Fragment => {
+                if u16::from_be_bytes([ext[2], ext[3]]) >> 3 != 0 {
+                    return Ok(());
+                }
+                8
+            }
+            Next::Auth => (usize::from(ext[1]) + 2) * 4,
+            _ => (usize::from(ext[1]) + 1) * 8,
+        };
+        next = ext[0];
+        header += len;
+        followed += 1;
+    }
+    if header > HEADER_LIMIT {
+        return Err(DropReason::Unparsable);
+    }
+    match next {
+        58 if ra_guard || guards.ip.is_some() => {
+            let Some([kind, _code]) = get::<2>(bytes, header) else {
+                return Err(DropReason::Unparsable);
+            };
+            match (kind, &guards.ip) {
+                (134 | 137, _) if ra_guard => Err(DropReason::RouterAdvert),
+                (136, Some(ips)) => guard_neighbour_advert(ips, own_mac, bytes, header),
+                _ => Ok(()),
+            }
+        }
+        17 if dhcp_guard => match get::<2>(bytes, header) {
+            None => Err(DropReason::Unparsable),
+            Some(port) if u16::from_be_bytes(port) == 547 => Err(DropReason::DhcpServer),
+            Some(_) => Ok(()),
+        },
+        _ => Ok(()),
+    }
+}
+
+/// A neighbour advertisement under `--ip`, its ICMPv6 header at `at`: the
+/// target (cut short: refused) listed or link-local; unless the endpoint
+/// may spoof its MAC, each of the first three options (an option is 8
+/// bytes at least; fewer left ends them) must have a length and, if it is a
+/// target link-layer address (type 2), name the endpoint's MAC; an option
+/// starting past byte 512, or a fourth one (two bytes or more left), is
+/// refused.
+fn guard_neighbour_advert(
+    ips: &IpList,
+    own_mac: Option<[u8; 6]>,
+    bytes: &[u8],
+    at: usize,
+) -> Result<(), DropReason> {
+    let Some(target) = get::<16>(bytes, at + 8) else {
+        return Err(DropReason::NdSpoofed);
+    };
+    if !is_link_local(&target) && !ips.has_v6(target) {
+        return Err(DropReason::NdSpoofed);
+    }
+    let Some(mac) = own_mac else {
+        return Ok(());
+    };
+    let mut option = at + 24;
+    for _ in 0..ND_OPTIONS_LOOKED_AT {
+        if option > HEADER_LIMIT {
+            return Err(DropReason::NdSpoofed);
+        }
+        let Some(head) = get::<8>(bytes, option) else {
+            return Ok(());
+        };
+        let (kind, units) = (head[0], head[1]);
+        if units == 0 || (kind == 2 && head[2..8] != mac) {
+            return Err(DropReason::NdSpoofed);
+        }
+        option += usize::from(units) * 8;
+    }
+    if bytes.len() >= option + 2 {
+        return Err(DropReason::NdSpoofed);
+    }
+    Ok(())
 }

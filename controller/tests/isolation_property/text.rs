@@ -57,7 +57,7 @@ pub(super) fn policy_text(policy: Option<&EndpointPolicy>) -> String {
     };
     let mac = p.mac.map(|b| format!("{b:02x}")).join(":");
     format!(
-        "{kind}; priority {}; spoofing {}; mac {mac}",
+        "{kind}; priority {}; spoofing {}; mac {mac}; {}",
         if p.has(POLICY_PRIORITY_SET) {
             p.priority.to_string()
         } else {
@@ -68,7 +68,41 @@ pub(super) fn policy_text(policy: Option<&EndpointPolicy>) -> String {
         } else {
             "no"
         },
+        guards_text(p)
     )
+}
+
+/// The guards as the policy encodes them for the programs: `--ip` decoded
+/// from the prefix table, the allow flags.
+pub(super) fn guards_text(p: &EndpointPolicy) -> String {
+    let mut words = Vec::new();
+    if p.has(POLICY_GUARD_IP) {
+        let guard = &p.addresses;
+        let v4 = guard.v4.iter().take(guard.v4_count as usize).map(|prefix| {
+            let addr = std::net::Ipv4Addr::from(prefix.addr.to_ne_bytes());
+            format!("{addr}/{}", prefix.mask.count_ones())
+        });
+        let v6 = guard.v6.iter().take(guard.v6_count as usize).map(|prefix| {
+            let mut octets = [0u8; 16];
+            octets[..8].copy_from_slice(&prefix.addr[0].to_ne_bytes());
+            octets[8..].copy_from_slice(&prefix.addr[1].to_ne_bytes());
+            let len = prefix.mask[0].count_ones() + prefix.mask[1].count_ones();
+            format!("{}/{len}", std::net::Ipv6Addr::from(octets))
+        });
+        words.push(format!("ip {}", v4.chain(v6).collect::<Vec<_>>().join(",")));
+    } else {
+        words.push("no --ip".into());
+    }
+    for (flag, name) in [
+        (POLICY_ALLOW_DHCP_SERVER, "dhcp-server"),
+        (POLICY_ALLOW_RA, "ra"),
+        (POLICY_ALLOW_BPDU, "bpdu"),
+    ] {
+        if p.has(flag) {
+            words.push(format!("allow {name}"));
+        }
+    }
+    words.join(", ")
 }
 
 pub(super) fn port_kind(policy: Option<&EndpointPolicy>) -> &'static str {
