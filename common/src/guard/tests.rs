@@ -321,6 +321,29 @@ fn arp_guard() {
 }
 
 #[test]
+fn a_third_tag_is_not_a_way_around_the_guards() {
+    // A tunnel passes a customer tag with anything under it.
+    let mut bytes = [0u8; 64];
+    bytes[..6].copy_from_slice(&BROADCAST);
+    bytes[6..12].copy_from_slice(&MAC);
+    for (i, at) in [12, 16, 20].into_iter().enumerate() {
+        bytes[at..at + 2].copy_from_slice(&TPID_8021Q.to_be_bytes());
+        bytes[at + 2..at + 4].copy_from_slice(&(10 + i as u16).to_be_bytes());
+    }
+    bytes[24..26].copy_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
+    let mut header = [0u8; crate::decide::VIEW_BYTES];
+    header.copy_from_slice(&bytes[..crate::decide::VIEW_BYTES]);
+    let payload = Payload::of(&FrameView::from_header(64, &header, None));
+    assert_eq!(
+        check(&open_port(), &bytes[..], payload),
+        Err(DropReason::Unparsable)
+    );
+    let mut unguarded = open_port();
+    unguarded.flags |= POLICY_ALLOW_DHCP_SERVER | POLICY_ALLOW_RA;
+    assert!(check(&unguarded, &bytes[..], payload).is_ok());
+}
+
+#[test]
 fn payload_sits_under_inline_tags() {
     let mut header = [0u8; crate::decide::VIEW_BYTES];
     header[12..14].copy_from_slice(&TPID_8021Q.to_be_bytes());

@@ -518,6 +518,13 @@ fn guard(policy: &EndpointPolicy, guards: &Guards, bytes: &[u8]) -> Result<(), D
         },
         0x0800 => guard_ipv4(guards, bytes, at),
         0x86dd => guard_ipv6(guards, own_mac, bytes, at),
+        // Under a third tag (a tunnel carries them): what it holds is not
+        // looked at, so it does not go while a guard would look.
+        t if is_tpid(t)
+            && (guards.ip.is_some() || !guards.allow_dhcp_server || !guards.allow_ra) =>
+        {
+            Err(DropReason::Unparsable)
+        }
         _ => Ok(()),
     }
 }
