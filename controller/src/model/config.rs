@@ -165,6 +165,8 @@ impl Config {
                 mtu,
                 allow_mac_spoofing: endpoint.allow_mac_spoofing,
                 isolation,
+                device: crate::model::state::Device::Macvtap,
+                cni: None,
             };
             if let Some(twin) = desired.iter().find(|other| other.name == want.name) {
                 return Err(Error::invalid(
@@ -217,7 +219,12 @@ impl Config {
     pub fn from_state(state: &State) -> Self {
         Self {
             uplinks: state.uplinks.values().map(uplink_config).collect(),
-            endpoints: state.endpoints.values().map(endpoint_config).collect(),
+            endpoints: state
+                .endpoints
+                .values()
+                .filter(|record| record.cni.is_none())
+                .map(endpoint_config)
+                .collect(),
         }
     }
 

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::model::{
     isolation::Isolation,
     policy::{Pcp, PortVlans},
+    state::{CniAttachment, Device},
     types::{Cidr, IfName, Mac, Mode, Mtu, Vid},
 };
 
@@ -25,6 +26,9 @@ pub struct EndpointSpec {
     pub mtu: Option<Mtu>,
     pub allow_mac_spoofing: bool,
     pub isolation: Isolation,
+    pub device: Device,
+    /// Made for a CNI runtime, moved into its container's namespace.
+    pub cni: Option<CniAttachment>,
 }
 
 impl EndpointSpec {

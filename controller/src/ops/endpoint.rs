@@ -55,6 +55,8 @@ impl Session<'_> {
                 isolation: spec.isolation,
                 attach: None,
                 status: RecordStatus::Pending,
+                device: spec.device,
+                cni: spec.cni,
             };
             check_mac_twin(&planned, &record)?;
             planned

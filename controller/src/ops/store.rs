@@ -205,6 +205,8 @@ mod tests {
                 isolation: Isolation::Community("blue".into()),
                 attach: Some(AttachMode::Clsact),
                 status: RecordStatus::Pending,
+                device: Default::default(),
+                cni: None,
             },
         );
         state_dir.save(&lock, &state).unwrap();

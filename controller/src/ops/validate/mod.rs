@@ -293,6 +293,7 @@ mod tests {
             ethernet: true,
             master: None,
             passthru: false,
+            up: true,
         }
     }
 
@@ -314,6 +315,8 @@ mod tests {
             mtu: None,
             allow_mac_spoofing: false,
             isolation: Isolation::Open,
+            device: crate::model::state::Device::Macvtap,
+            cni: None,
         }
     }
 
