@@ -267,6 +267,18 @@ impl State {
         policy
     }
 
+    /// Whether endpoints on `lower` may carry their tags in the mark for
+    /// its egress program to write: not once a CNI endpoint sits on it in
+    /// another namespace, since a frame crossing namespaces between
+    /// endpoints (macvlan's bridge-mode forward) has its mark scrubbed,
+    /// while a tag in the skb's metadata survives.
+    pub fn tags_may_ride_in_mark(&self, lower: &IfName) -> bool {
+        !self
+            .endpoints
+            .values()
+            .any(|record| record.lower == *lower && record.cni.is_some())
+    }
+
     /// Whether anything recorded on `lower`, other than `leaving`, needs its
     /// egress program: an endpoint, the host port or relay emulation.
     pub fn lower_in_use(&self, lower: &IfName, leaving: &str) -> bool {

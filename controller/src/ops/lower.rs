@@ -90,8 +90,9 @@ impl Session<'_> {
             datapath.attach_hook(name.as_str(), Hook::FromGuest, Some(*mode))?;
             log::info!("{name}: attached to the loaded data path");
         }
-        for ifindex in lowers.values() {
-            datapath.maps.set_tags_from_mark(*ifindex, true)?;
+        for (lower, ifindex) in &lowers {
+            let in_mark = self.state.tags_may_ride_in_mark(lower);
+            datapath.maps.set_tags_from_mark(*ifindex, in_mark)?;
         }
         Ok(())
     }
@@ -122,6 +123,10 @@ impl Session<'_> {
         ifindex: u32,
         raise_flag: bool,
     ) -> Result<()> {
+        if raise_flag && !self.state.tags_may_ride_in_mark(lower) {
+            datapath.maps.set_tags_from_mark(ifindex, false)?;
+        }
+        let raise_flag = raise_flag && self.state.tags_may_ride_in_mark(lower);
         // A lower device recreated under a new ifindex keeps a stale pin:
         // the flag at its current ifindex tells.
         if raise_flag
