@@ -194,6 +194,18 @@ impl Datapath {
         self.attach_hooks(name, name, &[hook], prefer)
     }
 
+    /// `attach_hook` for a device called `ifname` in this thread's
+    /// namespace (see `attach_as`).
+    pub fn attach_hook_as(
+        &mut self,
+        name: &str,
+        ifname: &str,
+        hook: Hook,
+        prefer: Option<AttachMode>,
+    ) -> Result<AttachMode> {
+        self.attach_hooks(name, ifname, &[hook], prefer)
+    }
+
     fn attach_hooks(
         &mut self,
         name: &str,

@@ -1,7 +1,7 @@
 //! Every verb with host-local, and its failure cases: what the plugin
 //! answers, and what it leaves in the container, the state and IPAM.
 
-use macvswitch_tests::{require_root, topology::LOWER};
+use macvswitch_tests::{bpf::pinned_prog_id, require_root, topology::LOWER};
 use serde_json::{Value, json};
 
 use super::{
@@ -394,6 +394,19 @@ fn status_looks_at_the_master_and_ipam() {
     assert_ok(&cni.run("STATUS", &conf, &[]), "STATUS");
     let old = cni.conf(json!({"cniVersion": "1.0.0"}));
     assert_cni_error(&cni.run("STATUS", &old, &[]), 1, &["STATUS", "1.1.0"]);
+    // The network has endpoints, but no programs are pinned where the
+    // configuration says: not available.
+    let pod = container("pod");
+    cni.add(&pod, "c1", "net1", &conf);
+    let elsewhere = macvswitch_tests::TempStateDir::new();
+    let unloaded = cni.conf(json!({"bpffs": elsewhere.path()}));
+    assert_cni_error(
+        &cni.run("STATUS", &unloaded, &[]),
+        50,
+        &["programs", "not loaded"],
+    );
+    assert_ok(&cni.run("STATUS", &conf, &[]), "STATUS with the endpoint");
+    cni.del(&pod, "c1", "net1", &conf);
 }
 
 /// GC removes this network's attachments the runtime no longer lists, and
@@ -439,6 +452,21 @@ fn gc_removes_only_stale_attachments_of_its_network() {
     assert_ok(&cni.run("GC", &gc, &[]), "GC");
     assert_eq!(cni.endpoints().len(), 2);
     assert!(cni.reserved("vlan100").is_empty());
+    // A failure does not stop GC: with the IPAM plugin gone, the stale
+    // endpoint still goes, and the failure is reported.
+    cni.add(&pod2, "c2", "net1", &conf);
+    let mut gc = cni.conf(json!({"ipam": {"type": "gone-ipam"}}));
+    gc["cni.dev/valid-attachments"] = json!([]);
+    assert_cni_error(
+        &cni.run("GC", &gc, &[]),
+        100,
+        &["GC", "1 failure", "gone-ipam"],
+    );
+    assert!(
+        !links(&pod2).contains(&"net1".to_string()),
+        "GC stopped at the error"
+    );
+    assert_eq!(cni.endpoints().len(), 2);
     // Before 1.1.0 there is no GC.
     let old = cni.conf(json!({"cniVersion": "1.0.0"}));
     assert_cni_error(&cni.run("GC", &old, &[]), 1, &["GC"]);
@@ -461,9 +489,41 @@ fn restore_and_reset_handle_cni_endpoints() {
     assert_eq!(left.len(), 1, "{report}: {left:?}");
     assert_eq!(left[0]["container_id"], "c1");
     assert_eq!(left[0]["status"], "ready");
-    cni.h.ctl.ok(&["reset"]);
-    assert!(
-        !links(&pod).contains(&"net1".to_string()),
-        "reset left net1"
+    // A freshly loaded data path (what a new binary does by itself) takes
+    // the container's endpoint along: its policy is in the new maps and
+    // its links run the new programs, so CHECK still agrees.
+    let result = cni.add(&pod, "c3", "net3", &conf);
+    cni.h.ctl.ok(&["reload"]);
+    assert_ok(
+        &cni.check(&pod, "c3", "net3", &conf, &result),
+        "CHECK after reload",
     );
+    let name = cni
+        .endpoints()
+        .into_iter()
+        .find(|e| e["container_id"] == "c3")
+        .expect("c3 listed")["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let bpffs = cni.h.bpffs.path();
+    let builds: Vec<_> = std::fs::read_dir(bpffs.join("progs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(builds.len(), 1, "{builds:?}");
+    for (hook, program) in [("ingress", "to_guest"), ("egress", "from_guest")] {
+        assert_eq!(
+            pinned_prog_id(&bpffs.join("links").join(&name).join(hook)),
+            pinned_prog_id(&builds[0].join(program)),
+            "the {hook} link of c3 runs another program than the one loaded"
+        );
+    }
+    cni.h.ctl.ok(&["reset"]);
+    for ifname in ["net1", "net3"] {
+        assert!(
+            !links(&pod).contains(&ifname.to_string()),
+            "reset left {ifname}"
+        );
+    }
 }
