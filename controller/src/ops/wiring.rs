@@ -2,7 +2,7 @@
 //! a guest's macvtap and a lower device's host port (a macvlan), each
 //! created down, given its map entries and programs, then brought up.
 
-use std::os::fd::AsRawFd as _;
+use std::{collections::BTreeSet, os::fd::AsRawFd as _};
 
 use crate::{
     error::{Error, Result},
@@ -60,8 +60,10 @@ impl Session<'_> {
 
     /// Moves a new, still down, CNI endpoint into its container's
     /// namespace as `cni.ifname`. Its ifindex there is the maps' key, so it
-    /// must be no other endpoint's: it keeps its index if that is free in
-    /// the container, else takes the kernel's choice there.
+    /// must be no other endpoint's: it keeps its index if that is free
+    /// there and no other endpoint's key, else asks for one above all of
+    /// those (a kernel without IFLA_NEW_IFINDEX picks its own, checked
+    /// after the move).
     async fn move_into_container(
         &mut self,
         record: &mut EndpointRecord,
@@ -69,41 +71,50 @@ impl Session<'_> {
     ) -> Result<()> {
         let netns = netns::open(&cni.netns)?;
         let ifname = cni.ifname.as_str();
-        let keep = self
+        let inside = Netlink::connect_in(&cni.netns)?;
+        let keys: BTreeSet<u32> = self
+            .state
+            .endpoints
+            .values()
+            .filter(|other| other.name != record.name)
+            .map(|other| other.ifindex)
+            .collect();
+        let taken: BTreeSet<u32> = inside.links().await?.iter().map(|l| l.index).collect();
+        let wanted = if keys.contains(&record.ifindex) || taken.contains(&record.ifindex) {
+            let highest = keys.iter().chain(&taken).copied().max().unwrap_or(0);
+            highest.max(record.ifindex) + 1
+        } else {
+            record.ifindex
+        };
+        let asked = self
             .netlink
-            .move_to_netns(
-                record.ifindex,
-                netns.as_raw_fd(),
-                ifname,
-                Some(record.ifindex),
-            )
+            .move_to_netns(record.ifindex, netns.as_raw_fd(), ifname, Some(wanted))
             .await;
-        if keep.is_err() {
+        if let Err(error) = asked {
+            log::info!("{ifname}: ifindex {wanted} refused ({error}); the kernel picks one");
             self.netlink
                 .move_to_netns(record.ifindex, netns.as_raw_fd(), ifname, None)
                 .await?;
         }
-        let inside = Netlink::connect_in(&cni.netns)?;
         let link = inside.link_by_name(ifname).await?.ok_or_else(|| {
             Error::Refused(format!(
                 "{ifname}: gone from {} right after the move",
                 cni.netns.display()
             ))
         })?;
-        let taken = self.state.endpoints.values().any(|other| {
-            other.name != record.name && other.ifindex == link.index && other.status.is_ready()
-        });
-        if taken {
+        // Recorded before anything else can fail, so a rollback deletes it
+        // there.
+        record.ifindex = link.index;
+        self.state
+            .endpoints
+            .insert(record.name.clone(), record.clone());
+        if keys.contains(&link.index) {
             return Err(Error::Refused(format!(
                 "{ifname}: its ifindex {} in {} is already another endpoint's policy key",
                 link.index,
                 cni.netns.display()
             )));
         }
-        record.ifindex = link.index;
-        self.state
-            .endpoints
-            .insert(record.name.clone(), record.clone());
         Ok(())
     }
 

@@ -133,15 +133,9 @@ fn isolation_applies_between_containers() {
     }
 }
 
-/// The interface gets a new ifindex in a container whose indexes are
-/// taken: the policy is keyed by the new one, and frames follow it.
-#[test]
-fn the_policy_follows_a_new_ifindex() {
-    require_root!();
-    let cni = Cni::new();
-    let pod = container("pod");
-    // Take ifindexes 2..=41 in the container: the host namespace's new
-    // device (index < 10 there) cannot keep its index.
+/// Takes ifindexes 2..=41 in `pod`: a device the host's namespace made
+/// (index < 10 there) cannot keep its index in it.
+fn crowd(pod: &NetNs) {
     for n in 0..20 {
         pod.ip_ok(&[
             "link",
@@ -154,10 +148,43 @@ fn the_policy_follows_a_new_ifindex() {
             &format!("fill{n}b"),
         ]);
     }
-    let result = cni.add(&pod, "c1", "net1", &cni.conf(json!({"vlan": 300})));
-    let index = link(&pod, "net1")["ifindex"].as_u64().unwrap();
-    assert!(index > 41, "net1 kept a low ifindex {index}");
-    let listed = &cni.endpoints()[0];
-    assert_eq!(listed["ifindex"], index, "the policy's key: {listed}");
-    assert_on_vlan(&cni, &pod, "net1", &result, 300);
+}
+
+/// The interface gets a new ifindex in a container whose indexes are
+/// taken: the policy is keyed by the new one, and frames follow it. A
+/// second crowded container, whose next free index is the first one's
+/// key, gets another: each keeps its own VLAN.
+#[test]
+fn the_policy_follows_a_new_ifindex() {
+    require_root!();
+    let cni = Cni::new();
+    let (a, b) = (container("a"), container("b"));
+    crowd(&a);
+    crowd(&b);
+    let ra = cni.add(&a, "ca", "net1", &cni.conf(json!({"vlan": 300})));
+    let rb = cni.add(
+        &b,
+        "cb",
+        "net1",
+        &cni.conf(json!({"name": "vlan400", "vlan": 400})),
+    );
+    let (index_a, index_b) = (
+        link(&a, "net1")["ifindex"].as_u64().unwrap(),
+        link(&b, "net1")["ifindex"].as_u64().unwrap(),
+    );
+    assert!(
+        index_a > 41 && index_b > 41,
+        "a low ifindex kept: {index_a} {index_b}"
+    );
+    assert_ne!(index_a, index_b, "two endpoints share a policy key");
+    for (index, id) in [(index_a, "ca"), (index_b, "cb")] {
+        let listed = cni
+            .endpoints()
+            .into_iter()
+            .find(|e| e["container_id"] == id)
+            .unwrap();
+        assert_eq!(listed["ifindex"], index, "the policy's key: {listed}");
+    }
+    assert_on_vlan(&cni, &a, "net1", &ra, 300);
+    assert_on_vlan(&cni, &b, "net1", &rb, 400);
 }
