@@ -527,3 +527,44 @@ fn restore_and_reset_handle_cni_endpoints() {
         );
     }
 }
+
+/// An interface name the container already has: the move is refused
+/// after the endpoint was made, and the ADD is undone entirely (no record,
+/// no device left in the host's namespace, no pins, no address).
+#[test]
+fn a_taken_interface_name_undoes_the_add() {
+    require_root!();
+    let cni = Cni::new();
+    let pod = container("pod");
+    pod.ip_ok(&[
+        "link", "add", "net1", "type", "veth", "peer", "name", "peer1",
+    ]);
+    let host_links = links(&cni.h.topo.host);
+    let out = cni.run(
+        "ADD",
+        &cni.conf(json!({})),
+        &Cni::env(&netns_path(&pod), "c1", "net1"),
+    );
+    assert_cni_error(&out, 100, &["net1"]);
+    assert!(cni.endpoints().is_empty(), "a record was left");
+    assert_eq!(
+        links(&cni.h.topo.host),
+        host_links,
+        "a device was left on the host"
+    );
+    assert!(cni.reserved("vlan100").is_empty());
+    assert!(
+        !cni.h
+            .bpffs
+            .path()
+            .join("links")
+            .read_dir()
+            .is_ok_and(|mut d| d.next().is_some()),
+        "link pins left behind"
+    );
+    assert_eq!(
+        link(&pod, "net1")["linkinfo"]["info_kind"],
+        "veth",
+        "the container's own net1 changed"
+    );
+}
