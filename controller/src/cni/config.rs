@@ -249,3 +249,84 @@ impl NetConf {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conf(extra: &str) -> NetConf {
+        NetConf::parse(&format!(
+            r#"{{"cniVersion":"1.1.0","name":"n","type":"macvswitch-cni","master":"eth0"{extra}}}"#
+        ))
+        .unwrap()
+    }
+
+    fn attachment() -> CniAttachment {
+        CniAttachment {
+            container_id: "c1".into(),
+            network: "n".into(),
+            ifname: "net1".parse().unwrap(),
+            netns: "/run/netns/x".into(),
+        }
+    }
+
+    fn refusal(extra: &str, args: &str) -> CniError {
+        conf(extra).endpoint_spec(attachment(), args).unwrap_err()
+    }
+
+    #[test]
+    fn a_bad_value_names_its_key_and_the_rule() {
+        let error = refusal(r#","vlan":4095"#, "");
+        assert_eq!(error.code, Code::InvalidConfig as u32);
+        assert!(error.msg.starts_with("vlan 4095: "), "{}", error.msg);
+        assert!(error.msg.contains("1..=4094"), "{}", error.msg);
+        let error = refusal(r#","trunk":"10,9000""#, "");
+        assert!(
+            error.msg.starts_with("trunk \"10,9000\": "),
+            "{}",
+            error.msg
+        );
+        let error = refusal(r#","device":"tun""#, "");
+        assert!(
+            error.msg.contains("\"macvtap\" or \"macvlan\""),
+            "{}",
+            error.msg
+        );
+        let error = refusal(r#","isolated":true,"community":"web""#, "");
+        assert!(error.msg.starts_with("isolated/community"), "{}", error.msg);
+        let error = refusal(r#","native":5"#, "");
+        assert!(error.msg.starts_with("native"), "{}", error.msg);
+        let error = NetConf::parse(r#"{"cniVersion":"1.1.0"}"#).unwrap_err();
+        assert_eq!(error.code, Code::InvalidConfig as u32);
+        assert!(error.msg.starts_with("name: missing"), "{}", error.msg);
+        let error = NetConf::parse("[1]").unwrap_err();
+        assert_eq!(error.code, Code::Decode as u32);
+    }
+
+    #[test]
+    fn the_port_model_is_the_clis() {
+        let spec = conf(r#","trunk":"10,20","native":10,"priority":5,"community":"web""#)
+            .endpoint_spec(attachment(), "")
+            .unwrap();
+        assert_eq!(spec.vlans.to_string(), "trunk 10,20 native 10");
+        assert_eq!(spec.isolation, Isolation::Community("web".into()));
+        assert_eq!(spec.device, Device::Macvtap);
+        assert_eq!(spec.lower.as_str(), "eth0");
+        // The endpoint's name is the attachment's, the same every time.
+        let again = conf("").endpoint_spec(attachment(), "").unwrap();
+        assert_eq!(spec.name, again.name);
+    }
+
+    #[test]
+    fn runtime_config_mac_wins_over_cni_args_over_config() {
+        let spec = |extra: &str, args: &str| conf(extra).endpoint_spec(attachment(), args).unwrap();
+        let mac = |text: &str| Some(text.parse::<Mac>().unwrap());
+        let config = r#","mac":"02:00:00:00:00:01""#;
+        assert_eq!(spec(config, "").mac, mac("02:00:00:00:00:01"));
+        let args = "IgnoreUnknown=1;MAC=02:00:00:00:00:02";
+        assert_eq!(spec(config, args).mac, mac("02:00:00:00:00:02"));
+        let runtime = r#","mac":"02:00:00:00:00:01","runtimeConfig":{"mac":"02:00:00:00:00:03"}"#;
+        assert_eq!(spec(runtime, args).mac, mac("02:00:00:00:00:03"));
+        assert_eq!(spec("", "").mac, None);
+    }
+}

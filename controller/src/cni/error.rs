@@ -71,6 +71,33 @@ fn cni_field(option: &str) -> String {
     out
 }
 
+/// A rule worded for the command line, in the config's terms: `(--trunk
+/// VIDLIST)` becomes `(trunk VIDLIST)`, `--lower` `master`.
+fn in_config_terms(rule: &str) -> String {
+    rule.split(' ')
+        .map(|word| {
+            let start = word
+                .find("--")
+                .filter(|at| word[..*at].chars().all(|c| c == '('));
+            match start {
+                Some(at) => {
+                    let end = word[at..]
+                        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+                        .map_or(word.len(), |n| at + n);
+                    format!(
+                        "{}{}{}",
+                        &word[..at],
+                        cni_field(&word[at..end]),
+                        &word[end..]
+                    )
+                }
+                None => word.to_string(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 impl From<Error> for CniError {
     fn from(error: Error) -> Self {
         match error {
@@ -79,8 +106,7 @@ impl From<Error> for CniError {
                 value,
                 allowed,
             } => {
-                // Rules worded for the command line, in the config's terms.
-                let allowed = allowed.replace("--lower", "master");
+                let allowed = in_config_terms(&allowed);
                 let msg = if value.is_empty() {
                     format!("{}: {allowed}", cni_field(option))
                 } else {
@@ -112,5 +138,10 @@ mod tests {
         assert_eq!(cni_field("--native-tagged"), "nativeTagged");
         assert_eq!(cni_field("--allow-mac-spoofing"), "allowMacSpoofing");
         assert_eq!(cni_field("vlan"), "vlan");
+        assert_eq!(
+            in_config_terms("needs a trunk port (--trunk VIDLIST), not --native-tagged."),
+            "needs a trunk port (trunk VIDLIST), not nativeTagged."
+        );
+        assert_eq!(in_config_terms("see --lower"), "see master");
     }
 }
