@@ -30,6 +30,23 @@ pub enum Verb {
 }
 
 pub async fn run(verb: Verb, env: &Env, conf: &NetConf) -> Result<Option<Value>, CniError> {
+    let instance = instance(conf)?;
+    // As the CLI does: a verb that fails leaves the state directory as it
+    // found it, with no lock file or directory made for nothing.
+    let found = instance.state_dir.found();
+    let outcome = run_verb(verb, env, conf, &instance).await;
+    if outcome.is_err() {
+        instance.state_dir.leave_as_found(found);
+    }
+    outcome
+}
+
+async fn run_verb(
+    verb: Verb,
+    env: &Env,
+    conf: &NetConf,
+    instance: &Instance,
+) -> Result<Option<Value>, CniError> {
     let needs = |at_least: &str, what: &str| {
         if version::at_least(&conf.cni_version, at_least) {
             Ok(())
@@ -43,21 +60,20 @@ pub async fn run(verb: Verb, env: &Env, conf: &NetConf) -> Result<Option<Value>,
             ))
         }
     };
-    let instance = instance(conf)?;
     match verb {
-        Verb::Add => add(env, conf, &instance).await.map(Some),
-        Verb::Del => del(env, conf, &instance).await.map(|()| None),
+        Verb::Add => add(env, conf, instance).await.map(Some),
+        Verb::Del => del(env, conf, instance).await.map(|()| None),
         Verb::Check => {
             needs("0.4.0", "CHECK")?;
-            check(env, conf, &instance).await.map(|()| None)
+            check(env, conf, instance).await.map(|()| None)
         }
         Verb::Status => {
             needs("1.1.0", "STATUS")?;
-            status(env, conf, &instance).await.map(|()| None)
+            status(env, conf, instance).await.map(|()| None)
         }
         Verb::Gc => {
             needs("1.1.0", "GC")?;
-            gc(env, conf, &instance).await.map(|()| None)
+            gc(env, conf, instance).await.map(|()| None)
         }
     }
 }

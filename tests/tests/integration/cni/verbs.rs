@@ -250,6 +250,16 @@ fn bad_input_is_refused_and_changes_nothing() {
     }
     let out = cni.run("FROB", &cni.conf(json!({})), &env);
     assert_cni_error(&out, 4, &["CNI_COMMAND", "FROB"]);
+    // A host that never had a switch: a refused ADD leaves no state
+    // directory behind.
+    let fresh = cni.h.state.path().join("never");
+    let conf = cni.conf(json!({"master": "nosuch0", "stateDir": fresh}));
+    assert_cni_error(&cni.run("ADD", &conf, &env), 7, &["master nosuch0"]);
+    assert!(
+        !fresh.exists(),
+        "{} was made for a refused ADD",
+        fresh.display()
+    );
 }
 
 /// The MAC: from the configuration, overridden by `MAC` in CNI_ARGS,
