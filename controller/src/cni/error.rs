@@ -5,20 +5,18 @@ use serde::Serialize;
 
 use crate::error::Error;
 
-/// The spec's well-known error codes that this plugin gives.
+/// The spec's well-known error codes that this plugin gives (an IPAM
+/// plugin's, 51 from its STATUS say, are passed on as they are).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u32)]
 pub enum Code {
     IncompatibleVersion = 1,
-    UnsupportedField = 2,
     UnknownContainer = 3,
     InvalidEnvironment = 4,
     Io = 5,
     Decode = 6,
     InvalidConfig = 7,
-    TryAgainLater = 11,
     PluginNotAvailable = 50,
-    LimitedConnectivity = 51,
     /// 100 and up are the plugin's own: a kernel or host failure.
     Internal = 100,
 }
