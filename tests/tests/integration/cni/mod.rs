@@ -4,8 +4,11 @@
 //! namespaces the test makes (`CNI_NETNS=/run/netns/NAME`), addresses from
 //! Debian's real host-local IPAM plugin with a data directory per test.
 
+mod check;
 mod crash;
 mod examples;
+mod host;
+mod status_gc;
 mod traffic;
 mod verbs;
 
