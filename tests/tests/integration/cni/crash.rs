@@ -31,6 +31,7 @@ fn a_killed_add_is_repaired_and_deleted() {
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .env("CNI_COMMAND", "ADD")
             .env("CNI_PATH", super::CNI_PATH)
+            .envs(std::env::var("MACVSWITCH_ATTACH").map(|mode| ("MACVSWITCH_ATTACH", mode)))
             .envs(Cni::env(&path, "c1", "net1"))
             .stdin(Stdio::piped())
             .stdout(Stdio::null())

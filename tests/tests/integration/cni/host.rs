@@ -1,7 +1,7 @@
 //! One switch per host: `restore`, `reload` and `reset` handle a CNI
 //! endpoint as they handle the CLI's, in its container.
 
-use macvswitch_tests::{bpf::pinned_prog_id, require_root};
+use macvswitch_tests::{attach, bpf::pinned_prog_id, require_root};
 use serde_json::json;
 
 use super::{Cni, assert_ok, container, links};
@@ -47,10 +47,15 @@ fn restore_and_reset_handle_cni_endpoints() {
         .collect();
     assert_eq!(builds.len(), 1, "{builds:?}");
     for (hook, program) in [("ingress", "to_guest"), ("egress", "from_guest")] {
+        let loaded = u64::from(pinned_prog_id(&builds[0].join(program)));
+        // TCX: the pinned link's program; clsact: our filter's, in the pod.
+        let running = match attach::ours(&pod, "net3", hook).first() {
+            Some(filter) => filter["options"]["prog"]["id"].as_u64().expect("prog id"),
+            None => u64::from(pinned_prog_id(&bpffs.join("links").join(&name).join(hook))),
+        };
         assert_eq!(
-            pinned_prog_id(&bpffs.join("links").join(&name).join(hook)),
-            pinned_prog_id(&builds[0].join(program)),
-            "the {hook} link of c3 runs another program than the one loaded"
+            running, loaded,
+            "the {hook} of c3 runs another program than the one loaded"
         );
     }
     cni.h.ctl.ok(&["reset"]);

@@ -113,6 +113,7 @@ impl Cni {
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .env("CNI_COMMAND", command)
             .env("CNI_PATH", CNI_PATH)
+            .envs(std::env::var("MACVSWITCH_ATTACH").map(|mode| ("MACVSWITCH_ATTACH", mode)))
             .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
