@@ -102,18 +102,39 @@ fn the_container_is_on_its_vlan() {
     assert_eq!(arp.vid(), Some(100), "its ARP request's VLAN");
 }
 
-/// Two containers on the network ping each other while open, not while
-/// isolated (bridge-mode deliveries between them never reach the wire:
-/// only the programs keep them apart).
+/// Two containers on the network ping each other while open or in one
+/// community, not while isolated or in different communities (bridge-mode
+/// deliveries between them never reach the wire: only the programs keep
+/// them apart).
 #[test]
 fn isolation_applies_between_containers() {
     require_root!();
-    for (isolated, reaches) in [(false, true), (true, false)] {
+    let cases = [
+        ("open", json!({}), json!({}), true),
+        (
+            "isolated",
+            json!({"isolated": true}),
+            json!({"isolated": true}),
+            false,
+        ),
+        (
+            "one community",
+            json!({"community": "web"}),
+            json!({"community": "web"}),
+            true,
+        ),
+        (
+            "two communities",
+            json!({"community": "web"}),
+            json!({"community": "db"}),
+            false,
+        ),
+    ];
+    for (what, conf_a, conf_b, reaches) in cases {
         let cni = Cni::new();
         let (a, b) = (container("a"), container("b"));
-        let conf = cni.conf(json!({"isolated": isolated}));
-        cni.add(&a, "ca", "net1", &conf);
-        let rb = cni.add(&b, "cb", "net1", &conf);
+        cni.add(&a, "ca", "net1", &cni.conf(conf_a));
+        let rb = cni.add(&b, "cb", "net1", &cni.conf(conf_b));
         let ip_b = rb["ips"][0]["address"]
             .as_str()
             .unwrap()
@@ -125,7 +146,7 @@ fn isolation_applies_between_containers() {
         assert_eq!(
             ping.status.success(),
             reaches,
-            "isolated={isolated}: ping from a to b: {}",
+            "{what}: ping from a to b: {}",
             String::from_utf8_lossy(&ping.stdout)
         );
         // Each still reaches the wire on its VLAN.
