@@ -418,6 +418,8 @@ impl AddArgs {
                 .options(false)
                 .port(&PortVlans::Untagged, self.port.priority)?,
             isolation: self.isolation.isolation().unwrap_or_default(),
+            device: crate::model::state::Device::Macvtap,
+            cni: None,
             name: self.name,
             lower: self.lower,
             mode: self.mode,

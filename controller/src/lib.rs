@@ -9,11 +9,13 @@
 //!   netlink, tap nodes, bpffs);
 //! - [`ops`]: the instance, its session and the verbs, which validate
 //!   requests against the state and the host and wire them into the kernel;
-//! - the binary's edge: [`cli`], [`report`], [`daemon`] and `main.rs`.
+//! - the binary's edge: [`cli`], [`report`], [`daemon`] and `main.rs`;
+//!   and [`cni`], the edge of the second binary, `macvswitch-cni`.
 //!
 //! [`error`] is shared by all of them.
 
 pub mod cli;
+pub mod cni;
 pub mod daemon;
 pub mod error;
 pub mod kernel;

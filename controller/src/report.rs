@@ -47,7 +47,14 @@ pub fn endpoint_json(instance: &Instance, record: &EndpointRecord) -> Value {
         "tap": usable_tap(instance, record, status),
         "attach": record.attach,
         "guards": guards_json(&record.guards),
+        "device": record.device,
     });
+    if let Some(cni) = &record.cni {
+        value["container_id"] = json!(cni.container_id);
+        value["network"] = json!(cni.network);
+        value["ifname"] = json!(cni.ifname);
+        value["netns"] = json!(cni.netns);
+    }
     match &record.vlans {
         PortVlans::Untagged => {}
         PortVlans::Access { vlan } => value["vlan"] = json!(vlan),
@@ -74,8 +81,15 @@ pub fn endpoint_table(instance: &Instance, records: &[EndpointRecord]) -> String
         "NAME", "LOWER", "MODE", "MAC", "IFINDEX", "STATUS", "VLANS"
     );
     for r in records {
+        // A CNI endpoint's row ends with whose it is.
+        let owner = r.cni.as_ref().map_or(String::new(), |cni| {
+            format!(
+                "  container {} network {} as {}",
+                cni.container_id, cni.network, cni.ifname
+            )
+        });
         out += &format!(
-            "{:<15} {:<15} {:<8} {:<17} {:>7}  {:<12}  {}\n",
+            "{:<15} {:<15} {:<8} {:<17} {:>7}  {:<12}  {}{owner}\n",
             r.name,
             r.lower,
             r.mode,
@@ -94,6 +108,11 @@ pub fn endpoint_details(instance: &Instance, r: &EndpointRecord) -> String {
         .map_or("kept from the guest".to_string(), |p| p.get().to_string());
     let status = instance.live_status(r);
     let (tap, qemu) = match usable_tap(instance, r, status) {
+        // Its tap, if any, is opened inside the container.
+        None if r.cni.is_some() => (
+            format!("{} in the container", r.device.as_str()),
+            "by the VM launcher in the container".to_string(),
+        ),
         Some(tap) => (tap.display().to_string(), qemu_fragment(r)),
         None if matches!(status, LiveStatus::Ready | LiveStatus::NotAttached) => (
             format!(
@@ -107,7 +126,16 @@ pub fn endpoint_details(instance: &Instance, r: &EndpointRecord) -> String {
             "not until the endpoint is ready".to_string(),
         ),
     };
-    format!(
+    let owner = r.cni.as_ref().map_or(String::new(), |cni| {
+        format!(
+            "  container: {} network {} as {} in {}\n",
+            cni.container_id,
+            cni.network,
+            cni.ifname,
+            cni.netns.display()
+        )
+    });
+    let details = format!(
         "{}: lower {} mode {} mac {} ifindex {}\n  status: {}\n  vlans: {}\n  isolation: {}\n  priority: {priority}\n  mtu: {}\n  mac spoofing: {}\n  guards: {}\n  tap: {tap}\n  attach: {}\n  qemu: {qemu}\n",
         r.name,
         r.lower,
@@ -125,7 +153,8 @@ pub fn endpoint_details(instance: &Instance, r: &EndpointRecord) -> String {
         },
         guards_text(&r.guards),
         attach_text(r.attach),
-    )
+    );
+    details + &owner
 }
 
 /// The guards with every key present, so scripts can rely on them.

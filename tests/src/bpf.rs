@@ -91,6 +91,17 @@ pub fn pinned_layout(path: &Path) -> MapLayout {
     }
 }
 
+/// The id of the program pinned at `path`, or of the program a pinned
+/// link at `path` runs (fdinfo says `prog_id` for both).
+pub fn pinned_prog_id(path: &Path) -> u32 {
+    let fd = obj_get(path);
+    let info =
+        std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).expect("fdinfo");
+    info.lines()
+        .find_map(|l| l.strip_prefix("prog_id:")?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no prog_id in the fdinfo of {}:\n{info}", path.display()))
+}
+
 /// Replaces the map pinned at `path` by a new, empty one with `layout`.
 pub fn pin_map(path: &Path, name: &str, layout: MapLayout) {
     // Kernels before 5.11 charge maps to RLIMIT_MEMLOCK (64 KiB by default

@@ -22,6 +22,10 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("iputils-ping", "ping in the host-port tests"),
     ("systemd", "systemd-analyze, which checks the packaged unit"),
     (
+        "containernetworking-plugins",
+        "host-local in /usr/lib/cni, the IPAM plugin the CNI tests delegate to",
+    ),
+    (
         "util-linux",
         "unshare, for tests that change /dev in a private mount namespace",
     ),

@@ -6,5 +6,6 @@
 pub mod bpffs;
 pub mod datapath;
 pub mod netlink;
+pub mod netns;
 pub mod sys;
 pub mod tapdev;

@@ -5,9 +5,10 @@ use futures::TryStreamExt as _;
 use rtnetlink::{
     Handle, LinkMacVlan, LinkMacVtap, LinkUnspec,
     packet_core::ErrorMessage,
+    packet_route::address::AddressAttribute,
     packet_route::link::{
-        InfoData, InfoKind, InfoMacVlan, InfoMacVtap, LinkAttribute, LinkInfo, LinkLayerType,
-        LinkMessage, MacVlanMode,
+        InfoData, InfoKind, InfoMacVlan, InfoMacVtap, LinkAttribute, LinkFlags, LinkInfo,
+        LinkLayerType, LinkMessage, MacVlanMode,
     },
 };
 
@@ -42,6 +43,8 @@ pub struct Link {
     pub master: Option<u32>,
     /// A macvlan or macvtap in passthru mode.
     pub passthru: bool,
+    /// Administratively up.
+    pub up: bool,
 }
 
 impl Link {
@@ -56,6 +59,7 @@ impl Link {
             ethernet: message.header.link_layer_type == LinkLayerType::Ether,
             master: None,
             passthru: false,
+            up: message.header.flags.contains(LinkFlags::Up),
         };
         for attribute in message.attributes {
             match attribute {
@@ -109,6 +113,50 @@ impl Netlink {
             .map_err(|e| Error::io("opening a route netlink socket", e))?;
         tokio::spawn(connection);
         Ok(Self { handle })
+    }
+
+    /// Opens a route-netlink socket in the network namespace at `path`: a
+    /// socket stays in the namespace it was made in.
+    pub fn connect_in(path: &std::path::Path) -> Result<Self> {
+        crate::kernel::netns::run_in(path, Self::connect)
+    }
+
+    pub async fn link_by_index(&self, index: u32) -> Result<Option<Link>> {
+        let mut stream = self.handle.link().get().match_index(index).execute();
+        match stream.try_next().await {
+            Ok(found) => Ok(found.map(Link::from_message)),
+            Err(e) if is_no_such_device(&e) => Ok(None),
+            Err(e) => Err(Error::netlink(format!("looking up link {index}"), e)),
+        }
+    }
+
+    /// Moves link `index` into the namespace `netns` (an open namespace
+    /// fd) as `name`, asking for ifindex `new_index` there if given (the
+    /// kernel refuses one that is taken).
+    pub async fn move_to_netns(
+        &self,
+        index: u32,
+        netns: std::os::fd::RawFd,
+        name: &str,
+        new_index: Option<u32>,
+    ) -> Result<()> {
+        let mut message = LinkUnspec::new_with_index(index)
+            .setns_by_fd(netns)
+            .name(name.to_string());
+        if let Some(new_index) = new_index {
+            message = message.append_extra_attribute(LinkAttribute::NewIfIndex(new_index as i32));
+        }
+        self.handle
+            .link()
+            .set(message.build())
+            .execute()
+            .await
+            .map_err(|e| {
+                Error::netlink(
+                    format!("moving link {index} into another namespace as {name}"),
+                    e,
+                )
+            })
     }
 
     pub async fn links(&self) -> Result<Vec<Link>> {
@@ -202,6 +250,58 @@ impl Netlink {
             .execute()
             .await
             .map_err(|e| Error::netlink(format!("adding {cidr} to link {index}"), e))
+    }
+
+    /// The addresses on link `index`.
+    pub async fn addresses(&self, index: u32) -> Result<Vec<Cidr>> {
+        let messages: Vec<_> = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| Error::netlink(format!("listing the addresses of link {index}"), e))?;
+        Ok(messages
+            .into_iter()
+            .filter_map(|message| {
+                let prefix = message.header.prefix_len;
+                message
+                    .attributes
+                    .into_iter()
+                    .find_map(|attribute| match attribute {
+                        AddressAttribute::Address(addr) => Some(Cidr { addr, prefix }),
+                        _ => None,
+                    })
+            })
+            .collect())
+    }
+
+    /// Adds a route to `destination` via `gateway` on link `index`.
+    pub async fn add_route(
+        &self,
+        index: u32,
+        destination: Cidr,
+        gateway: Option<std::net::IpAddr>,
+    ) -> Result<()> {
+        use std::net::IpAddr;
+        let context = || format!("adding a route to {destination} on link {index}");
+        let mut builder = rtnetlink::RouteMessageBuilder::<IpAddr>::new()
+            .output_interface(index)
+            .destination_prefix(destination.addr, destination.prefix)
+            .map_err(|e| Error::Refused(format!("{}: {e}", context())))?;
+        if let Some(gateway) = gateway {
+            builder = builder
+                .gateway(gateway)
+                .map_err(|e| Error::Refused(format!("{}: {e}", context())))?;
+        }
+        self.handle
+            .route()
+            .add(builder.build())
+            .execute()
+            .await
+            .map_err(|e| Error::netlink(context(), e))
     }
 
     /// Removes address `cidr` from link `index`; one that is not there is

@@ -184,6 +184,8 @@ impl Config {
                     allow_bpdu: endpoint.allow_bpdu,
                     storm_limit: endpoint.storm_limit,
                 },
+                device: crate::model::state::Device::Macvtap,
+                cni: None,
             };
             if let Some(twin) = desired.iter().find(|other| other.name == want.name) {
                 return Err(Error::invalid(
@@ -236,7 +238,12 @@ impl Config {
     pub fn from_state(state: &State) -> Self {
         Self {
             uplinks: state.uplinks.values().map(uplink_config).collect(),
-            endpoints: state.endpoints.values().map(endpoint_config).collect(),
+            endpoints: state
+                .endpoints
+                .values()
+                .filter(|record| record.cni.is_none())
+                .map(endpoint_config)
+                .collect(),
         }
     }
 

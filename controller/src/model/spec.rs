@@ -8,6 +8,7 @@ use crate::model::{
     guards::Guards,
     isolation::Isolation,
     policy::{Pcp, PortVlans},
+    state::{CniAttachment, Device},
     types::{Cidr, IfName, Mac, Mode, Mtu, Vid},
 };
 
@@ -27,6 +28,9 @@ pub struct EndpointSpec {
     pub allow_mac_spoofing: bool,
     pub isolation: Isolation,
     pub guards: Guards,
+    pub device: Device,
+    /// Made for a CNI runtime, moved into its container's namespace.
+    pub cni: Option<CniAttachment>,
 }
 
 impl EndpointSpec {

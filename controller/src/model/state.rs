@@ -68,6 +68,60 @@ pub struct EndpointRecord {
     pub attach: Option<AttachMode>,
     #[serde(default, skip_serializing_if = "RecordStatus::is_ready")]
     pub status: RecordStatus,
+    /// The kind of device: a macvtap unless a CNI network asked for a
+    /// macvlan (older state files have only macvtaps).
+    #[serde(default, skip_serializing_if = "Device::is_macvtap")]
+    pub device: Device,
+    /// Set when a CNI runtime made the endpoint: its device lives in the
+    /// container's network namespace under `cni.ifname`, and `ifindex` is
+    /// its index there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cni: Option<CniAttachment>,
+}
+
+/// The stacked device an endpoint is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Device {
+    /// With a tap character device, for a VM's hypervisor.
+    #[default]
+    Macvtap,
+    /// A plain interface, for a container's own stack.
+    Macvlan,
+}
+
+impl Device {
+    pub fn is_macvtap(&self) -> bool {
+        *self == Device::Macvtap
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Device::Macvtap => "macvtap",
+            Device::Macvlan => "macvlan",
+        }
+    }
+}
+
+/// Who a CNI endpoint belongs to: the attachment's key (container ID,
+/// network name, interface name) as CNI defines it, and where it lives.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CniAttachment {
+    pub container_id: String,
+    pub network: String,
+    /// Its name inside the container's namespace (`CNI_IFNAME`).
+    pub ifname: IfName,
+    /// The namespace path the runtime gave (`CNI_NETNS`).
+    pub netns: std::path::PathBuf,
+}
+
+impl CniAttachment {
+    /// Whether this is the attachment `(container_id, ifname)` of `network`.
+    pub fn is(&self, network: &str, container_id: &str, ifname: &str) -> bool {
+        self.network == network
+            && self.container_id == container_id
+            && self.ifname.as_str() == ifname
+    }
 }
 
 impl EndpointRecord {
@@ -218,6 +272,18 @@ impl State {
             policy.flags |= POLICY_CHECK_SENDERS;
         }
         policy
+    }
+
+    /// Whether endpoints on `lower` may carry their tags in the mark for
+    /// its egress program to write: not once a CNI endpoint sits on it in
+    /// another namespace, since a frame crossing namespaces between
+    /// endpoints (macvlan's bridge-mode forward) has its mark scrubbed,
+    /// while a tag in the skb's metadata survives.
+    pub fn tags_may_ride_in_mark(&self, lower: &IfName) -> bool {
+        !self
+            .endpoints
+            .values()
+            .any(|record| record.lower == *lower && record.cni.is_some())
     }
 
     /// Whether anything recorded on `lower`, other than `leaving`, needs its

@@ -145,7 +145,13 @@ pub fn plan(state: &State, config: &Config, links: &[Link]) -> Result<Vec<Change
     let mut replaces = Vec::new();
     let mut updates = Vec::new();
     let mut adds = Vec::new();
-    for record in state.endpoints.values() {
+    // A CNI runtime's endpoints are its own: a file neither lists nor
+    // deletes them.
+    for record in state
+        .endpoints
+        .values()
+        .filter(|record| record.cni.is_none())
+    {
         if !desired.iter().any(|endpoint| endpoint.name == record.name) {
             deletes.push(Change::DeleteEndpoint(record.name.clone()));
         }

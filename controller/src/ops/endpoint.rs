@@ -56,6 +56,8 @@ impl Session<'_> {
                 guards: spec.guards,
                 attach: None,
                 status: RecordStatus::Pending,
+                device: spec.device,
+                cni: spec.cni,
             };
             check_mac_twin(&planned, &record)?;
             planned

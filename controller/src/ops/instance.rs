@@ -127,6 +127,20 @@ impl Instance {
             RecordStatus::Deleting => return LiveStatus::Deleting,
             RecordStatus::Ready => {}
         }
+        if let Some(cni) = &record.cni {
+            let (name, ifname) = (record.name.as_str(), cni.ifname.as_str());
+            if !crate::ops::cni::is_live_in(&cni.netns, ifname, record.ifindex) {
+                return LiveStatus::Missing;
+            }
+            let attached = crate::kernel::netns::run_in(&cni.netns, || {
+                Ok(Datapath::is_attached_as(&self.pins, name, ifname))
+            });
+            return if attached.unwrap_or(false) {
+                LiveStatus::Ready
+            } else {
+                LiveStatus::NotAttached
+            };
+        }
         if !sys::is_live(record.name.as_str(), record.ifindex) {
             return if sys::has_link(record.lower.as_str()) {
                 LiveStatus::Missing

@@ -8,13 +8,14 @@ use crate::{
     error::Result,
     kernel::{
         datapath::{Datapath, Hook},
+        netns,
         sys::is_live,
     },
     model::{
-        state::{RecordStatus, UplinkRecord},
+        state::{CniAttachment, RecordStatus, UplinkRecord},
         types::{AttachMode, IfName},
     },
-    ops::{session::Session, wiring::write_host_port_maps},
+    ops::{cni::is_live_in, session::Session, wiring::write_host_port_maps},
 };
 
 impl Session<'_> {
@@ -28,14 +29,16 @@ impl Session<'_> {
     /// replaced by others under the same name, are left to `restore`.
     pub(crate) fn reattach(&mut self, datapath: &mut Datapath) -> Result<()> {
         // Every live port, with the mode its ingress hook got.
-        let mut ports: Vec<(IfName, AttachMode)> = Vec::new();
+        let mut ports: Vec<(IfName, AttachMode, Option<CniAttachment>)> = Vec::new();
         let mut lowers: BTreeMap<IfName, u32> = BTreeMap::new();
         let names: Vec<IfName> = self.state.endpoints.keys().cloned().collect();
         for name in &names {
             let record = &self.state.endpoints[name];
-            if record.status != RecordStatus::Ready
-                || !is_live(record.name.as_str(), record.ifindex)
-            {
+            let live = match &record.cni {
+                Some(cni) => is_live_in(&cni.netns, cni.ifname.as_str(), record.ifindex),
+                None => is_live(record.name.as_str(), record.ifindex),
+            };
+            if record.status != RecordStatus::Ready || !live {
                 continue;
             }
             datapath
@@ -45,11 +48,12 @@ impl Session<'_> {
                 .maps
                 .set_source(record.lower_ifindex, record.mac, &record.source())?;
             lowers.insert(record.lower.clone(), record.lower_ifindex);
-            let mode = datapath.attach_hook(name.as_str(), Hook::ToGuest, record.attach)?;
+            let cni = record.cni.clone();
+            let mode = attach_hook_at(datapath, name, cni.as_ref(), Hook::ToGuest, record.attach)?;
             if let Some(record) = self.state.endpoints.get_mut(name) {
                 record.attach = Some(mode);
             }
-            ports.push((name.clone(), mode));
+            ports.push((name.clone(), mode, cni));
         }
         let uplinks: Vec<IfName> = self.state.uplinks.keys().cloned().collect();
         for lower in &uplinks {
@@ -79,21 +83,39 @@ impl Session<'_> {
                     port.attach = Some(mode);
                 }
                 lowers.insert(lower.clone(), uplink.ifindex);
-                ports.push((port.name.clone(), mode));
+                ports.push((port.name.clone(), mode, None));
             }
         }
         lowers.retain(|name, ifindex| is_live(name.as_str(), *ifindex));
         for (lower, ifindex) in &lowers {
             self.attach_uplink_program(datapath, lower, *ifindex, false)?;
         }
-        for (name, mode) in &ports {
-            datapath.attach_hook(name.as_str(), Hook::FromGuest, Some(*mode))?;
+        for (name, mode, cni) in &ports {
+            attach_hook_at(datapath, name, cni.as_ref(), Hook::FromGuest, Some(*mode))?;
             log::info!("{name}: attached to the loaded data path");
         }
-        for ifindex in lowers.values() {
-            datapath.maps.set_tags_from_mark(*ifindex, true)?;
+        for (lower, ifindex) in &lowers {
+            let in_mark = self.state.tags_may_ride_in_mark(lower);
+            datapath.maps.set_tags_from_mark(*ifindex, in_mark)?;
         }
         Ok(())
+    }
+}
+
+/// Attaches one hook of port `name`, whose device is in a container's
+/// namespace under another name if it is a CNI endpoint.
+fn attach_hook_at(
+    datapath: &mut Datapath,
+    name: &IfName,
+    cni: Option<&CniAttachment>,
+    hook: Hook,
+    prefer: Option<AttachMode>,
+) -> Result<AttachMode> {
+    match cni {
+        Some(cni) => netns::run_in(&cni.netns, || {
+            datapath.attach_hook_as(name.as_str(), cni.ifname.as_str(), hook, prefer)
+        }),
+        None => datapath.attach_hook(name.as_str(), hook, prefer),
     }
 }
 
@@ -122,6 +144,10 @@ impl Session<'_> {
         ifindex: u32,
         raise_flag: bool,
     ) -> Result<()> {
+        if raise_flag && !self.state.tags_may_ride_in_mark(lower) {
+            datapath.maps.set_tags_from_mark(ifindex, false)?;
+        }
+        let raise_flag = raise_flag && self.state.tags_may_ride_in_mark(lower);
         // A lower device recreated under a new ifindex keeps a stale pin:
         // the flag at its current ifindex tells.
         if raise_flag

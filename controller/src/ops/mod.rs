@@ -4,6 +4,7 @@
 //! uplink, restore, apply). Uses `kernel` and `model`.
 
 pub mod apply;
+pub mod cni;
 pub mod endpoint;
 pub mod handoff;
 pub mod instance;

@@ -7,12 +7,14 @@ use rtnetlink::packet_route::link::InfoKind;
 
 use crate::{
     error::Result,
-    kernel::{datapath::Datapath, netlink::Link, sys::current_boot_id},
+    kernel::{datapath::Datapath, netlink::Link, netns, sys::current_boot_id},
     model::{
         state::{EndpointRecord, HostPortRecord, RecordStatus, UplinkRecord},
         types::{IfName, Mac},
     },
-    ops::{session::Session, validate::lower_device, wiring::wire_host_port},
+    ops::{
+        cni::cni_device_present, session::Session, validate::lower_device, wiring::wire_host_port,
+    },
 };
 
 /// What `restore` did, by endpoint or host-port name.
@@ -168,6 +170,29 @@ impl Session<'_> {
         report: &mut RestoreReport,
     ) -> Result<()> {
         let name = record.name.to_string();
+        if let Some(cni) = record.cni.clone() {
+            // A container's device is the runtime's to make again: one gone
+            // with its namespace or its lower device is cleaned up, never
+            // recreated here.
+            let lower_there = lower_device(links, record.lower.as_str())
+                .is_some_and(|lower| lower.index == record.lower_ifindex);
+            if lower_there && cni_device_present(&cni, &record).await {
+                let ifname = cni.ifname.as_str();
+                let attached = netns::run_in(&cni.netns, || {
+                    Ok(Datapath::is_attached_as(&self.instance.pins, &name, ifname))
+                })?;
+                if !attached {
+                    self.attach_endpoint(&mut record).await?;
+                    self.state.endpoints.insert(record.name.clone(), record);
+                    report.adopted.push(name);
+                }
+            } else {
+                self.unwire(&record).await;
+                self.state.endpoints.remove(&record.name);
+                report.removed.push(name);
+            }
+            return Ok(());
+        }
         let Some(lower) = lower_device(links, record.lower.as_str()) else {
             if record.status != RecordStatus::Waiting {
                 // Its macvtap went with the lower device; clear the rest.

@@ -23,7 +23,7 @@ use crate::{
         state::{RecordStatus, State},
         types::{IfName, mark_mask_rule},
     },
-    ops::{instance::Instance, store::StateLock},
+    ops::{cni::is_live_in, instance::Instance, store::StateLock},
 };
 
 pub struct Session<'a> {
@@ -99,7 +99,13 @@ impl Session<'_> {
             .state
             .endpoints
             .values()
-            .filter(|r| r.status.is_ready() && sys::is_live(r.name.as_str(), r.ifindex))
+            .filter(|r| {
+                r.status.is_ready()
+                    && match &r.cni {
+                        Some(cni) => is_live_in(&cni.netns, cni.ifname.as_str(), r.ifindex),
+                        None => sys::is_live(r.name.as_str(), r.ifindex),
+                    }
+            })
             .count())
     }
 
@@ -214,9 +220,12 @@ impl Session<'_> {
             .values()
             .filter(|record| {
                 record.status.is_ready()
-                    && links.iter().any(|link| {
-                        link.index == record.ifindex && link.name == record.name.as_str()
-                    })
+                    && match &record.cni {
+                        Some(cni) => is_live_in(&cni.netns, cni.ifname.as_str(), record.ifindex),
+                        None => links.iter().any(|link| {
+                            link.index == record.ifindex && link.name == record.name.as_str()
+                        }),
+                    }
             })
             .map(|record| (record.clone(), self.state.policy_of(record)))
             .collect();

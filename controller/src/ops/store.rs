@@ -206,6 +206,8 @@ mod tests {
                 guards: Default::default(),
                 attach: Some(AttachMode::Clsact),
                 status: RecordStatus::Pending,
+                device: Default::default(),
+                cni: None,
             },
         );
         state_dir.save(&lock, &state).unwrap();

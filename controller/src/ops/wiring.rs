@@ -2,15 +2,19 @@
 //! a guest's macvtap and a lower device's host port (a macvlan), each
 //! created down, given its map entries and programs, then brought up.
 
+use std::{collections::BTreeSet, os::fd::AsRawFd as _};
+
 use crate::{
-    error::Result,
+    error::{Error, Result},
     kernel::{
         datapath::{Datapath, Maps},
-        netlink::Stacked,
-        tapdev,
+        netlink::{Netlink, Stacked},
+        netns, tapdev,
     },
     model::{
-        state::{EndpointRecord, HostPortRecord, RecordStatus, UplinkRecord},
+        state::{
+            CniAttachment, Device, EndpointRecord, HostPortRecord, RecordStatus, UplinkRecord,
+        },
         types::{AttachMode, Mac, Mode},
     },
     ops::session::Session,
@@ -28,10 +32,14 @@ impl Session<'_> {
     }
 
     async fn create_macvtap(&mut self, record: &mut EndpointRecord) -> Result<()> {
+        let kind = match record.device {
+            Device::Macvtap => Stacked::Macvtap,
+            Device::Macvlan => Stacked::Macvlan,
+        };
         let link = self
             .netlink
             .create_stacked(
-                Stacked::Macvtap,
+                kind,
                 record.name.as_str(),
                 record.lower_ifindex,
                 record.mode,
@@ -44,6 +52,69 @@ impl Session<'_> {
         self.state
             .endpoints
             .insert(record.name.clone(), record.clone());
+        if let Some(cni) = record.cni.clone() {
+            self.move_into_container(record, &cni).await?;
+        }
+        Ok(())
+    }
+
+    /// Moves a new, still down, CNI endpoint into its container's
+    /// namespace as `cni.ifname`. Its ifindex there is the maps' key, so it
+    /// must be no other endpoint's: it keeps its index if that is free
+    /// there and no other endpoint's key, else asks for one above all of
+    /// those (a kernel without IFLA_NEW_IFINDEX picks its own, checked
+    /// after the move).
+    async fn move_into_container(
+        &mut self,
+        record: &mut EndpointRecord,
+        cni: &CniAttachment,
+    ) -> Result<()> {
+        let netns = netns::open(&cni.netns)?;
+        let ifname = cni.ifname.as_str();
+        let inside = Netlink::connect_in(&cni.netns)?;
+        let keys: BTreeSet<u32> = self
+            .state
+            .endpoints
+            .values()
+            .filter(|other| other.name != record.name)
+            .map(|other| other.ifindex)
+            .collect();
+        let taken: BTreeSet<u32> = inside.links().await?.iter().map(|l| l.index).collect();
+        let wanted = if keys.contains(&record.ifindex) || taken.contains(&record.ifindex) {
+            let highest = keys.iter().chain(&taken).copied().max().unwrap_or(0);
+            highest.max(record.ifindex) + 1
+        } else {
+            record.ifindex
+        };
+        let asked = self
+            .netlink
+            .move_to_netns(record.ifindex, netns.as_raw_fd(), ifname, Some(wanted))
+            .await;
+        if let Err(error) = asked {
+            log::info!("{ifname}: ifindex {wanted} refused ({error}); the kernel picks one");
+            self.netlink
+                .move_to_netns(record.ifindex, netns.as_raw_fd(), ifname, None)
+                .await?;
+        }
+        let link = inside.link_by_name(ifname).await?.ok_or_else(|| {
+            Error::Refused(format!(
+                "{ifname}: gone from {} right after the move",
+                cni.netns.display()
+            ))
+        })?;
+        // Recorded before anything else can fail, so a rollback deletes it
+        // there.
+        record.ifindex = link.index;
+        self.state
+            .endpoints
+            .insert(record.name.clone(), record.clone());
+        if keys.contains(&link.index) {
+            return Err(Error::Refused(format!(
+                "{ifname}: its ifindex {} in {} is already another endpoint's policy key",
+                link.index,
+                cni.netns.display()
+            )));
+        }
         Ok(())
     }
 
@@ -54,10 +125,15 @@ impl Session<'_> {
         self.ensure_uplink_program(&record.lower, record.lower_ifindex)
             .await?;
         self.write_maps(record).await?;
-        let mode = self
-            .datapath()
-            .await?
-            .attach(record.name.as_str(), record.attach)?;
+        let datapath = self.datapath().await?;
+        let mode = match &record.cni {
+            // Attached from inside the container's namespace, where the
+            // device now is.
+            Some(cni) => netns::run_in(&cni.netns, || {
+                datapath.attach_as(record.name.as_str(), cni.ifname.as_str(), record.attach)
+            })?,
+            None => datapath.attach(record.name.as_str(), record.attach)?,
+        };
         record.attach = Some(mode);
         if let Some(recorded) = self.state.endpoints.get_mut(&record.name) {
             recorded.attach = Some(mode);
@@ -75,6 +151,15 @@ impl Session<'_> {
 
     /// The tap node, then the link up.
     async fn bring_up(&mut self, record: &EndpointRecord) -> Result<()> {
+        if let Some(cni) = &record.cni {
+            // The VM launcher in the container opens the tap itself.
+            return Netlink::connect_in(&cni.netns)?
+                .bring_up(record.ifindex)
+                .await;
+        }
+        if record.device == Device::Macvlan {
+            return self.netlink.bring_up(record.ifindex).await;
+        }
         tapdev::create_node(
             &self.instance.state_dir.dev_dir(),
             record.name.as_str(),
@@ -87,6 +172,9 @@ impl Session<'_> {
     /// runs even if an earlier one failed, and failures are logged.
     pub(crate) async fn unwire(&mut self, record: &EndpointRecord) {
         let name = record.name.as_str();
+        if let Some(cni) = &record.cni {
+            delete_in_container(cni, record).await;
+        }
         self.unwire_device(name, record.ifindex, record.mac, record.lower_ifindex)
             .await;
         self.release_uplink_program(&record.lower, record.lower_ifindex, name);
@@ -191,6 +279,30 @@ impl Session<'_> {
         self.unwire_device(port.name.as_str(), port.ifindex, port.mac, uplink.ifindex)
             .await;
         self.release_uplink_program(&uplink.name, uplink.ifindex, port.name.as_str());
+    }
+}
+
+/// Deletes a CNI endpoint's device in its container's namespace, if the
+/// namespace and the device (by name, MAC and lower device) are still
+/// there; a namespace already gone took the device with it.
+async fn delete_in_container(cni: &CniAttachment, record: &EndpointRecord) {
+    let name = record.name.as_str();
+    if !netns::exists(&cni.netns) {
+        log::info!("{name}: namespace {} already gone", cni.netns.display());
+        return;
+    }
+    let inside = match Netlink::connect_in(&cni.netns) {
+        Ok(inside) => inside,
+        Err(e) => return log::warn!("{name}: {e}"),
+    };
+    match inside.link_by_name(cni.ifname.as_str()).await {
+        Ok(Some(link)) if link.mac == Some(record.mac.octets()) => {
+            if let Err(e) = inside.delete(link.index).await {
+                log::warn!("{name}: {e}");
+            }
+        }
+        Ok(_) => log::info!("{name}: {} was already gone", cni.ifname),
+        Err(e) => log::warn!("{name}: {e}"),
     }
 }
 

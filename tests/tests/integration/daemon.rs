@@ -364,3 +364,31 @@ fn sigterm_and_sigint_exit_cleanly_and_the_data_path_keeps_forwarding() {
         wire_frame_reaches_guest(&ep, &wire, 10);
     }
 }
+
+/// A container's namespace went without a DEL: the daemon hears nothing
+/// from there, but the next restore it runs (for an event on the lower
+/// device here, else its periodic resync) forgets the endpoint, its pins
+/// and map entries, and leaves the rest alone.
+#[test]
+fn a_cni_endpoint_whose_container_went_is_cleaned_up() {
+    if !macvswitch_tests::root_or_skip() {
+        return;
+    }
+    let cni = crate::cni::Cni::new();
+    let (pod, kept) = (crate::cni::container("pod"), crate::cni::container("kept"));
+    let conf = cni.conf(serde_json::json!({}));
+    cni.add(&pod, "c1", "net1", &conf);
+    cni.add(&kept, "c2", "net1", &conf);
+    let mut daemon = Daemon::start(&cni.h, "daemon.log");
+    drop(pod);
+    cni.h
+        .topo
+        .host
+        .ip_ok(&["link", "set", LOWER, "mtu", "1400"]);
+    eventually(REACT, "the gone container's endpoint forgotten", || {
+        (cni.endpoints().len() == 1).then_some(())
+    });
+    assert_eq!(cni.endpoints()[0]["container_id"], "c2");
+    daemon.wait_log_line(&["deleted out of band"], REACT);
+    cni.del(&kept, "c2", "net1", &conf);
+}

@@ -10,6 +10,7 @@
 
 mod attach;
 mod carriage;
+mod cni;
 mod daemon;
 mod endpoint;
 mod first_hour;

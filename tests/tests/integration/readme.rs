@@ -37,13 +37,13 @@ const NOT_RUN: &[(&str, &str)] = &[
 
 /// A README code block: its info string and its logical lines
 /// (continuations joined, comments and blank lines dropped).
-struct Block {
-    lang: String,
-    first_line: usize,
-    text: String,
+pub(crate) struct Block {
+    pub(crate) lang: String,
+    pub(crate) first_line: usize,
+    pub(crate) text: String,
 }
 
-fn blocks() -> Vec<Block> {
+pub(crate) fn blocks() -> Vec<Block> {
     let mut blocks = Vec::new();
     let mut current: Option<Block> = None;
     for (n, line) in README.lines().enumerate() {

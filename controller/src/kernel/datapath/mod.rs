@@ -166,7 +166,20 @@ impl Datapath {
     /// bare hook taking the device's recorded mode `prefer` (`None` for a
     /// new device: `--attach` decides); returns the mode its hooks carry.
     pub fn attach(&mut self, name: &str, prefer: Option<AttachMode>) -> Result<AttachMode> {
-        self.attach_hooks(name, &Hook::ALL, prefer)
+        self.attach_hooks(name, name, &Hook::ALL, prefer)
+    }
+
+    /// As `attach`, for a device called `ifname` in this thread's
+    /// namespace whose pins go under endpoint `name` (a CNI endpoint's
+    /// device is renamed in the container's namespace; its pins keep the
+    /// endpoint's name).
+    pub fn attach_as(
+        &mut self,
+        name: &str,
+        ifname: &str,
+        prefer: Option<AttachMode>,
+    ) -> Result<AttachMode> {
+        self.attach_hooks(name, ifname, &Hook::ALL, prefer)
     }
 
     /// Attaches (or swaps in) the program of one hook only: re-wiring a
@@ -178,12 +191,25 @@ impl Datapath {
         hook: Hook,
         prefer: Option<AttachMode>,
     ) -> Result<AttachMode> {
-        self.attach_hooks(name, &[hook], prefer)
+        self.attach_hooks(name, name, &[hook], prefer)
+    }
+
+    /// `attach_hook` for a device called `ifname` in this thread's
+    /// namespace (see `attach_as`).
+    pub fn attach_hook_as(
+        &mut self,
+        name: &str,
+        ifname: &str,
+        hook: Hook,
+        prefer: Option<AttachMode>,
+    ) -> Result<AttachMode> {
+        self.attach_hooks(name, ifname, &[hook], prefer)
     }
 
     fn attach_hooks(
         &mut self,
         name: &str,
+        ifname: &str,
         hooks: &[Hook],
         prefer: Option<AttachMode>,
     ) -> Result<AttachMode> {
@@ -194,7 +220,8 @@ impl Datapath {
                 Hook::ToGuest => (&mut self.to_guest, names::PROG_TO_GUEST),
             };
             let pin = self.pins.link(name, hook);
-            mode = attach::attach(program, prog_name, name, hook.attach_type(), &pin, prefer)?.mode;
+            mode =
+                attach::attach(program, prog_name, ifname, hook.attach_type(), &pin, prefer)?.mode;
         }
         if mode == AttachMode::Clsact {
             // Nothing pinned for clsact: the empty directory goes.
@@ -216,8 +243,14 @@ impl Datapath {
     /// Whether both hooks of endpoint `name` carry our programs (a pinned
     /// TCX link or our clsact filter).
     pub fn is_attached(pins: &PinLayout, name: &str) -> bool {
+        Self::is_attached_as(pins, name, name)
+    }
+
+    /// `is_attached` for endpoint `name` whose device is called `ifname`
+    /// in this thread's namespace.
+    pub fn is_attached_as(pins: &PinLayout, name: &str, ifname: &str) -> bool {
         Hook::ALL.iter().all(|hook| {
-            attach::current(name, hook.attach_type(), &pins.link(name, *hook)).is_some()
+            attach::current(ifname, hook.attach_type(), &pins.link(name, *hook)).is_some()
         })
     }
 

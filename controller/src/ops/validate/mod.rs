@@ -293,6 +293,7 @@ mod tests {
             ethernet: true,
             master: None,
             passthru: false,
+            up: true,
         }
     }
 
@@ -315,6 +316,8 @@ mod tests {
             allow_mac_spoofing: false,
             isolation: Isolation::Open,
             guards: Default::default(),
+            device: crate::model::state::Device::Macvtap,
+            cni: None,
         }
     }
 
