@@ -22,6 +22,7 @@ pub mod model;
 pub mod ops;
 pub mod report;
 pub mod top;
+pub mod trace;
 pub mod tree;
 
 pub use error::Error;

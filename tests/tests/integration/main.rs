@@ -24,3 +24,4 @@ mod readme;
 mod relay;
 mod show;
 mod top;
+mod trace;

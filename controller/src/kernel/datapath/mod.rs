@@ -29,6 +29,7 @@ mod features;
 mod maps;
 mod object;
 mod pins;
+pub mod trace;
 
 pub use attach::{ATTACH_ENV, Attached, attach_choice, set_attach_choice};
 pub use maps::{Maps, wait_for_readers};
