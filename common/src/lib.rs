@@ -10,6 +10,7 @@ pub mod carriage;
 pub mod decide;
 pub mod drop_reason;
 pub mod isolation;
+pub mod monitor;
 
 pub use carriage::MarkCarriage;
 pub use decide::{Action, Decision, FrameView, Tag, from_guest, to_guest};
@@ -311,6 +312,15 @@ pub mod names {
     pub const MAP_UPLINK_COUNTERS: &str = "UPLINK_COUNTERS";
     /// On the lower device's egress: reflective-relay emulation.
     pub const PROG_UPLINK_EGRESS: &str = "uplink_egress";
+    /// The drop monitor's switch, statistics and per-slot ring buffers.
+    pub const MAP_MONITOR: &str = "MONITOR";
+    pub const MAP_MONITOR_STATS: &str = "MONITOR_STATS";
+    pub const MAP_MONITOR_EVENTS: [&str; crate::monitor::MONITOR_SLOTS] = [
+        "MONITOR_EVENTS0",
+        "MONITOR_EVENTS1",
+        "MONITOR_EVENTS2",
+        "MONITOR_EVENTS3",
+    ];
 }
 
 #[cfg(feature = "user")]
@@ -324,6 +334,9 @@ mod user {
     unsafe impl aya::Pod for super::UplinkConfig {}
     unsafe impl aya::Pod for super::UplinkCounters {}
     unsafe impl aya::Pod for super::MarkCarriage {}
+    unsafe impl aya::Pod for super::monitor::MonitorControl {}
+    unsafe impl aya::Pod for super::monitor::MonitorStats {}
+    unsafe impl aya::Pod for super::monitor::MonitorEvent {}
 }
 
 #[cfg(test)]
@@ -336,6 +349,9 @@ mod tests {
         assert_eq!(core::mem::size_of::<SourceKey>(), 12);
         assert_eq!(core::mem::size_of::<SourceInfo>(), 16);
         assert_eq!(core::mem::size_of::<VlanKey>(), 8);
+        assert_eq!(core::mem::size_of::<monitor::MonitorControl>(), 8 + 64 + 16);
+        assert_eq!(core::mem::size_of::<monitor::MonitorStats>(), 40);
+        assert_eq!(core::mem::size_of::<monitor::MonitorEvent>(), 32 + 64);
         assert_eq!(
             core::mem::size_of::<EndpointCounters>(),
             8 * (4 + DROP_SLOTS)

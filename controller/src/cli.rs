@@ -125,6 +125,13 @@ pub enum Command {
         #[arg(long, value_name = "SECONDS", default_value_t = 1.0)]
         interval: f64,
     },
+    /// A live stream of the frames the programs drop, one line each:
+    /// time, endpoint, direction, reason, MACs, VLAN tags, ethertype, IP
+    /// addresses, length. The programs publish only while a monitor runs.
+    #[command(
+        after_help = "Examples:\n  macvswitch monitor\n  macvswitch monitor --endpoint vm1 --reason wrong-vlan --json\n  macvswitch monitor --all --sample 100 --vlan 10\n\nThe programs publish at most 1000 events per second per CPU; losses (to that limit or to a full ring buffer) are reported each second. Up to 4 monitors run at once. A ready line (on stderr, or the first JSON line) says when events will be seen."
+    )]
+    Monitor(MonitorArgs),
     /// A frame's fate in an endpoint's program, as Open vSwitch's
     /// ofproto/trace tells it: the policy, each decision step, the verdict,
     /// the tag pushed or popped, the drop reason. The real program runs the
@@ -172,10 +179,10 @@ pub enum Command {
     Restore,
     /// Keep the kernel in line with the state: clean up endpoints deleted
     /// out of band, bring endpoints back with their lower device, re-adopt
-    /// macvtaps recreated by hand; stream the programs' logs. SIGTERM or
+    /// macvtaps recreated by hand. SIGTERM or
     /// SIGINT stops it; the data path keeps forwarding.
     #[command(
-        after_help = "Examples:\n  RUST_LOG=info macvswitch daemon\n  macvswitch daemon --metrics 127.0.0.1:9748\n\nThe log level comes from RUST_LOG (default: info). The programs log drops at debug level, which they are loaded without, so their stream is normally quiet."
+        after_help = "Examples:\n  RUST_LOG=info macvswitch daemon\n  macvswitch daemon --metrics 127.0.0.1:9748\n\nThe log level comes from RUST_LOG (default: info). The programs do not log: `macvswitch monitor` shows their drops."
     )]
     Daemon {
         /// Serve Prometheus metrics at http://ADDR:PORT/metrics.
@@ -217,6 +224,38 @@ pub enum Command {
         #[arg(value_name = "DIR")]
         dir: PathBuf,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct MonitorArgs {
+    /// Only this endpoint's frames (repeat for more).
+    #[arg(long = "endpoint", value_name = "NAME")]
+    pub endpoints: Vec<IfName>,
+    /// Only drops for this reason (repeat for more).
+    #[arg(
+        long = "reason",
+        value_name = "REASON",
+        value_parser = clap::builder::PossibleValuesParser::new(
+            macvswitch_common::DropReason::ALL.iter().map(|r| r.name())
+        )
+    )]
+    pub reasons: Vec<String>,
+    /// Only frames of this VLAN: tagged with it, or of a port on it.
+    #[arg(long, value_name = "VID")]
+    pub vlan: Option<Vid>,
+    /// Also passed frames, 1 in --sample per CPU.
+    #[arg(long)]
+    pub all: bool,
+    /// With --all: of passed frames, show 1 in N per CPU (default 100).
+    #[arg(
+        long,
+        value_name = "N",
+        value_parser = clap::value_parser!(u32).range(1..=1_000_000)
+    )]
+    pub sample: Option<u32>,
+    /// One JSON object per line; the first says the monitor is ready.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -19,6 +19,7 @@ pub mod error;
 pub mod kernel;
 pub mod metrics;
 pub mod model;
+pub mod monitor;
 pub mod ops;
 pub mod report;
 pub mod top;

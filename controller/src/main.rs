@@ -291,6 +291,7 @@ async fn run(instance: &Instance, command: Command, quiet: bool) -> Result<(), E
                 ));
             }
         }
+        Command::Monitor(args) => macvswitch::monitor::run(&instance, &args).await?,
         Command::Trace(args) => {
             let trace = macvswitch::trace::run(&instance, &args)?;
             if args.json {

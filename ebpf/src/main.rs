@@ -5,7 +5,7 @@
 //! `baseline` (empty) and `bench_push_tag`. They are in this object on
 //! purpose: the benchmark subtracts `baseline` from the real programs, which
 //! is only honest if it is the same build (compiler, flags, bpf-linker,
-//! loader, log-level global) as they are, and a second object would be a
+//! loader) as they are, and a second object would be a
 //! second build. It costs production nothing: the controller loads and pins
 //! only `from_guest`, `to_guest` and `uplink_egress`, a program that is not
 //! loaded never reaches the kernel, and neither bench program has a map
@@ -27,6 +27,8 @@ mod frame;
 mod from_guest;
 #[cfg(target_arch = "bpf")]
 mod maps;
+#[cfg(target_arch = "bpf")]
+mod monitor;
 #[cfg(target_arch = "bpf")]
 mod port;
 #[cfg(target_arch = "bpf")]

@@ -12,7 +12,6 @@ use aya_ebpf::{
     helpers::{bpf_skb_vlan_pop, bpf_skb_vlan_push},
     programs::TcContext,
 };
-use aya_log_ebpf::debug;
 use macvswitch_common::{
     Action, Decision, DropReason, ETH_HLEN, EndpointPolicy, FrameView, MarkCarriage,
     POLICY_CHECK_SENDERS, SourceKey, Tag, decide, isolation::UPLINK_TAGS_FROM_MARK,
@@ -23,6 +22,7 @@ use crate::{
     counters::{self, Direction},
     frame,
     maps::{self, SOURCES},
+    monitor,
 };
 
 /// Index of `__sk_buff.cb` where a pushed tag is recorded as
@@ -112,6 +112,7 @@ pub fn handle(
     // branch an older verifier would walk with impossible bounds.
     if len < ETH_HLEN {
         counters::count_drop(ifindex, policy.slot, None, DropReason::Runt);
+        monitor::dropped(&ctx, ifindex, direction, DropReason::Runt, carried);
         return TC_ACT_SHOT;
     }
     let meta = frame::meta(&ctx);
@@ -164,11 +165,12 @@ pub fn handle(
     match done {
         Ok(()) => {
             counters::count_pass(ifindex, policy.slot, decision.vlan, direction, ctx.len());
+            monitor::passed(&ctx, ifindex, direction, carried);
             TC_ACT_OK
         }
         Err(reason) => {
-            debug!(&ctx, "ifindex {}: drop {}", ifindex, reason as u32);
             counters::count_drop(ifindex, policy.slot, decision.vlan, reason);
+            monitor::dropped(&ctx, ifindex, direction, reason, carried);
             TC_ACT_SHOT
         }
     }

@@ -18,6 +18,7 @@ mod host_port;
 mod isolation;
 mod lifecycle;
 mod metrics;
+mod monitor;
 mod packaging;
 mod port;
 mod readme;

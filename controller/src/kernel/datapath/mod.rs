@@ -27,6 +27,7 @@ pub mod clsact;
 mod compat;
 mod features;
 mod maps;
+pub mod monitor;
 mod object;
 mod pins;
 pub mod trace;
