@@ -21,6 +21,11 @@ pub const MONITOR_CAPTURE: usize = 64;
 /// Bytes of each slot's ring buffer (about 2,500 events).
 pub const MONITOR_RING_BYTES: u32 = 256 * 1024;
 
+/// `MonitorControl::active`: the slots that want drops.
+pub const MONITOR_DROPS: u32 = 0x0f;
+/// `MonitorControl::active`: the slots that sample passed frames.
+pub const MONITOR_PASSES: u32 = 0x0f << 8;
+
 /// `MonitorEvent::direction`.
 pub const MONITOR_FROM_GUEST: u8 = 0;
 pub const MONITOR_TO_GUEST: u8 = 1;
@@ -30,8 +35,10 @@ pub const MONITOR_TO_GUEST: u8 = 1;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MonitorControl {
-    /// Bit `i`: slot `i` is taken. Zero: nobody watches, and a frame costs
-    /// the programs this one read.
+    /// Bit `i` ([`MONITOR_DROPS`]): slot `i` wants drops; bit `8 + i`
+    /// ([`MONITOR_PASSES`]): it samples passed frames. A frame whose kind
+    /// no slot wants costs the programs this one read. A program that finds
+    /// every lease run out (its monitor was killed) clears the word.
     pub active: u32,
     pub _pad: u32,
     /// Per slot: publish drops until this time (0: not).

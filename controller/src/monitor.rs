@@ -24,7 +24,8 @@ use aya::maps::{MapData, RingBuf};
 use macvswitch_common::{
     DropReason, Tag,
     monitor::{
-        MONITOR_RATE, MONITOR_SLOTS, MONITOR_TO_GUEST, MonitorControl, MonitorEvent, MonitorStats,
+        MONITOR_DROPS, MONITOR_PASSES, MONITOR_RATE, MONITOR_SLOTS, MONITOR_TO_GUEST,
+        MonitorControl, MonitorEvent, MonitorStats,
     },
 };
 use serde_json::{Value, json};
@@ -124,7 +125,7 @@ impl Slot {
         let _control = lock(&self.dir.join("control"), true)?;
         let mut control = self.maps.control()?;
         for other in (0..MONITOR_SLOTS).filter(|other| *other != self.slot) {
-            if control.active & (1 << other) != 0
+            if control.active & bits(other) != 0
                 && lock(&self.dir.join(format!("slot{other}")), false)?.is_some()
             {
                 clear(&mut control, other);
@@ -139,13 +140,30 @@ impl Slot {
         let until = (clock_ns(libc::CLOCK_MONOTONIC) + LEASE.as_nanos() as i128) as u64;
         let sample = self.sample;
         self.update(|control, slot| {
-            control.active |= 1 << slot;
+            control.active |= bits(slot) & MONITOR_DROPS;
             control.drops_until[slot] = until;
             if let Some(sample) = sample {
+                control.active |= bits(slot) & MONITOR_PASSES;
                 control.passes_until[slot] = until;
                 control.sample[slot] = sample;
             }
         })
+    }
+
+    /// Takes the lease, and makes sure it holds: a program that saw every
+    /// lease run out just before may clear the switch just after (it does
+    /// so when all monitors are gone). A program run takes microseconds.
+    async fn start(&mut self) -> Result<()> {
+        for _ in 0..5 {
+            self.renew()?;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            if self.maps.control()?.active & bits(self.slot) & MONITOR_DROPS != 0 {
+                return Ok(());
+            }
+        }
+        Err(Error::Refused(
+            "the monitor switch was cleared again and again while starting".into(),
+        ))
     }
 
     fn leave(&mut self) -> Result<()> {
@@ -153,8 +171,13 @@ impl Slot {
     }
 }
 
+/// Slot `slot`'s bits in `MonitorControl::active`, drops and passes.
+fn bits(slot: usize) -> u32 {
+    (MONITOR_DROPS | MONITOR_PASSES) & (0x101 << slot)
+}
+
 fn clear(control: &mut MonitorControl, slot: usize) {
-    control.active &= !(1 << slot);
+    control.active &= !bits(slot);
     control.drops_until[slot] = 0;
     control.passes_until[slot] = 0;
     control.sample[slot] = 0;
@@ -435,7 +458,7 @@ pub async fn run(instance: &Instance, args: &MonitorArgs) -> Result<()> {
         .map_err(std::io::Error::from)
         .map_err(|e| Error::io("polling the monitor ring buffer", e))?;
     let result = async {
-        slot.renew()?;
+        slot.start().await?;
         let what = match sample {
             Some(n) => format!("drops, and 1 in {n} passed frames per CPU"),
             None => "drops".into(),

@@ -12,8 +12,9 @@ use aya_ebpf::{
 use macvswitch_common::{
     DropReason, ETH_HLEN, Tag,
     monitor::{
-        MONITOR_CAPTURE, MONITOR_FROM_GUEST, MONITOR_RATE, MONITOR_RING_BYTES, MONITOR_SLOTS,
-        MONITOR_TO_GUEST, MONITOR_WINDOW_SHIFT, MonitorControl, MonitorEvent, MonitorStats,
+        MONITOR_CAPTURE, MONITOR_DROPS, MONITOR_FROM_GUEST, MONITOR_PASSES, MONITOR_RATE,
+        MONITOR_RING_BYTES, MONITOR_SLOTS, MONITOR_TO_GUEST, MONITOR_WINDOW_SHIFT, MonitorControl,
+        MonitorEvent, MonitorStats,
     },
 };
 
@@ -51,7 +52,7 @@ pub fn dropped(
     reason: DropReason,
     carried: Option<Tag>,
 ) {
-    if watching() {
+    if watching(MONITOR_DROPS) {
         publish(
             ctx.skb.skb,
             ifindex,
@@ -64,19 +65,19 @@ pub fn dropped(
 /// A passed frame, for monitors that sample them (`--all`).
 #[inline(always)]
 pub fn passed(ctx: &TcContext, ifindex: u32, direction: Direction, carried: Option<Tag>) {
-    if watching() {
+    if watching(MONITOR_PASSES) {
         publish(ctx.skb.skb, ifindex, info(direction, 0), word(carried));
     }
 }
 
-/// Whether some slot is taken: the one read a frame pays when nobody
-/// watches.
+/// Whether some slot wants this kind of frame: the one read a frame pays
+/// when nobody watches.
 #[inline(always)]
-fn watching() -> bool {
+fn watching(kind: u32) -> bool {
     // SAFETY: a valid map value that monitors rewrite whole; one load.
     MONITOR
         .get(0)
-        .is_some_and(|control| unsafe { core::ptr::read_volatile(&control.active) } != 0)
+        .is_some_and(|control| unsafe { core::ptr::read_volatile(&control.active) } & kind != 0)
 }
 
 /// Direction and reason (0: passed) in one argument.
@@ -100,9 +101,12 @@ fn word(tag: Option<Tag>) -> u32 {
 #[inline(never)]
 fn publish(skb: *mut __sk_buff, ifindex: u32, info: u32, carried: u32) {
     let ctx = TcContext::new(skb);
-    let Some(control) = MONITOR.get(0) else {
+    let Some(control) = MONITOR.get_ptr_mut(0) else {
         return;
     };
+    // SAFETY: a valid map value; monitors replace it whole, and the one
+    // field written here is written whole.
+    let control = unsafe { &mut *control };
     let reason = info as u8;
     let direction = (info >> 8) as u8;
     // SAFETY: a helper without arguments.
@@ -118,21 +122,33 @@ fn publish(skb: *mut __sk_buff, ifindex: u32, info: u32, carried: u32) {
         stats.seen = stats.seen.wrapping_add(1);
     }
     let mut want = 0u32;
+    let mut live = false;
     for slot in 0..MONITOR_SLOTS {
         // SAFETY: reads of a valid map value.
-        let (until, sample) = unsafe {
-            if pass {
-                (
-                    core::ptr::read_volatile(&control.passes_until[slot]),
-                    core::ptr::read_volatile(&control.sample[slot]),
-                )
-            } else {
-                (core::ptr::read_volatile(&control.drops_until[slot]), 1)
-            }
+        let (drops_until, passes_until, sample) = unsafe {
+            (
+                core::ptr::read_volatile(&control.drops_until[slot]),
+                core::ptr::read_volatile(&control.passes_until[slot]),
+                core::ptr::read_volatile(&control.sample[slot]),
+            )
         };
-        if now < until && (sample <= 1 || stats.seen % sample == 0) {
+        live |= now < drops_until || now < passes_until;
+        let wanted = if pass {
+            now < passes_until && (sample <= 1 || stats.seen % sample == 0)
+        } else {
+            now < drops_until
+        };
+        if wanted {
             want |= 1 << slot;
         }
+    }
+    if !live {
+        // Every lease ran out, so every monitor is gone (killed, or it
+        // could not clear its slot): back to the one read per frame. A
+        // monitor that starts at this moment checks that its bit stayed.
+        // SAFETY: as above; a 4-byte store.
+        unsafe { core::ptr::write_volatile(&mut control.active, 0) };
+        return;
     }
     if want == 0 {
         return;

@@ -42,6 +42,14 @@ fn published(h: &Harness) -> u64 {
         .sum()
 }
 
+/// The pinned `MONITOR` switch's `active` word: which slots are taken.
+fn active(h: &Harness) -> u32 {
+    const CONTROL_SIZE: usize = 8 + 64 + 16;
+    let path = h.bpffs.path().join("maps").join("MONITOR");
+    let bytes = pinned_map_value(&path, 0, CONTROL_SIZE);
+    u32::from_ne_bytes(bytes[..4].try_into().unwrap())
+}
+
 /// A running `monitor --json`, its stdout lines arriving on a channel.
 struct Monitor {
     child: Child,
@@ -204,6 +212,11 @@ fn drops_show_with_endpoint_and_reason_within_a_second_and_only_while_watched() 
     }
 
     // Stopped: nothing more is published.
+    assert_eq!(
+        active(&h),
+        0,
+        "slots left taken after both monitors stopped"
+    );
     let before = published(&h);
     assert!(before >= 3, "published {before}");
     tap.write(&marked(SWITCH_MAC, spoof, &Marker::new()));
@@ -217,8 +230,14 @@ fn drops_show_with_endpoint_and_reason_within_a_second_and_only_while_watched() 
 
     // Killed: its lease runs out and publishing stops by itself.
     let killed = Monitor::start(&h, &[]);
+    assert_ne!(active(&h), 0);
     let (status, _) = killed.stop(libc::SIGKILL);
     assert!(!status.success());
+    assert_ne!(
+        active(&h),
+        0,
+        "nobody cleared the killed monitor's slot yet"
+    );
     std::thread::sleep(Duration::from_secs(6));
     let before = published(&h);
     tap.write(&marked(SWITCH_MAC, spoof, &Marker::new()));
@@ -229,6 +248,8 @@ fn drops_show_with_endpoint_and_reason_within_a_second_and_only_while_watched() 
         before,
         "published after a killed monitor's lease"
     );
+    // That frame found every lease run out and switched publishing off.
+    assert_eq!(active(&h), 0, "the killed monitor's slot is still taken");
 }
 
 #[test]
