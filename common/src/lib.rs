@@ -314,6 +314,10 @@ pub mod names {
     pub const PROG_UPLINK_EGRESS: &str = "uplink_egress";
     /// The drop monitor's switch, statistics and per-slot ring buffers.
     pub const MAP_MONITOR: &str = "MONITOR";
+    /// Entry 0: `PROG_MONITOR_PUBLISH`, which the frames' programs
+    /// tail-call while a monitor watches.
+    pub const MAP_MONITOR_PROGS: &str = "MONITOR_PROGS";
+    pub const PROG_MONITOR_PUBLISH: &str = "monitor_publish";
     pub const MAP_MONITOR_STATS: &str = "MONITOR_STATS";
     pub const MAP_MONITOR_EVENTS: [&str; crate::monitor::MONITOR_SLOTS] = [
         "MONITOR_EVENTS0",

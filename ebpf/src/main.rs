@@ -7,7 +7,8 @@
 //! is only honest if it is the same build (compiler, flags, bpf-linker,
 //! loader) as they are, and a second object would be a
 //! second build. It costs production nothing: the controller loads and pins
-//! only `from_guest`, `to_guest` and `uplink_egress`, a program that is not
+//! only `from_guest`, `to_guest` and `uplink_egress` (and `monitor_publish`,
+//! which `MONITOR_PROGS` holds), a program that is not
 //! loaded never reaches the kernel, and neither bench program has a map
 //! (the controller pins every map of the object).
 #![cfg_attr(target_arch = "bpf", no_std)]

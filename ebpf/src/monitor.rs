@@ -1,12 +1,17 @@
 //! Publishing frames to running `macvswitch monitor`s (see
 //! `macvswitch_common::monitor`). Nobody watching costs a frame one array
-//! read; the rest runs only while a monitor holds a slot.
+//! read; the rest runs only while a monitor holds a slot, in a program of
+//! its own that the frame's program tail-calls with the frame's verdict:
+//! the verifier checks it once, on its own, instead of once per path
+//! through the frame's program (inlined there, or as a BPF-to-BPF call,
+//! which costs kernels before 6.x their precision tracking, 5.10 took
+//! minutes to verify the programs).
 
 use aya_ebpf::{
-    bindings::__sk_buff,
+    bindings::TC_ACT_SHOT,
     helpers::bpf_ktime_get_ns,
-    macros::map,
-    maps::{Array, PerCpuArray, RingBuf},
+    macros::{classifier, map},
+    maps::{Array, PerCpuArray, ProgramArray, RingBuf},
     programs::TcContext,
 };
 use macvswitch_common::{
@@ -32,6 +37,17 @@ pub static MONITOR_STATS: PerCpuArray<MonitorStats> = PerCpuArray::with_max_entr
 #[map]
 pub static MONITOR_SCRATCH: PerCpuArray<MonitorEvent> = PerCpuArray::with_max_entries(1, 0);
 
+/// Entry 0: `monitor_publish`, set by the controller when it loads the
+/// programs. Empty (a private copy of the object), a hand-over just
+/// returns and the frame's program returns its verdict itself.
+#[map]
+pub static MONITOR_PROGS: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
+/// What a frame's program hands over to `monitor_publish`: ifindex,
+/// direction and reason, carried tag, verdict.
+#[map]
+pub static MONITOR_PENDING: PerCpuArray<[u32; 4]> = PerCpuArray::with_max_entries(1, 0);
+
 #[map]
 pub static MONITOR_EVENTS0: RingBuf = RingBuf::with_byte_size(MONITOR_RING_BYTES, 0);
 #[map]
@@ -43,7 +59,8 @@ pub static MONITOR_EVENTS3: RingBuf = RingBuf::with_byte_size(MONITOR_RING_BYTES
 
 const _: () = assert!(MONITOR_SLOTS == 4);
 
-/// A dropped frame, for monitors that watch drops.
+/// A dropped frame, for monitors that watch drops. Call it last: if a
+/// monitor watches, the rest of the frame's program does not run.
 #[inline(always)]
 pub fn dropped(
     ctx: &TcContext,
@@ -53,21 +70,58 @@ pub fn dropped(
     carried: Option<Tag>,
 ) {
     if watching(MONITOR_DROPS) {
-        publish(
-            ctx.skb.skb,
-            ifindex,
-            info(direction, reason as u8),
-            word(carried),
+        hand_over(
+            ctx,
+            [
+                ifindex,
+                info(direction, reason as u8),
+                word(carried),
+                TC_ACT_SHOT as u32,
+            ],
         );
     }
 }
 
-/// A passed frame, for monitors that sample them (`--all`).
+/// A passed frame, for monitors that sample them (`--all`); `verdict` is
+/// what the frame's program returns. Call it last, as [`dropped`].
 #[inline(always)]
-pub fn passed(ctx: &TcContext, ifindex: u32, direction: Direction, carried: Option<Tag>) {
+pub fn passed(
+    ctx: &TcContext,
+    ifindex: u32,
+    direction: Direction,
+    carried: Option<Tag>,
+    verdict: i32,
+) {
     if watching(MONITOR_PASSES) {
-        publish(ctx.skb.skb, ifindex, info(direction, 0), word(carried));
+        hand_over(
+            ctx,
+            [ifindex, info(direction, 0), word(carried), verdict as u32],
+        );
     }
+}
+
+/// Tail-calls `monitor_publish`, which returns the verdict in `pending`;
+/// returns only if there is no such program.
+#[inline(always)]
+fn hand_over(ctx: &TcContext, pending: [u32; 4]) {
+    if let Some(slot) = MONITOR_PENDING.get_ptr_mut(0) {
+        // SAFETY: this CPU's entry; read by the program tail-called next,
+        // on this CPU, before anything else can run here.
+        unsafe { *slot = pending };
+        // SAFETY: a tail call with our own context.
+        unsafe { MONITOR_PROGS.tail_call(ctx, 0) };
+    }
+}
+
+/// Publishes the frame a program handed over, and returns its verdict.
+#[classifier]
+pub fn monitor_publish(ctx: TcContext) -> i32 {
+    let Some(pending) = MONITOR_PENDING.get(0) else {
+        return TC_ACT_SHOT;
+    };
+    let [ifindex, info, carried, verdict] = *pending;
+    publish(&ctx, ifindex, info, carried);
+    verdict as i32
 }
 
 /// Whether some slot wants this kind of frame: the one read a frame pays
@@ -96,11 +150,8 @@ fn word(tag: Option<Tag>) -> u32 {
     tag.map_or(0, |tag| (u32::from(tag.tpid) << 16) | u32::from(tag.tci))
 }
 
-/// A function of its own (a BPF-to-BPF call): what only runs while
-/// someone watches stays out of the hot path's code and registers.
-#[inline(never)]
-fn publish(skb: *mut __sk_buff, ifindex: u32, info: u32, carried: u32) {
-    let ctx = TcContext::new(skb);
+#[inline(always)]
+fn publish(ctx: &TcContext, ifindex: u32, info: u32, carried: u32) {
     let Some(control) = MONITOR.get_ptr_mut(0) else {
         return;
     };
@@ -168,7 +219,7 @@ fn publish(skb: *mut __sk_buff, ifindex: u32, info: u32, carried: u32) {
     };
     // SAFETY: this CPU's scratch entry, not in use by anything else now.
     let event = unsafe { &mut *event };
-    fill(event, &ctx, now, ifindex, direction, reason, carried);
+    fill(event, ctx, now, ifindex, direction, reason, carried);
     // One statement per ring: the verifier needs each map as a constant.
     if want & 1 != 0 {
         emit(&MONITOR_EVENTS0, event, stats);

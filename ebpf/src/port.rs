@@ -165,7 +165,7 @@ pub fn handle(
     match done {
         Ok(()) => {
             counters::count_pass(ifindex, policy.slot, decision.vlan, direction, ctx.len());
-            monitor::passed(&ctx, ifindex, direction, carried);
+            monitor::passed(&ctx, ifindex, direction, carried, TC_ACT_OK);
             TC_ACT_OK
         }
         Err(reason) => {

@@ -4,13 +4,13 @@
 
 use std::io;
 
-use aya::maps::{Array, Map, MapData, PerCpuArray, RingBuf};
+use aya::maps::{Array, Map, MapData, PerCpuArray, ProgramArray, RingBuf};
 use macvswitch_common::{
     monitor::{MonitorControl, MonitorStats},
     names,
 };
 
-use super::{PinLayout, maps::map_err};
+use super::{PinLayout, maps::map_err, object::classifier};
 use crate::error::{Error, Result};
 
 /// The switch and the counts.
@@ -86,4 +86,32 @@ impl MonitorMaps {
 pub fn ring(pins: &PinLayout, slot: usize) -> Result<RingBuf<MapData>> {
     let name = names::MAP_MONITOR_EVENTS[slot];
     RingBuf::try_from(required(pins, name)?).map_err(map_err(format!("opening {name}")))
+}
+
+/// Loads `monitor_publish` of a freshly loaded object and puts it where
+/// the programs tail-call it (`MONITOR_PROGS`, pinned: the array keeps the
+/// program alive, and programs of an older build still attached reach this
+/// one, whose hand-over is the same).
+pub(super) fn install_publisher(ebpf: &mut aya::Ebpf) -> Result<()> {
+    let name = names::PROG_MONITOR_PUBLISH;
+    let program = classifier(ebpf, name)?;
+    program
+        .load()
+        .map_err(|e| Error::bpf(format!("loading program {name}"), e))?;
+    let fd = program
+        .fd()
+        .map_err(|e| Error::bpf(format!("program {name}"), e))?
+        .try_clone()
+        .map_err(|e| Error::io(format!("duplicating the fd of program {name}"), e))?;
+    let map = ebpf.map_mut(names::MAP_MONITOR_PROGS).ok_or_else(|| {
+        Error::Refused(format!(
+            "the eBPF object lacks map {}",
+            names::MAP_MONITOR_PROGS
+        ))
+    })?;
+    let mut progs = ProgramArray::try_from(map)
+        .map_err(map_err(format!("opening {}", names::MAP_MONITOR_PROGS)))?;
+    progs
+        .set(0, &fd, 0)
+        .map_err(map_err(format!("setting {}", names::MAP_MONITOR_PROGS)))
 }
