@@ -67,7 +67,7 @@ pub fn dropped(
     ifindex: u32,
     direction: Direction,
     reason: DropReason,
-    carried: Option<Tag>,
+    carried: u32,
 ) {
     if watching(MONITOR_DROPS) {
         hand_over(
@@ -75,7 +75,7 @@ pub fn dropped(
             [
                 ifindex,
                 info(direction, reason as u8),
-                word(carried),
+                carried,
                 TC_ACT_SHOT as u32,
             ],
         );
@@ -85,18 +85,9 @@ pub fn dropped(
 /// A passed frame, for monitors that sample them (`--all`); `verdict` is
 /// what the frame's program returns. Call it last, as [`dropped`].
 #[inline(always)]
-pub fn passed(
-    ctx: &TcContext,
-    ifindex: u32,
-    direction: Direction,
-    carried: Option<Tag>,
-    verdict: i32,
-) {
+pub fn passed(ctx: &TcContext, ifindex: u32, direction: Direction, carried: u32, verdict: i32) {
     if watching(MONITOR_PASSES) {
-        hand_over(
-            ctx,
-            [ifindex, info(direction, 0), word(carried), verdict as u32],
-        );
+        hand_over(ctx, [ifindex, info(direction, 0), carried, verdict as u32]);
     }
 }
 
@@ -144,9 +135,10 @@ fn info(direction: Direction, reason: u8) -> u32 {
     (u32::from(direction) << 8) | u32::from(reason)
 }
 
-/// A tag as `TPID << 16 | TCI` (0: none).
+/// A tag carried in the mark as `TPID << 16 | TCI` (0: none), as
+/// [`dropped`] and [`passed`] take it.
 #[inline(always)]
-fn word(tag: Option<Tag>) -> u32 {
+pub fn word(tag: Option<Tag>) -> u32 {
     tag.map_or(0, |tag| (u32::from(tag.tpid) << 16) | u32::from(tag.tci))
 }
 
