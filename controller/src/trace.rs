@@ -5,33 +5,25 @@
 //! are the same decision read on the host with `macvswitch_common`'s
 //! functions, and a trace whose two readings disagree fails.
 
-use std::net::IpAddr;
-
-use macvswitch_common::{
-    Action, Decision, DropReason, EndpointPolicy, FrameView, POLICY_CHECK_SENDERS,
-    POLICY_CVLANS_LIMITED, POLICY_ISOLATED, POLICY_NATIVE_TAGGED, POLICY_PRIORITY_SET,
-    POLICY_PROMISCUOUS, PORT_ACCESS, PORT_TRUNK, PORT_TUNNEL, TPID_8021Q, Tag, decide::VIEW_BYTES,
-    isolation::isolation, names,
-};
+use macvswitch_common::{Action, Decision, DropReason, Tag, names};
 use serde_json::{Value, json};
 
 use crate::{
     cli::TraceArgs,
     error::{Error, Result},
     kernel::datapath::trace::{TestRunResult, test_run},
-    model::frame::{
-        ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, EthAddr, FrameSpec, Summary, TagPlace,
-        default_ips, tag_json, tag_text,
-    },
+    model::frame::{EthAddr, Summary, TagPlace, tag_json, tag_text},
     ops::instance::Instance,
 };
 
+mod explain;
+mod frame;
+
+use explain::{action_text, describe_policy, host_decision};
+use frame::frame;
+
 const TC_ACT_OK: u32 = 0;
 const TC_ACT_SHOT: u32 = 2;
-/// The documentation MAC range (RFC 7042): the default sender of a frame
-/// towards the guest.
-const DOC_MAC: EthAddr = EthAddr([0x00, 0x00, 0x5e, 0x00, 0x53, 0x01]);
-
 /// What happened to the frame, and why.
 #[derive(Debug)]
 pub struct Trace {
@@ -49,258 +41,6 @@ pub struct Trace {
     pub return_code: u32,
     /// Why the program's verdict differs from the host's reading, if it does.
     pub disagreement: Option<String>,
-}
-
-/// The frame the options describe, validated.
-fn frame(args: &TraceArgs, endpoint_mac: EthAddr) -> Result<Vec<u8>> {
-    if let Some(hex) = &args.hex {
-        return Ok(hex.0.clone());
-    }
-    if args.vlan.len() > 2 {
-        let value = args
-            .vlan
-            .iter()
-            .map(|v| v.0.to_string())
-            .collect::<Vec<_>>();
-        return Err(Error::invalid(
-            "--vlan",
-            value.join(","),
-            "at most two VLAN ids, outermost first",
-        ));
-    }
-    if args.tpid.len() > args.vlan.len() {
-        return Err(Error::invalid(
-            "--tpid",
-            args.tpid.len(),
-            "one TPID per --vlan id at the most",
-        ));
-    }
-    let ips = match (args.src_ip, args.dst_ip) {
-        (None, None) => None,
-        (Some(src), Some(dst)) if src.is_ipv4() == dst.is_ipv4() => Some((src, dst)),
-        (Some(src), Some(dst)) => {
-            return Err(Error::invalid(
-                "--dst-ip",
-                dst,
-                format!("must be of the same family as --src-ip {src}"),
-            ));
-        }
-        // One address given: the other from the documentation range.
-        (Some(src), None) => Some((src, other_ip(src))),
-        (None, Some(dst)) => Some((other_ip(dst), dst)),
-    };
-    let ethertype = match (args.ethertype, ips) {
-        (Some(ethertype), _) => ethertype.0,
-        (None, Some((IpAddr::V6(_), _))) => ETHERTYPE_IPV6,
-        (None, _) => ETHERTYPE_IPV4,
-    };
-    let ips = match (ethertype, ips) {
-        (_, None) => default_ips(ethertype),
-        (ETHERTYPE_IPV4 | ETHERTYPE_ARP, Some((IpAddr::V4(_), _)))
-        | (ETHERTYPE_IPV6, Some((IpAddr::V6(_), _))) => ips,
-        (_, Some((src, _))) => {
-            return Err(Error::invalid(
-                "--src-ip",
-                src,
-                format!(
-                    "does not fit --ethertype {}: addresses go with ipv4 and arp (IPv4) or ipv6 (IPv6)",
-                    crate::model::frame::ethertype_name(ethertype)
-                ),
-            ));
-        }
-    };
-    let tags = args
-        .vlan
-        .iter()
-        .enumerate()
-        .map(|(i, vid)| Tag {
-            tpid: args.tpid.get(i).map_or(TPID_8021Q, |t| t.0),
-            tci: vid.0,
-        })
-        .collect();
-    let (src, dst) = if args.to_guest {
-        (
-            args.src.unwrap_or(DOC_MAC),
-            args.dst.unwrap_or(endpoint_mac),
-        )
-    } else {
-        (
-            args.src.unwrap_or(endpoint_mac),
-            args.dst.unwrap_or(EthAddr::BROADCAST),
-        )
-    };
-    Ok(FrameSpec {
-        dst,
-        src,
-        tags,
-        ethertype,
-        ips,
-    }
-    .bytes())
-}
-
-/// The documentation address after (or before) `ip`.
-fn other_ip(ip: IpAddr) -> IpAddr {
-    let (a, b) = default_ips(if ip.is_ipv4() {
-        ETHERTYPE_IPV4
-    } else {
-        ETHERTYPE_IPV6
-    })
-    .expect("IP ethertypes have defaults");
-    if ip == b { a } else { b }
-}
-
-/// The policy in words, as the live map holds it.
-fn describe_policy(policy: &EndpointPolicy) -> Vec<String> {
-    let mut words = Vec::new();
-    words.push(match policy.kind {
-        PORT_ACCESS => format!(
-            "access port on VLAN {}: untagged at the guest, 802.1Q {} outside",
-            policy.vlan, policy.vlan
-        ),
-        PORT_TRUNK => {
-            let mut line = format!("trunk carrying VLANs {}", policy.vids);
-            if policy.vlan != 0 {
-                let how = if policy.has(POLICY_NATIVE_TAGGED) {
-                    "tagged"
-                } else {
-                    "untagged"
-                };
-                line += &format!(", native VLAN {} ({how} at the guest)", policy.vlan);
-            }
-            line
-        }
-        PORT_TUNNEL => {
-            let mut line = format!(
-                "dot1q-tunnel into service VLAN {} (802.1ad outside)",
-                policy.vlan
-            );
-            if policy.has(POLICY_CVLANS_LIMITED) {
-                line += &format!(", customer VLANs {} only", policy.vids);
-            }
-            line
-        }
-        _ => "untagged port: untagged frames only".into(),
-    });
-    if policy.has(POLICY_PRIORITY_SET) {
-        words.push(format!("pushed tags carry PCP {}", policy.priority & 7));
-    }
-    words.push(if policy.allows_mac_spoofing() {
-        "any source MAC from the guest (spoofing allowed)".into()
-    } else {
-        format!("source MAC from the guest must be {}", EthAddr(policy.mac))
-    });
-    words.push(if policy.has(POLICY_PROMISCUOUS) {
-        "private VLAN: promiscuous".into()
-    } else if policy.has(POLICY_ISOLATED) {
-        "private VLAN: isolated (the wire only)".into()
-    } else if policy.community != 0 {
-        format!("private VLAN: community {}", policy.community)
-    } else {
-        "no private-VLAN restriction".into()
-    });
-    if policy.has(POLICY_CHECK_SENDERS) {
-        words.push("frames to the guest: local senders looked up".into());
-    }
-    words
-}
-
-fn action_text(action: Action, carried: bool) -> String {
-    let place = if carried {
-        "carried in skb->mark for the lower device's egress program"
-    } else {
-        "into skb metadata"
-    };
-    match action {
-        Action::Pass => "pass unchanged".into(),
-        Action::Push(tag) => format!("push {} ({place})", tag_text(&tag)),
-        Action::Pop => "pop the outer tag".into(),
-        Action::PopPush(tag) => format!("replace the priority tag by {} ({place})", tag_text(&tag)),
-        Action::Drop(reason) => format!("drop: {} ({})", reason.name(), reason.help()),
-    }
-}
-
-/// The host's reading of the decision, step by step.
-fn host_decision(
-    policy: &EndpointPolicy,
-    ifindex: u32,
-    to_guest: bool,
-    frame: &[u8],
-    summary: Option<&Summary>,
-    source: Option<macvswitch_common::SourceInfo>,
-    steps: &mut Vec<String>,
-) -> Decision {
-    let mut header = [0u8; VIEW_BYTES];
-    let n = frame.len().min(VIEW_BYTES);
-    header[..n].copy_from_slice(&frame[..n]);
-    // Under BPF_PROG_TEST_RUN every tag is in the bytes.
-    let view = FrameView::from_header(frame.len() as u32, &header, None);
-    match summary {
-        None => steps.push("length: shorter than an Ethernet header (a runt)".into()),
-        Some(summary) => {
-            if !to_guest {
-                steps.push(if policy.allows_mac_spoofing() {
-                    format!("source MAC {}: any is allowed", summary.src)
-                } else if summary.src.0 == policy.mac {
-                    format!("source MAC {}: the endpoint's", summary.src)
-                } else {
-                    format!(
-                        "source MAC {}: not the endpoint's {}",
-                        summary.src,
-                        EthAddr(policy.mac)
-                    )
-                });
-            }
-            steps.push(match summary.tags.as_slice() {
-                [] => "tags: none".into(),
-                tags => format!(
-                    "tags, outermost first: {}",
-                    tags.iter()
-                        .map(|(tag, _)| tag_text(tag))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            });
-        }
-    }
-    let mut decision = if to_guest {
-        macvswitch_common::to_guest(policy, &view)
-    } else {
-        macvswitch_common::from_guest(policy, &view)
-    };
-    let rule = if to_guest {
-        "port rule towards the guest"
-    } else {
-        "port rule from the guest"
-    };
-    steps.push(format!("{rule}: {}", action_text(decision.action, false)));
-    if to_guest && policy.has(POLICY_CHECK_SENDERS) && !matches!(decision.action, Action::Drop(_)) {
-        let src = EthAddr(view.src);
-        match source {
-            None => steps.push(format!(
-                "sender {src}: no local endpoint (from the wire): allowed"
-            )),
-            Some(source) => match isolation(policy, ifindex, &source) {
-                None => steps.push(format!(
-                    "sender {src}: local endpoint ifindex {}: allowed",
-                    source.ifindex
-                )),
-                Some(reason) => {
-                    steps.push(format!(
-                        "sender {src}: local endpoint ifindex {}: drop: {} ({})",
-                        source.ifindex,
-                        reason.name(),
-                        reason.help()
-                    ));
-                    decision.action = Action::Drop(reason);
-                }
-            },
-        }
-    }
-    if let Some(vlan) = decision.vlan {
-        steps.push(format!("counted under VLAN {vlan}"));
-    }
-    decision
 }
 
 /// Runs the trace.
