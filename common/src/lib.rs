@@ -11,6 +11,7 @@ pub mod decide;
 pub mod drop_reason;
 pub mod guard;
 pub mod isolation;
+pub mod monitor;
 
 pub use carriage::MarkCarriage;
 pub use decide::{Action, Decision, FrameView, Tag, from_guest, to_guest};
@@ -339,6 +340,19 @@ pub mod names {
     pub const MAP_UPLINK_COUNTERS: &str = "UPLINK_COUNTERS";
     /// On the lower device's egress: reflective-relay emulation.
     pub const PROG_UPLINK_EGRESS: &str = "uplink_egress";
+    /// The drop monitor's switch, statistics and per-slot ring buffers.
+    pub const MAP_MONITOR: &str = "MONITOR";
+    /// Entry 0: `PROG_MONITOR_PUBLISH`, which the frames' programs
+    /// tail-call while a monitor watches.
+    pub const MAP_MONITOR_PROGS: &str = "MONITOR_PROGS";
+    pub const PROG_MONITOR_PUBLISH: &str = "monitor_publish";
+    pub const MAP_MONITOR_STATS: &str = "MONITOR_STATS";
+    pub const MAP_MONITOR_EVENTS: [&str; crate::monitor::MONITOR_SLOTS] = [
+        "MONITOR_EVENTS0",
+        "MONITOR_EVENTS1",
+        "MONITOR_EVENTS2",
+        "MONITOR_EVENTS3",
+    ];
 }
 
 #[cfg(feature = "user")]
@@ -352,6 +366,9 @@ mod user {
     unsafe impl aya::Pod for super::UplinkConfig {}
     unsafe impl aya::Pod for super::UplinkCounters {}
     unsafe impl aya::Pod for super::MarkCarriage {}
+    unsafe impl aya::Pod for super::monitor::MonitorControl {}
+    unsafe impl aya::Pod for super::monitor::MonitorStats {}
+    unsafe impl aya::Pod for super::monitor::MonitorEvent {}
 }
 
 #[cfg(test)]
@@ -368,6 +385,9 @@ mod tests {
         assert_eq!(core::mem::size_of::<SourceKey>(), 12);
         assert_eq!(core::mem::size_of::<SourceInfo>(), 16);
         assert_eq!(core::mem::size_of::<VlanKey>(), 8);
+        assert_eq!(core::mem::size_of::<monitor::MonitorControl>(), 8 + 64 + 16);
+        assert_eq!(core::mem::size_of::<monitor::MonitorStats>(), 40);
+        assert_eq!(core::mem::size_of::<monitor::MonitorEvent>(), 32 + 64);
         assert_eq!(
             core::mem::size_of::<EndpointCounters>(),
             8 * (4 + DROP_SLOTS)

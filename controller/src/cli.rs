@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::{
     error::Result,
     model::{
+        frame::{EthAddr, EtherType, HexFrame, TagVid, Tpid},
         guards::{Guards, IpList, StormLimit},
         isolation::Isolation,
         policy::{Pcp, PortOptions, PortVlans, VidList},
@@ -125,6 +126,22 @@ pub enum Command {
         #[arg(long, value_name = "SECONDS", default_value_t = 1.0)]
         interval: f64,
     },
+    /// A live stream of the frames the programs drop, one line each:
+    /// time, endpoint, direction, reason, MACs, VLAN tags, ethertype, IP
+    /// addresses, length. The programs publish only while a monitor runs.
+    #[command(
+        after_help = "Examples:\n  macvswitch monitor\n  macvswitch monitor --endpoint vm1 --reason wrong-vlan --json\n  macvswitch monitor --all --sample 100 --vlan 10\n\nThe programs publish at most 1000 events per second per CPU; losses (to that limit or to a full ring buffer) are reported each second. Up to 4 monitors run at once. A ready line (on stderr, or the first JSON line) says when events will be seen."
+    )]
+    Monitor(MonitorArgs),
+    /// A frame's fate in an endpoint's program, as Open vSwitch's
+    /// ofproto/trace tells it: the policy, each decision step, the verdict,
+    /// the tag pushed or popped, the drop reason. The real program runs the
+    /// frame (BPF_PROG_TEST_RUN) against the live policy with private
+    /// counters: no counter changes and nothing is sent.
+    #[command(
+        after_help = "Examples:\n  macvswitch trace vm1 --from-guest\n  macvswitch trace vm1 --from-guest --vlan 20 --json\n  macvswitch trace vm1 --to-guest --vlan 10 --src-ip 192.0.2.7\n  macvswitch trace vm1 --to-guest --vlan 300,10 --tpid 802.1ad\n  macvswitch trace vm1 --from-guest --hex ffffffffffff0200000000010800...\n\nWithout --src/--dst a frame from the guest goes from its MAC to broadcast, a frame to the guest from 00:00:5e:00:53:01 (documentation range) to its MAC; IP addresses default to 192.0.2.1 > 192.0.2.2 or 2001:db8::1 > 2001:db8::2."
+    )]
+    Trace(TraceArgs),
     /// Remove every endpoint, program, link and pin macvswitch created.
     #[command(
         after_help = "Examples:\n  macvswitch reset\n  macvswitch reset --force   # also endpoints whose tap a guest holds"
@@ -163,10 +180,10 @@ pub enum Command {
     Restore,
     /// Keep the kernel in line with the state: clean up endpoints deleted
     /// out of band, bring endpoints back with their lower device, re-adopt
-    /// macvtaps recreated by hand; stream the programs' logs. SIGTERM or
+    /// macvtaps recreated by hand. SIGTERM or
     /// SIGINT stops it; the data path keeps forwarding.
     #[command(
-        after_help = "Examples:\n  RUST_LOG=info macvswitch daemon\n  macvswitch daemon --metrics 127.0.0.1:9748\n\nThe log level comes from RUST_LOG (default: info). The programs log drops at debug level, which they are loaded without, so their stream is normally quiet."
+        after_help = "Examples:\n  RUST_LOG=info macvswitch daemon\n  macvswitch daemon --metrics 127.0.0.1:9748\n\nThe log level comes from RUST_LOG (default: info). The programs do not log: `macvswitch monitor` shows their drops."
     )]
     Daemon {
         /// Serve Prometheus metrics at http://ADDR:PORT/metrics.
@@ -208,6 +225,83 @@ pub enum Command {
         #[arg(value_name = "DIR")]
         dir: PathBuf,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct MonitorArgs {
+    /// Only this endpoint's frames (repeat for more).
+    #[arg(long = "endpoint", value_name = "NAME")]
+    pub endpoints: Vec<IfName>,
+    /// Only drops for this reason (repeat for more).
+    #[arg(
+        long = "reason",
+        value_name = "REASON",
+        value_parser = clap::builder::PossibleValuesParser::new(
+            macvswitch_common::DropReason::ALL.iter().map(|r| r.name())
+        )
+    )]
+    pub reasons: Vec<String>,
+    /// Only frames of this VLAN: tagged with it, or of a port on it.
+    #[arg(long, value_name = "VID")]
+    pub vlan: Option<Vid>,
+    /// Also passed frames, 1 in --sample per CPU.
+    #[arg(long)]
+    pub all: bool,
+    /// With --all: of passed frames, show 1 in N per CPU (default 100).
+    #[arg(
+        long,
+        value_name = "N",
+        value_parser = clap::value_parser!(u32).range(1..=1_000_000)
+    )]
+    pub sample: Option<u32>,
+    /// One JSON object per line; the first says the monitor is ready.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("way").required(true).args(["from_guest", "to_guest"])))]
+pub struct TraceArgs {
+    /// The endpoint.
+    #[arg(value_name = "NAME")]
+    pub name: IfName,
+    /// The frame comes from the guest (the macvtap's egress program).
+    #[arg(long)]
+    pub from_guest: bool,
+    /// The frame goes to the guest (the macvtap's ingress program).
+    #[arg(long)]
+    pub to_guest: bool,
+    /// Source MAC (default: the endpoint's from the guest, 00:00:5e:00:53:01 to it).
+    #[arg(long, value_name = "MAC")]
+    pub src: Option<EthAddr>,
+    /// Destination MAC (default: broadcast from the guest, the endpoint's to it).
+    #[arg(long, value_name = "MAC")]
+    pub dst: Option<EthAddr>,
+    /// VLAN tags in the frame's bytes, outermost first (0: a priority tag).
+    #[arg(long, value_name = "V[,V]", value_delimiter = ',')]
+    pub vlan: Vec<TagVid>,
+    /// TPID of each --vlan tag: 802.1q (default) or 802.1ad.
+    #[arg(long, value_name = "TPID[,TPID]", value_delimiter = ',')]
+    pub tpid: Vec<Tpid>,
+    /// What the frame carries (default: ipv4, or ipv6 for IPv6 addresses).
+    #[arg(long, value_name = "ipv4|ipv6|arp|N")]
+    pub ethertype: Option<EtherType>,
+    /// Source IP address (IPv4, IPv6 or ARP frames).
+    #[arg(long, value_name = "IP")]
+    pub src_ip: Option<std::net::IpAddr>,
+    /// Destination IP address.
+    #[arg(long, value_name = "IP")]
+    pub dst_ip: Option<std::net::IpAddr>,
+    /// The whole frame as hex bytes instead of the options above.
+    #[arg(
+        long,
+        value_name = "HEX",
+        conflicts_with_all = ["src", "dst", "vlan", "tpid", "ethertype", "src_ip", "dst_ip"]
+    )]
+    pub hex: Option<HexFrame>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -1,5 +1,5 @@
 //! `macvswitch daemon`: keeps the kernel converged to the state file while
-//! the host does what hosts do, and streams the programs' logs.
+//! the host does what hosts do.
 //!
 //! - At start, and after every burst of link events (RTNLGRP_LINK) that
 //!   concerns a recorded endpoint, host port or lower device, it opens a
@@ -9,23 +9,16 @@
 //!   hand under a recorded name is re-adopted. The state lock is held only
 //!   inside that session, so CLI commands run alongside the daemon; a
 //!   periodic resync covers events the kernel dropped.
-//! - The programs' aya-log records (one ring buffer, `maps/AYA_LOGS`, shared
-//!   by all programs of the object) go to this process's log. Their level
-//!   is fixed at load (`AYA_LOG_LEVEL` lives in the object's `.rodata`, which
-//!   the loader freezes and the verifier folds as a constant), so it cannot
-//!   be changed here.
+//! - The programs do not log; `macvswitch monitor` shows their drops,
+//!   switched on at run time.
 //! - SIGTERM and SIGINT end it with status 0. Everything it manages is
 //!   pinned, so the data path goes on forwarding without it.
 
 use std::{
     collections::BTreeSet,
-    panic::AssertUnwindSafe,
-    path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
-use aya::{maps::MapInfo, programs::ProgramInfo};
-use aya_log::EbpfLogger;
 use futures::StreamExt as _;
 use rtnetlink::{
     MulticastGroup,
@@ -37,7 +30,6 @@ use rtnetlink::{
     sys::{AsyncSocket as _, SocketAddr},
 };
 use tokio::{
-    io::{Interest, unix::AsyncFd},
     signal::unix::{SignalKind, signal},
     task::JoinHandle,
 };
@@ -76,7 +68,6 @@ pub async fn run(instance: &Instance, metrics: Option<std::net::SocketAddr>) -> 
     };
     let mut daemon = Daemon {
         instance,
-        logs: None,
         waiting: BTreeSet::new(),
     };
     daemon.restore("start").await?;
@@ -100,7 +91,6 @@ pub async fn run(instance: &Instance, metrics: Option<std::net::SocketAddr>) -> 
                 log::info!("daemon: SIGINT: exiting; the data path stays");
                 break;
             }
-            () = daemon.logs_ready() => {}
             event = events.next() => match event {
                 Some(event) => {
                     if let Some(why) = daemon.relevance(&event) {
@@ -226,17 +216,8 @@ fn identify(link: LinkMessage) -> (u32, Option<String>) {
     (link.header.index, name)
 }
 
-/// The name (and pin) of aya-log's ring buffer.
-const AYA_LOGS: &str = "AYA_LOGS";
-
-/// The programs' log ring buffer, readable through the runtime.
-type ProgramLogs = AsyncFd<EbpfLogger<&'static dyn log::Log>>;
-
 struct Daemon<'a> {
     instance: &'a Instance,
-    /// The log reader and the id of its ring buffer map: a data path
-    /// loaded anew after a reset has a new one.
-    logs: Option<(u32, ProgramLogs)>,
     /// What was waiting for its lower device after the last restore, so
     /// that "waiting" is logged once, not on every restore.
     waiting: BTreeSet<String>,
@@ -284,7 +265,6 @@ impl Daemon<'_> {
         };
         log::debug!("daemon: restore after {why}: {report:?}");
         self.log_report(&before, &after, &report);
-        self.open_logs();
         Ok(())
     }
 
@@ -315,116 +295,4 @@ impl Daemon<'_> {
         }
         self.waiting = waiting;
     }
-
-    /// Starts reading the programs' log ring buffer (`maps/AYA_LOGS`,
-    /// which programs of every build share), or switches to a new one after
-    /// the data path was reset and loaded again; nothing to do before the
-    /// first load.
-    fn open_logs(&mut self) {
-        let root = self.instance.pins.root();
-        let map_pin = root.join("maps").join(AYA_LOGS);
-        let map_id = match MapInfo::from_pin(&map_pin) {
-            Ok(info) => info.id(),
-            Err(_) if !map_pin.exists() => {
-                if self.logs.take().is_some() {
-                    log::info!("daemon: the data path was removed; program logs stop");
-                }
-                return;
-            }
-            Err(e) => {
-                log::warn!("daemon: opening {}: {e}", map_pin.display());
-                return;
-            }
-        };
-        if self
-            .logs
-            .as_ref()
-            .is_some_and(|(current, _)| *current == map_id)
-        {
-            return;
-        }
-        // aya-log opens the ring buffer through a program that uses it.
-        let Some(program_id) = pinned_programs(&root.join("progs"))
-            .into_iter()
-            .filter_map(|pin| ProgramInfo::from_pin(pin).ok())
-            .find(|info| {
-                info.map_ids()
-                    .ok()
-                    .flatten()
-                    .is_some_and(|ids| ids.contains(&map_id))
-            })
-            .map(|info| info.id())
-        else {
-            log::debug!("daemon: no pinned program writes to {}", map_pin.display());
-            return;
-        };
-        let logger = match EbpfLogger::init_from_id(program_id) {
-            Ok(logger) => logger,
-            Err(e) => {
-                log::warn!("daemon: reading the logs of program {program_id}: {e}");
-                return;
-            }
-        };
-        // SAFETY: the logger owns the ring buffer's fd and neither closes
-        // nor replaces it while the AsyncFd holds it.
-        match unsafe { AsyncFd::register_with_interest(logger, Interest::READABLE) }
-            .map_err(std::io::Error::from)
-        {
-            Ok(mut fd) => {
-                log::info!("daemon: streaming the programs' logs (ring buffer map id {map_id})");
-                // Records written before we were listening.
-                if flush(&mut fd) {
-                    self.logs = Some((map_id, fd));
-                }
-            }
-            Err(e) => log::warn!("daemon: polling the program log ring buffer: {e}"),
-        }
-    }
-
-    /// Waits for log records and writes them to our log; pending while
-    /// there is no ring buffer to read.
-    async fn logs_ready(&mut self) {
-        let Some((_, logs)) = self.logs.as_mut() else {
-            return std::future::pending().await;
-        };
-        match logs.readable_mut().await {
-            Ok(mut guard) => {
-                guard.clear_ready();
-                drop(guard);
-                if !flush(logs) {
-                    self.logs = None;
-                }
-            }
-            Err(e) => {
-                log::warn!("daemon: polling the program log ring buffer: {e}");
-                self.logs = None;
-            }
-        }
-    }
-}
-
-/// Drains the ring buffer into the log. aya-log panics on a record it
-/// cannot parse (say, from programs of another version): then we stop
-/// reading rather than die. False if reading stopped.
-fn flush(logs: &mut ProgramLogs) -> bool {
-    let logger = logs.get_mut();
-    match std::panic::catch_unwind(AssertUnwindSafe(|| logger.flush())) {
-        Ok(()) => true,
-        Err(_) => {
-            log::error!("daemon: an unreadable program log record; no longer streaming them");
-            false
-        }
-    }
-}
-
-/// Program pins under `progs/BUILD/`.
-fn pinned_programs(progs: &Path) -> Vec<PathBuf> {
-    let Ok(builds) = std::fs::read_dir(progs) else {
-        return Vec::new();
-    };
-    builds
-        .flatten()
-        .filter_map(|build| std::fs::read_dir(build.path()).ok())
-        .flat_map(|programs| programs.flatten().map(|entry| entry.path()))
-        .collect()
 }

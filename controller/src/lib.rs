@@ -21,9 +21,11 @@ pub mod error;
 pub mod kernel;
 pub mod metrics;
 pub mod model;
+pub mod monitor;
 pub mod ops;
 pub mod report;
 pub mod top;
+pub mod trace;
 pub mod tree;
 
 pub use error::Error;

@@ -291,6 +291,18 @@ async fn run(instance: &Instance, command: Command, quiet: bool) -> Result<(), E
                 ));
             }
         }
+        Command::Monitor(args) => macvswitch::monitor::run(&instance, &args).await?,
+        Command::Trace(args) => {
+            let trace = macvswitch::trace::run(&instance, &args)?;
+            if args.json {
+                print_json(&trace.json());
+            } else {
+                print!("{}", trace.text());
+            }
+            if let Some(why) = trace.disagreement {
+                return Err(Error::Refused(format!("trace: {why}")));
+            }
+        }
         Command::Reset { force } => {
             let removed = instance.reset(force).await?;
             changed(quiet, removed);

@@ -5,9 +5,10 @@
 //! `baseline` (empty) and `bench_push_tag`. They are in this object on
 //! purpose: the benchmark subtracts `baseline` from the real programs, which
 //! is only honest if it is the same build (compiler, flags, bpf-linker,
-//! loader, log-level global) as they are, and a second object would be a
+//! loader) as they are, and a second object would be a
 //! second build. It costs production nothing: the controller loads and pins
-//! only `from_guest`, `to_guest` and `uplink_egress`, a program that is not
+//! only `from_guest`, `to_guest` and `uplink_egress` (and `monitor_publish`,
+//! which `MONITOR_PROGS` holds), a program that is not
 //! loaded never reaches the kernel, and neither bench program has a map
 //! (the controller pins every map of the object).
 #![cfg_attr(target_arch = "bpf", no_std)]
@@ -32,6 +33,8 @@ mod from_guest;
 mod guards;
 #[cfg(target_arch = "bpf")]
 mod maps;
+#[cfg(target_arch = "bpf")]
+mod monitor;
 #[cfg(target_arch = "bpf")]
 mod port;
 #[cfg(target_arch = "bpf")]

@@ -12,7 +12,6 @@ use aya_ebpf::{
     helpers::{bpf_skb_vlan_pop, bpf_skb_vlan_push},
     programs::TcContext,
 };
-use aya_log_ebpf::debug;
 use macvswitch_common::{
     Action, Decision, DropReason, ETH_HLEN, EndpointPolicy, FrameView, MarkCarriage,
     POLICY_CHECK_SENDERS, SourceKey, Tag, decide, guard::Payload, isolation::UPLINK_TAGS_FROM_MARK,
@@ -23,6 +22,7 @@ use crate::{
     counters::{self, Direction},
     frame, guards,
     maps::{self, SOURCES},
+    monitor,
 };
 
 /// Index of `__sk_buff.cb` where a pushed tag is recorded as
@@ -107,11 +107,15 @@ pub fn handle(
         Direction::ToGuest if ours => carriage.carried(mark),
         _ => None,
     };
+    // As a word, here, where every path defines it: a 5.10 verifier
+    // refuses a read of the tag's bytes that a `None` left unwritten.
+    let carried_word = monitor::word(carried);
     let len = ctx.len();
     // Runts leave at once, so that no later check of the length has a
     // branch an older verifier would walk with impossible bounds.
     if len < ETH_HLEN {
         counters::count_drop(ifindex, policy.slot, None, DropReason::Runt);
+        monitor::dropped(&ctx, ifindex, direction, DropReason::Runt, carried_word);
         return TC_ACT_SHOT;
     }
     let meta = frame::meta(&ctx);
@@ -173,11 +177,12 @@ pub fn handle(
     match done {
         Ok(()) => {
             counters::count_pass(ifindex, policy.slot, decision.vlan, direction, ctx.len());
+            monitor::passed(&ctx, ifindex, direction, carried_word, TC_ACT_OK);
             TC_ACT_OK
         }
         Err(reason) => {
-            debug!(&ctx, "ifindex {}: drop {}", ifindex, reason as u32);
             counters::count_drop(ifindex, policy.slot, decision.vlan, reason);
+            monitor::dropped(&ctx, ifindex, direction, reason, carried_word);
             TC_ACT_SHOT
         }
     }

@@ -24,8 +24,6 @@ pub struct Object {
 
 impl Object {
     pub fn load() -> Object {
-        // The production log level comes with the loader: with every level
-        // on, each drop row would measure logging.
         let ebpf = datapath::load_object(&[
             names::PROG_BASELINE,
             names::PROG_FROM_GUEST,

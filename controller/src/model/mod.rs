@@ -25,6 +25,7 @@ macro_rules! serde_as_text {
 }
 
 pub mod config;
+pub mod frame;
 pub mod guards;
 pub mod hash;
 pub mod isolation;

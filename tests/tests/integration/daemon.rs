@@ -208,9 +208,7 @@ fn endpoint_deleted_out_of_band_is_cleaned_up() {
     let h = root_harness!();
     let ep0 = h.add("ep0", &["--vlan", "10"]);
     let mut daemon = Daemon::start(&h, "daemon.log");
-    // It reads the programs' log ring buffer (their records are debug
-    // level, which the loaded programs leave out, so none are expected).
-    daemon.wait_log("streaming the programs' logs", START_STOP);
+    daemon.wait_log("watching link events", START_STOP);
     // The CLI works next to the daemon, and the daemon leaves its work be.
     let ep1 = h.add("ep1", &["--vlan", "20"]);
     assert_eq!(h.names(), ["ep0", "ep1"]);

@@ -124,7 +124,7 @@ fn run_line(h: &Harness, scratch: &TempStateDir, config: &Path, line: &str) {
         }
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    if args == ["daemon"] {
+    if args == ["daemon"] || args[0] == "monitor" {
         // Runs until stopped: it must still be running after a while.
         let mut child = h.ctl.spawn(&args);
         std::thread::sleep(Duration::from_secs(2));
@@ -210,8 +210,16 @@ fn used_not_added(lines: &[String]) -> Vec<String> {
                 added.push(name.to_string());
                 continue;
             }
-            let names_endpoint = ["exec", "libvirt-xml", "set", "show", "del", "stats"]
-                .contains(&verb)
+            let names_endpoint = [
+                "exec",
+                "libvirt-xml",
+                "set",
+                "show",
+                "del",
+                "stats",
+                "trace",
+            ]
+            .contains(&verb)
                 && !(verb == "set" && before == Some("uplink"))
                 && !name.starts_with('-');
             if names_endpoint && !added.iter().chain(&used).any(|known| known == name) {

@@ -281,6 +281,15 @@ impl Maps {
             .map_err(|e| Error::bpf(format!("forgetting sender {mac}"), e))
     }
 
+    /// The local endpoint that sends from `mac` on lower device `lower`.
+    pub fn source(&self, lower: u32, mac: [u8; 6]) -> Result<Option<SourceInfo>> {
+        match self.sources.get(&SourceKey::new(lower, mac), 0) {
+            Ok(info) => Ok(Some(info)),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(Error::bpf("reading a sender".to_string(), e)),
+        }
+    }
+
     fn uplink_flags(&self, lower: u32) -> Result<u32> {
         by_ifindex(&self.uplinks, &self.uplinks_high, lower)
             .map(|config| config.map_or(0, |c| c.flags))

@@ -27,8 +27,10 @@ pub mod clsact;
 mod compat;
 mod features;
 mod maps;
+pub mod monitor;
 mod object;
 mod pins;
+pub mod trace;
 
 pub use attach::{ATTACH_ENV, Attached, attach_choice, set_attach_choice};
 pub use maps::{Maps, wait_for_readers};
@@ -134,6 +136,7 @@ impl Datapath {
         let from_guest = take_program(names::PROG_FROM_GUEST)?;
         let to_guest = take_program(names::PROG_TO_GUEST)?;
         let uplink_egress = take_program(names::PROG_UPLINK_EGRESS)?;
+        monitor::install_publisher(&mut ebpf)?;
         pins.remove_other_builds()?;
         let mut taken = Vec::with_capacity(maps::MAP_NAMES.len());
         for name in maps::MAP_NAMES {

@@ -20,16 +20,10 @@ use crate::{
     error::{Error, Result},
 };
 
-/// aya-log level compiled into the programs at load: info, so that the
-/// per-drop debug logs cost a compare and nothing more.
-const EBPF_LOG_LEVEL: u8 = 3;
-
 /// The loader every copy of the object goes through: production adds its
 /// map pin paths, the private copies nothing.
 pub fn loader<'a>() -> EbpfLoader<'a> {
-    let mut loader = EbpfLoader::new();
-    loader.override_global("AYA_LOG_LEVEL", &EBPF_LOG_LEVEL, false);
-    loader
+    EbpfLoader::new()
 }
 
 /// Refuses a binary built without the eBPF object (`AYA_BUILD_SKIP=1`).

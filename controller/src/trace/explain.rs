@@ -1,0 +1,163 @@
+//! The host's reading of a frame's fate: the policy in words and each
+//! decision step, from the functions the programs call.
+
+use macvswitch_common::{
+    Action, Decision, EndpointPolicy, FrameView, POLICY_CHECK_SENDERS, POLICY_CVLANS_LIMITED,
+    POLICY_ISOLATED, POLICY_NATIVE_TAGGED, POLICY_PRIORITY_SET, POLICY_PROMISCUOUS, PORT_ACCESS,
+    PORT_TRUNK, PORT_TUNNEL, SourceInfo, decide::VIEW_BYTES, isolation::isolation,
+};
+
+use crate::model::frame::{EthAddr, Summary, tag_text};
+
+/// The policy in words, as the live map holds it.
+pub(super) fn describe_policy(policy: &EndpointPolicy) -> Vec<String> {
+    let mut words = Vec::new();
+    words.push(match policy.kind {
+        PORT_ACCESS => format!(
+            "access port on VLAN {}: untagged at the guest, 802.1Q {} outside",
+            policy.vlan, policy.vlan
+        ),
+        PORT_TRUNK => {
+            let mut line = format!("trunk carrying VLANs {}", policy.vids);
+            if policy.vlan != 0 {
+                let how = if policy.has(POLICY_NATIVE_TAGGED) {
+                    "tagged"
+                } else {
+                    "untagged"
+                };
+                line += &format!(", native VLAN {} ({how} at the guest)", policy.vlan);
+            }
+            line
+        }
+        PORT_TUNNEL => {
+            let mut line = format!(
+                "dot1q-tunnel into service VLAN {} (802.1ad outside)",
+                policy.vlan
+            );
+            if policy.has(POLICY_CVLANS_LIMITED) {
+                line += &format!(", customer VLANs {} only", policy.vids);
+            }
+            line
+        }
+        _ => "untagged port: untagged frames only".into(),
+    });
+    if policy.has(POLICY_PRIORITY_SET) {
+        words.push(format!("pushed tags carry PCP {}", policy.priority & 7));
+    }
+    words.push(if policy.allows_mac_spoofing() {
+        "any source MAC from the guest (spoofing allowed)".into()
+    } else {
+        format!("source MAC from the guest must be {}", EthAddr(policy.mac))
+    });
+    words.push(if policy.has(POLICY_PROMISCUOUS) {
+        "private VLAN: promiscuous".into()
+    } else if policy.has(POLICY_ISOLATED) {
+        "private VLAN: isolated (the wire only)".into()
+    } else if policy.community != 0 {
+        format!("private VLAN: community {}", policy.community)
+    } else {
+        "no private-VLAN restriction".into()
+    });
+    if policy.has(POLICY_CHECK_SENDERS) {
+        words.push("frames to the guest: local senders looked up".into());
+    }
+    words
+}
+
+pub(super) fn action_text(action: Action, carried: bool) -> String {
+    let place = if carried {
+        "carried in skb->mark for the lower device's egress program"
+    } else {
+        "into skb metadata"
+    };
+    match action {
+        Action::Pass => "pass unchanged".into(),
+        Action::Push(tag) => format!("push {} ({place})", tag_text(&tag)),
+        Action::Pop => "pop the outer tag".into(),
+        Action::PopPush(tag) => format!("replace the priority tag by {} ({place})", tag_text(&tag)),
+        Action::Drop(reason) => format!("drop: {} ({})", reason.name(), reason.help()),
+    }
+}
+
+/// The host's reading of the decision, step by step.
+pub(super) fn host_decision(
+    policy: &EndpointPolicy,
+    ifindex: u32,
+    to_guest: bool,
+    frame: &[u8],
+    summary: Option<&Summary>,
+    source: Option<SourceInfo>,
+    steps: &mut Vec<String>,
+) -> Decision {
+    let mut header = [0u8; VIEW_BYTES];
+    let n = frame.len().min(VIEW_BYTES);
+    header[..n].copy_from_slice(&frame[..n]);
+    // Under BPF_PROG_TEST_RUN every tag is in the bytes.
+    let view = FrameView::from_header(frame.len() as u32, &header, None);
+    match summary {
+        None => steps.push("length: shorter than an Ethernet header (a runt)".into()),
+        Some(summary) => {
+            if !to_guest {
+                steps.push(if policy.allows_mac_spoofing() {
+                    format!("source MAC {}: any is allowed", summary.src)
+                } else if summary.src.0 == policy.mac {
+                    format!("source MAC {}: the endpoint's", summary.src)
+                } else {
+                    format!(
+                        "source MAC {}: not the endpoint's {}",
+                        summary.src,
+                        EthAddr(policy.mac)
+                    )
+                });
+            }
+            steps.push(match summary.tags.as_slice() {
+                [] => "tags: none".into(),
+                tags => format!(
+                    "tags, outermost first: {}",
+                    tags.iter()
+                        .map(|(tag, _)| tag_text(tag))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            });
+        }
+    }
+    let mut decision = if to_guest {
+        macvswitch_common::to_guest(policy, &view)
+    } else {
+        macvswitch_common::from_guest(policy, &view)
+    };
+    let rule = if to_guest {
+        "port rule towards the guest"
+    } else {
+        "port rule from the guest"
+    };
+    steps.push(format!("{rule}: {}", action_text(decision.action, false)));
+    if to_guest && policy.has(POLICY_CHECK_SENDERS) && !matches!(decision.action, Action::Drop(_)) {
+        let src = EthAddr(view.src);
+        match source {
+            None => steps.push(format!(
+                "sender {src}: no local endpoint (from the wire): allowed"
+            )),
+            Some(source) => match isolation(policy, ifindex, &source) {
+                None => steps.push(format!(
+                    "sender {src}: local endpoint ifindex {}: allowed",
+                    source.ifindex
+                )),
+                Some(reason) => {
+                    steps.push(format!(
+                        "sender {src}: local endpoint ifindex {}: drop: {} ({})",
+                        source.ifindex,
+                        reason.name(),
+                        reason.help()
+                    ));
+                    decision.action = Action::Drop(reason);
+                }
+            },
+        }
+    }
+    if let Some(vlan) = decision.vlan {
+        steps.push(format!("counted under VLAN {vlan}"));
+    }
+    decision
+}
