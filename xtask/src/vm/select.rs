@@ -17,7 +17,8 @@ const INTEGRATION: &str = "integration";
 
 /// The CI subset (`--quick`), as module paths of the integration binary:
 /// access, trunk and tunnel ports, relay, the host port, upgrade and
-/// reload, del and reset, the attach modes and tags carried in the mark.
+/// reload, del and reset, the attach modes and tags carried in the mark,
+/// the port-security guards' frames and the drop monitor.
 pub const QUICK: &[&str] = &[
     "attach",
     "carriage",
@@ -28,6 +29,8 @@ pub const QUICK: &[&str] = &[
     "host_port",
     "lifecycle::upgrade",
     "endpoint::lifecycle",
+    "guards::frames",
+    "monitor",
 ];
 
 /// libtest options that take the next argument as their value.
