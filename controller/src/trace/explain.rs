@@ -2,9 +2,13 @@
 //! decision step, from the functions the programs call.
 
 use macvswitch_common::{
-    Action, Decision, EndpointPolicy, FrameView, POLICY_CHECK_SENDERS, POLICY_CVLANS_LIMITED,
-    POLICY_ISOLATED, POLICY_NATIVE_TAGGED, POLICY_PRIORITY_SET, POLICY_PROMISCUOUS, PORT_ACCESS,
-    PORT_TRUNK, PORT_TUNNEL, SourceInfo, decide::VIEW_BYTES, isolation::isolation,
+    Action, Decision, EndpointPolicy, FrameView, POLICY_ALLOW_BPDU, POLICY_ALLOW_DHCP_SERVER,
+    POLICY_ALLOW_RA, POLICY_CHECK_SENDERS, POLICY_CVLANS_LIMITED, POLICY_GUARD_IP, POLICY_ISOLATED,
+    POLICY_NATIVE_TAGGED, POLICY_PRIORITY_SET, POLICY_PROMISCUOUS, PORT_ACCESS, PORT_TRUNK,
+    PORT_TUNNEL, SourceInfo,
+    decide::VIEW_BYTES,
+    guard::{self, Payload},
+    isolation::isolation,
 };
 
 use crate::model::frame::{EthAddr, Summary, tag_text};
@@ -61,7 +65,38 @@ pub(super) fn describe_policy(policy: &EndpointPolicy) -> Vec<String> {
     if policy.has(POLICY_CHECK_SENDERS) {
         words.push("frames to the guest: local senders looked up".into());
     }
+    words.push(guards_text(policy));
     words
+}
+
+/// The port-security guards in the policy, in words.
+fn guards_text(policy: &EndpointPolicy) -> String {
+    let on = |allowed_flag: u32, name: &str| {
+        if policy.has(allowed_flag) {
+            format!("{name} allowed")
+        } else {
+            format!("{name} dropped")
+        }
+    };
+    let mut line = format!(
+        "guards from the guest: {}, {}, {}",
+        on(POLICY_ALLOW_DHCP_SERVER, "DHCP server messages"),
+        on(POLICY_ALLOW_RA, "router advertisements"),
+        on(POLICY_ALLOW_BPDU, "BPDUs"),
+    );
+    if policy.has(POLICY_GUARD_IP) {
+        line += &format!(
+            "; sources checked against {} IPv4 and {} IPv6 prefixes (--ip)",
+            policy.addresses.v4_count, policy.addresses.v6_count
+        );
+    }
+    if policy.storm_interval_ns != 0 {
+        line += &format!(
+            "; broadcast and multicast at most {}/s",
+            1_000_000_000 / policy.storm_interval_ns
+        );
+    }
+    line
 }
 
 pub(super) fn action_text(action: Action, carried: bool) -> String {
@@ -133,6 +168,21 @@ pub(super) fn host_decision(
         "port rule from the guest"
     };
     steps.push(format!("{rule}: {}", action_text(decision.action, false)));
+    if !to_guest && !matches!(decision.action, Action::Drop(_)) {
+        // The private copy's storm buckets are fresh and full: a trace
+        // never meets the limit, so only the frame's own guards apply.
+        match guard::check(policy, frame, Payload::of(&view)) {
+            Ok(_) => steps.push("port-security guards: passed".into()),
+            Err(reason) => {
+                steps.push(format!(
+                    "port-security guards: drop: {} ({})",
+                    reason.name(),
+                    reason.help()
+                ));
+                decision.action = Action::Drop(reason);
+            }
+        }
+    }
     if to_guest && policy.has(POLICY_CHECK_SENDERS) && !matches!(decision.action, Action::Drop(_)) {
         let src = EthAddr(view.src);
         match source {

@@ -312,3 +312,62 @@ fn trace_builds_frames_from_options_and_refuses_bad_ones() {
     let out = h.ctl.run(&["trace", "nosuch", "--from-guest"]);
     assert_ne!(out.status.code(), Some(0));
 }
+
+/// The guards are part of a frame's fate: a DHCP offer from a guest is
+/// traced as the `dhcp-server` drop it really is, and a DHCP request as
+/// passing.
+#[test]
+fn trace_follows_the_port_security_guards() {
+    let h = root_harness!();
+    let ep = h.add("g", &["--vlan", "10"]);
+    let tap = h.tap(&ep);
+    let wire = h.topo.wire();
+    let dhcp = |src_port: u16, dst_port: u16, m: &Marker| {
+        let mut packet = vec![
+            0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0, 192, 0, 2, 10, 255, 255, 255, 255,
+        ];
+        packet.extend_from_slice(&src_port.to_be_bytes());
+        packet.extend_from_slice(&dst_port.to_be_bytes());
+        packet.extend_from_slice(&[0, 24, 0, 0]);
+        packet.extend_from_slice(&m.0);
+        let len = packet.len() as u16;
+        packet[2..4].copy_from_slice(&len.to_be_bytes());
+        frame::eth(frame::BROADCAST, ep.mac, 0x0800, &packet)
+    };
+    for (src_port, dst_port, fate) in [(67, 68, "dhcp-server"), (68, 67, "pass")] {
+        let m = Marker::new();
+        let bytes = dhcp(src_port, dst_port, &m);
+        let before = all_stats(&h);
+        let trace = trace_json(
+            &h,
+            &[
+                "trace",
+                "g",
+                "--from-guest",
+                "--hex",
+                &hex(&bytes),
+                "--json",
+            ],
+        );
+        assert_eq!(all_stats(&h), before, "trace changed counters");
+        let what = format!("UDP {src_port} -> {dst_port}");
+        if fate == "pass" {
+            assert_eq!(trace["verdict"], "pass", "{what}: {trace}");
+            tap.write(&bytes);
+            on_wire(
+                &wire,
+                &m,
+                &format!("{what}: traced as passing, not on the wire"),
+            );
+        } else {
+            assert_eq!(
+                (&trace["verdict"], &trace["reason"]),
+                (&"drop".into(), &fate.into()),
+                "{what}: {trace}"
+            );
+            tap.write(&bytes);
+            absent(&wire, &m, &format!("{what}: traced as {fate}, on the wire"));
+            assert_eq!(h.drops("g", fate), 1);
+        }
+    }
+}
