@@ -90,11 +90,8 @@ fn guards_text(policy: &EndpointPolicy) -> String {
             policy.addresses.v4_count, policy.addresses.v6_count
         );
     }
-    if policy.storm_interval_ns != 0 {
-        line += &format!(
-            "; broadcast and multicast at most {}/s",
-            1_000_000_000 / policy.storm_interval_ns
-        );
+    if let Some(pps) = 1_000_000_000u32.checked_div(policy.storm_interval_ns) {
+        line += &format!("; broadcast and multicast at most {pps}/s");
     }
     line
 }
