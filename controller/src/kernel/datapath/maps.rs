@@ -33,6 +33,21 @@ fn by_ifindex<V: aya::Pod>(
     }
 }
 
+/// The pinned map `name`; `None` if it is not pinned.
+pub(super) fn open_pinned(pins: &PinLayout, name: &str) -> Result<Option<Map>> {
+    match MapData::from_pin(pins.map(name)) {
+        Ok(data) => Map::from_map_data(data)
+            .map(Some)
+            .map_err(map_err(format!("opening pinned map {name}"))),
+        Err(aya::maps::MapError::SyscallError(e))
+            if e.io_error.kind() == io::ErrorKind::NotFound =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(Error::bpf(format!("opening pinned map {name}"), e)),
+    }
+}
+
 pub(super) fn map_err(context: String) -> impl FnOnce(aya::maps::MapError) -> Error {
     move |e| Error::bpf(context, e)
 }
@@ -116,19 +131,7 @@ impl Maps {
         {
             return Ok(None);
         }
-        let open = |name: &str| -> Result<Option<Map>> {
-            match MapData::from_pin(pins.map(name)) {
-                Ok(data) => Map::from_map_data(data)
-                    .map(Some)
-                    .map_err(map_err(format!("opening pinned map {name}"))),
-                Err(aya::maps::MapError::SyscallError(e))
-                    if e.io_error.kind() == io::ErrorKind::NotFound =>
-                {
-                    Ok(None)
-                }
-                Err(e) => Err(Error::bpf(format!("opening pinned map {name}"), e)),
-            }
-        };
+        let open = |name: &str| open_pinned(pins, name);
         let mut maps = Vec::with_capacity(MAP_NAMES.len());
         for name in MAP_NAMES {
             match open(name)? {

@@ -2,36 +2,23 @@
 //! programs read (`MONITOR`), their per-CPU counts (`MONITOR_STATS`) and
 //! one ring buffer per monitor slot. See `macvswitch_common::monitor`.
 
-use std::io;
-
 use aya::maps::{Array, Map, MapData, PerCpuArray, ProgramArray, RingBuf};
 use macvswitch_common::{
     monitor::{MonitorControl, MonitorStats},
     names,
 };
 
-use super::{PinLayout, maps::map_err, object::classifier};
+use super::{
+    PinLayout,
+    maps::{map_err, open_pinned},
+    object::classifier,
+};
 use crate::error::{Error, Result};
 
 /// The switch and the counts.
 pub struct MonitorMaps {
     control: Array<MapData, MonitorControl>,
     stats: PerCpuArray<MapData, MonitorStats>,
-}
-
-/// The pinned map `name`; `None` if it is not pinned.
-fn open_pinned(pins: &PinLayout, name: &str) -> Result<Option<Map>> {
-    match MapData::from_pin(pins.map(name)) {
-        Ok(data) => Map::from_map_data(data)
-            .map(Some)
-            .map_err(map_err(format!("opening pinned map {name}"))),
-        Err(aya::maps::MapError::SyscallError(e))
-            if e.io_error.kind() == io::ErrorKind::NotFound =>
-        {
-            Ok(None)
-        }
-        Err(e) => Err(Error::bpf(format!("opening pinned map {name}"), e)),
-    }
 }
 
 fn required(pins: &PinLayout, name: &str) -> Result<Map> {
