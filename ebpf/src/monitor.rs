@@ -118,7 +118,7 @@ pub fn monitor_publish(ctx: TcContext) -> i32 {
 /// Whether some slot wants this kind of frame: the one read a frame pays
 /// when nobody watches.
 #[inline(always)]
-fn watching(kind: u32) -> bool {
+pub(crate) fn watching(kind: u32) -> bool {
     // SAFETY: a valid map value that monitors rewrite whole; one load.
     MONITOR
         .get(0)

@@ -26,6 +26,7 @@ impl Object {
     pub fn load() -> Object {
         let ebpf = datapath::load_object(&[
             names::PROG_BASELINE,
+            crate::rows::PROG_BENCH_MONITOR_IDLE,
             names::PROG_FROM_GUEST,
             names::PROG_TO_GUEST,
             names::PROG_UPLINK_EGRESS,

@@ -239,6 +239,21 @@ pub const BASELINE: Row = Row {
     guards: Guarding::Default,
 };
 
+/// Bench-only (ebpf/src/bench_monitor.rs): the monitor's switch read alone.
+pub const PROG_BENCH_MONITOR_IDLE: &str = "bench_monitor_idle";
+
+/// What every frame pays for the drop monitor while nobody watches: one
+/// read of its switch, over the empty program.
+pub const MONITOR_IDLE: Row = Row {
+    name: "monitor switch, nobody watching: one MONITOR read (bench-only program)",
+    program: PROG_BENCH_MONITOR_IDLE,
+    port: Some(Port::Access(10)),
+    frame: Frame::FromGuest,
+    expect: Outcome::Baseline,
+    uplink: None,
+    guards: Guarding::Default,
+};
+
 pub const ACCESS_PUSH: Row = Row {
     name: "access push: from_guest, untagged test-ethertype frame, VLAN 10",
     program: names::PROG_FROM_GUEST,
@@ -346,6 +361,7 @@ pub const DROP_RA: Row = guarded(
 
 /// Every row of the per-program table, in report order.
 pub const TABLE: &[Row] = &[
+    MONITOR_IDLE,
     ACCESS_PUSH,
     GUARD_ROWS[0],
     GUARD_ROWS[1],
