@@ -743,13 +743,7 @@ impl SetArgs {
             port,
             priority: self.port.priority,
             clear_priority: self.no_priority,
-            allow_mac_spoofing: if self.allow_mac_spoofing {
-                Some(true)
-            } else if self.no_allow_mac_spoofing {
-                Some(false)
-            } else {
-                None
-            },
+            allow_mac_spoofing: switch(self.allow_mac_spoofing, self.no_allow_mac_spoofing),
             isolation: if self.open {
                 Some(Isolation::Open)
             } else {

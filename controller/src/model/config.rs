@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     error::{Error, Result},
     model::guards::{Guards, IpList, StormLimit},
+    model::is_false,
     model::isolation::Isolation,
     model::policy::{Pcp, PortOptions, PortVlans, VidList},
     model::spec::{EndpointSpec, HostPortSpec},
@@ -79,10 +80,6 @@ pub struct UplinkConfig {
     pub reflective_relay: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub host_port: Option<HostPortSpec>,
-}
-
-fn is_false(value: &bool) -> bool {
-    !*value
 }
 
 impl Config {

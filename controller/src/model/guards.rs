@@ -13,6 +13,8 @@ use macvswitch_common::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::model::is_false;
+
 /// An address (`192.0.2.10`) or prefix (`198.51.100.0/24`,
 /// `2001:db8::/64`) a guest may send from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -190,10 +192,6 @@ pub struct Guards {
     pub allow_bpdu: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storm_limit: Option<StormLimit>,
-}
-
-fn is_false(value: &bool) -> bool {
-    !*value
 }
 
 impl Guards {

@@ -24,6 +24,12 @@ macro_rules! serde_as_text {
     };
 }
 
+/// `skip_serializing_if` for flags that are off by default, so files and
+/// records name only the ones set.
+pub(crate) fn is_false(value: &bool) -> bool {
+    !*value
+}
+
 pub mod config;
 pub mod frame;
 pub mod guards;
